@@ -1,0 +1,34 @@
+# The two README commands:  `make run`  (set up + run the main job)  and  `make test`  (set up + run every test).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+.PHONY: setup run test lint test-deps images clean
+
+setup: $(STAMP)
+
+# One resolver pass with exact pins (constraints.txt): torch 2.13.0 comes from the local CPU wheel.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip 'setuptools>=69' wheel
+	$(BIN)/pip install -q -c constraints.txt -e '.[serve,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: setup
+	$(BIN)/lws pipeline run
+
+# System packages the browser test needs (Debian's chromium); skipped when present.
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium"
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup test-deps
+	$(BIN)/ruff check .
+	DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+clean:
+	rm -rf $(VENV) .lws

@@ -1,0 +1,1 @@
+"""The `lws` command line: one command, one sub-command module per area."""

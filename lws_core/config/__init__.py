@@ -1,0 +1,148 @@
+"""One typed config for every stage, read from ``params.yaml`` (DVC's convention).
+
+The same object drives the CLI, ``dvc repro`` and the KFP pipeline's parameters;
+no stage invents its own defaults. Each section lives in its own module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from lws_core.config.base import Section
+from lws_core.config.data import DataConfig
+from lws_core.config.eval import EvalConfig
+from lws_core.config.model import ModelConfig
+from lws_core.config.pipeline import PipelineConfig
+from lws_core.config.registry import RegistryConfig
+from lws_core.config.schema import SchemaConfig
+from lws_core.config.train import TrainConfig
+from lws_core.errors import ConfigError
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class LWSConfig(Section):
+    """The whole config: sections `schema, data, model, train, eval, registry, pipeline`."""
+
+    schema_: SchemaConfig = SchemaConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    # `schema` shadows a pydantic attribute name; keep it in files, rename in Python.
+    model_config = {**Section.model_config, "populate_by_name": True}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d["schema"] = d.pop("schema_")
+        order = ["schema", "data", "model", "train", "eval", "registry", "pipeline"]
+        return {k: d[k] for k in order}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def digest(self) -> str:
+        """Stable short hash of the resolved config (lineage tag, cache key)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_overrides(self, overrides: dict[str, Any]) -> LWSConfig:
+        """Return a copy with dotted-key overrides applied, e.g. ``{"train.max_steps": 10}``."""
+        d = self.to_dict()
+        for key, value in overrides.items():
+            node = d
+            parts = key.split(".")
+            for p in parts[:-1]:
+                if p not in node or not isinstance(node[p], dict):
+                    raise ConfigError(f"unknown config key {key!r}")
+                node = node[p]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config key {key!r}")
+            node[parts[-1]] = value
+        return config_from_dict(d)
+
+
+_FIELD_ALIASES = {"schema": "schema_"}
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join("schema" if p == "schema_" else str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            parent = _section_for(e["loc"][:-1])
+            if parent is not None:
+                allowed = ", ".join(k for k in parent.model_fields)
+                msg += f" (allowed: {allowed.replace('schema_', 'schema')})"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        lines.append(f"{loc or '<root>'}: {msg}")
+    return "; ".join(lines)
+
+
+def _section_for(loc: tuple[Any, ...]) -> type[Section] | None:
+    cls: Any = LWSConfig
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, Section):
+            return None if part is not None else cls
+        cls = field.annotation
+    return cls
+
+
+def config_from_dict(d: dict[str, Any] | None) -> LWSConfig:
+    d = dict(d or {})
+    if "schema" in d:
+        d["schema_"] = d.pop("schema")
+    try:
+        return LWSConfig.model_validate(d)
+    except ValidationError as e:
+        raise ConfigError(f"invalid config: {_format_error(e)}") from None
+
+
+def load_config(path: str | Path | None = None) -> LWSConfig:
+    """Load ``params.yaml`` (or ``path``). A missing default file means all defaults."""
+    if path is None:
+        path = Path(DEFAULT_PARAMS)
+        if not path.exists():
+            return LWSConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    try:
+        return config_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+__all__ = [
+    "LWSConfig",
+    "SchemaConfig",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "RegistryConfig",
+    "PipelineConfig",
+    "load_config",
+    "config_from_dict",
+]

@@ -1,0 +1,70 @@
+"""Config section `data`: the two-stage synthesis (teacher script -> per-unit sessions with speech)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from lws_core.config.base import Section
+
+SCENARIOS = ("single_turn", "pause", "barge_in", "backchannel", "multi_turn", "silence")
+
+
+class TeacherConfig(Section):
+    """Stage 1 teacher: `template` (offline, answers known), `openai` (any compatible endpoint), `hf` (local model)."""
+
+    kind: Literal["template", "openai", "hf"] = "template"
+    endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (kind=openai).")
+    model: str | None = Field(None, description="Model name at the endpoint, or local path (kind=hf).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+
+class SourceConfig(Section):
+    """Where questions come from: the template generator, or a local dataset file with a column mapping."""
+
+    kind: Literal["template", "file"] = "template"
+    path: str | None = None
+    question_column: str = "question"
+    answer_column: str | None = "answer"
+
+
+class DataConfig(Section):
+    """Data synthesis settings; `lws data synth` and the pipeline's synthesize step read them."""
+
+    sessions: int = Field(600, ge=1, description="Sessions to synthesize (all splits).")
+    seed: int = 0
+    workers: int = Field(2, ge=1)
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    teacher: TeacherConfig = TeacherConfig()
+    source: SourceConfig = SourceConfig()
+    scenarios: dict[str, float] = Field(
+        default_factory=lambda: {
+            "single_turn": 0.35,
+            "pause": 0.15,
+            "barge_in": 0.15,
+            "backchannel": 0.1,
+            "multi_turn": 0.15,
+            "silence": 0.1,
+        },
+        description="Scenario mixture weights (normalised).",
+    )
+    task_families: list[str] = Field(
+        default_factory=lambda: ["arithmetic", "multistep", "compare", "convert", "sequence", "table", "python"]
+    )
+    noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (dB); None = clean.")
+
+    @field_validator("scenarios")
+    @classmethod
+    def _known_scenarios(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, w in v.items():
+            if name not in SCENARIOS:
+                raise ValueError(f"unknown scenario {name!r}; allowed: {', '.join(SCENARIOS)}")
+            if w < 0:
+                raise ValueError(f"scenario weight for {name!r} must be >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError("at least one scenario needs a positive weight")
+        return v

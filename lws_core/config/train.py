@@ -1,0 +1,29 @@
+"""Config section `train`: HF Trainer + DeepSpeed settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lws_core.config.base import Section
+
+
+class TrainConfig(Section):
+    """Training loop settings. `backend=deepspeed` on CPU runs one gloo process; `torch` is the plain fallback."""
+
+    backend: Literal["deepspeed", "torch"] = "deepspeed"
+    zero_stage: int = Field(2, ge=0, le=3)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    max_steps: int = Field(600, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    logging_steps: int = Field(20, ge=1)
+    save_steps: int = Field(200, ge=1)
+    eval_steps: int = Field(200, ge=1)
+    max_memory_gb: float = Field(16.0, gt=0, description="Refuse configs whose estimated peak exceeds this.")
+    num_threads: int | None = Field(None, description="torch threads on CPU (None = all cores).")

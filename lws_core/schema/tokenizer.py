@@ -1,0 +1,143 @@
+"""Tokenizers that know the schema: train a byte-level BPE offline, or extend a local HF tokenizer.
+
+The schema version and the special-token ids are saved beside the tokenizer in
+``lws_schema.json``; loading checks them so a model never silently runs with a
+tokenizer from another schema (invariant 7).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from lws_core.errors import InputError, SchemaError, SchemaMismatchError
+from lws_core.schema.tokens import SCHEMA_VERSION, SPECIAL_TOKENS, SpecialIds
+
+SCHEMA_FILE = "lws_schema.json"
+
+
+class SchemaTokenizer:
+    """A Hugging Face fast tokenizer plus the schema's special ids.
+
+    Text segments are encoded without special tokens, and text containing a
+    schema token string is refused, so a user's words can never forge a unit
+    boundary.
+    """
+
+    def __init__(self, hf_tokenizer, special: SpecialIds) -> None:  # noqa: ANN001 - any HF tokenizer
+        self.hf = hf_tokenizer
+        self.special = special
+        self.special_set = special.all()
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    def encode_text(self, text: str, where: str = "text") -> list[int]:
+        for s in SPECIAL_TOKENS:
+            if s in text:
+                raise SchemaError(f"{where}: text contains the schema token {s}")
+        if not text:
+            return []
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode_text(self, ids: list[int]) -> str:
+        if not ids:
+            return ""
+        return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def count(self, text: str) -> int:
+        return len(self.encode_text(text))
+
+    def token_strings(self, ids: Iterable[int]) -> list[str]:
+        return list(self.hf.convert_ids_to_tokens([int(i) for i in ids]))
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.hf.save_pretrained(str(directory))
+        meta = {"schema_version": SCHEMA_VERSION, "special_tokens": self.special.as_mapping()}
+        (directory / SCHEMA_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SchemaTokenizer:
+        """Load a tokenizer saved by :meth:`save`; fail clearly on another schema or changed ids."""
+        from transformers import AutoTokenizer
+
+        directory = Path(directory)
+        meta_path = directory / SCHEMA_FILE
+        if not meta_path.is_file():
+            raise SchemaMismatchError(
+                f"{directory}: no {SCHEMA_FILE}; this is not an LWS tokenizer (extend it with `lws schema tokenizer --extend`)"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+            version = meta["schema_version"]
+            saved = {str(k): int(v) for k, v in meta["special_tokens"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise SchemaMismatchError(f"{meta_path}: unreadable schema metadata ({e})") from None
+        if version != SCHEMA_VERSION:
+            raise SchemaMismatchError(
+                f"{directory}: tokenizer was made for schema {version!r}, this code speaks {SCHEMA_VERSION!r}"
+            )
+        missing = [s for s in SPECIAL_TOKENS if s not in saved]
+        if missing:
+            raise SchemaMismatchError(f"{directory}: schema tokens missing from metadata: {', '.join(missing)}")
+        hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        actual = {s: hf.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS}
+        changed = [f"{s} saved {saved[s]} now {actual[s]}" for s in SPECIAL_TOKENS if actual[s] != saved[s]]
+        if changed:
+            raise SchemaMismatchError(f"{directory}: schema token ids changed: {'; '.join(changed)}")
+        return cls(hf, SpecialIds.from_mapping(actual))
+
+
+def _ids_of(hf) -> SpecialIds:  # noqa: ANN001
+    return SpecialIds.from_mapping({s: hf.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS})
+
+
+def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> SchemaTokenizer:
+    """Train a byte-level BPE tokenizer from text, offline, with the schema tokens at ids 0..9."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token=SPECIAL_TOKENS[0],
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        clean_up_tokenization_spaces=False,
+    )
+    return SchemaTokenizer(hf, _ids_of(hf))
+
+
+def extend_tokenizer(path: str | Path) -> SchemaTokenizer:
+    """Load an existing HF tokenizer from a local directory and add the schema tokens.
+
+    The model using it must resize its embeddings to ``vocab_size`` afterwards.
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"tokenizer directory not found: {path}")
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+    new = [s for s in SPECIAL_TOKENS if s not in hf.get_vocab()]
+    if new:
+        hf.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+    if hf.pad_token is None:
+        hf.pad_token = SPECIAL_TOKENS[0]
+    return SchemaTokenizer(hf, _ids_of(hf))
