@@ -1,0 +1,273 @@
+"""The LWS model: any Hugging Face causal LM + a per-unit audio encoder + projector.
+
+The audio embeddings replace the ``<|audio|>`` placeholders in ``inputs_embeds``;
+the LM itself is unchanged (the paper's point: behaviour comes from the token
+schema, not from architecture).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from lws_core.errors import InputError, SchemaMismatchError
+from lws_core.model.audio_encoder import UnitAudioEncoder, build_whisper_encoder
+from lws_core.model.presets import PRESETS, lm_config
+from lws_core.schema import CHANNEL_NAMES, IGNORE_INDEX, SCHEMA_VERSION, Channel, SchemaTokenizer
+
+SPEC_FILE = "lws_model.json"
+
+
+class ModelSpec(BaseModel):
+    """What a saved model was trained with. Loading checks the schema version and token ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = SCHEMA_VERSION
+    preset: str
+    unit_s: float
+    audio_tokens_per_unit: int
+    max_write_tokens: int
+    max_say_tokens: int
+    sample_rate: int = 16000
+    n_mels: int
+    special_tokens: dict[str, int]
+    backbone_source: str | None = None
+    encoder_source: str | None = None
+
+    @property
+    def unit_samples(self) -> int:
+        return int(round(self.unit_s * self.sample_rate))
+
+
+@dataclass
+class LWSOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    channel_losses: dict[str, torch.Tensor]
+    channel_counts: dict[str, int]
+
+
+class LWSModel(nn.Module):
+    """Backbone LM + UnitAudioEncoder. ``forward`` returns the total loss and one loss per channel."""
+
+    def __init__(self, lm: nn.Module, audio: UnitAudioEncoder, tokenizer: SchemaTokenizer, spec: ModelSpec) -> None:
+        super().__init__()
+        self.lm = lm
+        self.audio = audio
+        self.tokenizer = tokenizer
+        self.spec = spec
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg, tokenizer: SchemaTokenizer | None = None, corpus: list[str] | None = None) -> LWSModel:  # noqa: ANN001
+        """Build from an ``LWSConfig``: preset shapes, optional local backbone/encoder paths."""
+        from transformers import AutoModelForCausalLM
+
+        from lws_core.schema import extend_tokenizer, train_bpe_tokenizer
+
+        mc, sc = cfg.model, cfg.schema_
+        preset = PRESETS[mc.preset]
+        if mc.backbone_path is not None and not Path(mc.backbone_path).is_dir():
+            raise InputError(f"model.backbone_path not found: {mc.backbone_path}")
+        if mc.encoder_path is not None and not Path(mc.encoder_path).is_dir():
+            raise InputError(f"model.encoder_path not found: {mc.encoder_path}")
+        if tokenizer is None:
+            if mc.backbone_path is not None:
+                tokenizer = extend_tokenizer(mc.backbone_path)
+            elif preset.trains_tokenizer:
+                tokenizer = train_bpe_tokenizer(corpus or _default_corpus(), vocab_size=mc.tokenizer_vocab_size)
+            else:
+                raise InputError(
+                    f"preset {mc.preset!r} needs model.backbone_path (a local checkpoint with its tokenizer) "
+                    "or a tokenizer passed in"
+                )
+        vocab = tokenizer.vocab_size
+        if mc.backbone_path is not None:
+            try:
+                lm = AutoModelForCausalLM.from_pretrained(mc.backbone_path, local_files_only=True, dtype=torch.float32)
+            except (OSError, ValueError) as e:
+                raise InputError(f"{mc.backbone_path}: cannot load a causal LM ({str(e).splitlines()[0]})") from None
+            lm.resize_token_embeddings(vocab)
+        else:
+            lm = AutoModelForCausalLM.from_config(lm_config(preset, vocab, tokenizer.special.pad))
+        unit_samples = int(round(sc.unit_s * sc.sample_rate))
+        enc = build_whisper_encoder(preset.encoder, unit_samples, mc.encoder_path)
+        n_mels = enc.config.num_mel_bins
+        audio = UnitAudioEncoder(enc, n_mels, unit_samples, sc.audio_tokens_per_unit, lm.config.hidden_size, sc.sample_rate)
+        spec = ModelSpec(
+            preset=mc.preset,
+            unit_s=sc.unit_s,
+            audio_tokens_per_unit=sc.audio_tokens_per_unit,
+            max_write_tokens=sc.max_write_tokens,
+            max_say_tokens=sc.max_say_tokens,
+            sample_rate=sc.sample_rate,
+            n_mels=n_mels,
+            special_tokens=tokenizer.special.as_mapping(),
+            backbone_source=mc.backbone_path,
+            encoder_source=mc.encoder_path,
+        )
+        model = cls(lm, audio, tokenizer, spec)
+        model.apply_freezing(mc.freeze_encoder, mc.freeze_backbone)
+        if mc.lora.enabled:
+            model.enable_lora(mc.lora.r, mc.lora.alpha, mc.lora.dropout)
+        return model
+
+    def apply_freezing(self, freeze_encoder: bool, freeze_backbone: bool) -> None:
+        """Frozen parts keep their weights; the projector always trains (it is new)."""
+        self.audio.encoder.requires_grad_(not freeze_encoder)
+        self.lm.requires_grad_(not freeze_backbone)
+        if freeze_backbone:  # new schema tokens still need trainable embeddings
+            self.lm.get_input_embeddings().requires_grad_(True)
+            self.lm.get_output_embeddings().requires_grad_(True)
+
+    def enable_lora(self, r: int, alpha: int, dropout: float) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        lc = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        self.lm = get_peft_model(self.lm, lc)
+
+    # -- forward -------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.lm.config.hidden_size
+
+    def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor | None, unit_audio: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with the audio placeholders replaced, in order, by unit audio embeddings."""
+        emb = self.lm.get_input_embeddings()(input_ids)
+        if unit_audio is not None and unit_audio.numel() > 0:
+            aud = self.audio(unit_audio).to(emb.dtype).reshape(-1, emb.shape[-1])
+            if audio_mask is None or int(audio_mask.sum()) != aud.shape[0]:
+                got = None if audio_mask is None else int(audio_mask.sum())
+                raise ValueError(f"{got} audio placeholders but {aud.shape[0]} audio embeddings")
+            emb = emb.masked_scatter(audio_mask.unsqueeze(-1), aud)
+        return emb
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        unit_audio: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        channels: torch.Tensor | None = None,
+    ) -> LWSOutput:
+        emb = self.embed(input_ids, audio_mask, unit_audio)
+        logits = self.lm(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False).logits
+        loss, per, counts = None, {}, {}
+        if labels is not None:
+            loss, per, counts = channel_losses(logits, labels, channels)
+        return LWSOutput(loss, logits, per, counts)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """One directory: lm/, tokenizer/, audio.safetensors, encoder_config.json, lws_model.json."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lm = self.lm.merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
+        lm.save_pretrained(str(directory / "lm"), safe_serialization=True)
+        self.tokenizer.save(directory / "tokenizer")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.audio.state_dict().items()}
+        save_file(state, str(directory / "audio.safetensors"))
+        (directory / "encoder_config.json").write_text(self.audio.encoder.config.to_json_string())
+        (directory / SPEC_FILE).write_text(self.spec.model_dump_json(indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LWSModel:
+        """Load offline; fails with one line for a missing dir or another schema version."""
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM, WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        directory = Path(directory)
+        spec_path = directory / SPEC_FILE
+        if not directory.is_dir():
+            raise InputError(f"model directory not found: {directory}")
+        if not spec_path.is_file():
+            raise InputError(f"{directory}: not an LWS model directory (no {SPEC_FILE})")
+        try:
+            raw = json.loads(spec_path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{spec_path}: unreadable ({e})") from None
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaMismatchError(
+                f"{directory}: model was trained with schema {version!r}; this code speaks {SCHEMA_VERSION!r} "
+                "(retrain, or use the LWS release that matches the model)"
+            )
+        spec = ModelSpec.model_validate(raw)
+        tok = SchemaTokenizer.load(directory / "tokenizer")
+        if tok.special.as_mapping() != spec.special_tokens:
+            raise SchemaMismatchError(f"{directory}: tokenizer special ids differ from the ids the model was trained with")
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(str(directory / "lm"), local_files_only=True, dtype=dtype)
+            enc_cfg = WhisperConfig.from_json_file(str(directory / "encoder_config.json"))
+            state = load_file(str(directory / "audio.safetensors"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{directory}: incomplete or corrupt model ({str(e).splitlines()[0]})") from None
+        enc = WhisperEncoder(enc_cfg)
+        audio = UnitAudioEncoder(enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate)
+        audio.load_state_dict(state)
+        model = cls(lm, audio, tok, spec).to(device=device, dtype=dtype)
+        model.eval()
+        return model
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def channel_losses(
+    logits: torch.Tensor, labels: torch.Tensor, channels: torch.Tensor | None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, int]]:
+    """Mean next-token loss over labelled positions, and the same per channel (invariant 5).
+
+    Position i's logits predict token i+1, so labels and channels are shifted
+    left by one, as Hugging Face does inside its own loss.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    tok_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).reshape(shift_labels.shape)
+    valid = shift_labels != IGNORE_INDEX
+    n = int(valid.sum())
+    total = tok_loss.sum() / max(n, 1)
+    per: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    if channels is not None:
+        ch = channels[:, 1:]
+        for c, name in CHANNEL_NAMES.items():
+            m = (ch == int(c)) & valid
+            k = int(m.sum())
+            counts[name] = k
+            if k:
+                per[name] = tok_loss[m].sum() / k
+    return total, per, counts
+
+
+def _default_corpus() -> list[str]:
+    """Text for a tokenizer when none is given: the template teacher's vocabulary if available."""
+    try:
+        from lws_core.data.corpus import tokenizer_corpus  # built by the data stage
+
+        return tokenizer_corpus()
+    except ImportError:
+        words = ["what", "is", "plus", "minus", "times", "divided", "by", "the", "answer", "equals", "table", "list", "python", "def", "return", "compare"]
+        return [" ".join(words)] * 10 + [str(i) for i in range(1000)]
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+__all__ = ["LWSModel", "ModelSpec", "LWSOutput", "channel_losses", "Channel"]
