@@ -1,0 +1,118 @@
+"""The `lws` command: --help everywhere, user mistakes are one line + exit 2, schema tools work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LWS = [sys.executable, "-m", "lws_core.cli.main"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*LWS, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def assert_user_error(p: subprocess.CompletedProcess, needle: str) -> None:
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    assert needle in lines[0]
+
+
+def test_version_and_help():
+    p = run("--version")
+    assert p.returncode == 0 and "lws 0.1.0" in p.stdout and "lws-v1" in p.stdout
+    top = run("--help")
+    assert top.returncode == 0
+    for cmd in ("config", "schema", "data", "train", "simulate", "eval", "pipeline", "serve"):
+        assert cmd in top.stdout
+
+
+def test_every_subcommand_has_help():
+    import typer.main
+
+    from lws_core.cli.main import app
+
+    group = typer.main.get_command(app)
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    paths = list(walk(group, []))
+    assert len(paths) > 8
+    for path in paths:
+        p = run(*path, "--help")
+        assert p.returncode == 0 and "Usage" in p.stdout, (path, p.stderr)
+        assert (p.stdout.count("\n") > 3), path
+
+
+def test_config_show_and_errors(tmp_path):
+    p = run("config", "show", "--set", "train.max_steps=5")
+    assert p.returncode == 0 and "max_steps: 5" in p.stdout
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    assert_user_error(run("config", "show", "--config", str(bad)), "train.max_stepz")
+    bad.write_text("model:\n  preset: huge\n")
+    assert_user_error(run("config", "check", "--config", str(bad)), "model.preset")
+    assert_user_error(run("config", "show", "--config", str(tmp_path / "none.yaml")), "not found")
+
+
+@pytest.fixture()
+def session_file(tmp_path):
+    s = {
+        "id": "demo",
+        "unit_s": 1.0,
+        "user_words": [{"text": "what", "start": 0.1, "end": 0.3}, {"text": "is", "start": 0.3, "end": 0.5},
+                       {"text": "6", "start": 0.5, "end": 0.8}, {"text": "times", "start": 0.9, "end": 1.3},
+                       {"text": "7", "start": 1.4, "end": 1.7}],
+        "units": [
+            {"state": "listen", "write": "- 6"},
+            {"state": "listen", "write": " × 7", "depends_on_word": 4},
+            {"state": "speak", "write": "\n6 × 7 = 42\n**Answer:** 42", "say": "It's 42.", "eot": True},
+        ],
+    }
+    f = tmp_path / "session.json"
+    f.write_text(json.dumps(s))
+    return f
+
+
+def test_schema_encode_render_validate(session_file, tmp_path):
+    p = run("schema", "encode", str(session_file), "--ids-out", str(tmp_path / "ids.json"))
+    assert p.returncode == 0 and "<|unit|>" in p.stdout and "[<|speak|>]" in p.stdout
+    png = tmp_path / "t.png"
+    p = run("schema", "render", str(session_file), "--png", str(png))
+    assert p.returncode == 0 and png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+    p = run("schema", "validate", str(session_file))
+    assert p.returncode == 0 and "valid" in p.stdout
+
+
+def test_schema_tokenizer_and_decode(session_file, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("what is 6 times 7\nthe answer is 42\n" * 20)
+    p = run("schema", "tokenizer", str(tmp_path / "tok"), "--corpus", str(corpus), "--vocab-size", "300")
+    assert p.returncode == 0, p.stderr
+    p = run("schema", "encode", str(session_file), "--tokenizer", str(tmp_path / "tok"), "--ids-out", str(tmp_path / "ids.json"))
+    assert p.returncode == 0, p.stderr
+    ids = json.loads((tmp_path / "ids.json").read_text())["input_ids"]
+    (tmp_path / "cut.json").write_text(json.dumps(ids[:-3]))
+    p = run("schema", "decode", str(tmp_path / "cut.json"), "--tokenizer", str(tmp_path / "tok"))
+    assert p.returncode == 0 and "force-closed" in p.stdout and "42" in p.stdout
+
+
+def test_malformed_inputs_are_one_line_errors(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text("{not json")
+    assert_user_error(run("schema", "render", str(f)), "not valid JSON")
+    f.write_text(json.dumps({"units": [{"state": "shout"}]}))
+    assert_user_error(run("schema", "encode", str(f)), "units.0.state")
+    assert_user_error(run("schema", "validate", str(tmp_path / "missing.json")), "not found")
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "ids.json").write_text("[1,2,3]")
+    assert_user_error(run("schema", "decode", str(tmp_path / "ids.json"), "--tokenizer", str(tmp_path / "tok")), "not an LWS tokenizer")

@@ -1,0 +1,64 @@
+"""Config: defaults, params.yaml round trip, errors that name the key and the allowed values."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from lws_core.config import LWSConfig, config_from_dict, load_config
+from lws_core.errors import ConfigError
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    cfg = LWSConfig()
+    p = tmp_path / "params.yaml"
+    p.write_text(cfg.to_yaml())
+    again = load_config(p)
+    assert again == cfg and again.digest() == cfg.digest()
+    assert list(yaml.safe_load(p.read_text())) == ["schema", "data", "model", "train", "eval", "registry", "pipeline"]
+
+
+def test_repo_params_yaml_is_valid():
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[2] / "params.yaml"
+    if p.exists():
+        load_config(p)
+
+
+def test_unknown_key_names_key_and_allowed():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"train": {"max_stepz": 3}})
+    msg = str(e.value)
+    assert "train.max_stepz" in msg and "allowed:" in msg and "max_steps" in msg
+
+
+def test_bad_literal_lists_allowed_values():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"model": {"preset": "huge"}})
+    assert "model.preset" in str(e.value) and "'tiny'" in str(e.value)
+
+
+def test_range_and_section_errors():
+    with pytest.raises(ConfigError, match="schema.unit_s"):
+        config_from_dict({"schema": {"unit_s": 5}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict({"bogus": {}})
+    with pytest.raises(ConfigError, match="unknown scenario"):
+        config_from_dict({"data": {"scenarios": {"karaoke": 1.0}}})
+
+
+def test_overrides():
+    cfg = LWSConfig().with_overrides({"train.max_steps": 7, "schema.unit_s": 0.5})
+    assert cfg.train.max_steps == 7 and cfg.schema_.unit_s == 0.5
+    with pytest.raises(ConfigError, match="unknown config key"):
+        LWSConfig().with_overrides({"train.nope": 1})
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
