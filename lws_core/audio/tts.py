@@ -1,0 +1,261 @@
+"""Text-to-speech with exact word timings: espeak-ng through ctypes (no system package).
+
+Data synthesis needs user speech *and* the time each word ends (the causality
+check keys on it), and the streaming engine needs to say the model's words.
+espeak-ng's synchronous mode hands us the audio plus WORD events with each
+word's text position and audio position, so timings are the engine's own, not
+an aligner's guess. It runs hundreds of times faster than real time.
+
+espeak-ng keeps global state, so there is one engine per process
+(:func:`get_tts`); a lock serialises threads inside the process. Processes
+each load their own copy of the library and are independent.
+
+Reproducibility: espeak-ng's samples depend slightly on its history (the pitch
+flutter phase and the noise generator are process-global), so the same text can
+differ by a few samples between calls. Output is a pure function of the call
+sequence from a given library state; data synthesis therefore runs each fixed
+chunk of sessions in a process forked from one warmed-up state.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from lws_core.audio.io import SAMPLE_RATE, resample
+from lws_core.errors import InputError
+from lws_core.schema.timeline import Word
+
+# espeak-ng constants (speak_lib.h)
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
+_RATE, _VOLUME, _PITCH = 1, 2, 3
+
+# English voices shipped with espeakng-loader, and variants (voice "timbres").
+ENGLISH_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3", "klatt4")
+# Held out for the test split: a language variant and two timbres never heard in training.
+HELD_OUT_LANGS = ("en-gb-x-gbcwmd",)
+HELD_OUT_VARIANTS = ("f4", "klatt3")
+
+# Characters English espeak reads sensibly; anything else (other scripts, emoji,
+# control characters) is refused instead of being spelled out as code points.
+_SPEAKABLE = re.compile(r"^[A-Za-z0-9\s.,;:!?'\"()\[\]{}<>+\-*/=%&$#@^_|~`\u2018\u2019\u201c\u201d\u2013\u2014\u00d7\u00f7\u00b0]*$")
+
+
+class UnspeakableError(InputError):
+    """The text contains nothing the TTS can say, or symbols it cannot say."""
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """A voice: espeak name (``lang`` or ``lang+variant``), speaking rate, pitch (0-100), volume (0-200)."""
+
+    name: str = "en-us"
+    rate_wpm: int = 175
+    pitch: int = 50
+    volume: int = 100
+
+    def label(self) -> str:
+        return f"{self.name}@{self.rate_wpm}wpm/p{self.pitch}"
+
+
+@dataclass
+class Speech:
+    """Synthesized audio (float32, 16 kHz) and one :class:`Word` per whitespace token of the text."""
+
+    audio: np.ndarray
+    words: list[Word] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@runtime_checkable
+class TTS(Protocol):
+    """What data synthesis and the engine need from a speech synthesizer."""
+
+    def synthesize(self, text: str, voice: VoiceSpec | None = None) -> Speech: ...
+
+
+def english_voices(held_out: bool | None = None) -> list[str]:
+    """Voice names ``lang+variant``; ``held_out=True`` gives the test-only voices, False the training ones."""
+    out = []
+    for lang in ENGLISH_VOICES:
+        for var in VARIANTS:
+            test = lang in HELD_OUT_LANGS or var in HELD_OUT_VARIANTS
+            if held_out is None or held_out == test:
+                out.append(f"{lang}+{var}")
+    return out
+
+
+class _Event(ctypes.Structure):
+    class _Id(ctypes.Union):
+        _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _Id),
+    ]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+class EspeakTTS:
+    """espeak-ng via the ``espeakng-loader`` wheel; use :func:`get_tts` for the per-process instance."""
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib.espeak_Initialize.restype = ctypes.c_int
+        self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+        ]
+        self._lock = threading.Lock()
+        rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate <= 0:
+            raise InputError(f"espeak-ng failed to initialise (data at {espeakng_loader.get_data_path()})")
+        self.native_sr = rate
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, int, int]] = []  # (text_position 1-based, length, sample offset)
+        self._n = 0
+        self._cb = _CALLBACK(self._on_audio)  # keep a reference: espeak calls back into it
+        self._lib.espeak_SetSynthCallback(self._cb)
+        self._voice: VoiceSpec | None = None
+
+    def _on_audio(self, wav, n, events) -> int:  # noqa: ANN001 - ctypes pointers
+        i = 0
+        while events[i].type != _EVENT_LIST_TERMINATED:
+            e = events[i]
+            if e.type == _EVENT_WORD:
+                # audio_position is in ms from the start of the synthesis
+                self._events.append((e.text_position, e.length, int(round(e.audio_position * self.native_sr / 1000))))
+            i += 1
+        if n > 0 and wav:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            self._n += n
+        return 0
+
+    def _set_voice(self, voice: VoiceSpec) -> None:
+        if voice == self._voice:
+            return
+        if self._lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+            raise InputError(f"unknown espeak voice {voice.name!r} (see lws_core.audio.tts.english_voices())")
+        self._lib.espeak_SetParameter(_RATE, int(voice.rate_wpm), 0)
+        self._lib.espeak_SetParameter(_PITCH, int(voice.pitch), 0)
+        self._lib.espeak_SetParameter(_VOLUME, int(voice.volume), 0)
+        self._voice = voice
+
+    def synthesize(self, text: str, voice: VoiceSpec | None = None) -> Speech:
+        """Speak ``text``; return 16 kHz audio and a timed Word per whitespace token (no overlaps)."""
+        text = unicodedata.normalize("NFC", text or "").strip()
+        if not text or not any(c.isalnum() for c in text):
+            raise UnspeakableError(f"nothing to say in {text!r}")
+        if not _SPEAKABLE.match(text):
+            bad = sorted({c for c in text if not _SPEAKABLE.match(c)})
+            raise UnspeakableError(f"text has symbols the TTS cannot say: {''.join(bad)!r}")
+        voice = voice or VoiceSpec()
+        raw = text.encode("utf-8")
+        with self._lock:
+            self._set_voice(voice)
+            self._chunks, self._events, self._n = [], [], 0
+            buf = ctypes.create_string_buffer(raw)
+            rc = self._lib.espeak_Synth(buf, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            if rc != 0:
+                raise UnspeakableError(f"espeak-ng failed (code {rc}) on {text[:40]!r}")
+            pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            events = list(self._events)
+        audio22 = pcm.astype(np.float32) / 32768.0
+        if audio22.size == 0 or not events:
+            raise UnspeakableError(f"espeak-ng produced no speech for {text[:40]!r}")
+        audio = resample(audio22, self.native_sr, SAMPLE_RATE)
+        words = _time_tokens(text, events, audio, self.native_sr)
+        return Speech(audio=audio, words=words)
+
+
+def _char_to_byte(text: str) -> list[int]:
+    out, b = [], 0
+    for c in text:
+        out.append(b)
+        b += len(c.encode("utf-8"))
+    out.append(b)
+    return out
+
+
+def _time_tokens(text: str, events: list[tuple[int, int, int]], audio: np.ndarray, native_sr: int) -> list[Word]:
+    """Map espeak word events onto the whitespace tokens of ``text`` and give each a [start, end].
+
+    espeak reports where each of *its* words starts (text and audio position);
+    its words may split a token ("3.5") or skip one ("-"). A token starts where
+    its first event starts; it ends where the audio energy before the next
+    token's start last rose above a floor (so trailing pauses and punctuation
+    silence are not counted as the word), never after the next word's start.
+    """
+    # espeak text positions count characters from 1 (UTF-8 input: characters, verified for ASCII)
+    ev = sorted((pos - 1, smp * SAMPLE_RATE / native_sr) for pos, _, smp in events)
+    tokens = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+    starts: list[float | None] = []
+    for a, b, _ in tokens:
+        inside = [t for p, t in ev if a <= p < b]
+        starts.append(min(inside) if inside else None)
+    total = len(audio)
+    # tokens with no event (pure punctuation) get the previous token's end later; first fill forward
+    prev = 0.0
+    for i, s in enumerate(starts):
+        if s is None:
+            starts[i] = prev
+        prev = max(prev, starts[i])  # type: ignore[arg-type]
+        starts[i] = prev
+    frame = 160  # 10 ms
+    n_frames = total // frame
+    if n_frames:
+        rms = np.sqrt(np.mean(audio[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1))
+        floor = max(1e-4, 0.02 * float(rms.max()))
+        loud = rms > floor
+    else:
+        loud = np.zeros(0, bool)
+    words: list[Word] = []
+    for i, (_, _, tok) in enumerate(tokens):
+        s = float(starts[i])  # type: ignore[arg-type]
+        nxt = float(starts[i + 1]) if i + 1 < len(tokens) else total  # type: ignore[arg-type]
+        f0, f1 = int(s // frame), min(int(nxt // frame), n_frames)
+        idx = np.flatnonzero(loud[f0:f1])
+        end = (f0 + idx[-1] + 1) * frame if idx.size else s
+        end = min(max(end, s), nxt)
+        words.append(Word(text=tok, start=round(s / SAMPLE_RATE, 4), end=round(end / SAMPLE_RATE, 4)))
+    return words
+
+
+_INSTANCE: EspeakTTS | None = None
+_INSTANCE_LOCK = threading.Lock()
+
+
+def get_tts() -> EspeakTTS:
+    """The process's espeak engine (created on first use; espeak-ng allows one per process)."""
+    global _INSTANCE
+    with _INSTANCE_LOCK:
+        if _INSTANCE is None:
+            _INSTANCE = EspeakTTS()
+        return _INSTANCE
