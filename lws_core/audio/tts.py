@@ -121,10 +121,24 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 class EspeakTTS:
     """espeak-ng via the ``espeakng-loader`` wheel; use :func:`get_tts` for the per-process instance."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: bool = False) -> None:
+        """``fresh=True`` loads a private copy of the library: its own global state, independent of
+        any other instance in the process (reproducible data synthesis starts from one)."""
         import espeakng_loader
 
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib_path = espeakng_loader.get_library_path()
+        if fresh:
+            import os
+            import shutil
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix="lws-espeak-")
+            copy = os.path.join(tmp, "libespeak-ng-private.so")
+            shutil.copy(lib_path, copy)
+            self._lib = ctypes.CDLL(copy)  # a different file: the dynamic loader maps a new instance
+            shutil.rmtree(tmp, ignore_errors=True)  # the mapping stays valid after unlink
+        else:
+            self._lib = ctypes.CDLL(lib_path)
         self._lib.espeak_Initialize.restype = ctypes.c_int
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]

@@ -55,6 +55,9 @@ class DataConfig(Section):
     task_families: list[str] = Field(
         default_factory=lambda: ["arithmetic", "multistep", "compare", "convert", "sequence", "table", "python"]
     )
+    chunk_sessions: int = Field(
+        25, ge=1, description="Sessions per work chunk; each chunk runs in a fresh forked process (reproducible TTS)."
+    )
     noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (dB); None = clean.")
 
     @field_validator("scenarios")

@@ -1,0 +1,61 @@
+"""The dataset card: what is in a synthesized dataset and how it was made (card.json + README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lws_core.schema import SCHEMA_VERSION
+
+
+def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> dict[str, Any]:  # noqa: ANN001
+    card = {
+        "schema_version": SCHEMA_VERSION,
+        "config_digest": cfg.digest(),
+        "seed": cfg.data.seed,
+        "teacher": teacher,
+        "requested_sessions": requested,
+        "rows": summary.rows,
+        "rejects": summary.rejects,
+        "reject_examples": summary.extra.get("reject_examples", []),
+        "per_scenario": summary.per_scenario,
+        "per_family": summary.per_family,
+        "voices": summary.extra.get("voices", {}),
+        "audio_hours": summary.audio_hours,
+        "units": summary.units,
+        "unit_s": cfg.schema_.unit_s,
+        "max_write_tokens": cfg.schema_.max_write_tokens,
+        "max_say_tokens": cfg.schema_.max_say_tokens,
+        "budget_tokenizer": "tokenizer/ (byte-level BPE, vocab 512, trained from template text)",
+        "scenario_weights": dict(cfg.data.scenarios),
+        "wall_s": summary.wall_s,
+        "data_config": cfg.to_dict()["data"],
+    }
+    (directory / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    lines = [
+        "# LWS synthetic dataset",
+        "",
+        f"Schema `{SCHEMA_VERSION}`, config digest `{card['config_digest']}`, seed {card['seed']}, teacher `{teacher}`.",
+        f"{sum(summary.rows.values())} sessions ({', '.join(f'{k}: {v}' for k, v in summary.rows.items())}), "
+        f"{summary.audio_hours:.3f} h of 16 kHz user audio, {summary.units} units of {cfg.schema_.unit_s:g} s.",
+        "",
+        "| scenario | sessions |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in summary.per_scenario.items()],
+        "",
+        "| task family | sessions |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in summary.per_family.items()],
+        "",
+        "| rejected because | count |",
+        "|---|---|",
+        *([f"| {k} | {v} |" for k, v in summary.rejects.items()] or ["| (none) | 0 |"]),
+        "",
+        "Rows: `id, session (JSON timeline), audio (PCM16 LE mono 16 kHz, len(units)*unit_s s), scenario, task_family, "
+        "question, answer, teacher, voice, schema_version, unit_s`. Load with `lws_core.data.dataset.load_dataset_dir`.",
+        "The test split uses held-out phrasings and voices.",
+        "",
+    ]
+    (directory / "README.md").write_text("\n".join(lines))
+    return card

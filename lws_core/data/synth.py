@@ -1,0 +1,290 @@
+"""The data synthesis driver: question -> teacher script -> timeline + user audio -> HF dataset on disk.
+
+Reproducibility: session i draws everything from ``default_rng([seed, i])``, and
+sessions run in fixed chunks, each in a process forked from one freshly loaded,
+warmed-up espeak-ng (whose output depends slightly on its history). So the same
+seed and config give identical rows whatever the worker count.
+
+Bounded memory: at most ``2 × workers`` chunks are in flight; finished rows
+stream into per-split Arrow files, which are memory-mapped, saved as a
+``DatasetDict`` into a hidden temp dir and renamed into place only at the end,
+so a crash never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lws_core.audio.io import SAMPLE_RATE, pcm16_bytes
+from lws_core.audio.tts import EspeakTTS, english_voices
+from lws_core.data.budget import budget_tokenizer, count_tokens
+from lws_core.data.scenarios import Timeline, build_session, choose_voice
+from lws_core.data.sources import FileQuestions
+from lws_core.data.tasks import make_followup, make_question, written_answer
+from lws_core.data.teachers import Teacher, make_teacher
+from lws_core.data.types import Question, Reject
+from lws_core.errors import InputError
+from lws_core.schema import SCHEMA_VERSION, validate
+
+SPLITS = ("train", "validation", "test")
+COLUMNS = ("id", "session", "audio", "scenario", "task_family", "question", "answer", "teacher", "voice", "schema_version", "unit_s")
+
+
+def features():  # noqa: ANN201 - datasets.Features
+    from datasets import Features, Value
+
+    types = {c: Value("string") for c in COLUMNS}
+    types["audio"] = Value("binary")
+    types["unit_s"] = Value("float64")
+    return Features(types)
+
+
+@dataclass
+class SynthSummary:
+    out_dir: str
+    rows: dict[str, int]
+    rejects: dict[str, int]
+    per_scenario: dict[str, int]
+    per_family: dict[str, int]
+    audio_hours: float
+    units: int
+    wall_s: float
+    sessions_per_s: float
+    audio_s_per_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# State shared with forked workers (set in the parent right before forking).
+_ENV: dict[str, Any] = {}
+
+
+def split_of(seed: int, i: int, val_frac: float, test_frac: float) -> str:
+    x = np.random.default_rng([seed, i, 7]).random()
+    return "test" if x < test_frac else "validation" if x < test_frac + val_frac else "train"
+
+
+def _question(rng: np.random.Generator, split: str, i: int, families: list[str], source: FileQuestions | None) -> Question:
+    if source is not None:
+        return source.get(i)
+    return make_question(str(rng.choice(families)), rng, split)
+
+
+def synth_one(i: int) -> dict[str, Any]:
+    """Build row ``i`` or raise Reject with a counted reason."""
+    cfg, teacher, source, tts = _ENV["cfg"], _ENV["teacher"], _ENV["source"], _ENV["tts"]
+    d, sc = cfg.data, cfg.schema_
+    seed = d.seed
+    rng = np.random.default_rng([seed, i])
+    split = split_of(seed, i, d.validation_fraction, d.test_fraction)
+    names = list(d.scenarios)
+    w = np.array([d.scenarios[n] for n in names], dtype=float)
+    scenario = str(rng.choice(names, p=w / w.sum()))
+    voice = choose_voice(rng, english_voices(held_out=split == "test"))
+    tl = Timeline(sc.unit_s, sc.max_write_tokens, sc.max_say_tokens, tts)
+    q1, s1, extra = Question(text=""), None, None
+    if scenario != "silence":
+        q1 = _question(rng, split, i, d.task_families, source)
+        if not q1.text.strip():
+            raise Reject("empty_question")
+        s1 = teacher.script(q1)
+        if scenario == "barge_in":
+            q2 = _question(rng, split, i + 7919, d.task_families, source)
+            extra = (q2, teacher.script(q2))
+        elif scenario == "multi_turn":
+            first = Question(q1.text, q1.answer or written_answer(s1.written), q1.task_family, q1.words, q1.phrasing, s1)
+            q2 = make_followup(first, rng)
+            assert q2.script is not None
+            extra = (q2, q2.script)
+    session, audio, meta = build_session(scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db)
+    final_q = extra[0] if extra is not None else q1
+    answer = final_q.answer or ""
+    session.id = f"{seed}-{i:07d}"
+    session.meta = {
+        **meta,
+        "task_family": q1.task_family if scenario != "silence" else "none",
+        "split": split,
+        "teacher": teacher.name,
+        "voice": voice.label(),
+        "seed": seed,
+        "index": i,
+        "phrasing": q1.phrasing,
+        "turns": [{"question": q.text, "answer": q.answer or ""} for q in ([q1] + ([extra[0]] if extra else [])) if q.text],
+    }
+    violations = validate(session, sc.max_write_tokens, sc.max_say_tokens, count_tokens)
+    if violations:
+        v = str(violations[0])
+        kind = "causality" if "causality" in v else "budget" if "budget" in v else "schema"
+        raise Reject(kind, v)
+    spu = int(round(sc.unit_s * SAMPLE_RATE))
+    assert len(audio) == len(session.units) * spu
+    return {
+        "split": split,
+        "id": session.id,
+        "session": session.model_dump_json(),
+        "audio": pcm16_bytes(audio),
+        "scenario": scenario,
+        "task_family": session.meta["task_family"],
+        "question": " ".join(q["question"] for q in session.meta["turns"]),
+        "answer": answer if scenario != "silence" else "",
+        "teacher": teacher.name,
+        "voice": voice.label(),
+        "schema_version": SCHEMA_VERSION,
+        "unit_s": float(sc.unit_s),
+    }
+
+
+def run_chunk(bounds: tuple[int, int]) -> tuple[list[dict[str, Any]], dict[str, int], list[str]]:
+    rows, rejects, examples = [], collections.Counter(), []
+    for i in range(*bounds):
+        try:
+            rows.append(synth_one(i))
+        except Reject as e:
+            rejects[e.reason] += 1
+            if len(examples) < 3:
+                examples.append(f"session {i}: {e}")
+    return rows, dict(rejects), examples
+
+
+def synthesize(
+    cfg,  # noqa: ANN001 - LWSConfig
+    out_dir: str | Path,
+    sessions: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    teacher: Teacher | None = None,
+) -> SynthSummary:
+    """Synthesize ``sessions`` sessions into a DatasetDict at ``out_dir`` (+ card.json, README.md, tokenizer/)."""
+    from datasets import Dataset, DatasetDict
+    from datasets.arrow_writer import ArrowWriter
+
+    from lws_core.data.card import write_card
+
+    t0 = time.time()
+    d = cfg.data
+    n = int(sessions or d.sessions)
+    w = max(1, int(workers or d.workers))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")
+    teacher = teacher or make_teacher(d.teacher)
+    source = None
+    if d.source.kind == "file":
+        if not d.source.path:
+            raise InputError("data.source.path is required when data.source.kind=file")
+        source = FileQuestions(d.source.path, d.source.question_column, d.source.answer_column)
+    budget_tokenizer()
+    tts = EspeakTTS(fresh=True)
+    tts.synthesize("warm up")  # every chunk process starts from this exact engine state
+    _ENV.update(cfg=cfg, teacher=teacher, source=source, tts=tts)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shards = tmp / "_shards"
+    shards.mkdir(parents=True)
+    feats = features()
+    writers = {s: ArrowWriter(features=feats, path=str(shards / f"{s}.arrow")) for s in SPLITS}
+    counts = {s: 0 for s in SPLITS}
+    rejects: collections.Counter[str] = collections.Counter()
+    examples: list[str] = []
+    per_scenario: collections.Counter[str] = collections.Counter()
+    per_family: collections.Counter[str] = collections.Counter()
+    voices: collections.Counter[str] = collections.Counter()
+    total_units = 0
+    audio_s = 0.0
+    size = d.chunk_sessions
+    chunks = [(s, min(s + size, n)) for s in range(0, n, size)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc="synth", unit="session", dynamic_ncols=True)
+    try:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(w, maxtasksperchild=1) as pool:
+            pending: collections.deque = collections.deque()
+            it = iter(chunks)
+            for c in it:
+                pending.append((c, pool.apply_async(run_chunk, (c,))))
+                if len(pending) >= 2 * w:
+                    break
+            while pending:
+                c, res = pending.popleft()
+                rows, rej, ex = res.get()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.apply_async(run_chunk, (nxt,))))
+                rejects.update(rej)
+                examples += ex[: max(0, 10 - len(examples))]
+                for row in rows:
+                    split = row.pop("split")
+                    writers[split].write(row)
+                    counts[split] += 1
+                    per_scenario[row["scenario"]] += 1
+                    per_family[row["task_family"]] += 1
+                    voices[row["voice"].split("@")[0]] += 1
+                    audio_s += len(row["audio"]) / 2 / SAMPLE_RATE
+                    total_units += int(round(len(row["audio"]) / 2 / SAMPLE_RATE / row["unit_s"]))
+                if bar is not None:
+                    bar.update(c[1] - c[0])
+                    bar.set_postfix(rows=sum(counts.values()), rejects=sum(rejects.values()))
+        for wr in writers.values():
+            wr.finalize()
+            wr.close()
+        if sum(counts.values()) == 0:
+            raise InputError(f"no session survived ({dict(rejects)}); first: {examples[0] if examples else '-'}")
+        from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+
+        disable_progress_bar()  # our own bar is the one to watch
+        dd = DatasetDict({s: Dataset.from_file(str(shards / f"{s}.arrow")) for s in SPLITS})
+        final = tmp / "out"
+        dd.save_to_disk(str(final))
+        enable_progress_bar()
+        del dd
+        budget_tokenizer().save(final / "tokenizer")
+        wall = time.time() - t0
+        summary = SynthSummary(
+            out_dir=str(out_dir),
+            rows=counts,
+            rejects=dict(sorted(rejects.items())),
+            per_scenario=dict(sorted(per_scenario.items())),
+            per_family=dict(sorted(per_family.items())),
+            audio_hours=round(audio_s / 3600, 4),
+            units=total_units,
+            wall_s=round(wall, 2),
+            sessions_per_s=round(sum(counts.values()) / wall, 2),
+            audio_s_per_s=round(audio_s / wall, 1),
+            extra={"reject_examples": examples, "voices": dict(sorted(voices.items())), "workers": w},
+        )
+        write_card(final, cfg, summary, teacher.name, n)
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            out_dir.rename(old)
+        final.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return summary
+    finally:
+        if bar is not None:
+            bar.close()
+        _ENV.clear()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summary_dict(s: SynthSummary) -> dict[str, Any]:
+    return asdict(s)
+
+
+def _json(o: Any) -> str:
+    return json.dumps(o, indent=2, sort_keys=True)

@@ -1,0 +1,236 @@
+"""Template tasks with answers known by construction, plus exact grading.
+
+A tiny model trained for minutes must be able to learn these, so texts are
+short and regular: notes like ``- 12 + 30``, a written answer that always ends
+with ``**Answer:** <answer>``, a spoken answer stating the same answer. Each
+family has several phrasings; the last one is held out for the test split so
+evaluation sees wordings training never did.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from lws_core.data.types import Note, Question, Script
+
+FAMILIES = ("arithmetic", "multistep", "compare", "convert", "sequence", "table", "python")
+ANSWER_RE = re.compile(r"^\*\*Answer:\*\*\s*(.*?)\s*$", re.MULTILINE)
+
+# Phrasings per family; the LAST one of each list is held out for the test split.
+PHRASINGS: dict[str, list[str]] = {
+    "arithmetic": [
+        "What is {a} {op} {b}?",
+        "Can you tell me {a} {op} {b}?",
+        "Please compute {a} {op} {b}.",
+        "How much is {a} {op} {b}?",
+        "I need {a} {op} {b}, what do I get?",
+    ],
+    "multistep": [
+        "What is {a} times {b} plus {c}?",
+        "Take {a} times {b} and add {c}.",
+        "Multiply {a} by {b}, then add {c}.",
+        "If I have {a} groups of {b} and {c} more, how many in total?",
+    ],
+    "compare": [
+        "Which is {adj}, {a} or {b}?",
+        "Tell me which is {adj}: {a} or {b}.",
+        "Of {a} and {b}, which is {adj}?",
+        "Between {a} and {b}, which one is {adj}?",
+    ],
+    "convert": [
+        "How many {to} are in {n} {frm}?",
+        "Convert {n} {frm} to {to}.",
+        "What is {n} {frm} in {to}?",
+        "Tell me {n} {frm} expressed in {to}.",
+    ],
+    "sequence": [
+        "What comes next: {s1}, {s2}, {s3}, {s4}?",
+        "What number follows {s1}, {s2}, {s3}, {s4}?",
+        "Continue the list {s1}, {s2}, {s3}, {s4}.",
+        "Which number goes after {s1}, {s2}, {s3}, {s4}?",
+    ],
+    "table": [
+        "Make a table of {n} times 1 to {k}.",
+        "Show {n} times 1 through {k} as a table.",
+        "Write a table for {n} times 1 up to {k}.",
+        "Can I see a times table for {n}, up to {k}?",
+    ],
+    "python": [
+        "Write a Python function that {verb}.",
+        "Give me Python code that {verb}.",
+        "Show a Python function which {verb}.",
+        "I want a small Python function that {verb}.",
+    ],
+}
+
+_OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b), "times": ("*", lambda a, b: a * b)}
+_UNITS = [
+    ("meters", "centimeters", 100),
+    ("kilograms", "grams", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+    ("feet", "inches", 12),
+    ("days", "hours", 24),
+    ("weeks", "days", 7),
+]
+_PY = [
+    ("adds {n} to a number", "+", "plus"),
+    ("multiplies a number by {n}", "*", "times"),
+    ("subtracts {n} from a number", "-", "minus"),
+]
+
+
+def phrasing_ids(family: str, split: str) -> list[int]:
+    """Phrasing indices allowed in a split: the last is test-only."""
+    n = len(PHRASINGS[family])
+    return [n - 1] if split == "test" else list(range(n - 1))
+
+
+def _fill(template: str, values: dict[str, object]) -> tuple[str, dict[str, int]]:
+    """Fill placeholders; return the text and the index of the whitespace token holding each placeholder."""
+    idx: dict[str, int] = {}
+    words = []
+    for i, tok in enumerate(template.split()):
+        for name in re.findall(r"\{(\w+)\}", tok):
+            idx[name] = i
+        words.append(tok.format(**values))
+    # a placeholder value may itself contain spaces (python verbs): re-split and remap indices
+    text = " ".join(words)
+    if any(" " in str(v) for v in values.values()):
+        offsets, pos = [], 0
+        for w in words:
+            offsets.append(pos)
+            pos += len(w.split())
+        for name, i in list(idx.items()):
+            idx[name] = offsets[i] + len(str(values[name]).split()) - 1
+    return text, idx
+
+
+def make_question(family: str, rng: np.random.Generator, split: str = "train") -> Question:
+    """One template question with its script; phrasing drawn from the split's allowed set."""
+    ph = int(rng.choice(phrasing_ids(family, split)))
+    template = PHRASINGS[family][ph]
+    ri = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    if family == "arithmetic":
+        op = str(rng.choice(list(_OPS)))
+        a, b = (ri(2, 12), ri(2, 12)) if op == "times" else (ri(10, 99), ri(2, 60))
+        if op == "minus" and b > a:
+            a, b = b, a
+        sym, fn = _OPS[op]
+        r = fn(a, b)
+        text, ix = _fill(template, {"a": a, "b": b, "op": op})
+        notes = [Note(f"- {a} {sym} {b}\n", ix["b"])]
+        written = f"{a} {sym} {b} = {r}\n**Answer:** {r}\n"
+        spoken = f"{a} {op} {b} is {r}."
+    elif family == "multistep":
+        a, b, c = ri(2, 9), ri(2, 9), ri(2, 30)
+        ab, r = a * b, a * b + c
+        text, ix = _fill(template, {"a": a, "b": b, "c": c})
+        notes = [Note(f"- {a} * {b} = {ab}\n", ix["b"]), Note(f"- + {c}\n", ix["c"])]
+        written = f"{ab} + {c} = {r}\n**Answer:** {r}\n"
+        spoken = f"First {ab}, then {r}."
+    elif family == "compare":
+        a, b = ri(10, 99), ri(10, 99)
+        while b == a:
+            b = ri(10, 99)
+        adj = str(rng.choice(["larger", "smaller", "bigger"]))
+        r = min(a, b) if adj == "smaller" else max(a, b)
+        text, ix = _fill(template, {"a": a, "b": b, "adj": adj})
+        notes = [Note(f"- {a} vs {b}\n", max(ix["a"], ix["b"]))]
+        written = f"{a} vs {b}: {r} is {adj}\n**Answer:** {r}\n"
+        spoken = f"{r} is {adj}."
+    elif family == "convert":
+        frm, to, f = _UNITS[int(rng.integers(len(_UNITS)))]
+        n = ri(2, 9)
+        r = n * f
+        text, ix = _fill(template, {"n": n, "frm": frm, "to": to})
+        notes = [Note(f"- {n} {frm}\n", ix["frm"])]
+        if ix["to"] > ix["frm"]:
+            notes.append(Note(f"- to {to}\n", ix["to"]))
+        written = f"{n} * {f} = {r} {to}\n**Answer:** {r}\n"
+        spoken = f"That is {r} {to}."
+    elif family == "sequence":
+        s1, d = ri(1, 20), ri(2, 9)
+        s = [s1 + k * d for k in range(5)]
+        r = s[4]
+        text, ix = _fill(template, {"s1": s[0], "s2": s[1], "s3": s[2], "s4": s[3]})
+        notes = [Note(f"- step {d}\n", ix["s2"])]
+        written = f"{s[3]} + {d} = {r}\n**Answer:** {r}\n"
+        spoken = f"Next is {r}."
+    elif family == "table":
+        n, k = ri(2, 9), ri(3, 4)
+        vals = [n * i for i in range(1, k + 1)]
+        r = ", ".join(str(v) for v in vals)
+        text, ix = _fill(template, {"n": n, "k": k})
+        t_ix = next(i for i, w in enumerate(text.split()) if w.startswith("table"))
+        notes = [Note(f"- table of {n}\n", max(ix["n"], t_ix))]
+        rows = "".join(f"| {i} | {v} |\n" for i, v in enumerate(vals, 1))
+        written = f"| x | {n}x |\n|---|---|\n{rows}**Answer:** {r}\n"
+        spoken = f"The values are {r}."
+    elif family == "python":
+        verb_t, sym, word = _PY[int(rng.integers(len(_PY)))]
+        n = ri(2, 9)
+        verb = verb_t.format(n=n)
+        r = f"return x {sym} {n}"
+        text, ix = _fill(template, {"verb": verb})
+        n_ix = ix["verb"] - len(verb.split()) + 1 + verb.split().index(str(n))
+        notes = [Note(f"- x {sym} {n}\n", n_ix)]
+        written = f"```python\ndef f(x):\n    {r}\n```\n**Answer:** {r}\n"
+        spoken = f"It returns x {word} {n}."
+    else:
+        raise ValueError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
+    answer = str(r)
+    return Question.make(text, answer=answer, task_family=family, phrasing=ph, script=Script(notes, written, spoken))
+
+
+def make_followup(first: Question, rng: np.random.Generator) -> Question:
+    """A follow-up that refers to what was written ("that"), with its own known answer."""
+    a = first.answer or ""
+    if re.fullmatch(r"-?\d+", a):
+        v = int(a)
+        if rng.random() < 0.5:
+            k = int(rng.integers(2, 20))
+            text = str(rng.choice([f"Now add {k} to that.", f"And what is that plus {k}?"]))
+            r = v + k
+            written, note = f"{v} + {k} = {r}\n**Answer:** {r}\n", f"- + {k}\n"
+            spoken = f"That makes {r}."
+        else:
+            text = str(rng.choice(["Now double that.", "And what is twice that?"]))
+            r = 2 * v
+            written, note = f"{v} * 2 = {r}\n**Answer:** {r}\n", "- * 2\n"
+            spoken = f"Doubled, it is {r}."
+        q = Question.make(text, answer=str(r), task_family=first.task_family)
+        return Question(q.text, q.answer, q.task_family, q.words, 0, Script([Note(note, len(q.words) - 1)], written, spoken))
+    text = "Please repeat the answer."
+    q = Question.make(text, answer=a, task_family=first.task_family)
+    spoken = first.script.spoken if first.script else f"It is {a}."
+    return Question(q.text, a, q.task_family, q.words, 0, Script([], f"**Answer:** {a}\n", spoken))
+
+
+_WS = re.compile(r"\s+")
+
+
+def _norm(s: str) -> str:
+    return _WS.sub(" ", s.strip().strip("`").strip())
+
+
+def written_answer(written: str) -> str | None:
+    """The last ``**Answer:**`` line of a document (normalised), or None."""
+    found = ANSWER_RE.findall(written)
+    return _norm(found[-1]) if found else None
+
+
+def grade_written(answer: str, written: str) -> bool:
+    """Exact grading: the document's last ``**Answer:**`` line equals ``answer`` after whitespace normalisation."""
+    got = written_answer(written)
+    return got is not None and got == _norm(answer)
+
+
+_FACT = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def key_facts(text: str) -> set[str]:
+    """Numbers in ``text`` (the checkable facts of a short answer): spoken facts should appear in the written answer."""
+    return set(_FACT.findall(text or ""))
