@@ -1,7 +1,92 @@
-"""`lws data` commands."""
+"""`lws data`: synthesize Listen-Write-Speak sessions and look at one."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="data commands.", no_args_is_help=True)
+from lws_core.cli.common import ConfigOpt, SetOpt, console, out, resolve_config
+
+app = typer.Typer(help="Data synthesis: teacher scripts aligned to units with synthesized user speech.", no_args_is_help=True)
+
+
+@app.command("synth")
+def synth_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output dataset directory (replaced atomically at the end).")],
+    config: ConfigOpt = None,
+    sessions: Annotated[int | None, typer.Option("--sessions", help="Sessions to synthesize (default: data.sessions).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: data.workers).")] = None,
+    sets: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Synthesize a train/validation/test dataset with card.json and README.md."""
+    from rich.table import Table
+
+    from lws_core.data import synthesize
+    from lws_core.errors import InputError
+
+    if sessions is not None and sessions < 1:
+        raise InputError(f"--sessions must be >= 1, got {sessions}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    cfg = resolve_config(config, sets)
+    s = synthesize(cfg, out_dir, sessions=sessions, workers=workers, progress=not quiet)
+    t = Table(title=f"dataset {out_dir}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for k, v in s.rows.items():
+        t.add_row(f"rows {k}", str(v))
+    for k, v in s.per_scenario.items():
+        t.add_row(f"scenario {k}", str(v))
+    for k, v in s.rejects.items():
+        t.add_row(f"rejected: {k}", str(v))
+    t.add_row("audio hours", f"{s.audio_hours:.3f}")
+    t.add_row("units", str(s.units))
+    t.add_row("wall s", f"{s.wall_s:.1f}")
+    t.add_row("audio s / wall s", f"{s.audio_s_per_s:.0f}")
+    out.print(t)
+
+
+@app.command("show")
+def show_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory written by `lws data synth`.")],
+    split: Annotated[str, typer.Option("--split", help="Split: train, validation or test.")] = "train",
+    index: Annotated[int, typer.Option("--index", help="Row index in the split.")] = 0,
+    png: Annotated[Path | None, typer.Option("--png", help="Write the timeline picture here.")] = None,
+    wav: Annotated[Path | None, typer.Option("--wav", help="Write the user audio here (16 kHz PCM16).")] = None,
+) -> None:
+    """Print one session's timeline; optionally write its picture and audio."""
+    from lws_core.audio import write_wav
+    from lws_core.data import load_dataset_dir, require_rows, row_audio, row_session
+    from lws_core.errors import InputError
+
+    ds = require_rows(load_dataset_dir(dataset), split)
+    if not 0 <= index < len(ds):
+        raise InputError(f"--index {index} out of range: split {split!r} has {len(ds)} rows")
+    row = ds[index]
+    s = row_session(row)
+    out.print(f"{row['id']}  scenario={row['scenario']} family={row['task_family']} voice={row['voice']}", markup=False)
+    out.print(f"question: {row['question']}\nanswer:   {row['answer']}", markup=False)
+    heard = 0
+    for i, u in enumerate(s.units):
+        t0 = i * s.unit_s
+        words = []
+        while heard < len(s.user_words) and s.user_words[heard].end <= t0 + s.unit_s + 1e-9:
+            words.append(s.user_words[heard].text)
+            heard += 1
+        flag = " <eot>" if u.eot else ""
+        out.print(
+            f"{t0:6.2f}s {u.state:6} heard={' '.join(words)!r:28} write={u.write!r} say={u.say!r}{flag}",
+            markup=False,
+            highlight=False,
+        )
+    if png:
+        from lws_core.schema.render import render_timeline
+
+        render_timeline(s, png)
+        console.print(f"wrote {png}")
+    if wav:
+        write_wav(wav, row_audio(row))
+        console.print(f"wrote {wav}")
