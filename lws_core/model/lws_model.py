@@ -222,8 +222,12 @@ class LWSModel(nn.Module):
         model.eval()
         return model
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameter count (the HF Trainer asks for it without embeddings to estimate FLOPs)."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.lm.get_input_embeddings().weight.numel()
+        return n
 
 
 def channel_losses(

@@ -1,0 +1,229 @@
+"""Training: the Hugging Face Trainer with a DeepSpeed config (or plain torch), per-channel loss logging, resume.
+
+Why the HF Trainer: checkpointing, resume (optimizer, scheduler, RNG and data
+position), gradient accumulation and the DeepSpeed integration are solved there;
+we add only the LWS loss and its per-channel reporting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lws_core.errors import ConfigError, InputError
+from lws_core.train.callbacks import TrainCallback, TrainSummary
+from lws_core.train.collator import LWSCollator
+from lws_core.train.deepspeed_config import deepspeed_config, ensure_single_process_env, resolve_precision
+
+SUMMARY_FILE = "train_summary.json"
+
+
+def checkpoint_dir_for(out_dir: Path) -> Path:
+    """Checkpoints live beside the output, so a killed run can resume and the output stays clean."""
+    return out_dir.parent / f".{out_dir.name}.checkpoints"
+
+
+def estimate_peak_gb(n_params: int, batch: int, seq_len: int, hidden: int, layers: int, vocab: int, units: int) -> float:
+    """A deliberately generous estimate of training peak memory (fp32 + AdamW) to refuse hopeless configs early."""
+    weights_grads_adam = 16 * n_params
+    acts = batch * seq_len * hidden * layers * 40  # attention + MLP activations kept for backward
+    logits = batch * seq_len * vocab * 4 * 3  # logits, softmax, grad
+    audio = units * 100 * 512 * 4 * 8
+    return (weights_grads_adam + acts + logits + audio) / 1e9
+
+
+class _LWSTrainerMixin:
+    """Adds LWS loss + per-channel accumulation to the HF Trainer."""
+
+    lws_callbacks: list[TrainCallback]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        out = model(**inputs)
+        acc = self._channel_acc  # type: ignore[attr-defined]
+        for name, v in out.channel_losses.items():
+            k = out.channel_counts.get(name, 0)
+            s, c = acc.get(name, (0.0, 0))
+            acc[name] = (s + float(v.detach()) * k, c + k)
+        self._tokens_seen += int(inputs["attention_mask"].sum())  # type: ignore[attr-defined]
+        return (out.loss, out) if return_outputs else out.loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            for name, (s, c) in self._channel_acc.items():  # type: ignore[attr-defined]
+                if c:
+                    logs[f"loss_{name}"] = s / c
+            self._channel_acc.clear()  # type: ignore[attr-defined]
+        super().log(logs, *args, **kwargs)  # type: ignore[misc]
+        step = int(self.state.global_step)  # type: ignore[attr-defined]
+        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        for cb in self.lws_callbacks:
+            cb.on_log(step, metrics)
+
+
+def _trainer_class():  # noqa: ANN202
+    from transformers import Trainer
+
+    class LWSTrainer(_LWSTrainerMixin, Trainer):
+        def __init__(self, *args: Any, lws_callbacks: list[TrainCallback] | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.lws_callbacks = list(lws_callbacks or [])
+            self._channel_acc: dict[str, tuple[float, int]] = {}
+            self._tokens_seen = 0
+
+    return LWSTrainer
+
+
+def _load_data(data_dir: Path):  # noqa: ANN202
+    from lws_core.data.dataset import load_dataset_dir, require_rows
+
+    dd = load_dataset_dir(data_dir)
+    train_rows = require_rows(dd, "train")
+    val_rows = dd["validation"] if "validation" in dd and len(dd["validation"]) else None
+    return dd, train_rows, val_rows
+
+
+def _tokenizer_for(cfg, data_dir: Path):  # noqa: ANN001, ANN202
+    """Tiny/small models use the dataset's own BPE (budgets were counted with it); real backbones extend theirs."""
+    from lws_core.model.presets import PRESETS
+    from lws_core.schema import SchemaTokenizer
+
+    tok_dir = data_dir / "tokenizer"
+    if cfg.model.backbone_path is None and PRESETS[cfg.model.preset].trains_tokenizer and tok_dir.is_dir():
+        return SchemaTokenizer.load(tok_dir)
+    return None
+
+
+def train(
+    cfg,  # noqa: ANN001 - LWSConfig
+    data_dir: str | Path,
+    out_dir: str | Path,
+    callbacks: list[TrainCallback] | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainSummary:
+    """Train an LWS model on a synthesized dataset and save it to ``out_dir`` (atomically)."""
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from lws_core.model import LWSModel
+    from lws_core.train.metrics import evaluate_channel_losses
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    tc = cfg.train
+    _, train_rows, val_rows = _load_data(data_dir)
+    on_gpu = torch.cuda.is_available()
+    precision = resolve_precision(tc.precision, on_gpu)
+    if precision in ("bf16", "fp16") and not on_gpu:
+        raise ConfigError(f"train.precision={precision} needs a GPU; use 'auto' or 'fp32' on CPU")
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+
+    torch.manual_seed(tc.seed)
+    model = LWSModel.build(cfg, tokenizer=_tokenizer_for(cfg, data_dir))
+    lm_cfg = model.lm.config
+    k = model.spec.audio_tokens_per_unit
+    sample = [train_rows[i] for i in range(min(len(train_rows), 64))]
+    col = LWSCollator(model.tokenizer, k, model.spec.unit_samples)
+    lengths = [len(col([r])["input_ids"][0]) for r in sample]
+    seq_len = max(lengths)
+    units = max(len(json.loads(r["session"])["units"]) for r in sample) * tc.batch_size
+    peak = estimate_peak_gb(model.num_parameters(), tc.batch_size, seq_len, lm_cfg.hidden_size,
+                            lm_cfg.num_hidden_layers, model.tokenizer.vocab_size, units)
+    if peak > tc.max_memory_gb:
+        raise ConfigError(
+            f"estimated training peak {peak:.1f} GB > train.max_memory_gb={tc.max_memory_gb:g} "
+            f"(batch {tc.batch_size} x {seq_len} tokens, {model.num_parameters() / 1e6:.0f}M params): "
+            "lower train.batch_size (raise train.grad_accum) or raise train.max_memory_gb"
+        )
+
+    ckpt_dir = checkpoint_dir_for(out_dir)
+    ds_cfg = None
+    if tc.backend == "deepspeed":
+        ensure_single_process_env()
+        ds_cfg = deepspeed_config(tc.zero_stage, precision, on_gpu, lm_cfg.hidden_size)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        max_steps=tc.max_steps,
+        per_device_train_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.learning_rate,
+        warmup_steps=tc.warmup_steps,
+        weight_decay=tc.weight_decay,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        logging_steps=tc.logging_steps,
+        save_steps=tc.save_steps,
+        save_total_limit=2,
+        seed=tc.seed,
+        data_seed=tc.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        deepspeed=ds_cfg,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=(not on_gpu and tc.backend == "torch"),
+        save_only_model=False,
+    )
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=train_rows, data_collator=col, lws_callbacks=callbacks
+    )
+    last = get_last_checkpoint(str(ckpt_dir)) if (resume and ckpt_dir.is_dir()) else None
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.time() - t0
+
+    final = _final_model(trainer, model, cfg, tc.zero_stage if ds_cfg else None)
+    val = evaluate_channel_losses(final, val_rows, limit=64) if val_rows is not None else {}
+    summary = TrainSummary(
+        model_dir=str(out_dir),
+        steps=int(trainer.state.global_step),
+        train_seconds=round(seconds, 2),
+        tokens_per_s=round(trainer._tokens_seen / max(seconds, 1e-9), 1),
+        train_loss=float(result.training_loss),
+        val_losses={k2: round(v, 5) for k2, v in val.items() if k2 != "state_accuracy"},
+        val_state_accuracy=val.get("state_accuracy"),
+        parameters=final.num_parameters(),
+        backend=tc.backend,
+        zero_stage=tc.zero_stage if ds_cfg else None,
+        precision=precision,
+        resumed_from=last,
+        config_digest=cfg.digest(),
+    )
+    _save_atomically(final, out_dir, summary)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    for cb in callbacks or []:
+        cb.on_end(summary)
+    return summary
+
+
+def _final_model(trainer, model, cfg, zero_stage: int | None):  # noqa: ANN001, ANN202
+    """The trained weights as a plain LWSModel (gathered from ZeRO-3 partitions when needed)."""
+    if zero_stage == 3:
+        from lws_core.model import LWSModel
+
+        state = trainer.accelerator.get_state_dict(trainer.deepspeed)
+        fresh = LWSModel.build(cfg, tokenizer=model.tokenizer)
+        fresh.load_state_dict(state)
+        return fresh.float()
+    return model.float()
+
+
+def _save_atomically(model, out_dir: Path, summary: TrainSummary) -> None:  # noqa: ANN001
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp)
+    (tmp / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(f"output path exists and is not a directory: {out_dir}")
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out_dir)
