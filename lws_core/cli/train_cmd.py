@@ -1,10 +1,51 @@
-"""`lws train`."""
+"""`lws train`: train an LWS model on a synthesized dataset."""
 
 from __future__ import annotations
 
-from lws_core.errors import LWSError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lws_core.cli.common import ConfigOpt, SetOpt, console, out, resolve_config
 
 
-def train() -> None:
-    """Not available yet in this build."""
-    raise LWSError("`lws train` is not available yet in this build")
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory written by `lws data synth`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write (replaced atomically at the end).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint of an interrupted run.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train the configured model (DeepSpeed by default; `--set train.backend=torch` for plain PyTorch)."""
+    from rich.table import Table
+
+    from lws_core.errors import InputError
+    from lws_core.train import train as run_training
+
+    cfg = resolve_config(config, set_)
+    if not data.is_dir():
+        raise InputError(f"dataset directory not found: {data}")
+    console.print(
+        f"training preset [bold]{cfg.model.preset}[/] with {cfg.train.backend}"
+        + (f" ZeRO-{cfg.train.zero_stage}" if cfg.train.backend == "deepspeed" else "")
+        + f" for {cfg.train.max_steps} steps"
+    )
+    s = run_training(cfg, data, out_dir, progress=not quiet, resume=resume)
+    t = Table(title=f"trained model -> {out_dir}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    rows = [
+        ("steps", str(s.steps)),
+        ("train time", f"{s.train_seconds:.1f} s"),
+        ("tokens / s", f"{s.tokens_per_s:.0f}"),
+        ("parameters", f"{s.parameters / 1e6:.2f} M"),
+        ("train loss", f"{s.train_loss:.3f}"),
+        *[(f"val loss {k}", f"{v:.3f}") for k, v in s.val_losses.items()],
+        ("val state accuracy", "-" if s.val_state_accuracy is None else f"{s.val_state_accuracy:.3f}"),
+        ("resumed from", s.resumed_from or "-"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
