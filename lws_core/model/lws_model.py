@@ -206,6 +206,9 @@ class LWSModel(nn.Module):
                 "(retrain, or use the LWS release that matches the model)"
             )
         spec = ModelSpec.model_validate(raw)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one model load is not "long work"; keep CLI output clean
         tok = SchemaTokenizer.load(directory / "tokenizer")
         if tok.special.as_mapping() != spec.special_tokens:
             raise SchemaMismatchError(f"{directory}: tokenizer special ids differ from the ids the model was trained with")

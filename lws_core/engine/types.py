@@ -1,0 +1,94 @@
+"""What the engine returns: one UnitOutput per step, and a SimulationResult for a whole recording."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lws_core.schema import Session, Word
+
+
+class EngineConfig(BaseModel):
+    """Decoding and context settings of a streaming session.
+
+    ``max_context_tokens`` bounds the KV cache: when a unit would overflow it, the
+    cache is rebuilt once from the session prompt, a tail of the written document
+    and the most recent ``keep_units`` units (sliding window), so a 30-minute
+    session runs in bounded memory.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    max_context_tokens: int = Field(2048, ge=128)
+    keep_units: int = Field(16, ge=1, description="Units kept verbatim when the window slides.")
+    keep_document_tokens: int = Field(128, ge=0, description="Tail of the written document re-prefilled on a slide.")
+    speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
+
+
+@dataclass
+class UnitOutput:
+    """One unit's result. ``speech`` is the audio to play during the next unit (may be empty)."""
+
+    index: int
+    state: str
+    write: str
+    say: str
+    eot: bool
+    forced: bool
+    speech: np.ndarray
+    speech_words: list[Word] = field(default_factory=list)
+    barge_in: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    issues: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "state": self.state,
+            "write": self.write,
+            "say": self.say,
+            "eot": self.eot,
+            "forced": self.forced,
+            "barge_in": self.barge_in,
+            "speech_s": round(len(self.speech) / 16000, 3),
+            "speech_words": [w.model_dump() for w in self.speech_words],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "issues": self.issues,
+        }
+
+
+@dataclass
+class SimulationResult:
+    units: list[UnitOutput]
+    output_audio: np.ndarray
+    spoken_words: list[Word]
+    written: str
+    session: Session
+    unit_s: float
+    input_samples: int
+
+    def _rtf(self, q: float) -> float:
+        if not self.units:
+            return 0.0
+        per = np.array([u.timings.get("total_ms", 0.0) / 1000.0 / self.unit_s for u in self.units])
+        return float(np.percentile(per, q))
+
+    @property
+    def rtf_p50(self) -> float:
+        return self._rtf(50)
+
+    @property
+    def rtf_p95(self) -> float:
+        return self._rtf(95)
+
+    def fdb_json(self) -> dict:
+        """Full-Duplex-Bench's output.json format, from the TTS's own word events."""
+        return {
+            "text": " ".join(w.text for w in self.spoken_words),
+            "chunks": [{"text": w.text, "timestamp": [round(w.start, 3), round(w.end, 3)]} for w in self.spoken_words],
+        }
