@@ -175,11 +175,14 @@ class StreamingSession:
         forced = False
         while True:
             allowed, text_ok = parser.allowed_special(), parser.text_allowed()
-            if parser.phase == Phase.WRITE and n_write >= self.spec.max_write_tokens:
-                allowed, text_ok, forced = frozenset({self.ids.say}), False, True
-            elif parser.phase == Phase.SAY and n_say >= self.spec.max_say_tokens:
-                allowed, text_ok, forced = frozenset({self.ids.end}), False, True
             token = self._choose(logits, allowed, text_ok)
+            over = (parser.phase == Phase.WRITE and n_write >= self.spec.max_write_tokens) or (
+                parser.phase == Phase.SAY and n_say >= self.spec.max_say_tokens
+            )
+            if over and token not in self.tok.special_set:
+                # budget hit while the model wanted more text: force-close the segment
+                token = self.ids.say if parser.phase == Phase.WRITE else self.ids.end
+                forced = True
             phase = parser.phase
             done = parser.feed(token)
             gen.append(token)

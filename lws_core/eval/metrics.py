@@ -1,0 +1,88 @@
+"""Per-session measurements comparing a simulated session with its labels. Pure functions, no model.
+
+Each returns plain numbers so they can be unit-tested on hand-made sessions and
+averaged by the evaluation runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lws_core.data.tasks import key_facts
+from lws_core.schema import Session, Word
+
+
+def consistent(spoken: str, written: str) -> bool | None:
+    """Writing–speaking consistency on one response: every number said is also written.
+
+    None when nothing checkable was said (no numbers), so such responses are not counted.
+    """
+    said = key_facts(spoken)
+    if not said:
+        return None
+    return said <= key_facts(written)
+
+
+def first_speak_unit(session: Session) -> int | None:
+    return next((i for i, u in enumerate(session.units) if u.state == "speak"), None)
+
+
+def turn_end_s(labels: Session) -> float | None:
+    """End of the user's first turn: the last user word that ended before the labelled response starts."""
+    k = first_speak_unit(labels)
+    if k is None:
+        return None
+    t = k * labels.unit_s
+    ends = [w.end for w in labels.user_words if w.end <= t + 1e-9]
+    return max(ends) if ends else None
+
+
+@dataclass
+class SessionScore:
+    units: int
+    forced: int
+    state_correct: int
+    premature_speech: bool | None  # spoke before the labelled turn end (pause scenarios)
+    barge_in_yield: bool | None  # returned to listen within one unit of the labelled yield
+    backchannel_kept: float | None  # share of labelled speak units kept while the user backchannels
+    latency_s: float | None  # first spoken word - user's turn end
+    consistent: bool | None
+
+
+def score_session(pred: Session, labels: Session, spoken_words: list[Word], scenario: str) -> SessionScore:
+    n = min(len(pred.units), len(labels.units))
+    correct = sum(pred.units[i].state == labels.units[i].state for i in range(n))
+    k_gold = first_speak_unit(labels)
+    premature = None
+    if scenario == "pause" and k_gold is not None:
+        premature = any(u.state == "speak" for u in pred.units[:k_gold])
+    yield_ok = None
+    if scenario == "barge_in":
+        gold_yield = next(
+            (i for i in range(1, len(labels.units)) if labels.units[i - 1].state == "speak" and labels.units[i].state == "listen"),
+            None,
+        )
+        if gold_yield is not None:
+            window = pred.units[gold_yield : gold_yield + 2]
+            yield_ok = any(u.state == "listen" for u in window)
+    kept = None
+    if scenario == "backchannel":
+        gold_speak = [i for i in range(n) if labels.units[i].state == "speak"]
+        if gold_speak:
+            kept = sum(pred.units[i].state == "speak" for i in gold_speak) / len(gold_speak)
+    latency = None
+    t_end = turn_end_s(labels)
+    if t_end is not None:
+        after = [w.start for w in spoken_words if w.start >= t_end - 1e-9]
+        if after:
+            latency = max(0.0, after[0] - t_end)
+    return SessionScore(
+        units=len(pred.units),
+        forced=0,
+        state_correct=correct,
+        premature_speech=premature,
+        barge_in_yield=yield_ok,
+        backchannel_kept=kept,
+        latency_s=latency,
+        consistent=consistent(pred.spoken_text(), pred.written_document()),
+    )
