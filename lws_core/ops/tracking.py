@@ -60,7 +60,11 @@ class Tracker:
         existing = self.find_parent(run_tag)
         if existing:
             return existing
-        run = self.client.create_run(self.experiment_id(), run_name=run_name or f"pipeline-{run_tag}", tags={RUN_TAG: run_tag})
+        run = self.client.create_run(
+            self.experiment_id(),
+            run_name=run_name or f"pipeline-{run_tag}",
+            tags={RUN_TAG: run_tag, "lws.role": "pipeline"},
+        )
         params = _flatten(self.cfg.to_dict())
         from mlflow.entities import Param
 
@@ -71,14 +75,20 @@ class Tracker:
         return run.info.run_id
 
     def find_parent(self, run_tag: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id()], filter_string=f"tags.`{RUN_TAG}` = '{run_tag}'", max_results=1)
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{RUN_TAG}` = '{run_tag}' and tags.`lws.role` = 'pipeline'",
+            max_results=1,
+        )
         return runs[0].info.run_id if runs else None
 
     def start_step(self, parent_id: str, step: str) -> str:
         parent = self.client.get_run(parent_id)
         tag = parent.data.tags.get(RUN_TAG, "")
         run = self.client.create_run(
-            parent.info.experiment_id, run_name=step, tags={"mlflow.parentRunId": parent_id, RUN_TAG: tag, "lws.step": step}
+            parent.info.experiment_id,
+            run_name=step,
+            tags={"mlflow.parentRunId": parent_id, RUN_TAG: tag, "lws.step": step},
         )
         return run.info.run_id
 
@@ -118,7 +128,11 @@ class MLflowTrainCallback:
         self.tracker.log_metrics(self.run_id, {f"val_loss_{k}": v for k, v in d["val_losses"].items()})
         self.tracker.log_metrics(
             self.run_id,
-            {k: d[k] for k in ("train_seconds", "tokens_per_s", "train_loss", "parameters") if d.get(k) is not None},
+            {
+                k: d[k]
+                for k in ("train_seconds", "tokens_per_s", "train_loss", "parameters")
+                if d.get(k) is not None
+            },
         )
         if d.get("val_state_accuracy") is not None:
             self.tracker.log_metrics(self.run_id, {"val_state_accuracy": d["val_state_accuracy"]})

@@ -1,0 +1,105 @@
+"""One lightweight KFP component per step. No logic here: each body calls lws_core.ops.steps.
+
+Components are built by a factory so the base image comes from the config
+(`pipeline.base_image`, `pipeline.train_image`); they install nothing at run time
+(`install_kfp_package=False`, no packages_to_install): the image (or the local
+environment) already holds LWS and its pinned dependencies. (No `from __future__ import annotations`:
+KFP reads the artifact annotations at definition time.)
+"""
+
+
+from dataclasses import dataclass
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def synthesize(config_json: str, dataset: Output[Dataset]) -> str:
+    from lws_core.ops.steps import run_synthesize
+
+    return run_synthesize(config_json, dataset.path)
+
+
+def version_data(config_json: str, dataset: Input[Dataset]) -> str:
+    from lws_core.ops.steps import run_version
+
+    return run_version(config_json, dataset.path, "dataset")
+
+
+def train(config_json: str, dataset: Input[Dataset], model: Output[Model]) -> str:
+    from lws_core.ops.steps import run_train
+
+    return run_train(config_json, dataset.path, model.path)
+
+
+def evaluate(
+    config_json: str,
+    model: Input[Model],
+    dataset: Input[Dataset],
+    eval_dir: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+) -> str:
+    import math
+    import shutil
+
+    from lws_core.ops.steps import run_evaluate
+
+    run_id, values = run_evaluate(config_json, model.path, dataset.path, eval_dir.path)
+    for k, v in values.items():
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            metrics.log_metric(k, float(v))
+    shutil.copyfile(f"{eval_dir.path}/report.md", report.path)
+    return run_id
+
+
+def register(
+    config_json: str,
+    run_tag: str,
+    job_id: str,
+    model: Input[Model],
+    eval_dir: Input[Artifact],
+    dataset_hash: str,
+    synth_run: str,
+    train_run: str,
+    eval_run: str,
+) -> str:
+    import json
+
+    from lws_core.ops.steps import run_register
+
+    result = run_register(config_json, run_tag or job_id, model.path, eval_dir.path, dataset_hash, [synth_run, train_run, eval_run])
+    return json.dumps(result)
+
+
+def finalize(config_json: str, run_tag: str, job_id: str) -> str:
+    from lws_core.ops.steps import run_finalize
+
+    return run_finalize(config_json, run_tag or job_id)
+
+
+
+
+@dataclass(frozen=True)
+class Components:
+    synthesize: Any
+    version_data: Any
+    train: Any
+    evaluate: Any
+    register: Any
+    finalize: Any
+
+
+def build_components(base_image: str, train_image: str) -> Components:
+    def make(fn, image: str):  # noqa: ANN001, ANN202
+        return dsl.component(fn, base_image=image, install_kfp_package=False)
+
+    return Components(
+        synthesize=make(synthesize, base_image),
+        version_data=make(version_data, base_image),
+        train=make(train, train_image),
+        evaluate=make(evaluate, base_image),
+        register=make(register, base_image),
+        finalize=make(finalize, base_image),
+    )

@@ -1,0 +1,171 @@
+"""What each pipeline step does. KFP components are one-line calls into these functions, so every step is
+callable and testable without KFP, and the same code runs locally and on a cluster.
+
+The cached steps (synthesize, train, evaluate) take only the config and their
+input artifacts, so KFP's cache can skip them on a rerun; each logs live into an
+MLflow run of its own. The uncached register step creates the pipeline's parent
+run (found by its ``lws.pipeline_run`` tag), files the step runs under it,
+versions the model and registers it. The exit handler marks the parent run
+FAILED when registration never completed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lws_core.config import LWSConfig, config_from_dict
+from lws_core.ops.tracking import COMPLETED_TAG, RUN_TAG, MLflowTrainCallback, Tracker
+
+
+def _cfg(config_json: str) -> LWSConfig:
+    return config_from_dict(json.loads(config_json))
+
+
+def code_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        if rev.returncode == 0:
+            return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from lws_core import __version__
+
+    return f"lws-{__version__}"
+
+
+def _step_run(tr: Tracker, step: str) -> str:
+    """A cached step logs into its own run; the register step later files it under the pipeline's parent run."""
+    run = tr.client.create_run(tr.experiment_id(), run_name=step, tags={"lws.step": step, "lws.config_digest": tr.cfg.digest()})
+    return run.info.run_id
+
+
+def run_synthesize(config_json: str, out_path: str) -> str:
+    from lws_core.data import synthesize
+
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    rid = _step_run(tr, "synthesize")
+    try:
+        s = synthesize(cfg, Path(out_path), progress=False)
+        flat = {"audio_hours": s.audio_hours, "units": s.units, "wall_s": s.wall_s, "audio_s_per_s": s.audio_s_per_s}
+        flat.update({f"rows_{k}": v for k, v in s.rows.items()})
+        flat.update({f"rejects_{k}": v for k, v in s.rejects.items()})
+        tr.log_metrics(rid, flat)
+        if (Path(out_path) / "card.json").is_file():
+            tr.client.log_artifact(rid, str(Path(out_path) / "card.json"))
+        tr.finish(rid)
+        return rid
+    except BaseException:
+        tr.finish(rid, "FAILED")
+        raise
+
+
+def run_version(config_json: str, path: str, kind: str = "dataset") -> str:
+    from lws_core.ops.versioning import version_path
+
+    return version_path(_cfg(config_json), path, kind)
+
+
+def run_train(config_json: str, dataset_path: str, model_path: str) -> str:
+    from lws_core.train import train
+
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    rid = _step_run(tr, "train")
+    try:
+        train(cfg, Path(dataset_path), Path(model_path), callbacks=[MLflowTrainCallback(tr, rid)], progress=False)
+        tr.client.log_artifact(rid, str(Path(model_path) / "train_summary.json"))
+        tr.finish(rid)
+        return rid
+    except BaseException:
+        tr.finish(rid, "FAILED")
+        raise
+
+
+def run_evaluate(config_json: str, model_path: str, dataset_path: str, out_path: str) -> tuple[str, dict[str, Any]]:
+    from lws_core.eval import evaluate
+
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    rid = _step_run(tr, "evaluate")
+    try:
+        s = evaluate(cfg, Path(model_path), Path(dataset_path), Path(out_path), progress=False)
+        tr.log_metrics(rid, s.metrics)
+        tr.log_dir(rid, Path(out_path), "eval_report")
+        tr.finish(rid)
+        return rid, s.metrics
+    except BaseException:
+        tr.finish(rid, "FAILED")
+        raise
+
+
+def run_register(
+    config_json: str, run_tag: str, model_path: str, eval_path: str, dataset_hash: str, step_runs: list[str] | None = None
+) -> dict[str, Any]:
+    """Create the pipeline's parent run, file the step runs under it, version the model, register and gate it."""
+    from lws_core.ops.registry import register_model
+    from lws_core.ops.versioning import remote_url, version_path
+
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    parent = tr.start_parent(run_tag)
+    for rid in step_runs or []:
+        if rid:
+            tr.client.set_tag(rid, "mlflow.parentRunId", parent)
+            tr.client.set_tag(rid, RUN_TAG, run_tag)
+    rid = tr.start_step(parent, "register")
+    try:
+        metrics = json.loads((Path(eval_path) / "metrics.json").read_text())
+        tr.log_metrics(parent, metrics)
+        model_hash = version_path(cfg, model_path, "model")
+        lineage = {
+            "dataset_dvc_hash": dataset_hash,
+            "model_dvc_hash": model_hash,
+            "dvc_remote": remote_url(cfg),
+            "params_digest": cfg.digest(),
+            "code_revision": code_revision(),
+            "teacher": cfg.data.teacher.kind,
+            "pipeline_run": run_tag,
+            "eval_summary": ", ".join(f"{r.metric}={metrics.get(r.metric)}" for r in cfg.registry.gate),
+        }
+        reg = register_model(cfg, model_path, metrics, lineage, run_id=rid)
+        result = {
+            "name": reg.name,
+            "version": reg.version,
+            "aliases": reg.aliases,
+            "promoted": reg.decision.promote,
+            "reasons": reg.decision.reasons,
+            "model_uri": reg.model_uri,
+            "model_dvc_hash": model_hash,
+            "dataset_dvc_hash": dataset_hash,
+            "parent_run_id": parent,
+            "experiment_id": tr.experiment_id(),
+        }
+        for k, v in lineage.items():
+            tr.client.set_tag(parent, f"lineage.{k}", v)
+        tr.client.set_tag(parent, "registry.version", reg.version)
+        tr.client.set_tag(parent, "gate.decision", "promote" if reg.decision.promote else "reject")
+        tr.client.set_tag(parent, COMPLETED_TAG, "true")
+        tr.finish(rid)
+        tr.finish(parent, "FINISHED")
+        return result
+    except BaseException:
+        tr.finish(rid, "FAILED")
+        raise
+
+
+def run_finalize(config_json: str, run_tag: str) -> str:
+    """Exit handler: a parent run that the register step did not complete is marked FAILED."""
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    pid = tr.find_parent(run_tag) or tr.start_parent(run_tag)
+    run = tr.client.get_run(pid)
+    if run.data.tags.get(COMPLETED_TAG) == "true":
+        return "FINISHED"
+    tr.client.set_tag(pid, "lws.failure", "a pipeline step failed before registration; no model was registered")
+    tr.finish(pid, "FAILED")
+    return "FAILED"

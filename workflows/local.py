@@ -1,0 +1,107 @@
+"""Run the retraining pipeline on this machine with KFP's local runner (embedded defaults).
+
+The same pipeline definition that compiles for Kubeflow runs here task by task in
+subprocesses of the current Python environment (no per-task venv, no Docker).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from lws_core.config import LWSConfig
+from lws_core.errors import LWSError
+from lws_core.ops.tracking import RUN_TAG, Tracker
+from lws_core.ops.workspace import Workspace, tracking_uri
+
+
+@dataclass
+class PipelineResult:
+    run_tag: str
+    status: str
+    wall_s: float
+    parent_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def new_run_tag() -> str:
+    return time.strftime("local-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def run_local(cfg: LWSConfig, run_tag: str | None = None) -> PipelineResult:
+    from kfp import local
+
+    from workflows.pipeline import build_pipeline
+
+    ws = Workspace.from_config(cfg)
+    tracker = Tracker(cfg)
+    tracker.experiment_id()  # create the experiment once, before parallel tasks touch the DB
+    run_tag = run_tag or new_run_tag()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(ws.kfp_root), raise_on_error=True)
+    pipeline = build_pipeline(cfg)
+    t0 = time.time()
+    error = None
+    try:
+        pipeline(config_json=json.dumps(cfg.to_dict(), sort_keys=True), run_tag=run_tag)
+    except LWSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - kfp.local reports a failed task as RuntimeError
+        error = str(e).splitlines()[0][:300]
+    wall = time.time() - t0
+    return collect_result(tracker, run_tag, wall, error)
+
+
+def collect_result(tracker: Tracker, run_tag: str, wall: float, error: str | None) -> PipelineResult:
+    pid = tracker.find_parent(run_tag)
+    res = PipelineResult(run_tag=run_tag, status="FAILED" if error else "FINISHED", wall_s=wall, error=error, parent_run_id=pid)
+    if pid:
+        run = tracker.client.get_run(pid)
+        res.status = run.info.status
+        res.tags = dict(run.data.tags)
+        res.metrics = dict(run.data.metrics)
+        children = tracker.client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_tag}'", max_results=50
+        )
+        for ch in children:
+            step = ch.data.tags.get("lws.step")
+            if step and ch.info.end_time and ch.info.start_time:
+                res.step_seconds[step] = (ch.info.end_time - ch.info.start_time) / 1000
+    return res
+
+
+def ui_command(cfg: LWSConfig) -> str:
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {uri} --port 5000"
+    return f"open {uri}"
+
+
+def summary_rows(res: PipelineResult) -> list[tuple[str, Any]]:
+    t = res.tags
+    rows: list[tuple[str, Any]] = [
+        ("status", res.status),
+        ("run tag", res.run_tag),
+        ("wall time", f"{res.wall_s:.0f} s"),
+    ]
+    rows += [(f"  step {k}", f"{v:.0f} s") for k, v in sorted(res.step_seconds.items())]
+    for k in ("schema_valid_rate", "state_accuracy", "task_accuracy", "consistency_rate", "pause_hold_rate",
+              "barge_in_yield_rate", "turn_taking_latency_s", "rtf_p95", "test_loss_total"):
+        if k in res.metrics:
+            rows.append((k, f"{res.metrics[k]:.4f}"))
+    rows += [
+        ("gate decision", t.get("gate.decision", "-")),
+        ("registered version", t.get("registry.version", "-")),
+        ("dataset DVC hash", t.get("lineage.dataset_dvc_hash", "-")),
+        ("model DVC hash", t.get("lineage.model_dvc_hash", "-")),
+        ("DVC remote", t.get("lineage.dvc_remote", "-")),
+        ("code revision", t.get("lineage.code_revision", "-")),
+    ]
+    if res.error:
+        rows.append(("error", res.error))
+    return rows

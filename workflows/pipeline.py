@@ -1,0 +1,82 @@
+"""The retraining pipeline: synthesize → version data → train → evaluate → register/promote.
+
+Cluster settings come from the config's `pipeline` section and compile into the
+YAML's Kubernetes platform spec; the local runner ignores them (with a warning).
+"""
+
+
+import json
+
+from kfp import dsl, kubernetes
+
+from components import build_components
+from lws_core.config import LWSConfig
+
+PIPELINE_NAME = "lws-retraining"
+CHECKPOINT_MOUNT = "/mnt/lws"
+S3_ENV = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"}
+MLFLOW_ENV = {"tracking_username": "MLFLOW_TRACKING_USERNAME", "tracking_password": "MLFLOW_TRACKING_PASSWORD"}
+
+
+def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
+    """Return the pipeline function for ``cfg`` (its JSON is the default of the ``config_json`` parameter)."""
+    c = build_components(cfg.pipeline.base_image, cfg.pipeline.train_image)
+    pc = cfg.pipeline
+    default_config = json.dumps(cfg.to_dict(), sort_keys=True)
+
+    def cluster(task, gpu: bool = False):  # noqa: ANN001, ANN202
+        """Secrets, volume and retries every task needs on a cluster; GPU placement for training."""
+        kubernetes.use_secret_as_env(task, secret_name=pc.s3_secret, secret_key_to_env=S3_ENV, optional=True)
+        kubernetes.use_secret_as_env(task, secret_name=pc.mlflow_secret, secret_key_to_env=MLFLOW_ENV, optional=True)
+        kubernetes.mount_pvc(task, pvc_name=pc.pvc_name, mount_path=CHECKPOINT_MOUNT)
+        if pc.retries:
+            task.set_retry(num_retries=pc.retries, backoff_duration="30s", backoff_factor=2.0)
+        if gpu and pc.accelerator_count > 0:
+            task.set_accelerator_type(pc.accelerator_type)
+            task.set_accelerator_limit(pc.accelerator_count)
+            for key in pc.gpu_tolerations:
+                kubernetes.add_toleration(task, key=key, operator="Exists", effect="NoSchedule")
+            for k, v in pc.gpu_node_selector.items():
+                kubernetes.add_node_selector(task, label_key=k, label_value=v)
+        return task
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="LWS retraining: synthesize, version, train, evaluate, register/promote.")
+    def lws_pipeline(config_json: str = default_config, run_tag: str = "") -> None:
+        """``run_tag`` names the MLflow parent run; empty (recurring runs) means the KFP job id."""
+        exit_task = c.finalize(config_json=config_json, run_tag=run_tag, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        exit_task.set_caching_options(False)
+        with dsl.ExitHandler(exit_task, name="mark-mlflow-run"):
+            synth = cluster(c.synthesize(config_json=config_json))
+            synth.set_caching_options(pc.caching)
+            version = cluster(c.version_data(config_json=config_json, dataset=synth.outputs["dataset"]))
+            version.set_caching_options(False)
+            trained = cluster(c.train(config_json=config_json, dataset=synth.outputs["dataset"]), gpu=True)
+            trained.set_caching_options(pc.caching)
+            trained.after(version)
+            evaluated = cluster(
+                c.evaluate(config_json=config_json, model=trained.outputs["model"], dataset=synth.outputs["dataset"])
+            )
+            evaluated.set_caching_options(pc.caching)
+            reg = cluster(
+                c.register(
+                    config_json=config_json,
+                    run_tag=run_tag,
+                    job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    model=trained.outputs["model"],
+                    eval_dir=evaluated.outputs["eval_dir"],
+                    dataset_hash=version.output,
+                    synth_run=synth.outputs["Output"],
+                    train_run=trained.outputs["Output"],
+                    eval_run=evaluated.outputs["Output"],
+                )
+            )
+            reg.set_caching_options(False)
+
+    return lws_pipeline
+
+
+def compile_pipeline(cfg: LWSConfig, path: str) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(cfg), package_path=path)
+    return path
