@@ -15,7 +15,7 @@ class TrainConfig(Section):
     backend: Literal["deepspeed", "torch"] = "deepspeed"
     zero_stage: int = Field(2, ge=0, le=3)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    max_steps: int = Field(600, ge=1)
+    max_steps: int = Field(300, ge=1)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
@@ -23,7 +23,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
     logging_steps: int = Field(20, ge=1)
-    save_steps: int = Field(200, ge=1)
+    save_steps: int = Field(100, ge=1)
     eval_steps: int = Field(200, ge=1)
     max_memory_gb: float = Field(16.0, gt=0, description="Refuse configs whose estimated peak exceeds this.")
     num_threads: int | None = Field(None, description="torch threads on CPU (None = all cores).")
