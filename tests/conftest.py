@@ -27,3 +27,42 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """The default config shrunk for tests: same architecture and code paths, fewer sessions and steps."""
+    from lws_core.config import LWSConfig
+
+    return LWSConfig().with_overrides(
+        {
+            "data.sessions": 48,
+            "data.workers": 1,
+            "train.max_steps": 8,
+            "train.batch_size": 4,
+            "train.logging_steps": 2,
+            "train.save_steps": 4,
+            "eval.limit": 4,
+            "eval.consistency_embedding": False,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_cfg, tmp_path_factory):
+    """A real synthesized dataset (espeak-ng speech, template teacher), built once per test session."""
+    from lws_core.data import synthesize
+
+    out = tmp_path_factory.mktemp("data") / "ds"
+    synthesize(tiny_cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cfg, tiny_dataset, tmp_path_factory):
+    """A tiny model trained for a few steps with the plain-torch backend (fast, deterministic)."""
+    from lws_core.train import train
+
+    out = tmp_path_factory.mktemp("model") / "m"
+    train(tiny_cfg.with_overrides({"train.backend": "torch"}), tiny_dataset, out, progress=False)
+    return out

@@ -14,6 +14,7 @@ from lws_core.cli import (
     config_cmd,
     data_cmd,
     eval_cmd,
+    ops_cmd,
     pipeline_cmd,
     schema_cmd,
     serve_cmd,
@@ -31,6 +32,8 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(schema_cmd.app, name="schema")
+data_cmd.app.command("pull")(ops_cmd.data_pull)
+data_cmd.app.command("push")(ops_cmd.data_push)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(pipeline_cmd.app, name="pipeline")

@@ -1,0 +1,68 @@
+"""Evaluation metrics on hand-made sessions (no model), and the evaluation runner on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+from lws_core.config.registry import GateRule
+from lws_core.eval.metrics import consistent, score_session, turn_end_s
+from lws_core.ops.gate import decide
+from lws_core.schema import Session, Unit, Word
+
+
+def _labels():
+    return Session(
+        user_words=[Word(text="what", start=0.1, end=0.4), Word(text="is", start=0.4, end=0.6), Word(text="6x7", start=0.6, end=1.5)],
+        units=[Unit(), Unit(), Unit(state="speak", write="**Answer:** 42", say="42", eot=True), Unit()],
+    )
+
+
+def test_consistency():
+    assert consistent("It is 42.", "6 × 7 = 42\n**Answer:** 42") is True
+    assert consistent("It is 41.", "**Answer:** 42") is False
+    assert consistent("Sure, here it is.", "**Answer:** 42") is None  # nothing checkable said
+
+
+def test_turn_end_and_latency():
+    labels = _labels()
+    assert turn_end_s(labels) == 1.5
+    pred = Session(units=[Unit(), Unit(), Unit(state="speak", say="42"), Unit()])
+    sc = score_session(pred, labels, [Word(text="42", start=3.2, end=3.5)], "single_turn")
+    assert sc.state_correct == 4 and abs(sc.latency_s - 1.7) < 1e-9 and sc.consistent is False
+
+
+def test_pause_and_barge_in_behaviour():
+    labels = _labels()
+    early = Session(units=[Unit(), Unit(state="speak", say="hm"), Unit(state="speak"), Unit()])
+    assert score_session(early, labels, [], "pause").premature_speech is True
+    assert score_session(Session(units=labels.units), labels, [], "pause").premature_speech is False
+    b_labels = Session(units=[Unit(state="speak", say="a"), Unit(state="speak", say="b"), Unit(), Unit()])
+    late = Session(units=[Unit(state="speak"), Unit(state="speak"), Unit(state="speak"), Unit(state="speak")])
+    ok = Session(units=[Unit(state="speak"), Unit(state="speak"), Unit(state="speak"), Unit()])
+    assert score_session(late, b_labels, [], "barge_in").barge_in_yield is False
+    assert score_session(ok, b_labels, [], "barge_in").barge_in_yield is True  # within one unit
+
+
+def test_gate_never_promotes_a_worse_model():
+    rules = [GateRule(metric="state_accuracy", direction="higher", tolerance=0.01), GateRule(metric="rtf_p95", direction="lower", tolerance=0.0)]
+    champ = {"state_accuracy": 0.9, "rtf_p95": 0.05}
+    assert decide({"state_accuracy": 0.895, "rtf_p95": 0.04}, champ, rules).promote
+    worse = decide({"state_accuracy": 0.85, "rtf_p95": 0.04}, champ, rules)
+    assert not worse.promote and any("worse" in r for r in worse.reasons)
+    assert not decide({"state_accuracy": 0.95, "rtf_p95": 0.06}, champ, rules).promote
+    assert not decide({"state_accuracy": float("nan"), "rtf_p95": 0.01}, None, rules).promote
+    assert decide({"state_accuracy": 0.1, "rtf_p95": 1.0}, None, rules).promote  # first model, finite metrics
+
+
+def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, tmp_path):
+    from lws_core.eval import evaluate
+
+    s = evaluate(tiny_cfg, tiny_model, tiny_dataset, tmp_path / "ev", limit=3, progress=False)
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for k in ("schema_valid_rate", "state_accuracy", "task_accuracy", "rtf_p95", "test_loss_total"):
+        assert k in m
+    assert 0.0 <= m["state_accuracy"] <= 1.0 and m["eval_sessions"] == 3
+    assert "not judged" in m["judge"]
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "state_accuracy" in report and s.report_path.name == "report.md"
+    assert any(p.suffix == ".png" for p in (tmp_path / "ev").iterdir())
