@@ -202,10 +202,11 @@ class StreamingSession:
             self._queue = np.zeros(0, dtype=np.float32)
             self._queue_words = []
         if unit.say.strip() and self.cfg.speak:
-            speech = self.engine.tts.synthesize(unit.say.strip())
-            offset = self._queue.shape[0] / self.spec.sample_rate
-            self._queue_words += [Word(text=w.text, start=w.start + offset, end=w.end + offset) for w in speech.words]
-            self._queue = np.concatenate([self._queue, speech.audio.astype(np.float32)])
+            speech = self._speak(unit.say.strip(), unit.issues)
+            if speech is not None:
+                offset = self._queue.shape[0] / self.spec.sample_rate
+                self._queue_words += [Word(text=w.text, start=w.start + offset, end=w.end + offset) for w in speech.words]
+                self._queue = np.concatenate([self._queue, speech.audio.astype(np.float32)])
         t_tts = time.perf_counter()
 
         chunk, words = self._pop_speech()
@@ -226,12 +227,32 @@ class StreamingSession:
                 "tts_ms": (t_tts - t_decode) * 1000,
                 "total_ms": (time.perf_counter() - t0) * 1000,
                 "tokens_fed": float(self.tokens_fed_last_step),
+                "write_tokens": float(n_write),
+                "say_tokens": float(n_say),
                 "context_tokens": float(self.context_tokens),
             },
             issues=list(unit.issues),
         )
         self.index += 1
         return out
+
+    def _speak(self, text: str, issues: list[str]):  # noqa: ANN202
+        """Render speech; symbols the TTS cannot say are dropped (and noted) instead of failing the session."""
+        from lws_core.audio.tts import UnspeakableError
+
+        try:
+            return self.engine.tts.synthesize(text)
+        except UnspeakableError:
+            cleaned = "".join(c if (c.isalnum() or c in " .,;:!?'-%") and c.isprintable() and c != "\ufffd" else " " for c in text)
+            cleaned = " ".join(cleaned.split())
+            issues.append(f"unspeakable symbols dropped from {text!r}")
+            if not any(c.isalnum() for c in cleaned):
+                return None
+            try:
+                return self.engine.tts.synthesize(cleaned)
+            except UnspeakableError:
+                issues.append(f"nothing speakable in {text!r}")
+                return None
 
     def _pop_speech(self) -> tuple[np.ndarray, list[Word]]:
         """Take one unit of queued speech to play during the next unit; word times in the output stream."""
