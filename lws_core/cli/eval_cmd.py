@@ -39,3 +39,86 @@ def run(
     for k, v in s.metrics.items():
         t.add_row(k, "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)))
     out.print(t)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)))
+    out.print(t)
+
+
+@app.command("fdb-probe")
+def fdb_probe(
+    out_dir: Annotated[Path, typer.Option("--out", help="New directory for the probe tree (must not exist or be empty).")],
+    per_task: Annotated[int | None, typer.Option("--per-task", help="Samples per task (default: eval.fdb_probe_per_task).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (questions, voices, pause lengths).")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Synthesize a Full-Duplex-Bench v1-format probe tree (pause, turn-taking, interruption, backchannel) with our TTS."""
+    from lws_core.eval.fdb_probe import build_probe
+
+    cfg = resolve_config(config, set_)
+    n = per_task if per_task is not None else cfg.eval.fdb_probe_per_task
+    path = build_probe(out_dir, per_task=n, seed=seed, progress=not quiet)
+    out.print(f"probe tree with {n} samples per task -> {path}")
+
+
+@app.command("fdb")
+def fdb(
+    model: Annotated[str, typer.Option("--model", help="Model directory or models:/NAME@ALIAS.")],
+    data: Annotated[Path, typer.Option("--data", help="Full-Duplex-Bench tree (task folders of sample folders with input.wav).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output tree: inputs copied, output.wav/output.json written per sample.")],
+    limit: Annotated[int | None, typer.Option("--limit", help="At most N samples per task folder.")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt for every session.")] = None,
+    metrics: Annotated[bool, typer.Option("--metrics/--no-metrics", help="Also compute the v1 metrics on the output tree.")] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Stream every input.wav of a Full-Duplex-Bench tree through the engine; write time-synchronous outputs."""
+    from lws_core.cli.simulate_cmd import _resolve_model
+    from lws_core.engine import Engine
+    from lws_core.errors import InputError
+    from lws_core.eval.fdb_run import run_fdb
+
+    cfg = resolve_config(config, set_)
+    if not data.is_dir():
+        raise InputError(f"Full-Duplex-Bench tree not found: {data}")
+    engine = Engine.from_dir(_resolve_model(model), cfg)
+    s = run_fdb(engine, data, out_dir, limit=limit, system=system, progress=not quiet)
+    out.print(f"{s['samples']} samples -> {out_dir}")
+    if metrics:
+        _fdb_metrics(out_dir, cfg, None, quiet)
+
+
+def _fdb_metrics(root: Path, cfg, reference: Path | None, quiet: bool) -> dict:  # noqa: ANN001
+    from lws_core.eval.fdb_metrics import evaluate_tree
+    from lws_core.eval.judge import JudgeClient
+
+    judge = JudgeClient.from_config(cfg.eval.judge, cache_dir=root / "judge_cache")
+    m = evaluate_tree(root, judge=judge, reference_path=reference, progress=not quiet)
+    _print_metrics(f"Full-Duplex-Bench v1 -> {root / 'metrics.json'}", m)
+    return m
+
+
+@app.command("fdb-metrics")
+def fdb_metrics(
+    root: Annotated[Path, typer.Argument(help="Full-Duplex-Bench tree with output.json/output.wav per sample.")],
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Official human backchannel distribution (icc_gt_distribution.json); else derived from input pauses."),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Compute Full-Duplex-Bench v1 metrics (TOR, latency, backchannel frequency/JSD, relevance) into ROOT/metrics.json."""
+    cfg = resolve_config(config, set_)
+    _fdb_metrics(root, cfg, reference, quiet)

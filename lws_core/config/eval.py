@@ -10,15 +10,22 @@ from lws_core.config.base import Section
 class JudgeConfig(Section):
     """An OpenAI-compatible judge. Without an endpoint, judged metrics say "not judged"."""
 
-    endpoint: str | None = None
+    endpoint: str | None = Field(None, description="Base URL (…/v1) or full …/chat/completions URL of an OpenAI-compatible API.")
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0, description="First retry wait; doubles per retry (Retry-After wins when given).")
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of judge calls.")
+    cache_dir: str | None = Field(None, description="Verdict cache (content-hash keyed); default: <out>/judge_cache.")
+    usd_per_1k_input: float = Field(0.0, ge=0, description="Price for the cost counter (0 = unknown).")
+    usd_per_1k_output: float = Field(0.0, ge=0)
 
 
 class EvalConfig(Section):
     limit: int | None = Field(200, description="Max test sessions to evaluate (None = all).")
     fdb_probe_per_task: int = Field(4, ge=1, description="Probe samples per Full-Duplex-Bench task.")
+    fdb_probe: bool = Field(True, description="Run the Full-Duplex-Bench probe inside `lws eval run`.")
     judge: JudgeConfig = JudgeConfig()
     consistency_embedding: bool = True
+    voicebench_samples: int = Field(3, ge=1, description="Judge samples averaged per VoiceBench response (VoiceBench uses 3).")
