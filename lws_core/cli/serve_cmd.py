@@ -1,10 +1,69 @@
-"""`lws serve`."""
+"""`lws serve`: the realtime WebSocket server and web page for one model."""
 
 from __future__ import annotations
 
-from lws_core.errors import LWSError
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lws_core.cli.common import ConfigOpt, SetOpt, console
 
 
-def serve() -> None:
-    """Not available yet in this build."""
-    raise LWSError("`lws serve` is not available yet in this build")
+def serve(
+    model: Annotated[str, typer.Option("--model", help="Model directory, or models:/NAME@ALIAS from the MLflow registry.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind. Beyond loopback a --token is required.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0 = any free port).")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="LWS_SERVE_TOKEN", help="Shared secret clients must send (hello.token, ?token= or Bearer header)."),
+    ] = None,
+    max_sessions: Annotated[int, typer.Option("--max-sessions", help="Concurrent engine sessions; more are refused with close 1013.")] = 8,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open WebSockets, including ones before hello.")] = 32,
+    max_session_s: Annotated[float, typer.Option("--max-session-s", help="Wall-clock limit of one session (s); then close 1008.")] = 1800.0,
+    max_frame_bytes: Annotated[int, typer.Option("--max-frame-bytes", help="Largest accepted frame; bigger ones get a too_large error.")] = 256 * 1024,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-origin", help="Extra browser Origin allowed to connect (repeatable; the server's own is always allowed; * = any)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Engine worker threads (1 on CPU; more can help on a GPU).")] = 1,
+    device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Serve a model over WebSocket (protocol lws.v1, docs/serving.md) with the web page at http://HOST:PORT/."""
+    from lws_core.engine import Engine
+    from lws_core.serve import ServeSettings, run_server
+
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        token=token or None,
+        max_sessions=max_sessions,
+        max_connections=max_connections,
+        max_session_s=max_session_s,
+        max_frame_bytes=max_frame_bytes,
+        allowed_origins=allowed_origin or [],
+        workers=workers,
+    ).check()  # refuse an open port without a token before loading anything
+    model_dir = _resolve_model(model, config, sets)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    engine = Engine.from_dir(model_dir, device=device)
+    console.print(f"lws serve: {model} on http://{host}:{port}/ (WebSocket /ws, auth {'on' if settings.token else 'off'})")
+    run_server(engine, settings, model_name=model)
+
+
+def _resolve_model(model: str, config: Path | None, sets: list[str] | None) -> Path:
+    """A directory, or a models:/ URI through the MLflow registry (ops layer, imported only here)."""
+    from lws_core.errors import InputError
+
+    if model.startswith("models:/"):
+        from lws_core.cli.common import resolve_config
+        from lws_core.ops.registry import resolve_model_uri
+
+        return resolve_model_uri(model, resolve_config(config, sets))
+    p = Path(model)
+    if not p.is_dir():
+        raise InputError(f"model directory not found: {p}")
+    return p

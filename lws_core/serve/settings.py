@@ -1,0 +1,51 @@
+"""Server settings: limits and security, with safe defaults.
+
+A token is required whenever the server binds beyond loopback: a speech model
+on an open port is a free compute service and a microphone sink for anyone who
+finds it. ``check()`` enforces that before anything listens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lws_core.errors import ConfigError
+
+
+class ServeSettings(BaseModel):
+    """Everything `lws serve` can tune; the CLI maps its options onto these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: str | None = Field(None, description="Shared secret; required when binding beyond loopback.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Extra allowed Origins (the server's own is always allowed).")
+    max_sessions: int = Field(8, ge=1, description="Concurrent engine sessions.")
+    max_connections: int = Field(32, ge=1, description="Open WebSockets, including ones still before `hello`.")
+    max_session_s: float = Field(1800.0, gt=0, description="Wall-clock length limit of one session.")
+    max_frame_bytes: int = Field(256 * 1024, ge=1024, description="Largest accepted frame; bigger ones get `too_large` and are dropped.")
+    transport_max_bytes: int = Field(4 * 1024 * 1024, ge=4096, description="Hard WebSocket message limit (close 1009 above it).")
+    hello_timeout_s: float = Field(10.0, gt=0)
+    workers: int = Field(1, ge=1, description="Engine worker threads (CPU: 1 — torch already uses every core per step).")
+    target_utilization: float = Field(0.85, gt=0, le=1.0, description="Admission refuses when predicted load exceeds this.")
+    max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
+    warmup: bool = Field(True, description="Run one unit at start-up: loads kernels and gives the first capacity estimate.")
+
+    def check(self) -> ServeSettings:
+        if not self.token and not is_loopback(self.host):
+            raise ConfigError(f"--host {self.host} is beyond loopback: refusing to start without --token (or LWS_SERVE_TOKEN)")
+        if self.max_frame_bytes > self.transport_max_bytes:
+            raise ConfigError("max_frame_bytes must not exceed transport_max_bytes")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname that may resolve anywhere: treat as public
