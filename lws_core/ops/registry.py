@@ -80,7 +80,11 @@ def register_model(
             client.create_registered_model(name)
         except Exception:  # noqa: BLE001 - already exists
             pass
-        mv = with_retries(lambda: client.create_model_version(name, info.model_uri, run_id=run_id), "MLflow registration", uri)
+        mv = with_retries(
+            lambda: client.create_model_version(name, info.model_uri, run_id=run_id, model_id=getattr(info, "model_id", None)),
+            "MLflow registration",
+            uri,
+        )
         champ_version, champ_metrics = _champion_metrics(client, name)
         decision = decide(metrics, champ_metrics, cfg.registry.gate)
         tags = {**{f"lineage.{k}": str(v) for k, v in lineage.items()}}

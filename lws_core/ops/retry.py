@@ -19,7 +19,10 @@ def with_retries(fn: Callable[[], T], what: str, endpoint: str, attempts: int = 
             return fn()
         except LWSError:
             raise
-        except Exception as e:  # noqa: BLE001 - remote clients raise many types; we re-raise as one
+        except Exception as e:
+            status = getattr(e, "get_http_status_code", lambda: 0)()
+            if 400 <= int(status or 0) < 500:  # the service answered "no": retrying will not help
+                raise ServiceError(f"{what} refused by {endpoint}: {str(e).splitlines()[0][:300]}") from None  # noqa: BLE001 - remote clients raise many types; we re-raise as one
             last = e
             if i + 1 < attempts:
                 time.sleep(base_delay * (2**i))

@@ -63,7 +63,9 @@ def test_submit_and_schedule_against_kfp_api_standin():
         assert s["recurring_run_id"] == "rr-1"
         posts = {p.split("?")[0]: b for m, p, b in api.requests if m == "POST"}
     run = posts["/apis/v2beta1/runs"]
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "lws-retraining"
+    spec = run["pipeline_spec"]
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "lws-retraining"
+    assert "kubernetes" in spec["platform_spec"]["platforms"]  # cluster settings travel with the run
     assert run["runtime_config"]["parameters"]["run_tag"] == r["run_tag"]
     rec = posts["/apis/v2beta1/recurringruns"]
     assert rec["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *" and rec["max_concurrency"] in ("1", 1)
