@@ -66,3 +66,18 @@ def tiny_model(tiny_cfg, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "m"
     train(tiny_cfg.with_overrides({"train.backend": "torch"}), tiny_dataset, out, progress=False)
     return out
+
+
+_RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_rank_env():
+    """In-process DeepSpeed runs set torch.distributed rank variables; never let them reach later tests' subprocesses."""
+    before = {k: os.environ.get(k) for k in _RANK_VARS}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
