@@ -122,3 +122,67 @@ def fdb_metrics(
     """Compute Full-Duplex-Bench v1 metrics (TOR, latency, backchannel frequency/JSD, relevance) into ROOT/metrics.json."""
     cfg = resolve_config(config, set_)
     _fdb_metrics(root, cfg, reference, quiet)
+
+
+@app.command("voicebench")
+def voicebench(
+    model: Annotated[str, typer.Option("--model", help="Model directory or models:/NAME@ALIAS.")],
+    data: Annotated[Path, typer.Option("--data", help="jsonl with 'prompt' + a WAV path per row, or an HF dataset saved to disk (audio, prompt).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the responses jsonl and metrics.json.")],
+    subset: Annotated[str, typer.Option("--subset", help="VoiceBench subset name (alpacaeval, commoneval, wildvoice, sd-qa, ...).")] = "alpacaeval",
+    response: Annotated[str, typer.Option("--response", help="What the response field holds: spoken, written or both.")] = "spoken",
+    answer_s: Annotated[float, typer.Option("--answer-s", help="Seconds of silence after each prompt for the model to answer.")] = 10.0,
+    limit: Annotated[int | None, typer.Option("--limit", help="Answer at most N prompts.")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt for every session.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Answer VoiceBench-style audio prompts; judge open-ended subsets on the 1-5 scale when a judge is configured."""
+    from lws_core.cli.simulate_cmd import _resolve_model
+    from lws_core.engine import Engine
+    from lws_core.eval.judge import JudgeClient
+    from lws_core.eval.voicebench import compose_response, run_voicebench
+
+    cfg = resolve_config(config, set_)
+    compose_response("", "", response)  # fail on a bad mode before loading anything
+    judge = JudgeClient.from_config(cfg.eval.judge, cache_dir=out_dir / "judge_cache")
+    engine = Engine.from_dir(_resolve_model(model), cfg)
+    m = run_voicebench(
+        engine, data, out_dir, subset=subset, response=response, judge=judge, samples=cfg.eval.voicebench_samples,
+        answer_s=answer_s, limit=limit, system=system, progress=not quiet,
+    )  # fmt: skip
+    _print_metrics(f"VoiceBench {subset} -> {out_dir / 'metrics.json'}", {k: v for k, v in m.items() if k != "judge"})
+
+
+@app.command("ablate")
+def ablate(
+    data: Annotated[Path, typer.Option("--data", help="Synthesized dataset directory (all variants are derived from it).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for variant datasets, models, evaluations and ablation.md/png.")],
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated: full, no_write_listen, speech_only.")] = "full,no_write_listen,speech_only",
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate at most N test sessions per variant.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train and evaluate full LWS vs no-writing-while-listening vs speech-only on the same data and compute."""
+    from lws_core.errors import InputError
+    from lws_core.eval.ablation import COMPARE, VARIANTS, run_ablations
+
+    cfg = resolve_config(config, set_)
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    bad = [v for v in chosen if v not in VARIANTS]
+    if bad or not chosen:
+        raise InputError(f"--variants: unknown {', '.join(bad) or '(none given)'} (known: {', '.join(VARIANTS)})")
+    if not data.is_dir():
+        raise InputError(f"dataset directory not found: {data}")
+    res = run_ablations(cfg, data, out_dir, variants=chosen, limit=limit, progress=not quiet)
+    from rich.table import Table
+
+    t = Table(title=f"ablations -> {out_dir / 'ablation.md'}")
+    t.add_column("metric")
+    for v in res:
+        t.add_column(v, justify="right")
+    for k in COMPARE:
+        t.add_row(k, *["n/a" if res[v].get(k) is None else f"{res[v][k]:.3f}" if isinstance(res[v][k], float) else str(res[v][k]) for v in res])
+    out.print(t)

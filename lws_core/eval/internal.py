@@ -2,14 +2,19 @@
 
 Free-running numbers (the engine decides every state, note and word), not
 teacher-forced ones: schema validity, state accuracy, task accuracy of the
-written answers, writing–speaking consistency, turn-taking behaviour per
-scenario, turn-taking latency and real-time factor, plus the per-channel loss.
+written answers, spoken-answer accuracy, writing–speaking consistency (deterministic,
+embedding, judge), turn-taking behaviour per scenario, turn-taking latency and
+real-time factor, plus the per-channel loss and Full-Duplex-Bench metrics on a
+small probe built with our TTS — so the pipeline's evaluate step runs the whole
+benchmark flow offline.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +22,25 @@ from typing import Any
 
 import numpy as np
 
-from lws_core.eval.metrics import score_session
+from lws_core.eval.metrics import (
+    CONSISTENCY_JUDGE_PROMPT,
+    CONSISTENCY_JUDGE_SYSTEM,
+    judge_consistent,
+    score_session,
+    spoken_correct,
+)
+
+# Names the promotion gate and dashboards read; always present in metrics.json (None = not measurable).
+REQUIRED = (
+    "schema_valid_rate",
+    "state_accuracy",
+    "task_accuracy",
+    "consistency_rate",
+    "fdb_turn_taking_tor",
+    "fdb_pause_tor",
+    "fdb_turn_taking_latency_s",
+    "rtf_p95",
+)
 
 
 @dataclass
@@ -25,93 +48,145 @@ class EvalSummary:
     metrics: dict[str, Any]
     report_path: Path
     per_family: dict[str, float] = field(default_factory=dict)
+    per_family_spoken: dict[str, float] = field(default_factory=dict)
 
 
 def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
+def _fdb_probe(cfg, engine, work: Path, progress: bool) -> dict[str, Any]:  # noqa: ANN001
+    """Build the probe, run the engine over it and compute the v1 metrics (all offline)."""
+    from lws_core.eval.fdb_metrics import evaluate_tree
+    from lws_core.eval.fdb_probe import build_probe
+    from lws_core.eval.fdb_run import run_fdb
+
+    probe = build_probe(work / "fdb_probe", per_task=cfg.eval.fdb_probe_per_task, progress=False)
+    run_fdb(engine, probe, work / "fdb", progress=progress)
+    shutil.rmtree(probe)  # the run tree holds copies of every input
+    return evaluate_tree(work / "fdb")
+
+
 def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, limit: int | None = None, progress: bool = True) -> EvalSummary:  # noqa: ANN001, C901
-    """Evaluate a model directory on the dataset's test split; writes report.md, metrics.json, PNGs into out_dir."""
+    """Evaluate a model directory on the dataset's test split; writes report.md, metrics.json, PNGs into out_dir.
+
+    Everything is written into a temporary directory beside ``out_dir`` and moved in
+    at the end (metrics.json last), so an interrupted run never looks complete.
+    """
     from tqdm.auto import tqdm
 
     from lws_core.data.dataset import load_dataset_dir, require_rows, row_audio, row_session
     from lws_core.data.tasks import grade_written
     from lws_core.engine import Engine
+    from lws_core.eval.judge import NOT_JUDGED, JudgeClient
     from lws_core.eval.report import write_report
     from lws_core.train.metrics import evaluate_channel_losses
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine.from_dir(model_dir)
     dd = load_dataset_dir(data_dir)
     rows = require_rows(dd, "test")
+    engine = Engine.from_dir(model_dir)
     limit = cfg.eval.limit if limit is None else limit
     n = len(rows) if limit is None else min(limit, len(rows))
+    work = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    judge = JudgeClient.from_config(cfg.eval.judge, cache_dir=out_dir / "judge_cache")
+    try:
+        units = forced = state_ok = 0
+        graded: dict[str, list[bool]] = defaultdict(list)
+        spoken_ok: dict[str, list[bool]] = defaultdict(list)
+        rtfs: list[float] = []
+        latencies: list[float] = []
+        premature: list[bool] = []
+        yields: list[bool] = []
+        kept: list[float] = []
+        cons: list[bool] = []
+        pairs: list[tuple[str, str]] = []
+        samples: list[dict[str, Any]] = []
+        for i in tqdm(range(n), desc="evaluate", unit="session", disable=not progress):
+            row = rows[i]
+            labels = row_session(row)
+            res = engine.simulate(row_audio(row))
+            pred = res.session
+            sc = score_session(pred, labels, res.spoken_words, row["scenario"])
+            units += sc.units
+            forced += sum(u.forced for u in res.units)
+            state_ok += sc.state_correct
+            rtfs += [u.timings["total_ms"] / 1000.0 / res.unit_s for u in res.units]
+            if row["answer"]:
+                graded[row["task_family"]].append(grade_written(row["answer"], res.written))
+                ok = spoken_correct(row["answer"], pred.spoken_text())
+                if ok is not None:
+                    spoken_ok[row["task_family"]].append(ok)
+            if sc.latency_s is not None:
+                latencies.append(sc.latency_s)
+            if sc.premature_speech is not None:
+                premature.append(sc.premature_speech)
+            if sc.barge_in_yield is not None:
+                yields.append(sc.barge_in_yield)
+            if sc.backchannel_kept is not None:
+                kept.append(sc.backchannel_kept)
+            if sc.consistent is not None:
+                cons.append(sc.consistent)
+            if pred.spoken_text() and res.written.strip():
+                pairs.append((pred.spoken_text(), res.written))
+            if len(samples) < 4 and row["scenario"] in ("single_turn", "pause", "barge_in", "multi_turn"):
+                samples.append({"id": row["id"], "scenario": row["scenario"], "pred": pred, "labels": labels})
 
-    units = forced = state_ok = 0
-    graded: dict[str, list[bool]] = defaultdict(list)
-    rtfs: list[float] = []
-    latencies: list[float] = []
-    premature: list[bool] = []
-    yields: list[bool] = []
-    kept: list[float] = []
-    cons: list[bool] = []
-    pairs: list[tuple[str, str]] = []
-    samples: list[dict[str, Any]] = []
-    for i in tqdm(range(n), desc="evaluate", unit="session", disable=not progress):
-        row = rows[i]
-        labels = row_session(row)
-        res = engine.simulate(row_audio(row))
-        pred = res.session
-        sc = score_session(pred, labels, res.spoken_words, row["scenario"])
-        units += sc.units
-        forced += sum(u.forced for u in res.units)
-        state_ok += sc.state_correct
-        rtfs += [u.timings["total_ms"] / 1000.0 / res.unit_s for u in res.units]
-        if row["answer"]:
-            graded[row["task_family"]].append(grade_written(row["answer"], res.written))
-        if sc.latency_s is not None:
-            latencies.append(sc.latency_s)
-        if sc.premature_speech is not None:
-            premature.append(sc.premature_speech)
-        if sc.barge_in_yield is not None:
-            yields.append(sc.barge_in_yield)
-        if sc.backchannel_kept is not None:
-            kept.append(sc.backchannel_kept)
-        if sc.consistent is not None:
-            cons.append(sc.consistent)
-        if pred.spoken_text() and res.written.strip():
-            pairs.append((pred.spoken_text(), res.written))
-        if len(samples) < 4 and row["scenario"] in ("single_turn", "pause", "barge_in", "multi_turn"):
-            samples.append({"id": row["id"], "scenario": row["scenario"], "pred": pred, "labels": labels})
+        all_graded = [g for gs in graded.values() for g in gs]
+        all_spoken = [g for gs in spoken_ok.values() for g in gs]
+        metrics: dict[str, Any] = {
+            "eval_sessions": n,
+            "eval_units": units,
+            "schema_valid_rate": 1.0 - forced / max(units, 1),
+            "state_accuracy": state_ok / max(units, 1),
+            "task_accuracy": _mean([float(g) for g in all_graded]),
+            "spoken_accuracy": _mean([float(g) for g in all_spoken]),
+            "consistency_rate": _mean([float(c) for c in cons]) if cons else float("nan"),
+            "consistency_checked": len(cons),
+            "pause_hold_rate": _mean([float(not p) for p in premature]),
+            "barge_in_yield_rate": _mean([float(y) for y in yields]),
+            "backchannel_keep_rate": _mean(kept),
+            "turn_taking_latency_s": _mean(latencies),
+            "rtf_p50": float(np.percentile(rtfs, 50)) if rtfs else float("nan"),
+            "rtf_p95": float(np.percentile(rtfs, 95)) if rtfs else float("nan"),
+        }
+        if cfg.eval.consistency_embedding and pairs:
+            from lws_core.eval.embedding import similarity
 
-    all_graded = [g for gs in graded.values() for g in gs]
-    metrics: dict[str, Any] = {
-        "eval_sessions": n,
-        "eval_units": units,
-        "schema_valid_rate": 1.0 - forced / max(units, 1),
-        "state_accuracy": state_ok / max(units, 1),
-        "task_accuracy": _mean([float(g) for g in all_graded]),
-        "consistency_rate": _mean([float(c) for c in cons]) if cons else float("nan"),
-        "consistency_checked": len(cons),
-        "pause_hold_rate": _mean([float(not p) for p in premature]),
-        "barge_in_yield_rate": _mean([float(y) for y in yields]),
-        "backchannel_keep_rate": _mean(kept),
-        "turn_taking_latency_s": _mean(latencies),
-        "rtf_p50": float(np.percentile(rtfs, 50)) if rtfs else float("nan"),
-        "rtf_p95": float(np.percentile(rtfs, 95)) if rtfs else float("nan"),
-    }
-    if cfg.eval.consistency_embedding and pairs:
-        from lws_core.eval.embedding import similarity
-
-        metrics["consistency_embedding_mean"] = _mean(similarity([p[0] for p in pairs], [p[1] for p in pairs]))
-    losses = evaluate_channel_losses(engine.model, rows, limit=min(n, 64))
-    for k, v in losses.items():
-        metrics[f"test_loss_{k}" if k != "state_accuracy" else "test_state_accuracy_teacher_forced"] = v
-    per_family = {fam: _mean([float(g) for g in gs]) for fam, gs in sorted(graded.items())}
-    metrics["judge"] = "not judged (no eval.judge.endpoint configured)" if not cfg.eval.judge.endpoint else "configured"
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2))
-    report = write_report(out_dir, clean, per_family, latencies, samples)
-    return EvalSummary(clean, report, per_family)
+            metrics["consistency_embedding_mean"] = _mean(similarity([p[0] for p in pairs], [p[1] for p in pairs]))
+        if judge is None:
+            metrics["consistency_judge_rate"] = NOT_JUDGED
+        else:
+            verdicts = [judge_consistent(judge(CONSISTENCY_JUDGE_SYSTEM, CONSISTENCY_JUDGE_PROMPT.format(spoken=s, written=w))) for s, w in pairs]
+            metrics["consistency_judge_rate"] = _mean([float(v) for v in verdicts if v is not None])
+        losses = evaluate_channel_losses(engine.model, rows, limit=min(n, 64))
+        for k, v in losses.items():
+            metrics[f"test_loss_{k}" if k != "state_accuracy" else "test_state_accuracy_teacher_forced"] = v
+        if cfg.eval.fdb_probe:
+            metrics.update(_fdb_probe(cfg, engine, work, progress))
+        for k in REQUIRED:
+            metrics.setdefault(k, None)
+        per_family = {fam: _mean([float(g) for g in gs]) for fam, gs in sorted(graded.items())}
+        per_family_spoken = {fam: _mean([float(g) for g in gs]) for fam, gs in sorted(spoken_ok.items())}
+        metrics["judge"] = NOT_JUDGED if judge is None else f"{cfg.eval.judge.model} @ {cfg.eval.judge.endpoint}"
+        if judge is not None:
+            metrics["judge_stats"] = json.dumps(judge.stats.as_dict())
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+        write_report(work, clean, per_family, latencies, samples, per_family_spoken)
+        (work / "metrics.json").write_text(json.dumps(clean, indent=2))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in sorted(work.iterdir(), key=lambda p: p.name == "metrics.json"):  # metrics.json last
+            dst = out_dir / f.name
+            if dst.is_dir():
+                shutil.rmtree(dst)
+            os.replace(f, dst)
+        work.rmdir()
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        if judge is not None:
+            judge.close()
+    return EvalSummary(clean, out_dir / "report.md", per_family, per_family_spoken)

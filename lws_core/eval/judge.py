@@ -135,14 +135,18 @@ class JudgeClient:
         os.replace(tmp, p)
 
     # -- request ----------------------------------------------------------------------------
-    def complete(self, system: str, user: str, sample: int = 0) -> str:
-        """The judge's text for one prompt; cached by content hash; ServiceError after the last retry."""
+    def complete(self, system: str, user: str, sample: int = 0, temperature: float | None = None) -> str:
+        """The judge's text for one prompt; cached by content hash; ServiceError after the last retry.
+
+        ``sample`` numbers repeated draws of one prompt (sent as the seed and part of
+        the cache key); ``temperature`` overrides the configured one (VoiceBench samples at 0.5).
+        """
         import httpx
 
         payload = {
             "model": self.model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "temperature": self.temperature,
+            "temperature": self.temperature if temperature is None else temperature,
             "seed": sample,
         }
         key = self._key(payload, sample)

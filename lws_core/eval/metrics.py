@@ -23,6 +23,41 @@ def consistent(spoken: str, written: str) -> bool | None:
     return said <= key_facts(written)
 
 
+def spoken_correct(answer: str, spoken: str) -> bool | None:
+    """The spoken response states the known answer: all of the answer's key facts are said.
+
+    The comparison that is fair to a model without a written channel (ablations);
+    None when the answer has no checkable facts.
+    """
+    facts = key_facts(answer)
+    if not facts:
+        return None
+    return facts <= key_facts(spoken)
+
+
+CONSISTENCY_JUDGE_SYSTEM = "You check whether what an assistant said aloud agrees with what it wrote on screen."
+CONSISTENCY_JUDGE_PROMPT = """The assistant answered a user both in speech and in a written document shown at the same time.
+
+### Spoken
+{spoken}
+
+### Written
+{written}
+
+Do the spoken words and the written text agree: no contradiction, and the spoken part refers to what is written?
+Answer with a single word: Yes or No."""
+
+
+def judge_consistent(verdict: str) -> bool | None:
+    """Parse a Yes/No verdict; None when the judge answered something else."""
+    v = verdict.strip().lower()
+    if v.startswith("yes"):
+        return True
+    if v.startswith("no"):
+        return False
+    return None
+
+
 def first_speak_unit(session: Session) -> int | None:
     return next((i for i, u in enumerate(session.units) if u.state == "speak"), None)
 

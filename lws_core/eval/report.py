@@ -14,8 +14,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_report(out_dir: Path, metrics: dict[str, Any], per_family: dict[str, float], latencies: list[float], samples: list[dict]) -> Path:
+def write_report(
+    out_dir: Path,
+    metrics: dict[str, Any],
+    per_family: dict[str, float],
+    latencies: list[float],
+    samples: list[dict],
+    per_family_spoken: dict[str, float] | None = None,
+) -> Path:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -23,11 +31,17 @@ def write_report(out_dir: Path, metrics: dict[str, Any], per_family: dict[str, f
     from lws_core.schema.render import render_timeline
 
     plots: list[str] = []
+    per_family_spoken = per_family_spoken or {}
     if per_family:
         fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-        ax.bar(list(per_family), [v if v == v else 0 for v in per_family.values()], color="#6baed6")
+        fams = list(per_family)
+        xs = np.arange(len(fams))
+        ax.bar(xs - 0.2, [v if v == v else 0 for v in per_family.values()], 0.4, color="#6baed6", label="written answer")
+        ax.bar(xs + 0.2, [per_family_spoken.get(f, 0.0) if per_family_spoken.get(f, 0.0) == per_family_spoken.get(f, 0.0) else 0 for f in fams], 0.4, color="#fd8d3c", label="spoken answer")
+        ax.set_xticks(xs, fams)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("written-answer accuracy")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
         ax.set_title("task accuracy per family (test split)")
         plt.xticks(rotation=30, ha="right")
         fig.tight_layout()
@@ -50,10 +64,24 @@ def write_report(out_dir: Path, metrics: dict[str, Any], per_family: dict[str, f
         plots.append(name)
 
     lines = ["# LWS evaluation report", "", "Free-running streaming engine on the held-out test split.", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not k.startswith("fdb_")]
     if per_family:
-        lines += ["", "## Task accuracy per family", "", "| family | accuracy |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in per_family.items()]
+        lines += ["", "## Task accuracy per family", "", "| family | written | spoken |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} | {_fmt(per_family_spoken.get(k))} |" for k, v in per_family.items()]
+    fdb = {k: v for k, v in metrics.items() if k.startswith("fdb_")}
+    if fdb:
+        lines += [
+            "",
+            "## Full-Duplex-Bench v1 on our probe",
+            "",
+            "Probe synthesized with our TTS in the benchmark's format (`fdb/` here: run `lws eval fdb-metrics fdb` or the",
+            "official scripts on it). Words in output.json come from the TTS's word events, not from ASR. Not the",
+            "official data: not comparable to the leaderboard. Only audio is scored; the written channel earns nothing here.",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in fdb.items()]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -56,11 +56,17 @@ def test_gate_never_promotes_a_worse_model():
 
 def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, tmp_path):
     from lws_core.eval import evaluate
+    from lws_core.eval.internal import REQUIRED
 
-    s = evaluate(tiny_cfg, tiny_model, tiny_dataset, tmp_path / "ev", limit=3, progress=False)
+    cfg = tiny_cfg.with_overrides({"eval.fdb_probe_per_task": 1})
+    s = evaluate(cfg, tiny_model, tiny_dataset, tmp_path / "ev", limit=3, progress=False)
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    for k in ("schema_valid_rate", "state_accuracy", "task_accuracy", "rtf_p95", "test_loss_total"):
+    for k in (*REQUIRED, "spoken_accuracy", "test_loss_total", "fdb_interruption_tor", "fdb_backchannel_jsd"):
         assert k in m
+    assert m["fdb_pause_tor"] in (0.0, 1.0) and m["fdb_turn_taking_tor"] in (0.0, 1.0)  # one probe sample per task
+    assert (tmp_path / "ev" / "fdb" / "smooth_turn_taking" / "0" / "output.wav").is_file()
+    assert not any(p.name.startswith(".ev.partial") for p in tmp_path.iterdir())  # nothing half-written left behind
+    assert m["consistency_judge_rate"].startswith("not judged")
     assert 0.0 <= m["state_accuracy"] <= 1.0 and m["eval_sessions"] == 3
     assert "not judged" in m["judge"]
     report = (tmp_path / "ev" / "report.md").read_text()
