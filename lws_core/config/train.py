@@ -25,5 +25,6 @@ class TrainConfig(Section):
     logging_steps: int = Field(20, ge=1)
     save_steps: int = Field(100, ge=1)
     eval_steps: int = Field(200, ge=1)
+    max_length: int = Field(2048, ge=64, description="Longest training sequence (tokens); longer sessions are cut at a unit boundary.")
     max_memory_gb: float = Field(16.0, gt=0, description="Refuse configs whose estimated peak exceeds this.")
     num_threads: int | None = Field(None, description="torch threads on CPU (None = all cores).")

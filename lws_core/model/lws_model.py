@@ -7,6 +7,7 @@ schema, not from architecture).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -173,7 +174,8 @@ class LWSModel(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        lm = self.lm.merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
+        # LoRA is saved merged (a plain LM that loads anywhere); merge a copy so the live model keeps its adapters
+        lm = copy.deepcopy(self.lm).merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
         lm.save_pretrained(str(directory / "lm"), safe_serialization=True)
         self.tokenizer.save(directory / "tokenizer")
         state = {k: v.detach().contiguous().cpu() for k, v in self.audio.state_dict().items()}

@@ -23,6 +23,10 @@ class TrainSummary:
     precision: str = "fp32"
     resumed_from: str | None = None
     config_digest: str = ""
+    tokens: int = 0
+    train_channel_losses: dict[str, float] = field(default_factory=dict)
+    model_bytes: int = 0
+    truncated_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

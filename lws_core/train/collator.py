@@ -3,6 +3,9 @@
 A row is a synthesized session (``session`` JSON + ``audio`` PCM16 bytes). Each
 unit's audio becomes one row of ``unit_audio`` in placeholder order, so the model
 can scatter the K embeddings of unit j into the j-th block of ``<|audio|>`` slots.
+
+Nothing here touches the model: the collator is tested on its own, and the same
+function feeds training, teacher-forced evaluation and the benchmarks.
 """
 
 from __future__ import annotations
@@ -13,43 +16,88 @@ from typing import Any
 import numpy as np
 import torch
 
-from lws_core.errors import SchemaMismatchError
+from lws_core.errors import ConfigError, InputError, SchemaMismatchError
 from lws_core.schema import IGNORE_INDEX, SCHEMA_VERSION, SchemaTokenizer, Session, encode
+
+# Audio may be off by rounding (unit_s * 16000 need not be an integer for odd unit_s); more than
+# this many samples of difference means the row was made with another unit length or is corrupt.
+_AUDIO_SLACK_SAMPLES = 2
 
 
 @dataclass
 class EncodedRow:
+    """One session as position-aligned lists plus its unit audio (already cut to ``max_length``)."""
+
     input_ids: list[int]
     labels: list[int]
     channels: list[int]
     audio_mask: list[bool]
     unit_audio: np.ndarray  # [units, unit_samples] float32
+    unit_starts: list[int]
+    state_positions: list[int]
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    return str(row.get("id", "?"))
+
+
+def row_unit_audio(row: dict[str, Any], n_units: int, unit_samples: int) -> np.ndarray:
+    """PCM16 bytes -> [n_units, unit_samples] float32 in [-1, 1); refuses audio that does not fit the units."""
+    raw = row.get("audio")
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise InputError(f"row {_row_id(row)}: 'audio' must be PCM16 bytes, got {type(raw).__name__}")
+    audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    need = n_units * unit_samples
+    if abs(audio.shape[0] - need) > _AUDIO_SLACK_SAMPLES * max(n_units, 1):
+        raise InputError(
+            f"row {_row_id(row)}: {audio.shape[0]} audio samples for {n_units} units of {unit_samples} "
+            f"(expected {need}; was the dataset made with another schema.unit_s?)"
+        )
+    if audio.shape[0] < need:
+        audio = np.pad(audio, (0, need - audio.shape[0]))
+    return audio[:need].reshape(n_units, unit_samples)
 
 
 def encode_row(
     row: dict[str, Any], tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = None
 ) -> EncodedRow:
-    """Encode one dataset row; sessions longer than ``max_length`` are cut at a unit boundary."""
+    """Encode one dataset row; sessions longer than ``max_length`` are cut at a unit boundary.
+
+    Cutting never splits a unit (a half unit would teach the model to stop
+    mid-grammar), and the audio of the dropped units is dropped with them so the
+    placeholder count and the audio rows still match.
+    """
     version = row.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise SchemaMismatchError(f"row {row.get('id')}: made for schema {version!r}, this code speaks {SCHEMA_VERSION!r}")
-    session = Session.model_validate_json(row["session"])
-    audio = np.frombuffer(row["audio"], dtype="<i2").astype(np.float32) / 32768.0
+        raise SchemaMismatchError(f"row {_row_id(row)}: made for schema {version!r}, this code speaks {SCHEMA_VERSION!r}")
+    try:
+        session = Session.model_validate_json(row["session"])
+    except (KeyError, ValueError) as e:
+        raise InputError(f"row {_row_id(row)}: unreadable 'session' ({str(e).splitlines()[0][:120]})") from None
     n_units = len(session.units)
-    need = n_units * unit_samples
-    if audio.shape[0] < need:
-        audio = np.pad(audio, (0, need - audio.shape[0]))
-    unit_audio = audio[:need].reshape(n_units, unit_samples)
+    unit_audio = row_unit_audio(row, n_units, unit_samples)
     enc = encode(session, tok, k)
+    ids, labels, channels, amask = enc.input_ids, enc.labels, enc.channels, enc.audio_mask
+    starts, states = enc.unit_starts, enc.state_positions
+    truncated = False
     if max_length is not None and len(enc) > max_length:
-        keep = [i for i, start in enumerate(enc.unit_starts) if (enc.unit_starts[i + 1] if i + 1 < n_units else len(enc)) <= max_length]
-        n_keep = len(keep)
-        cut = enc.unit_starts[n_keep] if n_keep < n_units else len(enc)
-        enc.input_ids, enc.labels, enc.channels, enc.audio_mask = (
-            enc.input_ids[:cut], enc.labels[:cut], enc.channels[:cut], enc.audio_mask[:cut]
-        )
+        ends = [*starts[1:], len(enc)]  # unit i occupies [starts[i], ends[i])
+        n_keep = sum(1 for e in ends if e <= max_length)
+        if n_keep == 0:
+            raise ConfigError(
+                f"train.max_length={max_length} is shorter than the first unit of row {_row_id(row)} "
+                f"({ends[0] if ends else len(enc)} tokens); raise train.max_length"
+            )
+        cut = ends[n_keep - 1]
+        ids, labels, channels, amask = ids[:cut], labels[:cut], channels[:cut], amask[:cut]
+        starts, states = starts[:n_keep], states[:n_keep]
         unit_audio = unit_audio[:n_keep]
-    return EncodedRow(enc.input_ids, enc.labels, enc.channels, enc.audio_mask, unit_audio)
+        truncated = True
+    return EncodedRow(ids, labels, channels, amask, unit_audio, starts, states, truncated)
 
 
 class LWSCollator:
@@ -61,12 +109,17 @@ class LWSCollator:
         self.unit_samples = unit_samples
         self.max_length = max_length
 
+    def encode(self, row: dict[str, Any]) -> EncodedRow:
+        return encode_row(row, self.tok, self.k, self.unit_samples, self.max_length)
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        encoded = [encode_row(r, self.tok, self.k, self.unit_samples, self.max_length) for r in rows]
-        return collate(encoded, self.tok.special.pad)
+        return collate([self.encode(r) for r in rows], self.tok.special.pad)
 
 
 def collate(encoded: list[EncodedRow], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest row: pad id, label -100, channel 0 (NONE), no audio, attention 0."""
+    if not encoded:
+        raise ValueError("collate() needs at least one row")
     n = max(len(e.input_ids) for e in encoded)
     b = len(encoded)
     input_ids = torch.full((b, n), pad_id, dtype=torch.long)
@@ -76,12 +129,12 @@ def collate(encoded: list[EncodedRow], pad_id: int) -> dict[str, torch.Tensor]:
     attention = torch.zeros((b, n), dtype=torch.long)
     for i, e in enumerate(encoded):
         m = len(e.input_ids)
-        input_ids[i, :m] = torch.tensor(e.input_ids)
-        labels[i, :m] = torch.tensor(e.labels)
-        channels[i, :m] = torch.tensor(e.channels)
-        audio_mask[i, :m] = torch.tensor(e.audio_mask)
+        input_ids[i, :m] = torch.tensor(e.input_ids, dtype=torch.long)
+        labels[i, :m] = torch.tensor(e.labels, dtype=torch.long)
+        channels[i, :m] = torch.tensor(e.channels, dtype=torch.long)
+        audio_mask[i, :m] = torch.tensor(e.audio_mask, dtype=torch.bool)
         attention[i, :m] = 1
-    unit_audio = torch.from_numpy(np.concatenate([e.unit_audio for e in encoded], axis=0))
+    unit_audio = torch.from_numpy(np.ascontiguousarray(np.concatenate([e.unit_audio for e in encoded], axis=0)))
     return {
         "input_ids": input_ids,
         "attention_mask": attention,

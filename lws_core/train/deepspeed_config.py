@@ -22,16 +22,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_single_process_env() -> None:
-    """Make one process look like a torch.distributed world of size 1 (no MPI, no launcher)."""
+_RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torch_extensions_dir() -> Path:
+    """Persistent cache for DeepSpeed's JIT ops (the shm comm build takes ~20 s once)."""
+    return Path(os.environ.get("LWS_TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "lws" / "torch_extensions"))
+
+
+def ensure_single_process_env() -> dict[str, str | None]:
+    """Make one process look like a torch.distributed world of size 1 (no MPI, no launcher).
+
+    Variables a launcher (torchrun, the Kubeflow runtime) already set are kept.
+    Returns the previous values so :func:`restore_env` can undo exactly what was set,
+    so that child processes started later (tests, the pipeline) do not inherit a
+    port that this process's process group is listening on.
+    """
+    before = {k: os.environ.get(k) for k in (*_RANK_VARS, "TORCH_EXTENSIONS_DIR", "ACCELERATE_USE_CPU")}
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(free_port()))
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "lws" / "torch_extensions"))
-    os.environ.pop("ACCELERATE_USE_CPU", None)
+    ext = torch_extensions_dir()
+    ext.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ext))
+    os.environ.pop("ACCELERATE_USE_CPU", None)  # it silently disables DeepSpeed in the Trainer
+    return before
+
+
+def restore_env(before: dict[str, str | None]) -> None:
+    """Put back exactly the values in ``before`` (None = unset); with a full snapshot, also drop keys added since."""
+    if len(before) >= len(_RANK_VARS) + 2 and not any(v is None for v in before.values()):
+        for k in set(os.environ) - set(before):
+            os.environ.pop(k, None)
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def deepspeed_config(zero_stage: int, precision: str, on_gpu: bool, hidden_size: int) -> dict[str, Any]:
@@ -57,7 +87,8 @@ def deepspeed_config(zero_stage: int, precision: str, on_gpu: bool, hidden_size:
         },
         "scheduler": {
             "type": "WarmupDecayLR",
-            "params": {"warmup_min_lr": 0, "warmup_max_lr": "auto", "warmup_num_steps": "auto", "total_num_steps": "auto"},
+            "params": {"warmup_min_lr": 0, "warmup_max_lr": "auto", "warmup_num_steps": "auto", "total_num_steps": "auto",
+                       "warmup_type": "linear"},  # like the Trainer's own linear schedule (default is log)
         },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,

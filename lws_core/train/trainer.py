@@ -16,10 +16,15 @@ from typing import Any
 
 import torch
 
-from lws_core.errors import ConfigError, InputError
+from lws_core.errors import ConfigError, InputError, SchemaMismatchError
 from lws_core.train.callbacks import TrainCallback, TrainSummary
 from lws_core.train.collator import LWSCollator
-from lws_core.train.deepspeed_config import deepspeed_config, ensure_single_process_env, resolve_precision
+from lws_core.train.deepspeed_config import (
+    deepspeed_config,
+    ensure_single_process_env,
+    resolve_precision,
+    restore_env,
+)
 
 SUMMARY_FILE = "train_summary.json"
 
@@ -27,6 +32,29 @@ SUMMARY_FILE = "train_summary.json"
 def checkpoint_dir_for(out_dir: Path) -> Path:
     """Checkpoints live beside the output, so a killed run can resume and the output stays clean."""
     return out_dir.parent / f".{out_dir.name}.checkpoints"
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """Newest checkpoint that was written to the end; a half-written newer one (killed mid-save) is removed.
+
+    The HF Trainer writes ``trainer_state.json`` last, so its presence (and
+    parseability) marks a complete checkpoint.
+    """
+    if not ckpt_dir.is_dir():
+        return None
+    found = []
+    for d in ckpt_dir.glob("checkpoint-*"):
+        try:
+            found.append((int(d.name.split("-", 1)[1]), d))
+        except ValueError:
+            continue
+    for _, d in sorted(found, reverse=True):
+        try:
+            json.loads((d / "trainer_state.json").read_text())
+            return str(d)
+        except (OSError, json.JSONDecodeError):
+            shutil.rmtree(d, ignore_errors=True)
+    return None
 
 
 def estimate_peak_gb(n_params: int, batch: int, seq_len: int, hidden: int, layers: int, vocab: int, units: int) -> float:
@@ -58,7 +86,9 @@ class _LWSTrainerMixin:
             for name, (s, c) in self._channel_acc.items():  # type: ignore[attr-defined]
                 if c:
                     logs[f"loss_{name}"] = s / c
+                    self._last_channel[name] = s / c  # type: ignore[attr-defined]
             self._channel_acc.clear()  # type: ignore[attr-defined]
+            logs["tokens_seen"] = float(self._tokens_seen)  # type: ignore[attr-defined]
         super().log(logs, *args, **kwargs)  # type: ignore[misc]
         step = int(self.state.global_step)  # type: ignore[attr-defined]
         metrics = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
@@ -74,6 +104,7 @@ def _trainer_class():  # noqa: ANN202
             super().__init__(*args, **kwargs)
             self.lws_callbacks = list(lws_callbacks or [])
             self._channel_acc: dict[str, tuple[float, int]] = {}
+            self._last_channel: dict[str, float] = {}
             self._tokens_seen = 0
 
     return LWSTrainer
@@ -99,6 +130,36 @@ def _tokenizer_for(cfg, data_dir: Path):  # noqa: ANN001, ANN202
     return None
 
 
+def _check_rows(cfg, train_rows) -> None:  # noqa: ANN001
+    """Refuse data made with another unit length before a model is built (hours would be wasted otherwise)."""
+    first = train_rows[0]
+    unit_s = first.get("unit_s")
+    if unit_s is not None and abs(float(unit_s) - cfg.schema_.unit_s) > 1e-9:
+        raise SchemaMismatchError(
+            f"dataset rows have unit_s={unit_s} but schema.unit_s={cfg.schema_.unit_s}; "
+            "re-synthesize or set schema.unit_s to match"
+        )
+
+
+def _memory_check(cfg, model, col, train_rows) -> tuple[int, float]:  # noqa: ANN001
+    """Longest (possibly truncated) sample among the first 64 rows and the estimated peak; ConfigError if too big."""
+    tc = cfg.train
+    lm_cfg = model.lm.config
+    sample = [train_rows[i] for i in range(min(len(train_rows), 64))]
+    enc = [col.encode(r) for r in sample]
+    seq_len = max(len(e) for e in enc)
+    units = max(e.unit_audio.shape[0] for e in enc) * tc.batch_size
+    peak = estimate_peak_gb(model.num_parameters(), tc.batch_size, seq_len, lm_cfg.hidden_size,
+                            lm_cfg.num_hidden_layers, model.tokenizer.vocab_size, units)
+    if peak > tc.max_memory_gb:
+        raise ConfigError(
+            f"estimated training peak {peak:.1f} GB > train.max_memory_gb={tc.max_memory_gb:g} "
+            f"(batch {tc.batch_size} x {seq_len} tokens, {model.num_parameters() / 1e6:.0f}M params): "
+            "lower train.batch_size (raise train.grad_accum) or raise train.max_memory_gb"
+        )
+    return seq_len, peak
+
+
 def train(
     cfg,  # noqa: ANN001 - LWSConfig
     data_dir: str | Path,
@@ -107,16 +168,25 @@ def train(
     progress: bool = True,
     resume: bool = True,
 ) -> TrainSummary:
-    """Train an LWS model on a synthesized dataset and save it to ``out_dir`` (atomically)."""
+    """Train an LWS model on a synthesized dataset and save it to ``out_dir`` (atomically).
+
+    Every check that can fail on user input (schema version, empty split, unit
+    length, model paths, memory) runs before the first step. Checkpoints go to a
+    hidden directory beside ``out_dir`` every ``train.save_steps``; with
+    ``resume`` a killed run continues from the last one and ends with the same
+    weights as an uninterrupted run.
+    """
     from transformers import TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     from lws_core.model import LWSModel
     from lws_core.train.metrics import evaluate_channel_losses
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     tc = cfg.train
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output path exists and is not a directory: {out_dir}")
     _, train_rows, val_rows = _load_data(data_dir)
+    _check_rows(cfg, train_rows)
     on_gpu = torch.cuda.is_available()
     precision = resolve_precision(tc.precision, on_gpu)
     if precision in ("bf16", "fp16") and not on_gpu:
@@ -126,62 +196,61 @@ def train(
 
     torch.manual_seed(tc.seed)
     model = LWSModel.build(cfg, tokenizer=_tokenizer_for(cfg, data_dir))
-    lm_cfg = model.lm.config
-    k = model.spec.audio_tokens_per_unit
-    sample = [train_rows[i] for i in range(min(len(train_rows), 64))]
-    col = LWSCollator(model.tokenizer, k, model.spec.unit_samples)
-    lengths = [len(col([r])["input_ids"][0]) for r in sample]
-    seq_len = max(lengths)
-    units = max(len(json.loads(r["session"])["units"]) for r in sample) * tc.batch_size
-    peak = estimate_peak_gb(model.num_parameters(), tc.batch_size, seq_len, lm_cfg.hidden_size,
-                            lm_cfg.num_hidden_layers, model.tokenizer.vocab_size, units)
-    if peak > tc.max_memory_gb:
-        raise ConfigError(
-            f"estimated training peak {peak:.1f} GB > train.max_memory_gb={tc.max_memory_gb:g} "
-            f"(batch {tc.batch_size} x {seq_len} tokens, {model.num_parameters() / 1e6:.0f}M params): "
-            "lower train.batch_size (raise train.grad_accum) or raise train.max_memory_gb"
-        )
+    col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
+    _memory_check(cfg, model, col, train_rows)
 
     ckpt_dir = checkpoint_dir_for(out_dir)
     ds_cfg = None
+    # the Trainer and DeepSpeed set process-wide variables (ACCELERATE_USE_DEEPSPEED, rank variables);
+    # undo them afterwards so later runs in this process, and child processes, start clean
+    env_before: dict[str, str | None] = dict(os.environ)
     if tc.backend == "deepspeed":
         ensure_single_process_env()
-        ds_cfg = deepspeed_config(tc.zero_stage, precision, on_gpu, lm_cfg.hidden_size)
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        max_steps=tc.max_steps,
-        per_device_train_batch_size=tc.batch_size,
-        gradient_accumulation_steps=tc.grad_accum,
-        learning_rate=tc.learning_rate,
-        warmup_steps=tc.warmup_steps,
-        weight_decay=tc.weight_decay,
-        max_grad_norm=1.0,
-        lr_scheduler_type="linear",
-        logging_steps=tc.logging_steps,
-        save_steps=tc.save_steps,
-        save_total_limit=2,
-        seed=tc.seed,
-        data_seed=tc.seed,
-        report_to=[],
-        disable_tqdm=not progress,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        deepspeed=ds_cfg,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=(not on_gpu and tc.backend == "torch"),
-        save_only_model=False,
-    )
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=train_rows, data_collator=col, lws_callbacks=callbacks
-    )
-    last = get_last_checkpoint(str(ckpt_dir)) if (resume and ckpt_dir.is_dir()) else None
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
-    seconds = time.time() - t0
+        ds_cfg = deepspeed_config(tc.zero_stage, precision, on_gpu, model.lm.config.hidden_size)
+    try:
+        args = TrainingArguments(
+            output_dir=str(ckpt_dir),
+            max_steps=tc.max_steps,
+            per_device_train_batch_size=tc.batch_size,
+            gradient_accumulation_steps=tc.grad_accum,
+            learning_rate=tc.learning_rate,
+            warmup_steps=tc.warmup_steps,
+            weight_decay=tc.weight_decay,
+            max_grad_norm=1.0,
+            lr_scheduler_type="linear",
+            logging_steps=tc.logging_steps,
+            save_steps=tc.save_steps,
+            save_total_limit=2,
+            seed=tc.seed,
+            data_seed=tc.seed,
+            report_to=[],
+            disable_tqdm=not progress,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=on_gpu,
+            deepspeed=ds_cfg,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            # never together with DeepSpeed: use_cpu silently turns DeepSpeed off (stack notes)
+            use_cpu=(not on_gpu and tc.backend == "torch"),
+            save_only_model=False,
+        )
+        trainer = _trainer_class()(
+            model=model, args=args, train_dataset=train_rows, data_collator=col, lws_callbacks=callbacks
+        )
+        if not resume:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        last = last_complete_checkpoint(ckpt_dir) if resume else None
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=last)
+        seconds = time.time() - t0
+        final = _final_model(trainer, model, cfg, tc.zero_stage if ds_cfg else None)
+    finally:
+        restore_env(env_before)
+        _reset_accelerate_state()
 
-    final = _final_model(trainer, model, cfg, tc.zero_stage if ds_cfg else None)
     val = evaluate_channel_losses(final, val_rows, limit=64) if val_rows is not None else {}
+    n_params = final.num_parameters()
     summary = TrainSummary(
         model_dir=str(out_dir),
         steps=int(trainer.state.global_step),
@@ -190,18 +259,31 @@ def train(
         train_loss=float(result.training_loss),
         val_losses={k2: round(v, 5) for k2, v in val.items() if k2 != "state_accuracy"},
         val_state_accuracy=val.get("state_accuracy"),
-        parameters=final.num_parameters(),
+        parameters=n_params,
         backend=tc.backend,
         zero_stage=tc.zero_stage if ds_cfg else None,
         precision=precision,
         resumed_from=last,
         config_digest=cfg.digest(),
+        tokens=int(trainer._tokens_seen),
+        train_channel_losses={k2: round(v, 5) for k2, v in trainer._last_channel.items()},
+        model_bytes=4 * n_params,
     )
     _save_atomically(final, out_dir, summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     for cb in callbacks or []:
         cb.on_end(summary)
     return summary
+
+
+def _reset_accelerate_state() -> None:
+    """Accelerate keeps a process-wide singleton (DeepSpeed plugin, device); a next run must not inherit it."""
+    try:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    except (ImportError, AttributeError):  # pragma: no cover - accelerate internals moved
+        pass
 
 
 def _final_model(trainer, model, cfg, zero_stage: int | None):  # noqa: ANN001, ANN202

@@ -1,52 +1,100 @@
-"""The collator is a pure function over rows: masks, channels, audio order, truncation at unit boundaries."""
+"""The collator is a pure function over rows: masks, channels, padding, audio order, truncation at unit boundaries."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
-from lws_core.data import load_dataset_dir
-from lws_core.errors import SchemaMismatchError
-from lws_core.schema import Channel, SchemaTokenizer
+from lws_core.errors import ConfigError, InputError, SchemaMismatchError
+from lws_core.schema import Channel
 from lws_core.train.collator import LWSCollator, encode_row
+from tests.model import synthetic
+
+K = 10
 
 
 @pytest.fixture(scope="module")
-def rows(tiny_dataset):
-    dd = load_dataset_dir(tiny_dataset)
-    return [dd["train"][i] for i in range(6)]
+def tok():
+    return synthetic.tokenizer()
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_dataset):
-    return SchemaTokenizer.load(tiny_dataset / "tokenizer")
+def rows():
+    return synthetic.rows(3)
 
 
-def test_batch_shapes_masks_and_audio(rows, tok):
-    col = LWSCollator(tok, 10, 16000)
-    b = col(rows)
-    n_units = sum(len(__import__("json").loads(r["session"])["units"]) for r in rows)
-    assert b["unit_audio"].shape == (n_units, 16000)
-    assert int(b["audio_mask"].sum()) == 10 * n_units  # one block of K placeholders per unit
+def test_padding_masks_and_channels(rows, tok):
+    b = LWSCollator(tok, K, synthetic.UNIT_SAMPLES)(rows)
+    lengths = [len(encode_row(r, tok, K, synthetic.UNIT_SAMPLES)) for r in rows]
+    assert b["input_ids"].shape == (3, max(lengths))
+    assert b["attention_mask"].sum(1).tolist() == lengths
     pad = b["attention_mask"] == 0
+    assert pad.any()  # rows differ in length
+    assert (b["input_ids"][pad] == tok.special.pad).all()
     assert (b["labels"][pad] == -100).all() and (b["channels"][pad] == 0).all() and not b["audio_mask"][pad].any()
     labelled = b["labels"] != -100
     assert (b["channels"][labelled] != int(Channel.NONE)).all()
-    assert not b["audio_mask"][labelled].any()
-    assert set(b["channels"].unique().tolist()) >= {0, int(Channel.STATE), int(Channel.SAY)}
+    assert (b["channels"][~labelled] == int(Channel.NONE)).all()
+    assert not b["audio_mask"][labelled].any()  # never a loss on audio placeholders
+    assert ((b["input_ids"] == tok.special.audio) == b["audio_mask"]).all()
+    # unit markers are given, not generated
+    assert (b["labels"][b["input_ids"] == tok.special.unit] == -100).all()
+    # state tokens are in the state channel; listen-unit writes are write_listen, speak-unit writes write_respond
+    states = (b["input_ids"] == tok.special.listen) | (b["input_ids"] == tok.special.speak)
+    assert (b["channels"][states] == int(Channel.STATE)).all()
+    present = set(b["channels"][labelled].unique().tolist())
+    assert present == {int(Channel.STATE), int(Channel.WRITE_LISTEN), int(Channel.WRITE_RESPOND), int(Channel.SAY)}
 
 
-def test_truncation_cuts_at_unit_boundary(rows, tok):
-    full = encode_row(rows[0], tok, 10, 16000)
-    limit = len(full.input_ids) // 2
-    cut = encode_row(rows[0], tok, 10, 16000, max_length=limit)
-    assert len(cut.input_ids) <= limit
-    assert cut.input_ids == full.input_ids[: len(cut.input_ids)]
-    assert cut.input_ids[-1] == tok.special.end  # a whole unit, never half of one
-    assert cut.unit_audio.shape[0] == cut.input_ids.count(tok.special.unit)
-    assert sum(cut.audio_mask) == 10 * cut.unit_audio.shape[0]
+def test_unit_audio_in_placeholder_order(rows, tok):
+    b = LWSCollator(tok, K, synthetic.UNIT_SAMPLES)(rows)
+    n_units = sum(len(json.loads(r["session"])["units"]) for r in rows)
+    assert b["unit_audio"].shape == (n_units, synthetic.UNIT_SAMPLES)
+    assert int(b["audio_mask"].sum()) == K * n_units
+    # row-major order: row 0's units first, each unit's samples exactly the row's audio slice
+    flat0 = np.frombuffer(rows[0]["audio"], dtype="<i2").astype(np.float32) / 32768.0
+    u0 = len(json.loads(rows[0]["session"])["units"])
+    assert np.allclose(b["unit_audio"][:u0].reshape(-1).numpy(), flat0)
+    flat1 = np.frombuffer(rows[1]["audio"], dtype="<i2").astype(np.float32) / 32768.0
+    assert np.allclose(b["unit_audio"][u0 : u0 + 1].reshape(-1).numpy(), flat1[: synthetic.UNIT_SAMPLES])
 
 
-def test_row_from_other_schema_is_refused(rows, tok):
-    bad = dict(rows[0], schema_version="lws-v0")
+def test_truncation_cuts_at_unit_boundary_and_drops_audio(rows, tok):
+    full = encode_row(rows[2], tok, K, synthetic.UNIT_SAMPLES)
+    assert not full.truncated
+    for limit in (full.unit_starts[2], full.unit_starts[2] + 3, len(full) - 1):
+        cut = encode_row(rows[2], tok, K, synthetic.UNIT_SAMPLES, max_length=limit)
+        assert cut.truncated and len(cut) <= limit
+        assert cut.input_ids == full.input_ids[: len(cut)] and cut.labels == full.labels[: len(cut)]
+        assert cut.input_ids[-1] == tok.special.end  # a whole unit, never half of one
+        n = cut.input_ids.count(tok.special.unit)
+        assert len(cut) == (full.unit_starts[n] if n < len(full.unit_starts) else len(full))
+        assert cut.unit_audio.shape[0] == n == len(cut.state_positions)
+        assert np.array_equal(cut.unit_audio, full.unit_audio[:n])
+        assert sum(cut.audio_mask) == K * n
+    with pytest.raises(ConfigError, match="max_length"):
+        encode_row(rows[2], tok, K, synthetic.UNIT_SAMPLES, max_length=K)  # not even one unit fits
+
+
+def test_bad_rows_are_refused_with_the_row_id(rows, tok):
     with pytest.raises(SchemaMismatchError, match="lws-v0"):
-        encode_row(bad, tok, 10, 16000)
+        encode_row(dict(rows[0], schema_version="lws-v0"), tok, K, synthetic.UNIT_SAMPLES)
+    with pytest.raises(InputError, match="s0.*samples"):  # audio for another unit length
+        encode_row(dict(rows[0], audio=rows[0]["audio"][: len(rows[0]["audio"]) // 2]), tok, K, synthetic.UNIT_SAMPLES)
+    with pytest.raises(InputError, match="s0.*session"):
+        encode_row(dict(rows[0], session="{not json"), tok, K, synthetic.UNIT_SAMPLES)
+
+
+def test_real_synthesized_rows(tiny_dataset):
+    """The synthesizer's rows go through the collator unchanged (its tokenizer, its audio lengths)."""
+    from lws_core.data import load_dataset_dir
+    from lws_core.schema import SchemaTokenizer
+
+    dd = load_dataset_dir(tiny_dataset)
+    real_tok = SchemaTokenizer.load(tiny_dataset / "tokenizer")
+    rs = [dd["train"][i] for i in range(4)]
+    b = LWSCollator(real_tok, K, synthetic.UNIT_SAMPLES)(rs)
+    assert b["unit_audio"].shape[0] * K == int(b["audio_mask"].sum())
+    assert b["unit_audio"].abs().max() > 0.01  # real speech, not silence

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from lws_core.errors import ConfigError, InputError, SchemaMismatchError
 from lws_core.train import HistoryCallback, train
@@ -39,15 +38,15 @@ _RUNNER = """
 import sys
 from lws_core.config import LWSConfig
 from lws_core.train import train
-cfg = LWSConfig().with_overrides({"train.backend": "torch", "train.max_steps": 12, "train.save_steps": 4,
-    "train.batch_size": 4, "train.logging_steps": 4, "train.num_threads": 1})
+cfg = LWSConfig().with_overrides({"train.backend": sys.argv[3], "train.zero_stage": 2, "train.max_steps": 6,
+    "train.save_steps": 2, "train.batch_size": 2, "train.logging_steps": 2, "train.num_threads": 1})
 train(cfg, sys.argv[1], sys.argv[2], progress=False)
 """
 
 
-def _run(data: Path, out: Path) -> subprocess.Popen:
+def _run(data: Path, out: Path, backend: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", CUBLAS_WORKSPACE_CONFIG=":4096:8")
-    return subprocess.Popen([sys.executable, "-c", _RUNNER, str(data), str(out)], env=env,
+    return subprocess.Popen([sys.executable, "-c", _RUNNER, str(data), str(out), backend], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -58,28 +57,29 @@ def _weights(d: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-def test_sigkill_then_resume_reaches_the_same_weights(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "deepspeed"])
+def test_sigkill_then_resume_reaches_the_same_weights(tiny_dataset, tmp_path, backend):
     """Kill training with SIGKILL after a checkpoint, restart: same final weights as an uninterrupted run."""
-    ref = _run(tiny_dataset, tmp_path / "ref")
-    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()[-2000:]
-
+    ref = _run(tiny_dataset, tmp_path / "ref", backend)
     out = tmp_path / "killed"
     ckpts = checkpoint_dir_for(out)
-    p = _run(tiny_dataset, out)
+    p = _run(tiny_dataset, out, backend)  # runs beside the reference run: the machine has 2 cores
     deadline = time.time() + 300
-    while time.time() < deadline and not (ckpts / "checkpoint-8").is_dir():
-        assert p.poll() is None, "training ended before it could be killed"
-        time.sleep(0.2)
-    time.sleep(0.5)
+    while time.time() < deadline and not (ckpts / "checkpoint-4").is_dir():
+        assert p.poll() is None, "training ended before it could be killed: " + p.stderr.read().decode()[-2000:]
+        time.sleep(0.1)
+    # killed as soon as checkpoint-4 appears, possibly mid-write: resume must then fall back to checkpoint-2
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not out.exists(), "a killed run must not leave a complete-looking model directory"
-    assert (ckpts / "checkpoint-4").is_dir() or (ckpts / "checkpoint-8").is_dir()
+    assert (ckpts / "checkpoint-2" / "trainer_state.json").is_file()
 
-    again = _run(tiny_dataset, out)
+    again = _run(tiny_dataset, out, backend)
     assert again.wait(timeout=300) == 0, again.stderr.read().decode()[-2000:]
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()[-2000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["resumed_from"] and "checkpoint-" in summary["resumed_from"]
+    assert summary["steps"] == 6
     a, b = _weights(tmp_path / "ref"), _weights(out)
     assert a.keys() == b.keys()
     for k in a:
@@ -103,36 +103,3 @@ def test_clear_errors_before_training(tiny_cfg, tiny_dataset, tmp_path):
     (other / "card.json").write_text(json.dumps(card))
     with pytest.raises(SchemaMismatchError):
         train(tiny_cfg, other, tmp_path / "m", progress=False)
-
-
-def test_model_save_load_round_trip_and_schema_check(tiny_model, tmp_path):
-    import shutil
-
-    from lws_core.model import LWSModel
-
-    m = LWSModel.load(tiny_model)
-    m.save(tmp_path / "copy")
-    a = load_file(str(tiny_model / "audio.safetensors"))
-    b = load_file(str(tmp_path / "copy" / "audio.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    spec = json.loads((tmp_path / "copy" / "lws_model.json").read_text())
-    spec["schema_version"] = "lws-v0"
-    (tmp_path / "copy" / "lws_model.json").write_text(json.dumps(spec))
-    with pytest.raises(SchemaMismatchError, match="lws-v0"):
-        LWSModel.load(tmp_path / "copy")
-    shutil.rmtree(tmp_path / "copy" / "lm")
-    spec["schema_version"] = "lws-v1"
-    (tmp_path / "copy" / "lws_model.json").write_text(json.dumps(spec))
-    with pytest.raises(InputError, match="incomplete or corrupt"):
-        LWSModel.load(tmp_path / "copy")
-
-
-def test_freezing_and_lora(tiny_cfg):
-    from lws_core.model import LWSModel
-
-    m = LWSModel.build(tiny_cfg.with_overrides({"model.freeze_encoder": True}))
-    assert not any(p.requires_grad for p in m.audio.encoder.parameters())
-    assert all(p.requires_grad for p in m.audio.projector.parameters())
-    lora = LWSModel.build(tiny_cfg.with_overrides({"model.lora.enabled": True, "model.lora.r": 4}))
-    trainable = [n for n, p in lora.lm.named_parameters() if p.requires_grad]
-    assert trainable and all("lora" in n for n in trainable)
