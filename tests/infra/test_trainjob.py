@@ -1,0 +1,131 @@
+"""TrainJob rendering from the config: structure (hand-written subset schema of the v2.3 CRD,
+since the CRD itself is not vendored), GPUs, secrets by reference, the checked-in example."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from lws_core.config import LWSConfig, config_from_dict, load_config
+from lws_core.errors import ConfigError
+from lws_core.ops.trainjob import MOUNT, kube_cron, pvc_path, render_trainjob
+from tests.infra.conftest import ROOT
+
+SCHEMA = json.loads((Path(__file__).parent / "schemas/trainjob-v1alpha1.subset.json").read_text())
+
+
+def _pod_patch(job: dict) -> dict:
+    rj = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    return rj["template"]["spec"]["template"]["spec"]
+
+
+def test_default_trainjob_is_valid_and_requests_gpus() -> None:
+    cfg = LWSConfig()
+    job = render_trainjob(cfg, "datasets/d1", "models/m1", nodes=4)
+    jsonschema.validate(job, SCHEMA)
+    tr = job["spec"]["trainer"]
+    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert tr["numNodes"] == 4 and tr["numProcPerNode"] == cfg.pipeline.accelerator_count
+    assert tr["image"] == cfg.pipeline.train_image
+    gpu = cfg.pipeline.accelerator_type
+    assert tr["resourcesPerNode"]["limits"][gpu] == tr["resourcesPerNode"]["requests"][gpu] == "1"
+    assert "torchrun --no-python lws train" in tr["command"][-1]
+    env = {e["name"]: e for e in tr["env"]}
+    assert env["LWS_DATA"]["value"] == f"{MOUNT}/datasets/d1" and env["LWS_OUT"]["value"] == f"{MOUNT}/models/m1"
+    assert config_from_dict(yaml.safe_load(env["LWS_PARAMS_YAML"]["value"])) == cfg
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] in (cfg.pipeline.s3_secret, cfg.pipeline.mlflow_secret)
+        assert "value" not in env[var]
+    pod = _pod_patch(job)
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == cfg.pipeline.pvc_name
+    assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == MOUNT
+    assert [t["key"] for t in pod["tolerations"]] == cfg.pipeline.gpu_tolerations
+
+
+def test_config_drives_the_job() -> None:
+    cfg = LWSConfig().with_overrides({
+        "pipeline.accelerator_count": 8, "pipeline.accelerator_type": "amd.com/gpu",
+        "pipeline.gpu_node_selector": {"pool": "h100"}, "pipeline.train_image": "registry.local/lws-cuda:1.2.3",
+        "pipeline.pvc_name": "other-pvc", "registry.tracking_uri": "http://lws-mlflow.lws:5000",
+    })
+    job = render_trainjob(cfg, "pvc://other-pvc/data", "/mnt/lws/out", nodes=2)
+    jsonschema.validate(job, SCHEMA)
+    tr = job["spec"]["trainer"]
+    assert tr["numProcPerNode"] == 8 and tr["resourcesPerNode"]["limits"]["amd.com/gpu"] == "8"
+    assert tr["image"] == "registry.local/lws-cuda:1.2.3"
+    assert _pod_patch(job)["nodeSelector"] == {"pool": "h100"}
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://lws-mlflow.lws:5000"} in tr["env"]
+    assert job["metadata"]["labels"]["lws.dev/config-digest"] == cfg.digest()
+    # deterministic name, different for different inputs
+    assert job["metadata"]["name"] == render_trainjob(cfg, "pvc://other-pvc/data", "/mnt/lws/out", nodes=2)["metadata"]["name"]
+    assert job["metadata"]["name"] != render_trainjob(cfg, "pvc://other-pvc/data", "/mnt/lws/out", nodes=3)["metadata"]["name"]
+
+
+def test_cpu_only_config_requests_no_gpu() -> None:
+    job = render_trainjob(LWSConfig().with_overrides({"pipeline.accelerator_count": 0}), "d", "m")
+    tr = job["spec"]["trainer"]
+    assert tr["numProcPerNode"] == 1
+    assert "nvidia.com/gpu" not in str(tr["resourcesPerNode"]) and "tolerations" not in _pod_patch(job)
+
+
+@pytest.mark.parametrize(
+    ("data", "out", "nodes", "match"),
+    [
+        ("s3://bucket/d", "m", 1, "only PVC paths"),
+        ("pvc://someone-else/d", "m", 1, "names PVC"),
+        ("../../etc", "m", 1, "not a directory under"),
+        ("/data/d", "m", 1, "not a directory under"),
+        ("d", "d/inner", 1, "must not be the dataset"),
+        ("d", "m", 0, "nodes must be"),
+        ("", "m", 1, "empty"),
+    ],
+)
+def test_bad_locations_are_config_errors(data: str, out: str, nodes: int, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        render_trainjob(LWSConfig(), data, out, nodes=nodes)
+
+
+def test_schema_rejects_what_the_crd_rejects() -> None:
+    job = render_trainjob(LWSConfig(), "d", "m")
+    job["spec"]["trainer"]["numNodes"] = 0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, SCHEMA)
+    job = render_trainjob(LWSConfig(), "d", "m")
+    job["spec"]["trainer"]["env"].append({"name": "PET_NNODES", "value": "2"})  # reserved for the runtime
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, SCHEMA)
+
+
+def test_pvc_path_and_kube_cron() -> None:
+    assert pvc_path("a/b/../c", "lws-work") == f"{MOUNT}/a/c"
+    assert kube_cron("0 0 3 * * *") == "0 3 * * *"
+    assert kube_cron("0 */15 * * * 1-5") == "*/15 * * * 1-5"
+    with pytest.raises(ConfigError, match="6 fields"):
+        kube_cron("0 3 * * *")
+    with pytest.raises(ConfigError, match="second 30"):
+        kube_cron("30 0 3 * * *")
+
+
+def test_checked_in_example_matches_renderer() -> None:
+    """infra/k8s/trainjob/trainjob.yaml and the CronJob schedule are what sync.py renders from params.yaml."""
+    r = subprocess.run([sys.executable, str(ROOT / "infra/k8s/sync.py"), "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    example = yaml.safe_load((ROOT / "infra/k8s/trainjob/trainjob.yaml").read_text())
+    cfg = load_config(ROOT / "params.yaml")
+    assert example == render_trainjob(cfg, "datasets/current", "models/trainjob", nodes=2)
+    jsonschema.validate(example, SCHEMA)
+
+
+def test_mount_matches_the_pipeline() -> None:
+    from lws_core.ops import trainjob
+    from workflows.pipeline import CHECKPOINT_MOUNT, MLFLOW_ENV, S3_ENV
+
+    assert trainjob.MOUNT == CHECKPOINT_MOUNT
+    assert sorted(trainjob.S3_ENV.items()) == sorted((v, k) for k, v in S3_ENV.items())
+    assert sorted(trainjob.MLFLOW_ENV.items()) == sorted((v, k) for k, v in MLFLOW_ENV.items())
