@@ -231,7 +231,7 @@ class LWSServer:
             if m.active_sessions >= s.max_sessions:
                 m.refuse("max_sessions")
                 raise _Closed(P.CLOSE_TRY_AGAIN, "busy")
-            if not self.scheduler.admits(m.active_sessions):
+            if s.measured_admission and not self.scheduler.admits(m.active_sessions):
                 m.refuse("capacity")
                 raise _Closed(P.CLOSE_TRY_AGAIN, "busy")
             m.active_sessions += 1  # no await since the checks: admission is atomic on the event loop

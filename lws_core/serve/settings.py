@@ -31,6 +31,7 @@ class ServeSettings(BaseModel):
     hello_timeout_s: float = Field(10.0, gt=0)
     workers: int = Field(1, ge=1, description="Engine worker threads (CPU: 1 — torch already uses every core per step).")
     target_utilization: float = Field(0.85, gt=0, le=1.0, description="Admission refuses when predicted load exceeds this.")
+    measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
     warmup: bool = Field(True, description="Run one unit at start-up: loads kernels and gives the first capacity estimate.")
 
