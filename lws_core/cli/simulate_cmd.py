@@ -7,24 +7,53 @@ from typing import Annotated
 
 import typer
 
-from lws_core.cli.common import out
+from lws_core.cli.common import ConfigOpt, out, resolve_config
 
 
 def simulate(
-    audio: Annotated[Path, typer.Argument(help="Input recording (WAV any rate/bit depth, FLAC, OGG; stereo is downmixed).")],
-    model: Annotated[str, typer.Option("--model", help="Model directory, or models:/NAME@ALIAS from the MLflow registry.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output directory: output.wav, output.json, written.md, units.jsonl, timeline.png.")],
-    system: Annotated[str | None, typer.Option("--system", help="Optional session prompt (persona, task).")] = None,
+    audio: Annotated[
+        Path,
+        typer.Argument(
+            help="Input recording (WAV of any rate and bit depth, FLAC, OGG; stereo is downmixed)."
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", help="Model directory, or models:/NAME@ALIAS from the MLflow registry.")
+    ],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output directory: output.wav, output.json, written.md, units.jsonl, timeline.png."
+        ),
+    ],
+    config: ConfigOpt = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a value, e.g. --set engine.temperature=0.7 or --set engine.max_context_tokens=1024 (repeatable).",
+        ),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="Optional session prompt (persona, task).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run the full-duplex engine over a recording; the output audio is time-synchronous with the input."""
-    from lws_core.engine import Engine
+    from lws_core.engine import Engine, EngineConfig
+    from lws_core.engine.engine import engine_overrides
     from lws_core.errors import InputError
 
+    engine_sets, rest = engine_overrides(sets)
+    cfg = resolve_config(config, rest)
+    engine_cfg = EngineConfig().with_overrides(engine_sets)
     if not audio.is_file():
         raise InputError(f"audio file not found: {audio}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a directory")
     model_dir = _resolve_model(model)
-    engine = Engine.from_dir(model_dir)
+    engine = Engine.from_dir(model_dir, cfg, device=device, config=engine_cfg)
     result = engine.simulate_file(audio, out_dir, system=system, progress=not quiet)
     speak_units = sum(u.state == "speak" for u in result.units)
     out.print(

@@ -3,8 +3,8 @@
 ``simulate`` streams a recording through a session as if live and assembles the
 time-synchronous output: output sample i is what the model said while input
 sample i was heard. A unit's speech plays during the following unit, so the
-stream starts with at least one unit of silence, as in the reference clients of
-Full-Duplex-Bench; the output is cut to the input's length.
+stream starts with at least one unit of silence; the output is cut to the
+input's length (speech still queued when the input ends is not played).
 """
 
 from __future__ import annotations
@@ -14,41 +14,66 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from lws_core.engine.session import StreamingSession
+from lws_core.engine.session import Policy, StreamingSession
 from lws_core.engine.types import EngineConfig, SimulationResult, UnitOutput
 from lws_core.errors import InputError
 from lws_core.schema import Session, Unit, Word
 
+if TYPE_CHECKING:
+    from lws_core.audio.tts import TTS
+    from lws_core.config import LWSConfig
+    from lws_core.model import LWSModel
+
+OUTPUT_FILES = ("output.wav", "output.json", "written.md", "units.jsonl", "timeline.png")
+
 
 class Engine:
-    """Holds the model and TTS; every conversation is a ``session()``."""
+    """Holds the model and the TTS; every conversation is a ``session()``."""
 
-    def __init__(self, model, config: EngineConfig | None = None, tts=None) -> None:  # noqa: ANN001
+    def __init__(self, model: LWSModel, config: EngineConfig | None = None, tts: TTS | None = None) -> None:
         self.model = model.eval()
         self.config = config or EngineConfig()
         self._tts = tts
         tok = model.tokenizer
+        device = next(model.parameters()).device
         vocab = model.lm.get_output_embeddings().weight.shape[0]
-        mask = torch.zeros(vocab, dtype=torch.bool)
+        mask = torch.zeros(vocab, dtype=torch.bool, device=device)
         mask[: tok.vocab_size] = True
-        for s in tok.special_set:
-            mask[s] = False
+        mask[list(tok.special_set)] = False
         self.text_mask = mask
+        self._masks: dict[tuple[frozenset[int], bool], torch.Tensor] = {}
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, cfg=None, device: str = "cpu", tts=None, config: EngineConfig | None = None) -> Engine:  # noqa: ANN001
-        """Load a saved LWS model directory (offline); one-line errors for bad directories."""
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        cfg: LWSConfig | None = None,
+        device: str = "cpu",
+        tts: TTS | None = None,
+        config: EngineConfig | None = None,
+    ) -> Engine:
+        """Load a saved LWS model directory (offline); bad directories fail with one line (InputError).
+
+        Engine settings come from ``config``, else from ``cfg.engine`` when the project
+        config has that section, else the defaults.
+        """
         from lws_core.model import LWSModel
 
+        if config is None and cfg is not None and getattr(cfg, "engine", None) is not None:
+            config = EngineConfig.model_validate(cfg.engine.model_dump())
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available")
         model = LWSModel.load(model_dir, device=device)
         return cls(model, config, tts)
 
     @property
-    def tts(self):  # noqa: ANN201
+    def tts(self) -> TTS:
+        """The speech synthesizer (espeak-ng unless another was given), created on first use."""
         if self._tts is None:
             from lws_core.audio import get_tts
 
@@ -59,8 +84,25 @@ class Engine:
     def unit_samples(self) -> int:
         return self.model.spec.unit_samples
 
-    def session(self, system: str | None = None, naive: bool = False) -> StreamingSession:
-        return StreamingSession(self, system=system, naive=naive)
+    def allowed_mask(self, allowed: frozenset[int], text_ok: bool) -> torch.Tensor:
+        """Boolean vocabulary mask for the grammar's current choice (cached: a handful of distinct sets)."""
+        key = (allowed, text_ok)
+        m = self._masks.get(key)
+        if m is None:
+            m = self.text_mask.clone() if text_ok else torch.zeros_like(self.text_mask)
+            m[list(allowed)] = True
+            self._masks[key] = m
+        return m
+
+    def session(
+        self,
+        system: str | None = None,
+        naive: bool = False,
+        policy: Policy | None = None,
+        trace: bool = False,
+    ) -> StreamingSession:
+        """A new conversation with its own cache, document, speech queue and clock."""
+        return StreamingSession(self, system=system, naive=naive, policy=policy, trace=trace)
 
     # -- offline simulation ----------------------------------------------------------------
     def iter_units(self, audio: np.ndarray) -> Iterator[np.ndarray]:
@@ -68,86 +110,105 @@ class Engine:
         for start in range(0, len(audio), n):
             yield audio[start : start + n]
 
-    def simulate(self, audio: np.ndarray, system: str | None = None, progress: bool = False, naive: bool = False) -> SimulationResult:
-        """Run a whole recording (float32, 16 kHz) through a fresh session."""
+    def simulate(
+        self,
+        audio: np.ndarray,
+        system: str | None = None,
+        progress: bool = False,
+        naive: bool = False,
+        policy: Policy | None = None,
+    ) -> SimulationResult:
+        """Run a whole recording (float32 mono, 16 kHz) through a fresh session, as if live.
+
+        ``naive`` runs the recompute-everything baseline; ``policy`` scripts decisions (tests).
+        """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size == 0:
             raise InputError("empty audio: nothing to simulate")
         if not np.isfinite(audio).all():
             raise InputError("audio contains NaN or infinite samples")
         out = np.zeros(len(audio), dtype=np.float32)
-        units: list[UnitOutput] = []
-        words: list[Word] = []
-        for u in self._run(self.iter_units(audio), system, progress, naive, total=-(-len(audio) // self.unit_samples)):
-            units.append(u)
-            start = (u.index + 1) * self.unit_samples
-            if u.speech.size and start < len(out):
-                seg = u.speech[: len(out) - start]
+        tl = _Timeline(self.model.spec.unit_s)
+        total = -(-len(audio) // self.unit_samples)
+        for block, u in self._run(self.iter_units(audio), system, progress, naive, total, policy):
+            tl.add(u, len(block))
+            if u.speech.size:  # plays during the next unit
+                start = (u.index + 1) * self.unit_samples
+                seg = u.speech[: max(0, len(out) - start)]
                 out[start : start + len(seg)] = seg
-            words += [w for w in u.speech_words if w.start < len(audio) / 16000]
-        return self._result(units, out, words, len(audio), system)
+        return self._result(tl, out, len(audio), system)
 
-    def _run(self, blocks: Iterable[np.ndarray], system, progress: bool, naive: bool, total: int | None = None) -> Iterator[UnitOutput]:  # noqa: ANN001
+    def _run(
+        self,
+        blocks: Iterable[np.ndarray],
+        system: str | None,
+        progress: bool,
+        naive: bool,
+        total: int | None = None,
+        policy: Policy | None = None,
+    ) -> Iterator[tuple[np.ndarray, UnitOutput]]:
         from tqdm.auto import tqdm
 
-        with self.session(system=system, naive=naive) as sess:
+        with self.session(system=system, naive=naive, policy=policy) as sess:
             for block in tqdm(blocks, total=total, unit="unit", disable=not progress, desc="simulate"):
-                yield sess.step(block)
+                yield block, sess.step(block)
 
-    def _result(self, units: list[UnitOutput], out: np.ndarray, words: list[Word], n_in: int, system: str | None) -> SimulationResult:
+    def _result(self, tl: _Timeline, out: np.ndarray, n_in: int, system: str | None) -> SimulationResult:
         spec = self.model.spec
         session = Session(
             unit_s=spec.unit_s,
             system=system,
-            units=[Unit(state=u.state, write=u.write, say=u.say if u.state == "speak" else "", eot=u.eot) for u in units],
+            units=[
+                Unit(state=u.state, write=u.write, say=u.say if u.state == "speak" else "", eot=u.eot)
+                for u in tl.units
+            ],
             meta={"generated": True},
         )
-        clipped = [Word(text=w.text, start=w.start, end=min(w.end, n_in / 16000)) for w in words]
-        return SimulationResult(units, out, clipped, "".join(u.write for u in units), session, spec.unit_s, n_in)
+        end_s = n_in / spec.sample_rate
+        words = [Word(text=w.text, start=w.start, end=min(w.end, end_s)) for w in tl.words if w.start < end_s]
+        return SimulationResult(
+            tl.units, out, words, "".join(u.write for u in tl.units), session, spec.unit_s, n_in
+        )
 
-    def simulate_file(self, path: str | Path, out_dir: str | Path, system: str | None = None, progress: bool = True) -> SimulationResult:
-        """Stream a file of any length from disk in bounded memory and write the outputs atomically."""
+    def simulate_file(
+        self, path: str | Path, out_dir: str | Path, system: str | None = None, progress: bool = True
+    ) -> SimulationResult:
+        """Stream a file of any length from disk and write the outputs atomically.
+
+        Memory is bounded: input blocks are read one unit at a time, output audio and
+        units.jsonl are written as they come, and only the (audio-free) unit records
+        are kept for the timeline. The result's ``output_audio`` is empty: read output.wav.
+        """
         import soundfile as sf
 
         from lws_core.audio import iter_audio_blocks
 
-        out_dir = Path(out_dir)
+        out_dir = _check_out_dir(out_dir)
         tmp = _tmp_dir(out_dir)
-        n_in = 0
-        units: list[UnitOutput] = []
-        words: list[Word] = []
         try:
+            tl = _Timeline(self.model.spec.unit_s, keep_audio=False)
+            n_in = 0
             blocks = iter_audio_blocks(path, self.unit_samples)
-            first = next(blocks, None)
-            if first is None or first.size == 0:
-                raise InputError(f"{path}: empty audio")
-
-            def all_blocks() -> Iterator[np.ndarray]:
-                nonlocal n_in
-                for b in [first, *[]]:
-                    n_in += len(b)
-                    yield b
-                for b in blocks:
-                    n_in += len(b)
-                    yield b
-
-            with sf.SoundFile(str(tmp / "output.wav"), "w", samplerate=16000, channels=1, subtype="PCM_16") as wav, open(
-                tmp / "units.jsonl", "w"
-            ) as ul:
-                pending = np.zeros(self.unit_samples, dtype=np.float32)  # output lags input by one unit
-                lengths: list[int] = []
-                for u in self._run(all_blocks(), system, progress, naive=False):
-                    lengths.append(n_in)
-                    wav.write(pending[: self.unit_samples])
-                    pending = u.speech if u.speech.size else np.zeros(self.unit_samples, dtype=np.float32)
+            with (
+                sf.SoundFile(
+                    str(tmp / "output.wav"), "w", samplerate=16000, channels=1, subtype="PCM_16"
+                ) as wav,
+                open(tmp / "units.jsonl", "w") as ul,
+            ):
+                playing = np.zeros(0, dtype=np.float32)  # the previous unit's speech plays during this unit
+                for block, u in self._run(blocks, system, progress, naive=False):
+                    n_in += len(block)
+                    seg = np.zeros(len(block), dtype=np.float32)
+                    seg[: min(len(block), playing.size)] = playing[: len(block)]
+                    wav.write(np.clip(seg, -1.0, 1.0))
+                    playing = u.speech
                     ul.write(json.dumps(u.to_json()) + "\n")
-                    units.append(_light(u))
-                    words += u.speech_words
-            _truncate_wav(tmp / "output.wav", n_in)
-            words = [w for w in words if w.start < n_in / 16000]
-            result = self._result(units, np.zeros(0, dtype=np.float32), words, n_in, system)
+                    tl.add(u, len(block))
+            if n_in == 0:
+                raise InputError(f"{path}: audio file has no samples")
+            result = self._result(tl, np.zeros(0, dtype=np.float32), n_in, system)
             self._write_text_outputs(result, tmp)
-            _move_into(tmp, out_dir)
+            _publish(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -157,7 +218,7 @@ class Engine:
         """output.wav, output.json, written.md, units.jsonl, timeline.png — all or nothing."""
         from lws_core.audio import write_wav
 
-        out_dir = Path(out_dir)
+        out_dir = _check_out_dir(out_dir)
         tmp = _tmp_dir(out_dir)
         try:
             write_wav(tmp / "output.wav", result.output_audio)
@@ -165,7 +226,7 @@ class Engine:
                 for u in result.units:
                     f.write(json.dumps(u.to_json()) + "\n")
             self._write_text_outputs(result, tmp)
-            _move_into(tmp, out_dir)
+            _publish(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -179,12 +240,53 @@ class Engine:
         render_timeline(result.session, directory / "timeline.png", title="simulated session")
 
 
+class _Timeline:
+    """Collects units and the spoken words in output-stream time, cutting words at a barge-in."""
+
+    def __init__(self, unit_s: float, keep_audio: bool = True) -> None:
+        self.unit_s = unit_s
+        self.keep_audio = keep_audio
+        self.units: list[UnitOutput] = []
+        self.words: list[Word] = []
+
+    def add(self, u: UnitOutput, n_samples: int) -> None:
+        if u.barge_in:
+            # the chunk that was playing stops at the end of this unit; a word it had started is cut there
+            cut = (u.index + 1) * self.unit_s
+            self.words = [
+                Word(text=w.text, start=w.start, end=min(w.end, cut)) if w.end > cut else w
+                for w in self.words
+            ]
+        self.words += u.speech_words
+        self.units.append(u if self.keep_audio else _light(u))
+
+
 def _light(u: UnitOutput) -> UnitOutput:
-    """Drop the audio of a unit kept for the result of a streamed (long) simulation."""
-    return UnitOutput(u.index, u.state, u.write, u.say, u.eot, u.forced, np.zeros(0, dtype=np.float32), u.speech_words, u.barge_in, u.timings, u.issues)
+    """The unit without its audio (long simulations keep only the records)."""
+    return UnitOutput(
+        u.index,
+        u.state,
+        u.write,
+        u.say,
+        u.eot,
+        u.forced,
+        np.zeros(0, dtype=np.float32),
+        u.speech_words,
+        u.barge_in,
+        u.timings,
+        u.issues,
+    )
+
+
+def _check_out_dir(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a directory")
+    return out_dir
 
 
 def _tmp_dir(out_dir: Path) -> Path:
+    """A hidden sibling of the output directory (same filesystem, so the final moves are renames)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -192,17 +294,36 @@ def _tmp_dir(out_dir: Path) -> Path:
     return tmp
 
 
-def _move_into(tmp: Path, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Make the outputs visible only once they are complete: one rename when the directory is new."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
     for f in tmp.iterdir():
         os.replace(f, out_dir / f.name)
     tmp.rmdir()
 
 
-def _truncate_wav(path: Path, n: int) -> None:
-    import soundfile as sf
+def engine_overrides(sets: list[str] | None) -> tuple[dict[str, Any], list[str]]:
+    """Split ``--set`` items into EngineConfig overrides (``engine.*``) and project-config ones."""
+    import yaml
 
-    data, sr = sf.read(str(path), dtype="int16")
-    if len(data) < n:
-        data = np.pad(data, (0, n - len(data)))
-    sf.write(str(path), data[:n], sr, subtype="PCM_16")
+    from lws_core.errors import ConfigError
+
+    engine: dict[str, Any] = {}
+    rest: list[str] = []
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if k.startswith("engine."):
+            name = k[len("engine.") :]
+            if name not in EngineConfig.model_fields:
+                raise ConfigError(
+                    f"unknown config key {k!r} (allowed: {', '.join('engine.' + f for f in EngineConfig.model_fields)})"
+                )
+            engine[name] = yaml.safe_load(v)
+        else:
+            rest.append(item)
+    return engine, rest

@@ -4,29 +4,58 @@ In the spirit of Moshi's ``streaming()`` + ``step()``: the KV cache, the written
 document, the speech queue and the clock live here, and each step costs the same
 whatever the session's length (the cache is extended, never recomputed).
 
-Per unit: prefill ``<|unit|>`` + K audio embeddings onto the cache (together with
-the previous unit's closing ``<|end|>``, saving one forward), then decode
-state → write → say under the schema grammar (``UnitParser``) and the budgets.
-A budget hit force-closes the segment, so every unit parses.
+Per unit: prefill ``<|unit|>`` + K audio embeddings onto the kept cache, then
+decode state → write → say under the schema grammar (``UnitParser``) and the
+budgets. Tokens the grammar forces (``<|write|>`` after the state, ``<|end|>``
+after ``<|eot|>`` or closing a listen unit) are not worth a model call of their
+own: they are queued and enter the cache together with the next token that
+needs logits, or with the next unit's prefill. A budget hit closes the segment
+(the closing tokens go into the cache), so every unit parses.
 
-Speech policy: a unit's spoken text is rendered by the TTS and queued; the queue
-plays continuously, one unit of audio per step, starting in the next unit. Speech
-longer than a unit spills into the following units. When the model returns to
-``<|listen|>`` while speech is queued (barge-in), the queue is dropped at once and
-never spoken later.
+Speech policy: a unit's spoken text is rendered by the TTS and appended to a
+queue; the queue plays continuously, one unit of audio per step, starting in the
+next unit. Speech longer than a unit spills into the following units (and new
+speech waits behind it). When the model returns to ``<|listen|>`` while speech is
+queued (barge-in), the queue is dropped at once and never spoken later.
+
+Context policy: see :meth:`StreamingSession._maybe_slide`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lws_core.engine.types import EngineConfig, UnitOutput
+from lws_core.errors import InputError
 from lws_core.schema import Phase, UnitParser, Word
+
+if TYPE_CHECKING:
+    from lws_core.engine.engine import Engine
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What a decoding policy sees before each token of a unit."""
+
+    unit: int
+    phase: Phase
+    state: str | None  # the state chosen so far in this unit (None before the state token)
+    allowed: frozenset[int]  # schema tokens the grammar accepts now
+    text_allowed: bool  # whether plain text may come (False at a budget)
+    n_write: int
+    n_say: int
+
+
+Policy = Callable[[DecodeContext], "int | None"]
+"""Returns the next token id, or None to let the model choose. Lets tests script states
+(barge-in) through the real decoding loop; the choice must obey the grammar."""
 
 
 @dataclass
@@ -36,9 +65,22 @@ class _UnitRecord:
 
 
 class StreamingSession:
-    """Owns one conversation's state. Create with ``Engine.session()``."""
+    """Owns one conversation's state. Create with ``Engine.session()``; use as a context manager.
 
-    def __init__(self, engine, system: str | None = None, naive: bool = False) -> None:  # noqa: ANN001 - Engine
+    ``naive=True`` is the benchmark baseline: every unit rebuilds the cache from the
+    whole history (what a plain ``generate`` over the transcript does). ``trace=True``
+    records every embedding fed and every logits vector used, so tests can compare the
+    kept cache against one full recompute of the same prefix.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        system: str | None = None,
+        naive: bool = False,
+        policy: Policy | None = None,
+        trace: bool = False,
+    ) -> None:
         self.engine = engine
         self.model = engine.model
         self.cfg: EngineConfig = engine.config
@@ -47,23 +89,51 @@ class StreamingSession:
         self.spec = self.model.spec
         self.system = system
         self.naive = naive
+        self.policy = policy
+        self.trace = trace
         self.index = 0
         self.document = ""
         self.rebuilds = 0
+        self.tokens_fed_last_step = 0
+        self.trace_logits: list[tuple[int, torch.Tensor]] = []  # (position in the context, logits)
         self._cache = None
-        self._naive_embeds: list[torch.Tensor] = []
-        self._pending: list[int] = []
+        self._n_ctx = 0  # tokens in the context (cache length, or the naive history's length)
+        self._fed: list[
+            torch.Tensor
+        ] = []  # every embedding chunk fed since the last rebuild (naive/trace only)
+        self._pending: list[int] = []  # chosen tokens not yet fed (they go with the next forward)
+        self._new_unit = False  # naive baseline: the next forward starts a unit (recompute everything)
         self._history: deque[_UnitRecord] = deque(maxlen=self.cfg.keep_units)
         self._queue = np.zeros(0, dtype=np.float32)
         self._queue_words: list[Word] = []  # times relative to the queue's start
-        self._gen = torch.Generator().manual_seed(self.cfg.seed)
         self._device = next(self.model.parameters()).device
         self._dtype = self.model.lm.get_input_embeddings().weight.dtype
-        self._per_unit_max = 1 + self.spec.audio_tokens_per_unit + 4 + self.spec.max_write_tokens + self.spec.max_say_tokens + 2
-        self.tokens_fed_last_step = 0
-        self._reset_cache(self._prefix_ids(""))
+        self._gen = torch.Generator(device=self._device).manual_seed(self.cfg.seed)
+        # the most one unit can add to the context: pending (≤3) + <|unit|> + K + state + <|write|>
+        # + write + <|say|> + say + <|eot|> + <|end|>
+        self.per_unit_max = (
+            3
+            + 1
+            + self.spec.audio_tokens_per_unit
+            + 2
+            + self.spec.max_write_tokens
+            + 1
+            + self.spec.max_say_tokens
+            + 2
+        )
+        need = 2 * (
+            self._prefix_len_bound() + self.per_unit_max
+        )  # the kept half must hold the prompt, the rest a unit
+        if self.cfg.max_context_tokens < need:
+            from lws_core.errors import ConfigError
 
-    # -- context -------------------------------------------------------------------------
+            raise ConfigError(
+                f"engine.max_context_tokens={self.cfg.max_context_tokens} is too small: the session prompt, the kept "
+                f"document and a unit need twice {need // 2}"
+            )
+        self._reset_cache(self._prefix_ids([]))
+
+    # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> StreamingSession:
         return self
 
@@ -71,54 +141,124 @@ class StreamingSession:
         self.close()
 
     def close(self) -> None:
+        """Free the cache and queues (the session cannot step afterwards)."""
         self._cache = None
-        self._naive_embeds.clear()
+        self._fed.clear()
         self._history.clear()
+        self._queue = np.zeros(0, dtype=np.float32)
+        self._queue_words = []
 
     @property
     def context_tokens(self) -> int:
-        if self.naive:
-            return sum(e.shape[1] for e in self._naive_embeds)
-        return 0 if self._cache is None else int(self._cache.get_seq_length())
+        """Tokens the model attends to now (cache length; the naive history's length)."""
+        return self._n_ctx
 
-    def _prefix_ids(self, document_tail: str) -> list[int]:
-        text = self.system or ""
+    @property
+    def time_s(self) -> float:
+        """The session clock: seconds of user audio consumed."""
+        return self.index * self.spec.unit_s
+
+    @property
+    def queued_speech_s(self) -> float:
+        return self._queue.shape[0] / self.spec.sample_rate
+
+    # -- context -------------------------------------------------------------------------
+    def _prefix_len_bound(self) -> int:
+        return len(self._prefix_ids([0] * self.cfg.keep_document_tokens))
+
+    def _prefix_ids(self, document_tail: list[int]) -> list[int]:
+        """``<|session|> system [\n\n document tail] <|end|>`` — the training format of the session prompt."""
+        ids = self.tok.encode_text(self.system, where="session prompt") if self.system else []
         if document_tail:
-            text = (text + "\n\n" if text else "") + document_tail
-        if not text:
+            ids = [*ids, *(self.tok.encode_text("\n\n") if ids else []), *document_tail]
+        if not ids and self.system is None:
             return []
-        return [self.ids.session, *self.tok.encode_text(text, where="session prompt"), self.ids.end]
+        return [self.ids.session, *ids, self.ids.end]
 
     def _reset_cache(self, prefix: list[int]) -> None:
         from transformers import DynamicCache
 
-        self._cache = None if self.naive else DynamicCache()
-        self._naive_embeds = []
+        self._cache = DynamicCache()
+        self.prefix_ids = prefix
+        self._n_ctx = 0
+        self._fed = []
+        self.trace_logits = []
         if prefix:
-            self._forward(self._embed_ids(prefix))
+            self._forward(self._embed_ids(prefix), want_logits=False)
+
+    def _maybe_slide(self) -> None:
+        """Sliding window: keep the cache under ``max_context_tokens``.
+
+        When the next unit could overflow, the cache is rebuilt **once** from the
+        session prompt, a compact copy of the written document (its last
+        ``keep_document_tokens`` tokens, re-prefilled inside the prompt) and the
+        most recent units verbatim (audio embeddings + generated tokens, at most
+        ``keep_units``, and no more than fill half the window). The rebuild is one
+        prefill; the following units extend the rebuilt cache again until it fills
+        up, so rebuilds are rare (at least ``max_context_tokens / 2`` tokens apart).
+        Memory is therefore bounded by ``max_context_tokens`` whatever the session length.
+        """
+        if self._n_ctx + self.per_unit_max <= self.cfg.max_context_tokens:
+            return
+        doc_tail: list[int] = []
+        if self.cfg.keep_document_tokens and self.document.strip():
+            doc_tail = self.tok.encode_text(self.document.replace("<|", "< |"))[
+                -self.cfg.keep_document_tokens :
+            ]
+        self._reset_cache(self._prefix_ids(doc_tail))
+        self._pending = []  # the last kept unit carries its own closing tokens
+        kept = list(self._history)
+        budget = self.cfg.max_context_tokens // 2 - self._n_ctx  # leave half the window free: rebuild rarely
+        while kept and sum(1 + r.audio_emb.shape[0] + len(r.gen_ids) for r in kept) > budget:
+            kept.pop(0)
+        if kept:
+            parts = []
+            for r in kept:
+                parts += [
+                    self._embed_ids([self.ids.unit]),
+                    r.audio_emb.unsqueeze(0),
+                    self._embed_ids(r.gen_ids),
+                ]
+            self._forward(torch.cat(parts, dim=1), want_logits=False)
+        self._history = deque(kept, maxlen=self.cfg.keep_units)
+        self.rebuilds += 1
 
     # -- model calls ---------------------------------------------------------------------
     def _embed_ids(self, ids: list[int]) -> torch.Tensor:
         t = torch.tensor([ids], dtype=torch.long, device=self._device)
         return self.model.lm.get_input_embeddings()(t)
 
-    def _forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed embeddings [1, n, H]; return the next-token logits."""
+    def _forward(self, embeds: torch.Tensor, want_logits: bool = True) -> torch.Tensor | None:
+        """Feed embeddings [1, n, H] onto the context; return the next-token logits."""
+        from transformers import DynamicCache
+
         self.tokens_fed_last_step += embeds.shape[1]
-        if self.naive:  # baseline: recompute the whole history every call
-            self._naive_embeds.append(embeds)
-            full = torch.cat(self._naive_embeds, dim=1)
-            out = self.model.lm(inputs_embeds=full, use_cache=False, logits_to_keep=1)
+        if self.naive or self.trace:
+            self._fed.append(embeds)
+        if self.naive and want_logits and self._n_ctx > 0 and self._new_unit:
+            # baseline: the first call of each unit recomputes the whole history (like generate()
+            # over the transcript), then decodes within the unit on that fresh cache.
+            self._new_unit = False
+            full = torch.cat(self._fed, dim=1)
+            self._cache = DynamicCache()
+            self.tokens_fed_last_step += full.shape[1] - embeds.shape[1]
+            out = self.model.lm(inputs_embeds=full, cache=self._cache, use_cache=True, logits_to_keep=1)
         else:
             out = self.model.lm(inputs_embeds=embeds, cache=self._cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1].float()
+        self._n_ctx += embeds.shape[1]
+        if not want_logits:
+            return None
+        logits = out.logits[0, -1].float()
+        if self.trace:
+            self.trace_logits.append((self._n_ctx - 1, logits.detach().clone()))
+        return logits
 
-    def _choose(self, logits: torch.Tensor, allowed: frozenset[int], text_ok: bool) -> int:
-        mask = self.engine.text_mask.clone() if text_ok else torch.zeros_like(self.engine.text_mask)
-        for a in allowed:
-            mask[a] = True
+    def _choose(
+        self, logits: torch.Tensor, allowed: frozenset[int], text_ok: bool, greedy: bool = False
+    ) -> int:
+        mask = self.engine.allowed_mask(allowed, text_ok)
         logits = logits[: mask.shape[0]].masked_fill(~mask[: logits.shape[0]], float("-inf"))
-        if self.cfg.temperature <= 0:
+        if greedy or self.cfg.temperature <= 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / self.cfg.temperature, dim=-1)
         if self.cfg.top_p < 1.0:
@@ -127,86 +267,54 @@ class StreamingSession:
             probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
         return int(torch.multinomial(probs / probs.sum(), 1, generator=self._gen))
 
-    # -- sliding window --------------------------------------------------------------------
-    def _maybe_slide(self) -> None:
-        if self.context_tokens + self._per_unit_max <= self.cfg.max_context_tokens:
-            return
-        doc_tail = ""
-        if self.cfg.keep_document_tokens and self.document:
-            ids = self.tok.encode_text(self.document.replace("<|", "< |"))
-            doc_tail = self.tok.decode_text(ids[-self.cfg.keep_document_tokens :])
-        self._reset_cache(self._prefix_ids(doc_tail))
-        self._pending = []
-        kept = list(self._history)
-        while kept:
-            need = sum(1 + r.audio_emb.shape[0] + len(r.gen_ids) for r in kept)
-            if self.context_tokens + need + self._per_unit_max <= self.cfg.max_context_tokens:
-                break
-            kept.pop(0)
-        if kept:
-            parts = []
-            for r in kept:
-                parts += [self._embed_ids([self.ids.unit]), r.audio_emb.unsqueeze(0), self._embed_ids(r.gen_ids)]
-            self._forward(torch.cat(parts, dim=1))
-        self._history = deque(kept, maxlen=self.cfg.keep_units)
-        self.rebuilds += 1
+    def _sync(self) -> float:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        return time.perf_counter()
 
     # -- the step ------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self, audio_unit: np.ndarray) -> UnitOutput:
-        """Consume one unit of user audio (float32, 16 kHz, exactly ``spec.unit_samples``)."""
-        t0 = time.perf_counter()
+        """Consume one unit of user audio (float32, 16 kHz, ``spec.unit_samples`` long; a shorter
+        final block is zero-padded). Returns the unit's output; its ``speech`` plays during the next unit."""
+        if self._cache is None:
+            raise RuntimeError("session is closed")
+        t0 = self._sync()
         self.tokens_fed_last_step = 0
         n = self.spec.unit_samples
         audio = np.asarray(audio_unit, dtype=np.float32).reshape(-1)
-        if audio.shape[0] != n:
-            audio = np.pad(audio[:n], (0, max(0, n - audio.shape[0])))
+        if audio.shape[0] > n:
+            raise InputError(f"step() takes one unit of audio ({n} samples at 16 kHz), got {audio.shape[0]}")
+        issues: list[str] = []
         if not np.isfinite(audio).all():
             audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+            issues.append("non-finite input samples replaced by silence")
+        if audio.shape[0] < n:
+            audio = np.pad(audio, (0, n - audio.shape[0]))
         self._maybe_slide()
         audio_emb = self.model.audio(torch.from_numpy(audio).to(self._device).unsqueeze(0)).to(self._dtype)[0]
         prefill = torch.cat([self._embed_ids([*self._pending, self.ids.unit]), audio_emb.unsqueeze(0)], dim=1)
+        self._pending = []
+        self._new_unit = True
         logits = self._forward(prefill)
-        t_prefill = time.perf_counter()
+        t_prefill = self._sync()
 
-        parser = UnitParser(self.tok, start=Phase.STATE)
-        gen: list[int] = []
-        n_write = n_say = 0
-        forced = False
-        while True:
-            allowed, text_ok = parser.allowed_special(), parser.text_allowed()
-            token = self._choose(logits, allowed, text_ok)
-            over = (parser.phase == Phase.WRITE and n_write >= self.spec.max_write_tokens) or (
-                parser.phase == Phase.SAY and n_say >= self.spec.max_say_tokens
-            )
-            if over and token not in self.tok.special_set:
-                # budget hit while the model wanted more text: force-close the segment
-                token = self.ids.say if parser.phase == Phase.WRITE else self.ids.end
-                forced = True
-            phase = parser.phase
-            done = parser.feed(token)
-            gen.append(token)
-            if token not in self.tok.special_set:
-                n_write += phase == Phase.WRITE
-                n_say += phase == Phase.SAY
-            if done is not None:
-                break
-            logits = self._forward(self._embed_ids([token]))
-        self._pending = [gen[-1]]  # the closing <|end|> enters the cache with the next unit's prefill
+        unit, gen, n_write, n_say, forced = self._decode_unit(logits)
         self._history.append(_UnitRecord(audio_emb.detach(), gen))
-        t_decode = time.perf_counter()
+        t_decode = self._sync()
 
-        unit = done
         barge_in = unit.state == "listen" and self._queue.shape[0] > 0
-        if barge_in:
+        if barge_in:  # the user holds the floor again: what was still to be said is gone for good
             self._queue = np.zeros(0, dtype=np.float32)
             self._queue_words = []
         if unit.say.strip() and self.cfg.speak:
-            speech = self._speak(unit.say.strip(), unit.issues)
+            speech = self._speak(unit.say.strip(), issues)
             if speech is not None:
                 offset = self._queue.shape[0] / self.spec.sample_rate
-                self._queue_words += [Word(text=w.text, start=w.start + offset, end=w.end + offset) for w in speech.words]
-                self._queue = np.concatenate([self._queue, speech.audio.astype(np.float32)])
+                self._queue_words += [
+                    Word(text=w.text, start=w.start + offset, end=w.end + offset) for w in speech.words
+                ]
+                self._queue = np.concatenate([self._queue, np.asarray(speech.audio, dtype=np.float32)])
         t_tts = time.perf_counter()
 
         chunk, words = self._pop_speech()
@@ -229,21 +337,82 @@ class StreamingSession:
                 "tokens_fed": float(self.tokens_fed_last_step),
                 "write_tokens": float(n_write),
                 "say_tokens": float(n_say),
-                "context_tokens": float(self.context_tokens),
+                "context_tokens": float(self._n_ctx),
             },
-            issues=list(unit.issues),
+            issues=issues + list(unit.issues),
         )
         self.index += 1
         return out
 
-    def _speak(self, text: str, issues: list[str]):  # noqa: ANN202
+    def _decode_unit(self, logits: torch.Tensor):  # noqa: ANN202 - (ParsedUnit, ids, n_write, n_say, forced)
+        """Grammar-constrained decoding of one unit: state → write → say → end, within the budgets."""
+        special = self.tok.special_set
+        parser = UnitParser(self.tok, start=Phase.STATE)
+        gen: list[int] = []
+        n_write = n_say = 0
+        forced = False
+        stale = False  # logits do not yet reflect self._pending
+        while True:
+            phase = parser.phase
+            allowed, text_ok = parser.allowed_special(), parser.text_allowed()
+            at_budget = text_ok and (
+                (phase == Phase.WRITE and n_write >= self.spec.max_write_tokens)
+                or (phase == Phase.SAY and n_say >= self.spec.max_say_tokens)
+            )
+            token = None
+            if self.policy is not None:
+                ctx = DecodeContext(
+                    self.index,
+                    phase,
+                    parser.current.state if phase != Phase.STATE else None,
+                    allowed,
+                    text_ok and not at_budget,
+                    n_write,
+                    n_say,
+                )
+                token = self.policy(ctx)
+                if (
+                    token is not None
+                    and token not in allowed
+                    and not (ctx.text_allowed and token not in special)
+                ):
+                    raise ValueError(
+                        f"policy chose token {token}, which the grammar does not allow in phase {phase.value}"
+                    )
+            if token is None and len(allowed) == 1 and not text_ok:
+                token = next(iter(allowed))  # the grammar forces it: no model call needed
+            if token is None:
+                if stale:
+                    logits = self._forward(self._embed_ids(self._pending))
+                    self._pending, stale = [], False
+                if at_budget:
+                    # budget hit: close the segment; `forced` says the model still wanted text
+                    forced |= self._choose(logits, allowed, True, greedy=True) not in special
+                    token = self._choose(logits, allowed, False)
+                else:
+                    token = self._choose(logits, allowed, text_ok)
+            done = parser.feed(token)
+            gen.append(token)
+            self._pending.append(token)
+            stale = True
+            if token not in special:
+                n_write += phase == Phase.WRITE
+                n_say += phase == Phase.SAY
+            if done is not None:
+                return done, gen, n_write, n_say, forced
+
+    # -- speech --------------------------------------------------------------------------
+    def _speak(self, text: str, issues: list[str]):  # noqa: ANN202 - Speech | None
         """Render speech; symbols the TTS cannot say are dropped (and noted) instead of failing the session."""
         from lws_core.audio.tts import UnspeakableError
 
         try:
             return self.engine.tts.synthesize(text)
         except UnspeakableError:
-            cleaned = "".join(c if (c.isalnum() or c in " .,;:!?'-%") and c.isprintable() and c != "\ufffd" else " " for c in text)
+            cleaned = "".join(
+                c if (c.isalnum() or c in " .,;:!?'-%") and c.isprintable() and c != "\ufffd" else " "
+                for c in text
+            )
             cleaned = " ".join(cleaned.split())
             issues.append(f"unspeakable symbols dropped from {text!r}")
             if not any(c.isalnum() for c in cleaned):
@@ -265,7 +434,11 @@ class StreamingSession:
         self._queue = self._queue[n:]
         t_out = (self.index + 1) * self.spec.unit_s  # this chunk plays during the next unit
         unit_s = n / self.spec.sample_rate
-        words = [Word(text=w.text, start=w.start + t_out, end=w.end + t_out) for w in self._queue_words if w.start < unit_s]
+        words = [
+            Word(text=w.text, start=w.start + t_out, end=w.end + t_out)
+            for w in self._queue_words
+            if w.start < unit_s
+        ]
         self._queue_words = [
             Word(text=w.text, start=w.start - unit_s, end=max(w.end - unit_s, w.start - unit_s))
             for w in self._queue_words

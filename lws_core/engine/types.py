@@ -24,10 +24,28 @@ class EngineConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
-    max_context_tokens: int = Field(2048, ge=128)
+    max_context_tokens: int = Field(
+        2048, ge=64, description="KV-cache bound; the window slides when a unit could overflow it."
+    )
     keep_units: int = Field(16, ge=1, description="Units kept verbatim when the window slides.")
-    keep_document_tokens: int = Field(128, ge=0, description="Tail of the written document re-prefilled on a slide.")
+    keep_document_tokens: int = Field(
+        128, ge=0, description="Tail of the written document re-prefilled on a slide."
+    )
     speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
+
+    def with_overrides(self, overrides: dict) -> EngineConfig:
+        """A copy with ``{field: value}`` applied; bad keys or values fail with one line (ConfigError)."""
+        from pydantic import ValidationError
+
+        from lws_core.errors import ConfigError
+
+        try:
+            return EngineConfig.model_validate({**self.model_dump(), **overrides})
+        except ValidationError as e:
+            msg = "; ".join(
+                f"engine.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise ConfigError(f"invalid config: {msg}") from None
 
 
 @dataclass
@@ -90,5 +108,7 @@ class SimulationResult:
         """Full-Duplex-Bench's output.json format, from the TTS's own word events."""
         return {
             "text": " ".join(w.text for w in self.spoken_words),
-            "chunks": [{"text": w.text, "timestamp": [round(w.start, 3), round(w.end, 3)]} for w in self.spoken_words],
+            "chunks": [
+                {"text": w.text, "timestamp": [round(w.start, 3), round(w.end, 3)]} for w in self.spoken_words
+            ],
         }

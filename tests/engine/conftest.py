@@ -1,0 +1,38 @@
+"""Engine fixtures: a random-init tiny model saved to disk (checks here must hold for any weights) and real TTS speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tiny_cfg, tmp_path_factory):
+    """Random weights: the engine's guarantees (parseable units, budgets, cache == recompute) cannot rely on training."""
+    from lws_core.model import LWSModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("random-model") / "m"
+    LWSModel.build(tiny_cfg).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(random_model_dir):
+    from lws_core.engine import Engine
+
+    return Engine.from_dir(random_model_dir)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """About 4 s of real synthesized speech (espeak-ng), then 2 s of silence."""
+    from lws_core.audio import get_tts
+
+    s = (
+        get_tts()
+        .synthesize("hello there, what is twelve plus thirty? please write the answer down for me.")
+        .audio
+    )
+    return np.concatenate([s, np.zeros(32000, dtype=np.float32)]).astype(np.float32)
