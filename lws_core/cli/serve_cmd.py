@@ -36,7 +36,7 @@ def serve(
     from lws_core.engine import Engine
     from lws_core.serve import ServeSettings, run_server
 
-    settings = ServeSettings(
+    settings = ServeSettings.from_options(
         host=host,
         port=port,
         token=token or None,
@@ -46,7 +46,7 @@ def serve(
         max_frame_bytes=max_frame_bytes,
         allowed_origins=allowed_origin or [],
         workers=workers,
-    ).check()  # refuse an open port without a token before loading anything
+    )  # refuse an open port without a token, and bad limits, before loading anything
     model_dir = _resolve_model(model, config, sets)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     engine = Engine.from_dir(model_dir, device=device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lws_core.errors import ConfigError
 
@@ -34,6 +34,16 @@ class ServeSettings(BaseModel):
     measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
     warmup: bool = Field(True, description="Run one unit at start-up: loads kernels and gives the first capacity estimate.")
+
+    @classmethod
+    def from_options(cls, **values: object) -> ServeSettings:
+        """Validate user-given values; a bad one is a one-line ConfigError naming the option."""
+        try:
+            return cls(**values).check()
+        except ValidationError as e:
+            err = e.errors()[0]
+            name = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "settings"
+            raise ConfigError(f"{name}: {err['msg']} (got {err.get('input')!r})") from None
 
     def check(self) -> ServeSettings:
         if not self.token and not is_loopback(self.host):
