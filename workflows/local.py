@@ -14,7 +14,7 @@ from typing import Any
 
 from lws_core.config import LWSConfig
 from lws_core.errors import LWSError
-from lws_core.ops.tracking import RUN_TAG, Tracker
+from lws_core.ops.tracking import Tracker
 from lws_core.ops.workspace import Workspace, tracking_uri
 
 
@@ -27,6 +27,7 @@ class PipelineResult:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
+    cached_steps: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -43,7 +44,12 @@ def run_local(cfg: LWSConfig, run_tag: str | None = None) -> PipelineResult:
     tracker = Tracker(cfg)
     tracker.experiment_id()  # create the experiment once, before parallel tasks touch the DB
     run_tag = run_tag or new_run_tag()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(ws.kfp_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(ws.kfp_root),
+        raise_on_error=True,
+        enable_caching=cfg.pipeline.caching,  # a rerun with unchanged inputs skips synthesize/train/evaluate
+    )
     pipeline = build_pipeline(cfg)
     t0 = time.time()
     error = None
@@ -58,20 +64,24 @@ def run_local(cfg: LWSConfig, run_tag: str | None = None) -> PipelineResult:
 
 
 def collect_result(tracker: Tracker, run_tag: str, wall: float, error: str | None) -> PipelineResult:
+    """Read what the run recorded (status, metrics, lineage, per-step times) back from its MLflow parent."""
     pid = tracker.find_parent(run_tag)
     res = PipelineResult(run_tag=run_tag, status="FAILED" if error else "FINISHED", wall_s=wall, error=error, parent_run_id=pid)
     if pid:
         run = tracker.client.get_run(pid)
-        res.status = run.info.status
+        res.status = "FAILED" if error else run.info.status
         res.tags = dict(run.data.tags)
         res.metrics = dict(run.data.metrics)
         children = tracker.client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_tag}'", max_results=50
+            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'", max_results=50
         )
         for ch in children:
             step = ch.data.tags.get("lws.step")
             if step and ch.info.end_time and ch.info.start_time:
                 res.step_seconds[step] = (ch.info.end_time - ch.info.start_time) / 1000
+        for k in res.tags:
+            if k.startswith("lws.cached."):
+                res.cached_steps.append(k[len("lws.cached.") :])
     return res
 
 
@@ -82,26 +92,54 @@ def ui_command(cfg: LWSConfig) -> str:
     return f"open {uri}"
 
 
-def summary_rows(res: PipelineResult) -> list[tuple[str, Any]]:
+# metrics the summary shows first (the gated ones are always added); everything else stays in MLflow
+SUMMARY_METRICS = (
+    "schema_valid_rate", "state_accuracy", "task_accuracy", "consistency_rate", "fdb_turn_taking_tor",
+    "fdb_turn_taking_latency_s", "fdb_pause_tor", "fdb_interruption_tor", "fdb_backchannel_tor",
+    "pause_hold_rate", "barge_in_yield_rate", "turn_taking_latency_s", "rtf_p95", "test_loss_total",
+)
+
+
+def summary_rows(res: PipelineResult, cfg: LWSConfig | None = None) -> list[tuple[str, Any]]:
+    """The end-of-run table: status, times, metrics, gate, registry, lineage and where everything is."""
     t = res.tags
     rows: list[tuple[str, Any]] = [
         ("status", res.status),
         ("run tag", res.run_tag),
         ("wall time", f"{res.wall_s:.0f} s"),
     ]
-    rows += [(f"  step {k}", f"{v:.0f} s") for k, v in sorted(res.step_seconds.items())]
-    for k in ("schema_valid_rate", "state_accuracy", "task_accuracy", "consistency_rate", "pause_hold_rate",
-              "barge_in_yield_rate", "turn_taking_latency_s", "rtf_p95", "test_loss_total"):
+    order = ["synthesize", "train", "evaluate", "register"]
+    for step in sorted(set(res.step_seconds) | set(res.cached_steps), key=lambda s: order.index(s) if s in order else 9):
+        rows.append((f"  step {step}", "cached (skipped)" if step in res.cached_steps else f"{res.step_seconds[step]:.0f} s"))
+    gated = [r.metric for r in cfg.registry.gate] if cfg else []
+    for k in dict.fromkeys([*gated, *SUMMARY_METRICS]):
         if k in res.metrics:
-            rows.append((k, f"{res.metrics[k]:.4f}"))
+            rows.append((k + (" (gated)" if k in gated else ""), f"{res.metrics[k]:.4f}"))
+        elif k in gated:
+            rows.append((k + " (gated)", "missing"))
+    reasons = t.get("gate.reasons")
     rows += [
         ("gate decision", t.get("gate.decision", "-")),
-        ("registered version", t.get("registry.version", "-")),
+    ]
+    if reasons:
+        try:
+            rows += [("  reason", r) for r in json.loads(reasons)]
+        except json.JSONDecodeError:
+            rows.append(("  reasons", reasons))
+    rows += [
+        ("registered", f"{t['registry.name']} v{t['registry.version']}" if "registry.version" in t else "-"),
+        ("aliases", t.get("registry.aliases", "-")),
         ("dataset DVC hash", t.get("lineage.dataset_dvc_hash", "-")),
         ("model DVC hash", t.get("lineage.model_dvc_hash", "-")),
         ("DVC remote", t.get("lineage.dvc_remote", "-")),
         ("code revision", t.get("lineage.code_revision", "-")),
+        ("params digest", t.get("lineage.params_digest", "-")),
+        ("model dir", t.get("artifacts.model_dir", "-")),
+        ("eval report", t.get("artifacts.eval_report", "-")),
+        ("MLflow parent run", res.parent_run_id or "-"),
     ]
+    if t.get("lws.failure"):
+        rows.append(("failure", t["lws.failure"]))
     if res.error:
         rows.append(("error", res.error))
     return rows

@@ -75,8 +75,19 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
     return lws_pipeline
 
 
+def cluster_config(cfg: LWSConfig) -> LWSConfig:
+    """The config a cluster run uses by default: a relative workspace (the laptop's ``.lws``) moves onto
+    the PVC every task mounts, so the DVC repo, caches and checkpoints outlive the pods."""
+    from pathlib import PurePosixPath
+
+    if PurePosixPath(cfg.pipeline.workspace).is_absolute():
+        return cfg
+    return cfg.with_overrides({"pipeline.workspace": f"{CHECKPOINT_MOUNT}/{PurePosixPath(cfg.pipeline.workspace).name.lstrip('.') or 'lws'}"})
+
+
 def compile_pipeline(cfg: LWSConfig, path: str) -> str:
+    """Compile for a cluster (the config's workspace mapped onto the PVC; see :func:`cluster_config`)."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(cfg), package_path=path)
+    compiler.Compiler().compile(build_pipeline(cluster_config(cfg)), package_path=path)
     return path

@@ -34,15 +34,19 @@ def run(
         f"{cfg.train.max_steps} steps ({cfg.train.backend}), workspace {Path(cfg.pipeline.workspace).resolve()}"
     )
     res = run_local(cfg, run_tag)
-    t = Table(title="LWS retraining pipeline")
-    t.add_column("what")
-    t.add_column("value")
-    for k, v in summary_rows(res):
+    ws = Path(cfg.pipeline.workspace).resolve()
+    t = Table(title=f"LWS retraining pipeline: {res.status}")
+    t.add_column("what", style="bold")
+    t.add_column("value", overflow="fold")
+    for k, v in summary_rows(res, cfg):
         t.add_row(k, str(v))
-    t.add_row("workspace", str(Path(cfg.pipeline.workspace).resolve()))
+    t.add_row("workspace", str(ws))
+    t.add_row("MLflow artifacts", str(ws / "mlartifacts") if not cfg.registry.tracking_uri else "(tracking server)")
+    t.add_row("KFP task outputs", str(ws / "kfp"))
     t.add_row("champion model", f"lws simulate --model models:/{cfg.registry.model_name}@champion IN.wav --out OUT")
     t.add_row("MLflow UI", ui_command(cfg))
     out.print(t)
+    out.print(f"open the MLflow UI on this run: {ui_command(cfg)}", soft_wrap=True)
     if res.status != "FINISHED":
         sys.exit(1)
 

@@ -21,6 +21,9 @@ class RegistryConfig(Section):
     model_name: str = "lws"
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (None = sqlite file in the workspace).")
     experiment: str = "lws-retraining"
+    artifact_location: str | None = Field(
+        None, description="Artifact root of a new experiment, e.g. s3://bucket/mlflow (None = workspace folder / server default)."
+    )
     dvc_remote: str | None = Field(None, description="DVC remote URL: a folder or s3://bucket/path (None = workspace folder).")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for DVC/MLflow artifacts.")
     gate: list[GateRule] = Field(

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lws_core.errors import InputError, ServiceError
+from lws_core.errors import InputError
 from lws_core.ops.gate import GateDecision, decide
 from lws_core.ops.retry import with_retries
-from lws_core.ops.workspace import Workspace, file_lock, tracking_uri
+from lws_core.ops.workspace import Workspace, configure_mlflow_env, ensure_store, file_lock, tracking_uri
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -58,14 +58,22 @@ def register_model(
     model_dir = Path(model_dir)
     if not (model_dir / "lws_model.json").is_file():
         raise InputError(f"not an LWS model directory: {model_dir}")
+    configure_mlflow_env(cfg)
     uri = tracking_uri(cfg)
+    ensure_store(uri)
     name = cfg.registry.model_name
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 
+    if run_id is None:  # a run of its own in the project's experiment (never MLflow's ./mlruns default)
+        from lws_core.ops.tracking import Tracker
+
+        tr = Tracker(cfg)
+        run_id = tr.client.create_run(tr.experiment_id(), run_name="register", tags={"lws.step": "register"}).info.run_id
+
     def log() -> Any:
-        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run():
+        with mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name="model",
                 python_model=LWSPyfunc(),
@@ -76,63 +84,140 @@ def register_model(
     info = with_retries(log, "MLflow model logging", uri)
     lock = Workspace.from_config(cfg).root / "registry.lock"
     with file_lock(lock):
+        with_retries(lambda: _ensure_registered_model(client, name), "MLflow registry", uri)
+        mv = with_retries(lambda: client.create_model_version(name, info.model_uri, run_id=run_id, model_id=getattr(info, "model_id", None)), "MLflow registration", uri)
+        previous_challenger = _alias_version(client, name, CHALLENGER)
+        moved = False
         try:
-            client.create_registered_model(name)
-        except Exception:  # noqa: BLE001 - already exists
-            pass
-        mv = with_retries(
-            lambda: client.create_model_version(name, info.model_uri, run_id=run_id, model_id=getattr(info, "model_id", None)),
-            "MLflow registration",
-            uri,
-        )
-        champ_version, champ_metrics = _champion_metrics(client, name)
-        decision = decide(metrics, champ_metrics, cfg.registry.gate)
-        tags = {**{f"lineage.{k}": str(v) for k, v in lineage.items()}}
-        for k, v in metrics.items():
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v)):
-                tags[METRIC_TAG + k] = repr(float(v))
-        tags["gate.decision"] = "promote" if decision.promote else "reject"
-        tags["gate.reasons"] = json.dumps(decision.reasons)[:5000]
-        tags["gate.compared_with"] = champ_version or "none"
-        # every tag first; aliases last, so a failure leaves no alias moved
-        for k, v in tags.items():
-            client.set_model_version_tag(name, mv.version, k, v)
-        client.set_registered_model_alias(name, CHALLENGER, mv.version)
-        aliases = [CHALLENGER]
-        if decision.promote:
-            client.set_registered_model_alias(name, CHAMPION, mv.version)
-            aliases.append(CHAMPION)
+            champ_version, champ_metrics = _champion_metrics(client, name)
+            decision = decide(metrics, champ_metrics, cfg.registry.gate)
+            tags = {f"lineage.{k}": str(v) for k, v in lineage.items()}
+            for k, v in metrics.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v)):
+                    tags[METRIC_TAG + k] = repr(float(v))
+            tags["gate.decision"] = "promote" if decision.promote else "reject"
+            tags["gate.reasons"] = json.dumps(decision.reasons)[:5000]
+            tags["gate.compared_with"] = champ_version or "none"
+            # every tag first; aliases last, so a failure leaves no alias moved
+            for k, v in tags.items():
+                client.set_model_version_tag(name, mv.version, k, v)
+            moved = True
+            client.set_registered_model_alias(name, CHALLENGER, mv.version)
+            aliases = [CHALLENGER]
+            if decision.promote:
+                client.set_registered_model_alias(name, CHAMPION, mv.version)
+                aliases.append(CHAMPION)
+        except BaseException:
+            _roll_back(client, name, mv.version, previous_challenger if moved else None)
+            raise
     return Registration(name, str(mv.version), aliases, decision, f"models:/{name}/{mv.version}")
 
 
-def resolve_model_uri(uri: str, cfg=None) -> Path:  # noqa: ANN001
-    """A model directory, or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` downloaded from the registry."""
+def _ensure_registered_model(client, name: str) -> None:  # noqa: ANN001
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e2:  # another process created it first
+            if e2.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:  # noqa: ANN001
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001 - alias not set
+        return None
+
+
+def _roll_back(client, name: str, version: str, previous_challenger: str | None) -> None:  # noqa: ANN001
+    """Undo a registration that failed midway: challenger alias back where it was, the version deleted.
+    The champion alias moves last of all, so it never needs undoing."""
+    try:
+        if previous_challenger:
+            client.set_registered_model_alias(name, CHALLENGER, previous_challenger)
+        elif _alias_version(client, name, CHALLENGER) == str(version):
+            client.delete_registered_model_alias(name, CHALLENGER)
+        client.delete_model_version(name, version)
+    except Exception:  # noqa: BLE001 - best effort; the original error is what the user must see
+        pass
+
+
+def resolve_model_uri(uri: str | Path, cfg=None) -> Path:  # noqa: ANN001
+    """A model directory as is, or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` from the registry.
+
+    An alias is resolved to its version first; each version is downloaded once into
+    ``<workspace>/cache/models/NAME/VERSION`` (temp dir + rename, so a crash never leaves
+    a half copy that looks complete) and later calls for it load offline from there.
+    """
+    uri = str(uri)
     if not uri.startswith("models:/"):
         p = Path(uri)
         if not p.is_dir():
             raise InputError(f"model directory not found: {p}")
         return p
     import os
+    import shutil
 
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from lws_core.config import load_config
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     cfg = cfg or load_config()
+    configure_mlflow_env(cfg)
     reg = tracking_uri(cfg)
-    mlflow.set_tracking_uri(reg)
-    mlflow.set_registry_uri(reg)
-    safe = uri.replace("models:/", "").replace("/", "_").replace("@", "_")
-    dst = Workspace.from_config(cfg).cache / safe
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-    except Exception as e:  # noqa: BLE001
-        msg = str(e).splitlines()[0][:200]
-        if "not found" in msg.lower() or "RESOURCE_DOES_NOT_EXIST" in msg or "alias" in msg.lower():
-            raise InputError(f"{uri}: no such registered model/alias in {reg} ({msg})") from None
-        raise ServiceError(f"{uri}: cannot download from {reg} ({msg})") from None
-    found = sorted(p.parent for p in (local / "artifacts").glob("*/lws_model.json"))
+    ensure_store(reg)
+    ref = uri[len("models:/") :]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = _alias_version_checked(MlflowClient(reg, reg), name, alias, uri, reg)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    else:
+        raise InputError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    dst = Workspace.from_config(cfg).cache / "models" / name / str(version)
+    if not (dst / "artifacts").is_dir():
+        mlflow.set_tracking_uri(reg)
+        mlflow.set_registry_uri(reg)
+        tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            with_retries(
+                lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp)),
+                f"download of {uri}",
+                reg,
+                attempts=3,
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if dst.exists():  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(dst)
+    found = sorted(p.parent for p in (dst / "artifacts").glob("*/lws_model.json"))
     if not found:
         raise InputError(f"{uri}: registered artifact is not an LWS pyfunc model")
     return found[0]
+
+
+def _alias_version_checked(client, name: str, alias: str, uri: str, reg: str) -> str:  # noqa: ANN001
+    from mlflow.exceptions import MlflowException
+
+    def get() -> str:
+        try:
+            return str(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise InputError(f"{uri}: no model {name!r} with alias {alias!r} in {reg}") from None
+            raise
+
+    return with_retries(get, f"lookup of {uri}", reg, attempts=3)

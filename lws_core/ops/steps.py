@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lws_core.config import LWSConfig, config_from_dict
+from lws_core.errors import InputError
 from lws_core.ops.tracking import COMPLETED_TAG, RUN_TAG, MLflowTrainCallback, Tracker
 
 
@@ -43,12 +44,45 @@ def _step_run(tr: Tracker, step: str) -> str:
     return run.info.run_id
 
 
+class _SystemMetrics:
+    """Cheap system metrics of one step (wall, CPU seconds, peak RSS of this process and its children).
+
+    MLflow's own system-metrics monitor needs a fluent active run and a sampling thread; these
+    three numbers are what a retraining step's cost review needs, read once from getrusage.
+    """
+
+    def __init__(self) -> None:
+        import resource
+        import time
+
+        self._t0 = time.time()
+        self._r0 = resource.getrusage(resource.RUSAGE_SELF)
+        self._c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def values(self) -> dict[str, float]:
+        import os
+        import resource
+        import time
+
+        r1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (r1.ru_utime + r1.ru_stime - self._r0.ru_utime - self._r0.ru_stime) + (
+            c1.ru_utime + c1.ru_stime - self._c0.ru_utime - self._c0.ru_stime
+        )
+        return {
+            "system/wall_s": time.time() - self._t0,
+            "system/cpu_s": cpu,
+            "system/peak_rss_mb": max(r1.ru_maxrss, c1.ru_maxrss) / 1024.0,  # Linux reports KiB
+            "system/cpu_count": float(os.cpu_count() or 1),
+        }
+
+
 def run_synthesize(config_json: str, out_path: str) -> str:
     from lws_core.data import synthesize
 
     cfg = _cfg(config_json)
     tr = Tracker(cfg)
     rid = _step_run(tr, "synthesize")
+    sm = _SystemMetrics()
     try:
         s = synthesize(cfg, Path(out_path), progress=False)
         flat = {"audio_hours": s.audio_hours, "units": s.units, "wall_s": s.wall_s, "audio_s_per_s": s.audio_s_per_s}
@@ -57,6 +91,7 @@ def run_synthesize(config_json: str, out_path: str) -> str:
         tr.log_metrics(rid, flat)
         if (Path(out_path) / "card.json").is_file():
             tr.client.log_artifact(rid, str(Path(out_path) / "card.json"))
+        tr.log_metrics(rid, sm.values())
         tr.finish(rid)
         return rid
     except BaseException:
@@ -76,9 +111,11 @@ def run_train(config_json: str, dataset_path: str, model_path: str) -> str:
     cfg = _cfg(config_json)
     tr = Tracker(cfg)
     rid = _step_run(tr, "train")
+    sm = _SystemMetrics()
     try:
         train(cfg, Path(dataset_path), Path(model_path), callbacks=[MLflowTrainCallback(tr, rid)], progress=False)
         tr.client.log_artifact(rid, str(Path(model_path) / "train_summary.json"))
+        tr.log_metrics(rid, sm.values())
         tr.finish(rid)
         return rid
     except BaseException:
@@ -92,10 +129,12 @@ def run_evaluate(config_json: str, model_path: str, dataset_path: str, out_path:
     cfg = _cfg(config_json)
     tr = Tracker(cfg)
     rid = _step_run(tr, "evaluate")
+    sm = _SystemMetrics()
     try:
         s = evaluate(cfg, Path(model_path), Path(dataset_path), Path(out_path), progress=False)
         tr.log_metrics(rid, s.metrics)
         tr.log_dir(rid, Path(out_path), "eval_report")
+        tr.log_metrics(rid, sm.values())
         tr.finish(rid)
         return rid, s.metrics
     except BaseException:
@@ -103,23 +142,50 @@ def run_evaluate(config_json: str, model_path: str, dataset_path: str, out_path:
         raise
 
 
+def _file_step_runs(tr: Tracker, parent: str, run_tag: str, step_runs: list[str]) -> None:
+    """Nest this pipeline's step runs under its parent. A step KFP served from its cache ran for an
+    earlier pipeline run and already sits under that run's parent: it stays there, and the new
+    parent records which run it reused (``lws.cached.<step>``) instead of stealing it."""
+    for rid in step_runs:
+        if not rid:
+            continue
+        run = tr.client.get_run(rid)
+        step = run.data.tags.get("lws.step", "step")
+        owner = run.data.tags.get("mlflow.parentRunId")
+        if owner and owner != parent:
+            tr.client.set_tag(parent, f"lws.cached.{step}", rid)
+            continue
+        tr.client.set_tag(rid, "mlflow.parentRunId", parent)
+        tr.client.set_tag(rid, RUN_TAG, run_tag)
+
+
 def run_register(
-    config_json: str, run_tag: str, model_path: str, eval_path: str, dataset_hash: str, step_runs: list[str] | None = None
+    config_json: str,
+    run_tag: str,
+    model_path: str,
+    eval_path: str,
+    dataset_hash: str,
+    step_runs: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Create the pipeline's parent run, file the step runs under it, version the model, register and gate it."""
+    """Create the pipeline's parent run, file the step runs under it, version the model, register and gate it.
+
+    Everything that can fail (reading metrics, DVC push, model logging) happens before the
+    registry is touched; ``register_model`` itself rolls back its version if it fails midway.
+    """
     from lws_core.ops.registry import register_model
     from lws_core.ops.versioning import remote_url, version_path
 
     cfg = _cfg(config_json)
     tr = Tracker(cfg)
     parent = tr.start_parent(run_tag)
-    for rid in step_runs or []:
-        if rid:
-            tr.client.set_tag(rid, "mlflow.parentRunId", parent)
-            tr.client.set_tag(rid, RUN_TAG, run_tag)
+    _file_step_runs(tr, parent, run_tag, step_runs or [])
     rid = tr.start_step(parent, "register")
+    sm = _SystemMetrics()
     try:
-        metrics = json.loads((Path(eval_path) / "metrics.json").read_text())
+        metrics_file = Path(eval_path) / "metrics.json"
+        if not metrics_file.is_file():
+            raise InputError(f"evaluation wrote no metrics: {metrics_file}")
+        metrics = json.loads(metrics_file.read_text())
         tr.log_metrics(parent, metrics)
         model_hash = version_path(cfg, model_path, "model")
         lineage = {
@@ -128,8 +194,9 @@ def run_register(
             "dvc_remote": remote_url(cfg),
             "params_digest": cfg.digest(),
             "code_revision": code_revision(),
-            "teacher": cfg.data.teacher.kind,
+            "teacher": cfg.data.teacher.kind + (f":{cfg.data.teacher.model}" if cfg.data.teacher.model else ""),
             "pipeline_run": run_tag,
+            "mlflow_run": parent,
             "eval_summary": ", ".join(f"{r.metric}={metrics.get(r.metric)}" for r in cfg.registry.gate),
         }
         reg = register_model(cfg, model_path, metrics, lineage, run_id=rid)
@@ -145,10 +212,22 @@ def run_register(
             "parent_run_id": parent,
             "experiment_id": tr.experiment_id(),
         }
-        for k, v in lineage.items():
-            tr.client.set_tag(parent, f"lineage.{k}", v)
-        tr.client.set_tag(parent, "registry.version", reg.version)
-        tr.client.set_tag(parent, "gate.decision", "promote" if reg.decision.promote else "reject")
+        tags = {f"lineage.{k}": v for k, v in lineage.items()}
+        tags.update(
+            {
+                "registry.name": reg.name,
+                "registry.version": reg.version,
+                "registry.aliases": ",".join(reg.aliases),
+                "registry.model_uri": reg.model_uri,
+                "gate.decision": "promote" if reg.decision.promote else "reject",
+                "gate.reasons": json.dumps(reg.decision.reasons)[:5000],
+                "artifacts.model_dir": str(Path(model_path).resolve()),
+                "artifacts.eval_report": str((Path(eval_path) / "report.md").resolve()),
+            }
+        )
+        for k, v in tags.items():
+            tr.client.set_tag(parent, k, v)
+        tr.log_metrics(rid, sm.values())
         tr.client.set_tag(parent, COMPLETED_TAG, "true")
         tr.finish(rid)
         tr.finish(parent, "FINISHED")

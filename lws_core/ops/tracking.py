@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lws_core.ops.retry import with_retries
-from lws_core.ops.workspace import Workspace, tracking_uri
+from lws_core.ops.workspace import artifact_location, configure_mlflow_env, ensure_store, tracking_uri
 
 RUN_TAG = "lws.pipeline_run"
 COMPLETED_TAG = "lws.completed"
@@ -24,31 +24,51 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+class _RetryingClient:
+    """An MlflowClient whose every call is retried with backoff (a server restarting, SQLite's
+    "database is locked" under two concurrent pipeline runs) before failing with a ServiceError."""
+
+    def __init__(self, client, uri: str) -> None:  # noqa: ANN001
+        self._client = client
+        self._uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return with_retries(lambda: attr(*args, **kwargs), f"MLflow {name}", self._uri)
+
+        return call
+
+
 class Tracker:
     """Thin wrapper over MlflowClient with the project's conventions (and retries on the server)."""
 
     def __init__(self, cfg) -> None:  # noqa: ANN001
         from mlflow.tracking import MlflowClient
 
+        configure_mlflow_env(cfg)
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        ensure_store(self.uri)
+        self.client = _RetryingClient(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri), self.uri)
 
     def experiment_id(self) -> str:
         """Create the experiment once, up front (parallel first use of SQLite can lock)."""
         name = self.cfg.registry.experiment
+        raw = self.client._client  # one retry loop around the whole get-or-create, not one per call
 
         def get_or_create() -> str:
-            exp = self.client.get_experiment_by_name(name)
+            exp = raw.get_experiment_by_name(name)
             if exp is not None:
                 return exp.experiment_id
-            location = None
-            if self.uri.startswith("sqlite:"):
-                location = Workspace.from_config(self.cfg).artifacts.as_uri()
+            location = artifact_location(self.cfg)
             try:
-                return self.client.create_experiment(name, artifact_location=location)
+                return raw.create_experiment(name, artifact_location=location)
             except Exception:  # noqa: BLE001 - another process created it first
-                exp = self.client.get_experiment_by_name(name)
+                exp = raw.get_experiment_by_name(name)
                 if exp is None:
                     raise
                 return exp.experiment_id

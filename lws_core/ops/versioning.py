@@ -63,7 +63,7 @@ def version_path(cfg, path: str | Path, kind: str) -> str:  # noqa: ANN001
         dvcfile = root / f"{kind}.dvc"
         md5 = yaml.safe_load(dvcfile.read_text())["outs"][0]["md5"]
         url = remote_url(cfg)
-        with_retries(lambda: repo.push(targets=[str(dvcfile)]), f"DVC push of {kind}", cfg.registry.s3_endpoint_url or url)
+        with_retries(lambda: repo.push(targets=[str(dvcfile)]), f"DVC push of {kind}", cfg.registry.s3_endpoint_url or url, attempts=3)
         repo.close()
     return md5
 
@@ -85,7 +85,7 @@ def pull_version(cfg, md5: str, out_dir: str | Path) -> Path:  # noqa: ANN001
         dvcfile.write_text(yaml.safe_dump({"outs": [{"md5": md5, "path": stem, "hash": "md5"}]}))
         url = remote_url(cfg)
         try:
-            with_retries(lambda: repo.pull(targets=[str(dvcfile)]), "DVC pull", cfg.registry.s3_endpoint_url or url)
+            with_retries(lambda: repo.pull(targets=[str(dvcfile)]), "DVC pull", cfg.registry.s3_endpoint_url or url, attempts=3)
         except ServiceError as e:
             if "missing" in str(e).lower() or "not found" in str(e).lower():
                 raise InputError(f"version {md5} is not in the remote {url}") from None

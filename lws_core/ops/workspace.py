@@ -58,6 +58,44 @@ def tracking_uri(cfg) -> str:  # noqa: ANN001
     return cfg.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or Workspace.from_config(cfg).tracking_uri
 
 
+def artifact_location(cfg) -> str | None:  # noqa: ANN001
+    """Where a new experiment keeps its artifacts: the configured location (e.g. ``s3://bucket/mlflow``),
+    else the workspace folder for a SQLite store; a tracking server decides for itself (None)."""
+    if cfg.registry.artifact_location:
+        return cfg.registry.artifact_location
+    if tracking_uri(cfg).startswith("sqlite:"):
+        return Workspace.from_config(cfg).artifacts.as_uri()
+    return None
+
+
+def configure_mlflow_env(cfg) -> None:  # noqa: ANN001
+    """Point MLflow's S3 artifact client at the configured S3-compatible endpoint (MinIO, Ceph, moto...).
+    Credentials stay in the environment (AWS_* from a Secret on a cluster), never in the config."""
+    if cfg.registry.s3_endpoint_url:
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.registry.s3_endpoint_url)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+_READY: set[str] = set()
+
+
+def ensure_store(uri: str) -> None:
+    """Create/migrate a SQLite tracking store under a file lock, once per process.
+
+    MLflow migrates a new SQLite DB on first use; two processes doing that at once
+    (two pipeline runs, or parallel KFP tasks) collide ("duplicate column name",
+    "database is locked"). After the first migration, opening it is read-only.
+    """
+    if not uri.startswith("sqlite:///") or uri in _READY:
+        return
+    from mlflow.tracking import MlflowClient
+
+    db = Path(uri[len("sqlite:///") :])
+    with file_lock(db.parent / f"{db.name}.lock"):
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    _READY.add(uri)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Cross-process lock (two pipeline runs at once must not interleave DVC or registry updates)."""

@@ -41,7 +41,11 @@ def mlflow_server(tmp_path_factory):
         pytest.fail("mlflow server did not start")
     yield url
     proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # gunicorn/uvicorn workers can ignore SIGTERM while busy
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,23 @@ def test_unreachable_tracking_server_is_a_clear_error(tiny_cfg, tmp_path, monkey
     cfg = tiny_cfg.with_overrides({"registry.tracking_uri": "http://127.0.0.1:9", "pipeline.workspace": str(tmp_path)})
     with pytest.raises(ServiceError, match="127.0.0.1:9"):
         Tracker(cfg).experiment_id()
+
+
+def test_failed_registration_leaves_no_version_and_moves_no_alias(tiny_cfg, tiny_model, mlflow_server, tmp_path):
+    """A registration that fails midway (here: the server rejects an over-long lineage tag after the version
+    exists) is rolled back: the version is deleted and both aliases stay where they were."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
+
+    from lws_core.ops.registry import register_model
+
+    cfg = _cfg(tiny_cfg, mlflow_server, tmp_path)
+    name = cfg.registry.model_name
+    best = {"schema_valid_rate": 1.0, "state_accuracy": 1.0, "task_accuracy": 1.0}
+    r1 = register_model(cfg, tiny_model, best, {"dataset_dvc_hash": "a.dir"})
+    with pytest.raises(Exception, match="(?i)length|exceed"):
+        register_model(cfg, tiny_model, best, {"dataset_dvc_hash": "b.dir", "note": "x" * (MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH + 1)})
+    client = MlflowClient(mlflow_server, mlflow_server)
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [r1.version]
+    assert client.get_model_version_by_alias(name, "champion").version == r1.version
+    assert client.get_model_version_by_alias(name, "challenger").version == r1.version
