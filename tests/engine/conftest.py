@@ -7,7 +7,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def random_model_dir(tiny_cfg, tmp_path_factory):
     """Random weights: the engine's guarantees (parseable units, budgets, cache == recompute) cannot rely on training."""
     from lws_core.model import LWSModel
@@ -18,14 +18,14 @@ def random_model_dir(tiny_cfg, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def engine(random_model_dir):
     from lws_core.engine import Engine
 
     return Engine.from_dir(random_model_dir)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def speech():
     """About 4 s of real synthesized speech (espeak-ng), then 2 s of silence."""
     from lws_core.audio import get_tts

@@ -1,0 +1,234 @@
+"""Offline simulation and `lws simulate`: time-synchronous output of the input's length, Full-Duplex-Bench
+output.json, atomic output directory, any input format, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lws_core.audio import load_audio, write_wav
+from lws_core.engine import Engine, EngineConfig
+from lws_core.engine.engine import OUTPUT_FILES
+
+
+def _lws(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The real `lws` entry point (error handling included), in-process to keep the tests fast."""
+    from lws_core.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lws", *args])
+    code = 0
+    try:
+        main.run()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_simulate_is_time_synchronous(engine, speech):
+    audio = speech[: 16000 * 3 + 1234]
+    res = engine.simulate(audio)
+    assert len(res.output_audio) == len(audio) and res.output_audio.dtype == np.float32
+    assert len(res.units) == 4 and [u.index for u in res.units] == [0, 1, 2, 3]
+    assert np.abs(res.output_audio[:16000]).max() == 0  # the first unit is heard before anything can be said
+    for u in res.units:  # unit u's speech is output samples [(u+1)·n, (u+2)·n)
+        start = (u.index + 1) * 16000
+        if u.speech.size and start < len(audio):
+            seg = res.output_audio[start : start + 16000]
+            np.testing.assert_array_equal(seg, u.speech[: len(seg)])
+    assert res.written == res.session.written_document() and res.session.user_words == []
+    assert 0 < res.rtf_p50 <= res.rtf_p95
+    j = res.fdb_json()
+    assert set(j) == {"text", "chunks"}
+    assert j["text"] == " ".join(c["text"] for c in j["chunks"])
+    for c in j["chunks"]:
+        s, e = c["timestamp"]
+        assert 1.0 <= s <= e <= len(audio) / 16000 + 1e-6  # output-stream times, inside the output
+
+
+def test_write_outputs_and_simulate_file_agree(engine, speech, tmp_path):
+    audio = speech[: 16000 * 3 + 500]
+    write_wav(tmp_path / "in.wav", audio)
+    res = engine.simulate(load_audio(tmp_path / "in.wav"))
+    engine.write_outputs(res, tmp_path / "a")
+    streamed = engine.simulate_file(tmp_path / "in.wav", tmp_path / "b", progress=False)
+    for d in ("a", "b"):
+        assert sorted(f.name for f in (tmp_path / d).iterdir()) == sorted(OUTPUT_FILES)
+        data, sr = sf.read(tmp_path / d / "output.wav", dtype="float32")
+        assert sr == 16000 and len(data) == len(audio)
+        j = json.loads((tmp_path / d / "output.json").read_text())
+        assert set(j) == {"text", "chunks"}
+        units = [json.loads(line) for line in (tmp_path / d / "units.jsonl").read_text().splitlines()]
+        assert len(units) == 4 and {"state", "write", "say", "timings", "barge_in"} <= set(units[0])
+    a, _ = sf.read(tmp_path / "a" / "output.wav", dtype="float32")
+    b, _ = sf.read(tmp_path / "b" / "output.wav", dtype="float32")
+    # streamed == in-memory: same decisions, speech in the same units (espeak carries state between calls,
+    # so the waveforms themselves may differ slightly)
+    assert [(u.state, u.write, u.say) for u in streamed.units] == [
+        (u.state, u.write, u.say) for u in res.units
+    ]
+    voiced = [[bool(np.abs(x[i : i + 16000]).max() > 0) for i in range(0, len(x), 16000)] for x in (a, b)]
+    assert voiced[0] == voiced[1]
+    assert (tmp_path / "b" / "written.md").read_text() == res.written
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def _inputs(speech: np.ndarray, tmp_path):  # noqa: ANN202
+    """The same speech in the formats a user may have."""
+    import soxr
+
+    a = speech[: 16000 * 2 + 300]
+    stereo = np.stack([a, a * 0.5], axis=1)
+    files = {
+        "stereo.flac": (stereo, 16000, "PCM_16"),
+        "hi.wav": (soxr.resample(a, 16000, 48000), 48000, "PCM_24"),
+        "lo8.wav": (soxr.resample(a, 16000, 8000), 8000, "PCM_U8"),
+        "f32.wav": (soxr.resample(a, 16000, 22050), 22050, "FLOAT"),
+        "i32.wav": (a, 16000, "PCM_32"),
+        "voice.ogg": (soxr.resample(a, 16000, 24000), 24000, "VORBIS"),
+    }
+    for name, (data, sr, subtype) in files.items():
+        sf.write(tmp_path / name, data, sr, subtype=subtype)
+    return list(files)
+
+
+def test_cli_any_input(random_model_dir, speech, tmp_path, monkeypatch, capsys):
+    for name in _inputs(speech, tmp_path):
+        out = tmp_path / f"out-{name}"
+        code, stdout, err = _lws(
+            monkeypatch,
+            capsys,
+            "simulate",
+            str(tmp_path / name),
+            "--model",
+            str(random_model_dir),
+            "--out",
+            str(out),
+            "--quiet",
+        )
+        assert code == 0, err
+        assert "units" in stdout and "RTF" in stdout
+        assert sorted(f.name for f in out.iterdir()) == sorted(OUTPUT_FILES)
+        data, sr = sf.read(out / "output.wav")
+        info = sf.info(tmp_path / name)
+        n_in = info.frames * 16000 / info.samplerate
+        assert sr == 16000 and abs(len(data) - n_in) <= 160, name  # same duration, ±1 frame (10 ms)
+        units = [json.loads(line) for line in (out / "units.jsonl").read_text().splitlines()]
+        assert len(units) == -(-len(data) // 16000)
+
+
+def test_cli_set_engine_options(random_model_dir, speech, tmp_path, monkeypatch, capsys):
+    write_wav(tmp_path / "in.wav", speech[:16000])
+    args = ["simulate", str(tmp_path / "in.wav"), "--model", str(random_model_dir), "--quiet"]
+    code, _, err = _lws(
+        monkeypatch,
+        capsys,
+        *args,
+        "--out",
+        str(tmp_path / "o1"),
+        "--set",
+        "engine.temperature=0.8",
+        "--set",
+        "engine.speak=false",
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "o1" / "output.json").read_text())["chunks"] == []  # speak=false: text only
+    for bad in ("engine.nope=1", "engine.temperature=-1", "model.nope=2"):
+        code, _, err = _lws(monkeypatch, capsys, *args, "--out", str(tmp_path / "o2"), "--set", bad)
+        assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize(
+    "kind", ["empty", "nan", "text", "truncated", "missing", "no-model", "broken-model", "out-is-file"]
+)
+def test_cli_bad_input_one_line_exit_2_nothing_written(random_model_dir, tmp_path, monkeypatch, capsys, kind):
+    f = tmp_path / "in.wav"
+    model = random_model_dir
+    out = tmp_path / "out"
+    if kind == "empty":
+        write_wav(f, np.zeros(0, dtype=np.float32))
+    elif kind == "nan":
+        sf.write(f, np.array([0.1, np.nan, 0.2] * 8000, dtype=np.float32), 16000, subtype="FLOAT")
+    elif kind == "text":
+        f.write_text("not audio at all")
+    elif kind == "truncated":
+        write_wav(f, np.zeros(16000, dtype=np.float32))
+        f.write_bytes(f.read_bytes()[:30])
+    else:
+        write_wav(f, np.zeros(16000, dtype=np.float32))
+    if kind == "missing":
+        f = tmp_path / "nope.wav"
+    if kind == "no-model":
+        model = tmp_path / "no-model"
+    if kind == "broken-model":
+        model = tmp_path / "broken"
+        model.mkdir()
+        (model / "lws_model.json").write_text(
+            json.dumps(json.loads((random_model_dir / "lws_model.json").read_text()))
+        )
+    if kind == "out-is-file":
+        out.write_text("keep me")
+    code, _, err = _lws(
+        monkeypatch, capsys, "simulate", str(f), "--model", str(model), "--out", str(out), "--quiet"
+    )
+    assert code == 2, err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    if kind == "out-is-file":
+        assert out.read_text() == "keep me"
+    else:
+        assert not out.exists()  # nothing half-written
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_failure_midway_leaves_existing_outputs_untouched(engine, speech, tmp_path, monkeypatch):
+    """A crash during a run (here: the TTS dies) must not replace or half-write a previous run's directory."""
+    write_wav(tmp_path / "in.wav", speech[: 16000 * 3])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "output.json").write_text("previous")
+
+    class DeadTTS:
+        def synthesize(self, text, voice=None):  # noqa: ANN001, ANN202
+            raise RuntimeError("tts crashed")
+
+    eng = Engine(engine.model, EngineConfig(temperature=3.0, seed=1), DeadTTS())
+    with pytest.raises(RuntimeError, match="tts crashed"):
+        eng.simulate_file(tmp_path / "in.wav", out, progress=False)
+    assert [f.name for f in out.iterdir()] == ["output.json"] and (
+        out / "output.json"
+    ).read_text() == "previous"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_console_entry_point(random_model_dir, tmp_path):
+    """The installed `lws` command itself (a subprocess): help text and a one-line error."""
+    p = subprocess.run(
+        [sys.executable, "-m", "lws_core.cli.main", "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0 and "--model" in p.stdout and "--set" in p.stdout
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lws_core.cli.main",
+            "simulate",
+            str(tmp_path / "x.wav"),
+            "--model",
+            str(random_model_dir),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "x.wav" in p.stderr
