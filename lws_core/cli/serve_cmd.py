@@ -27,6 +27,13 @@ def serve(
         list[str] | None,
         typer.Option("--allowed-origin", help="Extra browser Origin allowed to connect (repeatable; the server's own is always allowed; * = any)."),
     ] = None,
+    measured_admission: Annotated[
+        bool,
+        typer.Option(
+            "--measured-admission/--sessions-only",
+            help="Refuse sessions the measured engine speed cannot keep real time for (default), or only enforce --max-sessions.",
+        ),
+    ] = True,
     workers: Annotated[int, typer.Option("--workers", help="Engine worker threads (1 on CPU; more can help on a GPU).")] = 1,
     device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
     config: ConfigOpt = None,
@@ -46,6 +53,7 @@ def serve(
         max_frame_bytes=max_frame_bytes,
         allowed_origins=allowed_origin or [],
         workers=workers,
+        measured_admission=measured_admission,
     )  # refuse an open port without a token, and bad limits, before loading anything
     model_dir = _resolve_model(model, config, sets)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

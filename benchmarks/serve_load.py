@@ -1,0 +1,206 @@
+"""Load benchmark for `lws serve`: N concurrent clients stream real TTS speech in real time on loopback.
+
+For each N it reports the per-unit latency (client side: the unit's last audio
+frame sent -> its `unit` event received; and the server's own figure), the
+engine RTF (compute per unit / unit length), how many clients were refused
+(close 1013 at hello) or dropped for falling behind, and so the N at which the
+server starts refusing.
+
+    .venv/bin/python benchmarks/serve_load.py --clients 1 2 3 4 6 --seconds 10
+
+Without --model a random-init tiny model (default config) is built in a temp
+dir: compute per unit does not depend on the weights' values, only on shapes
+and on how many tokens each unit decodes (random weights decode the full budgets,
+the worst case). The server runs as a real `lws serve` subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SENTENCES = [
+    "Could you write a short python function that adds two numbers?",
+    "What is the capital of France, and how many people live there?",
+    "Please make a table of the planets and their distance to the sun.",
+    "Explain in one paragraph how a hash map works.",
+    "I need a bash one liner that counts the lines in every file.",
+    "Tell me a fun fact about octopuses, and then write it down.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def speech_for(i: int, seconds: float) -> np.ndarray:
+    """Real espeak-ng speech (varied voice text), padded with pauses to ``seconds``."""
+    from lws_core.audio import get_tts
+
+    tts = get_tts()
+    parts, n = [], 0
+    j = i
+    while n < seconds * 16000:
+        a = np.asarray(tts.synthesize(SENTENCES[j % len(SENTENCES)]).audio, dtype=np.float32)
+        parts += [a, np.zeros(8000, dtype=np.float32)]
+        n += len(a) + 8000
+        j += 1
+    return np.concatenate(parts)[: int(seconds * 16000)]
+
+
+async def client(url: str, audio: np.ndarray, frame_s: float = 0.1) -> dict:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from lws_core.audio import pcm16_bytes
+
+    res: dict = {"refused": False, "behind": False, "latency_ms": [], "server_latency_ms": [], "rtf": [], "units": 0}
+    sent_at: dict[int, float] = {}
+    try:
+        async with connect(url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "version": "lws.v1", "sample_rate": 16000}))
+            first = json.loads(await ws.recv())
+            if first.get("type") != "ready":
+                res["refused"] = True
+                return res
+            unit_n = int(first["unit_s"] * 16000)
+            data = pcm16_bytes(audio)
+            step = int(frame_s * 16000) * 2
+
+            async def reader() -> None:
+                async for msg in ws:
+                    if isinstance(msg, bytes):
+                        continue
+                    ev = json.loads(msg)
+                    if ev["type"] == "unit":
+                        res["units"] += 1
+                        t = sent_at.get(ev["index"])
+                        if t is not None:
+                            res["latency_ms"].append((time.monotonic() - t) * 1000)
+                        res["server_latency_ms"].append(ev["latency_ms"])
+                        res["rtf"].append(ev["timings"]["total_ms"] / 1000 / first["unit_s"])
+                    elif ev["type"] == "error" and ev["code"] == "behind":
+                        res["behind"] = True
+                    elif ev["type"] == "end":
+                        return
+
+            rd = asyncio.create_task(reader())
+            t0 = time.monotonic()
+            for k, i in enumerate(range(0, len(data), step)):
+                await ws.send(data[i : i + step])
+                samples = (i + step) // 2
+                if samples % unit_n < int(frame_s * 16000) and samples >= unit_n:
+                    sent_at[samples // unit_n - 1] = time.monotonic()
+                await asyncio.sleep(max(0.0, t0 + (k + 1) * frame_s - time.monotonic()))  # real time
+            await ws.send(json.dumps({"type": "end"}))
+            await asyncio.wait_for(rd, timeout=120)
+    except ConnectionClosed as e:
+        if e.rcvd is not None and e.rcvd.code == 1013:
+            res["behind" if res["units"] else "refused"] = True
+    return res
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def run_level(url: str, n: int, seconds: float) -> dict:
+    audios = [speech_for(i, seconds) for i in range(n)]
+    results = await asyncio.gather(*(client(url, a) for a in audios))
+    lat = [x for r in results for x in r["latency_ms"]]
+    srv = [x for r in results for x in r["server_latency_ms"]]
+    rtf = [x for r in results for x in r["rtf"]]
+    return {
+        "clients": n,
+        "served": sum(not r["refused"] for r in results),
+        "refused": sum(r["refused"] for r in results),
+        "behind": sum(r["behind"] for r in results),
+        "units": sum(r["units"] for r in results),
+        "lat_p50": pct(lat, 50),
+        "lat_p95": pct(lat, 95),
+        "srv_p50": pct(srv, 50),
+        "srv_p95": pct(srv, 95),
+        "rtf_p50": pct(rtf, 50),
+        "rtf_p95": pct(rtf, 95),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="Model directory (default: a random-init tiny model built in a temp dir).")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 3, 4, 6])
+    ap.add_argument("--seconds", type=float, default=10.0, help="Audio each client streams, in real time.")
+    ap.add_argument("--max-sessions", type=int, default=64, help="Server --max-sessions (refusals then come from measured capacity).")
+    ap.add_argument("--sessions-only", action="store_true", help="Serve with --sessions-only: admit up to --max-sessions whatever the load.")
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="serve-load-")
+    model = args.model
+    if model is None:
+        from lws_core.config import LWSConfig
+        from lws_core.model import LWSModel
+
+        model = str(Path(tmp) / "model")
+        LWSModel.build(LWSConfig()).save(model)
+    port = free_port()
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lws_core.cli.main", "serve", "--model", model, "--port", str(port), "--max-sessions", str(args.max_sessions)]
+        + (["--sessions-only"] if args.sessions_only else []),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    health = json.loads(r.read())
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("server did not start") from None
+                time.sleep(0.5)
+        print(f"server up: capacity estimate {health['capacity_sessions']} sessions; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+        print("| clients | served | refused | behind | units | latency p50 / p95 (ms, client) | server p50 / p95 (ms) | RTF p50 / p95 |")
+        print("|---|---|---|---|---|---|---|---|")
+        first_refusal = None
+        for n in args.clients:
+            r = asyncio.run(run_level(f"ws://127.0.0.1:{port}/ws", n, args.seconds))
+            if first_refusal is None and r["refused"]:
+                first_refusal = n
+            print(
+                f"| {n} | {r['served']} | {r['refused']} | {r['behind']} | {r['units']} | {r['lat_p50']:.0f} / {r['lat_p95']:.0f} "
+                f"| {r['srv_p50']:.0f} / {r['srv_p95']:.0f} | {r['rtf_p50']:.2f} / {r['rtf_p95']:.2f} |",
+                flush=True,
+            )
+            time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?format=json", timeout=5) as r:
+            m = json.loads(r.read())
+        print(f"first refusal at N = {first_refusal}; server refusals {m['refusals']}; load now {os.getloadavg()[0]:.1f}")
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()
