@@ -30,5 +30,9 @@ test: setup test-deps
 	$(BIN)/ruff check .
 	DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
+# Container images (needs a Docker engine; prints a clear message when there is none).
+images:
+	$(MAKE) -C infra images
+
 clean:
 	rm -rf $(VENV) .lws
