@@ -18,6 +18,7 @@ so it tracks whatever else the machine is doing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter, deque
@@ -144,6 +145,11 @@ class Scheduler:
         finally:
             with self._lock:
                 self._queued -= 1
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Fire and forget on the pool (FIFO: after anything already queued); ignored after shutdown."""
+        with contextlib.suppress(RuntimeError):
+            self._pool.submit(fn)
 
     def observe(self, compute_s: float) -> None:
         """Feed the compute time of one unit (measured inside the worker, so queueing is excluded)."""

@@ -286,7 +286,8 @@ class LWSServer:
             for t in (processor, receiver):
                 with contextlib.suppress(BaseException):
                     await t
-            conn.session.close()
+            # a cancelled step may still be running in a worker: close after it, on the pool, never under it
+            self.scheduler.submit(conn.session.close)
 
     async def _receive(self, conn: _Conn) -> None:
         s, m = self.settings, self.metrics
@@ -374,7 +375,7 @@ class LWSServer:
                 await self._send_json(conn.ws, conn, {"type": "end", "units": units, "written_chars": len(conn.session.document)})
                 return
             if work.kind == "reset":
-                conn.session.close()
+                await self.scheduler.run(conn.session.close)
                 conn.session = await self.scheduler.run(self.engine.session, conn.system)
                 state, units = None, 0
                 await self._send_json(conn.ws, conn, {"type": "reset"})
