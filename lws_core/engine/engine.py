@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lws_core.engine.fastpath import FastPath
 from lws_core.engine.session import Policy, StreamingSession
 from lws_core.engine.types import EngineConfig, SimulationResult, UnitOutput
 from lws_core.errors import InputError
@@ -47,6 +48,12 @@ class Engine:
         mask[list(tok.special_set)] = False
         self.text_mask = mask
         self._masks: dict[tuple[frozenset[int], bool], torch.Tensor] = {}
+        # CPU decoding is overhead-bound: use the fused-weight forward where the backbone allows it
+        self.fast_path = (
+            FastPath(model.lm)
+            if self.config.fast_path and device.type == "cpu" and FastPath.supports(model.lm)
+            else None
+        )
 
     @classmethod
     def from_dir(

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from lws_core.engine.cache import kept_cache
 from lws_core.engine.types import EngineConfig, UnitOutput
 from lws_core.errors import InputError
 from lws_core.schema import Phase, UnitParser, Word
@@ -176,9 +177,7 @@ class StreamingSession:
         return [self.ids.session, *ids, self.ids.end]
 
     def _reset_cache(self, prefix: list[int]) -> None:
-        from transformers import DynamicCache
-
-        self._cache = DynamicCache()
+        self._cache = kept_cache()
         self.prefix_ids = prefix
         self._n_ctx = 0
         self._fed = []
@@ -230,25 +229,29 @@ class StreamingSession:
 
     def _forward(self, embeds: torch.Tensor, want_logits: bool = True) -> torch.Tensor | None:
         """Feed embeddings [1, n, H] onto the context; return the next-token logits."""
-        from transformers import DynamicCache
-
         self.tokens_fed_last_step += embeds.shape[1]
         if self.naive or self.trace:
             self._fed.append(embeds)
+        start = self._n_ctx
         if self.naive and want_logits and self._n_ctx > 0 and self._new_unit:
             # baseline: the first call of each unit recomputes the whole history (like generate()
             # over the transcript), then decodes within the unit on that fresh cache.
             self._new_unit = False
-            full = torch.cat(self._fed, dim=1)
-            self._cache = DynamicCache()
-            self.tokens_fed_last_step += full.shape[1] - embeds.shape[1]
-            out = self.model.lm(inputs_embeds=full, cache=self._cache, use_cache=True, logits_to_keep=1)
+            self._cache = kept_cache()
+            self.tokens_fed_last_step += self._n_ctx
+            embeds_in, start = torch.cat(self._fed, dim=1), 0
         else:
-            out = self.model.lm(inputs_embeds=embeds, cache=self._cache, use_cache=True, logits_to_keep=1)
+            embeds_in = embeds
+        fast = self.engine.fast_path
+        if fast is not None:
+            logits = fast(embeds_in, self._cache, start, want_logits)
+        else:
+            out = self.model.lm(inputs_embeds=embeds_in, cache=self._cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[0, -1] if want_logits else None
         self._n_ctx += embeds.shape[1]
-        if not want_logits:
+        if logits is None:
             return None
-        logits = out.logits[0, -1].float()
+        logits = logits.float()
         if self.trace:
             self.trace_logits.append((self._n_ctx - 1, logits.detach().clone()))
         return logits
@@ -280,6 +283,7 @@ class StreamingSession:
         if self._cache is None:
             raise RuntimeError("session is closed")
         t0 = self._sync()
+        c0 = time.process_time()
         self.tokens_fed_last_step = 0
         n = self.spec.unit_samples
         audio = np.asarray(audio_unit, dtype=np.float32).reshape(-1)
@@ -334,6 +338,8 @@ class StreamingSession:
                 "decode_ms": (t_decode - t_prefill) * 1000,
                 "tts_ms": (t_tts - t_decode) * 1000,
                 "total_ms": (time.perf_counter() - t0) * 1000,
+                "cpu_ms": (time.process_time() - c0)
+                * 1000,  # CPU time: what a shared machine's load does not inflate
                 "tokens_fed": float(self.tokens_fed_last_step),
                 "write_tokens": float(n_write),
                 "say_tokens": float(n_say),

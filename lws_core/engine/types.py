@@ -32,6 +32,10 @@ class EngineConfig(BaseModel):
         128, ge=0, description="Tail of the written document re-prefilled on a slide."
     )
     speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
+    fast_path: bool = Field(
+        True,
+        description="On CPU, decode Llama/Qwen2 backbones with the fused-weight forward (same function).",
+    )
 
     def with_overrides(self, overrides: dict) -> EngineConfig:
         """A copy with ``{field: value}`` applied; bad keys or values fail with one line (ConfigError)."""

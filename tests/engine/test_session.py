@@ -194,3 +194,35 @@ def test_step_rejects_oversized_block(engine):
 
     with pytest.raises(InputError, match="one unit"):
         engine.session().step(np.zeros(engine.unit_samples + 1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_both_forward_paths_equal_hf_full_recompute(engine, speech, fast_path):
+    """The fused CPU forward and the plain HF forward both match one HF full forward (no cache)."""
+    eng = Engine(engine.model, EngineConfig(fast_path=fast_path, temperature=1.0, seed=2), engine.tts)
+    assert (eng.fast_path is not None) == fast_path
+    with eng.session(system="Hi.", trace=True) as sess:
+        for a in _units(speech, 3):
+            sess.step(a)
+        _full_recompute_check(sess)
+
+
+def test_cache_appends_without_copying_the_context():
+    """transformers' DynamicLayer re-copies the whole cache per token (torch.cat); ours grows by doubling."""
+    from transformers import DynamicCache
+
+    from lws_core.engine.cache import kept_cache
+
+    cache = kept_cache()
+    assert isinstance(cache, DynamicCache)
+    ref = DynamicCache()
+    for i in range(1000):
+        k = torch.randn(1, 2, 1, 8)
+        v = torch.randn(1, 2, 1, 8)
+        ko, vo = cache.update(k, v, 0)
+        kr, vr = ref.update(k, v, 0)
+        if i % 97 == 0:
+            torch.testing.assert_close(ko, kr, rtol=0, atol=0)
+            torch.testing.assert_close(vo, vr, rtol=0, atol=0)
+    assert cache.get_seq_length() == 1000
+    assert cache.layers[0].allocations <= 3  # 256 -> 512 -> 1024: amortised O(1) per token

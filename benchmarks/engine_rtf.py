@@ -1,0 +1,152 @@
+"""Real-time factor of the streaming engine vs a naive baseline, side by side in one run.
+
+RTF = compute time of a unit / unit length, per unit; p50 and p95 over a session.
+The engine extends one kept KV cache; the naive baseline recomputes the whole
+history at the start of every unit (what calling ``generate`` over the transcript
+each unit does) and then decodes the unit on that fresh cache. Both sessions see
+the same audio and are stepped alternately, unit by unit, so machine load hits
+both alike. Wall time is the real-time figure; CPU time (process time) is also
+reported because this machine is shared.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/engine_rtf.py --model MODEL_DIR [--durations 10 30 60 120]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/engine_rtf.py --random   # random weights: every unit hits both budgets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QUESTIONS = [
+    "what is twelve plus thirty",
+    "please write a function that adds seven to a number",
+    "can you make a table of the first three squares",
+    "how much is nine times six",
+    "subtract fourteen from fifty and write it down",
+    "what is the sum of eight and nineteen",
+]
+
+
+def dialogue_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    """User questions (espeak-ng speech) separated by 3-5 s of silence, cut to ``seconds``."""
+    from lws_core.audio import get_tts
+
+    rng = np.random.default_rng(seed)
+    tts = get_tts()
+    parts, n, i = [], 0, 0
+    target = int(seconds * 16000)
+    while n < target:
+        s = tts.synthesize(QUESTIONS[i % len(QUESTIONS)]).audio
+        gap = np.zeros(int(rng.uniform(3.0, 5.0) * 16000), dtype=np.float32)
+        parts += [s, gap]
+        n += len(s) + len(gap)
+        i += 1
+    return np.concatenate(parts)[:target].astype(np.float32)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def run(engine, seconds: float) -> dict:  # noqa: ANN001
+    audio = dialogue_audio(seconds)
+    unit_s = engine.model.spec.unit_s
+    fast, naive = engine.session(), engine.session(naive=True)
+    rows = []
+    for block in engine.iter_units(audio):
+        a, b = fast.step(block), naive.step(block)
+        rows.append((a, b))
+    f_wall = [a.timings["total_ms"] / 1000 / unit_s for a, _ in rows]
+    f_cpu = [a.timings["cpu_ms"] / 1000 / unit_s for a, _ in rows]
+    n_wall = [b.timings["total_ms"] / 1000 / unit_s for _, b in rows]
+    n_cpu = [b.timings["cpu_ms"] / 1000 / unit_s for _, b in rows]
+    last = slice(-10, None)
+    same = sum((a.state, a.write, a.say) == (b.state, b.write, b.say) for a, b in rows)
+    return {
+        "seconds": seconds,
+        "units": len(rows),
+        "speak_units": sum(a.state == "speak" for a, _ in rows),
+        "engine_wall_p50": pct(f_wall, 50),
+        "engine_wall_p95": pct(f_wall, 95),
+        "engine_cpu_p50": pct(f_cpu, 50),
+        "engine_cpu_p95": pct(f_cpu, 95),
+        "naive_wall_p50": pct(n_wall, 50),
+        "naive_wall_p95": pct(n_wall, 95),
+        "naive_cpu_p50": pct(n_cpu, 50),
+        "naive_cpu_p95": pct(n_cpu, 95),
+        "engine_first10_cpu_p50": pct(f_cpu[:10], 50),
+        "engine_last10_cpu_p50": pct(f_cpu[last], 50),
+        "speedup_total_wall": sum(n_wall) / sum(f_wall),
+        "speedup_total_cpu": sum(n_cpu) / sum(f_cpu),
+        "speedup_last10_cpu": sum(n_cpu[last]) / sum(f_cpu[last]),
+        "tokens_fed_last_unit": {
+            "engine": rows[-1][0].timings["tokens_fed"],
+            "naive": rows[-1][1].timings["tokens_fed"],
+        },
+        "context_tokens_end": rows[-1][0].timings["context_tokens"],
+        "identical_units": same / len(rows),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="Trained model directory (default: a random-init tiny model).")
+    ap.add_argument(
+        "--random", action="store_true", help="Random-init tiny model (worst case: budgets hit every unit)."
+    )
+    ap.add_argument("--durations", type=float, nargs="+", default=[10, 30, 60, 120])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", type=Path, help="Write the figures here as JSON.")
+    args = ap.parse_args()
+
+    from lws_core.engine import Engine
+
+    if args.model is None:
+        from lws_core.config import LWSConfig
+        from lws_core.model import LWSModel
+
+        torch.manual_seed(0)
+        tmp = Path(tempfile.mkdtemp()) / "m"
+        LWSModel.build(LWSConfig()).save(tmp)
+        args.model, label = tmp, "random-init tiny"
+    else:
+        label = str(args.model)
+    engine = Engine.from_dir(args.model, device=args.device)
+    engine.simulate(dialogue_audio(3))  # warm-up (allocator, TTS)
+    print(
+        f"# engine RTF: {label}, unit {engine.model.spec.unit_s} s, device {args.device}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"# {platform.platform()}, {os.cpu_count()} cores, load {os.getloadavg()}, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    print(
+        "| input | units (speak) | engine RTF p50 / p95 wall | engine RTF p50 / p95 CPU | naive RTF p50 / p95 wall | naive p50 / p95 CPU | naive / engine total (wall, CPU) | last 10 units naive / engine (CPU) | same outputs |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for d in args.durations:
+        r = run(engine, d)
+        results.append(r)
+        print(
+            f"| {d:.0f} s | {r['units']} ({r['speak_units']}) | {r['engine_wall_p50']:.3f} / {r['engine_wall_p95']:.3f} | "
+            f"{r['engine_cpu_p50']:.3f} / {r['engine_cpu_p95']:.3f} | {r['naive_wall_p50']:.3f} / {r['naive_wall_p95']:.3f} | "
+            f"{r['naive_cpu_p50']:.3f} / {r['naive_cpu_p95']:.3f} | {r['speedup_total_wall']:.1f}x, {r['speedup_total_cpu']:.1f}x | "
+            f"{r['speedup_last10_cpu']:.1f}x | {r['identical_units']:.0%} |",
+            flush=True,
+        )
+    print(f"load after: {os.getloadavg()}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"model": label, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
