@@ -232,3 +232,18 @@ def test_console_entry_point(random_model_dir, tmp_path):
         timeout=120,
     )
     assert p.returncode == 2 and p.stderr.startswith("error:") and "x.wav" in p.stderr
+
+
+def test_half_second_units(engine, tiny_cfg, speech):
+    """Unit length is the model's: a 0.5 s model steps every 8000 samples and stays time-synchronous."""
+    from lws_core.model import LWSModel
+
+    cfg = tiny_cfg.with_overrides({"schema.unit_s": 0.5, "schema.audio_tokens_per_unit": 5})
+    eng = Engine(
+        LWSModel.build(cfg, tokenizer=engine.model.tokenizer), EngineConfig(temperature=1.0), engine.tts
+    )
+    audio = speech[: 16000 * 2 + 77]
+    res = eng.simulate(audio)
+    assert eng.unit_samples == 8000 and len(res.units) == 5 and len(res.output_audio) == len(audio)
+    assert np.abs(res.output_audio[:8000]).max() == 0
+    assert all(w.start >= 0.5 for w in res.spoken_words)
