@@ -41,15 +41,13 @@ def evaluate(
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> str:
-    import math
     import shutil
 
     from lws_core.ops.steps import run_evaluate
 
-    run_id, values = run_evaluate(config_json, model.path, dataset.path, eval_dir.path)
+    run_id, values = run_evaluate(config_json, model.path, dataset.path, eval_dir.path, metrics.path)
     for k, v in values.items():
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            metrics.log_metric(k, float(v))
+        metrics.log_metric(k, v)
     shutil.copyfile(f"{eval_dir.path}/report.md", report.path)
     return run_id
 

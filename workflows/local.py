@@ -116,7 +116,7 @@ def summary_rows(res: PipelineResult, cfg: LWSConfig | None = None) -> list[tupl
         if k in res.metrics:
             rows.append((k + (" (gated)" if k in gated else ""), f"{res.metrics[k]:.4f}"))
         elif k in gated:
-            rows.append((k + " (gated)", "missing"))
+            rows.append((k + " (gated)", "not reported"))
     reasons = t.get("gate.reasons")
     rows += [
         ("gate decision", t.get("gate.decision", "-")),

@@ -13,9 +13,13 @@ from workflows.pipeline import PIPELINE_NAME, compile_pipeline
 
 
 def _client(host: str):  # noqa: ANN202
+    import warnings
+
     import kfp
 
-    return kfp.Client(host=host)
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": true of every KFP we target
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(host=host)
 
 
 def _cron_ok(cron: str) -> None:

@@ -15,6 +15,11 @@ class GateRule(Section):
     metric: str
     direction: Literal["higher", "lower"] = "higher"
     tolerance: float = Field(0.0, ge=0.0)
+    required: bool = Field(
+        True,
+        description="False: the rule is skipped when neither model reports the metric (e.g. the FDB probe is "
+        "off); a challenger that lacks a metric its champion has still fails.",
+    )
 
 
 class RegistryConfig(Section):
@@ -31,5 +36,8 @@ class RegistryConfig(Section):
             GateRule(metric="schema_valid_rate", direction="higher", tolerance=0.0),
             GateRule(metric="state_accuracy", direction="higher", tolerance=0.01),
             GateRule(metric="task_accuracy", direction="higher", tolerance=0.02),
+            GateRule(metric="consistency_rate", direction="higher", tolerance=0.05, required=False),
+            GateRule(metric="fdb_turn_taking_tor", direction="higher", tolerance=0.05, required=False),
+            GateRule(metric="fdb_turn_taking_latency_s", direction="lower", tolerance=0.25, required=False),
         ]
     )

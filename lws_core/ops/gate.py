@@ -26,12 +26,17 @@ def _num(v: Any) -> float | None:
 
 
 def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, rules: Sequence) -> GateDecision:  # noqa: ANN001
-    """Compare gated metrics. Every rule must pass; a missing or non-finite challenger metric fails."""
+    """Compare gated metrics. Every rule must pass; a missing or non-finite challenger metric fails,
+    except for a rule with ``required=False`` that neither model reports (not applicable)."""
     ok = True
     reasons: list[str] = []
     for r in rules:
         c = _num(challenger.get(r.metric))
         if c is None:
+            champ_has = champion is not None and _num(champion.get(r.metric)) is not None
+            if not getattr(r, "required", True) and not champ_has:
+                reasons.append(f"{r.metric}: not reported (optional rule skipped)")
+                continue
             ok = False
             reasons.append(f"{r.metric}: missing or not finite on the challenger")
             continue

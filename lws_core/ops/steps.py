@@ -12,6 +12,7 @@ FAILED when registration never completed.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,24 @@ def run_train(config_json: str, dataset_path: str, model_path: str) -> str:
         raise
 
 
-def run_evaluate(config_json: str, model_path: str, dataset_path: str, out_path: str) -> tuple[str, dict[str, Any]]:
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers among the eval metrics (the rest are notes such as "not judged")."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
+
+
+def run_evaluate(
+    config_json: str, model_path: str, dataset_path: str, out_path: str, metrics_file: str | None = None
+) -> tuple[str, dict[str, float]]:
+    """Evaluate into ``out_path`` (report.md, metrics.json, plots); returns the step run id and the
+    numeric metrics (what KFP's Metrics artifact shows).
+
+    ``metrics_file`` (the KFP Metrics artifact's path) gets the numeric metrics as JSON: KFP's
+    ``log_metric`` only fills metadata, and a cache entry whose artifact file is missing is a
+    cache miss, so without the file a rerun would evaluate again."""
     from lws_core.eval import evaluate
 
     cfg = _cfg(config_json)
@@ -136,7 +154,11 @@ def run_evaluate(config_json: str, model_path: str, dataset_path: str, out_path:
         tr.log_dir(rid, Path(out_path), "eval_report")
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
-        return rid, s.metrics
+        numeric = numeric_metrics(s.metrics)
+        if metrics_file:
+            Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(metrics_file).write_text(json.dumps(numeric, indent=2))
+        return rid, numeric
     except BaseException:
         tr.finish(rid, "FAILED")
         raise

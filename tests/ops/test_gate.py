@@ -41,3 +41,13 @@ def test_never_promotes_a_worse_model(c_acc, ch_acc, c_lat, ch_lat):
     )
     worse = c_acc < ch_acc - 0.01 or c_lat > ch_lat + 0.1
     assert d.promote == (not worse)
+
+
+def test_optional_rule_applies_only_when_reported():
+    rules = [*RULES[:1], GateRule(metric="fdb_turn_taking_tor", direction="higher", tolerance=0.0, required=False)]
+    assert decide({"state_accuracy": 0.5}, None, rules).promote  # neither reports it: skipped
+    assert decide({"state_accuracy": 0.5}, {"state_accuracy": 0.5}, rules).promote
+    # a challenger cannot dodge a rule by not reporting what the champion reported
+    assert not decide({"state_accuracy": 0.5}, {"state_accuracy": 0.5, "fdb_turn_taking_tor": 0.9}, rules).promote
+    assert not decide({"state_accuracy": 0.5, "fdb_turn_taking_tor": 0.5},
+                      {"state_accuracy": 0.5, "fdb_turn_taking_tor": 0.9}, rules).promote

@@ -46,6 +46,16 @@ def test_champion_uri_loads_into_engine(tiny_cfg, tiny_model, mlflow_server, tmp
     local = resolve_model_uri(f"models:/{cfg.registry.model_name}@champion", cfg)
     res = Engine.from_dir(local).simulate(np.zeros(32000, dtype=np.float32))
     assert len(res.units) == 2
+    # the registered pyfunc itself: audio file paths in, written/spoken/states out
+    import mlflow.pyfunc
+
+    from lws_core.audio import write_wav
+
+    wav = write_wav(tmp_path / "in.wav", np.zeros(48000, dtype=np.float32))
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_registry_uri(mlflow_server)
+    pred = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion").predict([str(wav)])
+    assert len(pred) == 1 and set(pred[0]) == {"written", "spoken", "states"} and len(pred[0]["states"]) == 3
     with pytest.raises(InputError):
         resolve_model_uri(f"models:/{cfg.registry.model_name}@nosuchalias", cfg)
 

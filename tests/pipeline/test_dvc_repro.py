@@ -47,7 +47,8 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
     assert set(lock) == {"synthesize", "train", "evaluate"}
     assert lock["train"]["params"]["params.yaml"]["train"]["max_steps"] == 4
     assert lock["train"]["outs"][0]["md5"].endswith(".dir")
-    assert lock["evaluate"]["deps"][0]["md5"] == lock["train"]["outs"][0]["md5"]  # evaluate consumed that model
+    eval_deps = {d["path"]: d["md5"] for d in lock["evaluate"]["deps"]}
+    assert eval_deps["models/lws"] == lock["train"]["outs"][0]["md5"]  # evaluate consumed that model
 
     metrics = json.loads(_dvc(work, "metrics", "show", "--json").stdout)
     shown = json.dumps(metrics)

@@ -154,3 +154,18 @@ def test_main_job_end_to_end(tmp_path):
                         "--out", str(tmp_path / "pulled"), "--set", f"pipeline.workspace={ws}"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert json.loads((tmp_path / "pulled" / "card.json").read_text())["schema_version"] == "lws-v1"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    """User-facing failures of the pipeline/data commands: one `error:` line naming the endpoint or value, exit 2."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    base = [sys.executable, "-m", "lws_core.cli.main"]
+    p = subprocess.run([*base, "pipeline", "submit", "--host", "http://127.0.0.1:9"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "127.0.0.1:9" in p.stderr, p.stderr[-2000:]
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run([*base, "pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * *"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "6 fields" in p.stderr
+    p = subprocess.run([*base, "data", "pull", "--version", "abc", "--out", str(tmp_path / "x"),
+                        "--set", f"pipeline.workspace={tmp_path / 'ws'}"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "not a DVC directory hash" in p.stderr
