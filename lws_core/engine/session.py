@@ -23,6 +23,7 @@ Context policy: see :meth:`StreamingSession._maybe_slide`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -104,6 +105,7 @@ class StreamingSession:
         ] = []  # every embedding chunk fed since the last rebuild (naive/trace only)
         self._pending: list[int] = []  # chosen tokens not yet fed (they go with the next forward)
         self._new_unit = False  # naive baseline: the next forward starts a unit (recompute everything)
+        self._lock = threading.Lock()  # one step at a time; close() waits for it
         self._history: deque[_UnitRecord] = deque(maxlen=self.cfg.keep_units)
         self._queue = np.zeros(0, dtype=np.float32)
         self._queue_words: list[Word] = []  # times relative to the queue's start
@@ -142,12 +144,18 @@ class StreamingSession:
         self.close()
 
     def close(self) -> None:
-        """Free the cache and queues (the session cannot step afterwards)."""
-        self._cache = None
-        self._fed.clear()
-        self._history.clear()
-        self._queue = np.zeros(0, dtype=np.float32)
-        self._queue_words = []
+        """Free the cache and queues (the session cannot step afterwards). Waits for a step in flight:
+        a server may close a session from another worker thread than the one stepping it."""
+        with self._lock:
+            self._cache = None
+            self._fed.clear()
+            self._history.clear()
+            self._queue = np.zeros(0, dtype=np.float32)
+            self._queue_words = []
+
+    @property
+    def closed(self) -> bool:
+        return self._cache is None
 
     @property
     def context_tokens(self) -> int:
@@ -276,12 +284,16 @@ class StreamingSession:
         return time.perf_counter()
 
     # -- the step ------------------------------------------------------------------------
-    @torch.inference_mode()
     def step(self, audio_unit: np.ndarray) -> UnitOutput:
         """Consume one unit of user audio (float32, 16 kHz, ``spec.unit_samples`` long; a shorter
         final block is zero-padded). Returns the unit's output; its ``speech`` plays during the next unit."""
-        if self._cache is None:
-            raise RuntimeError("session is closed")
+        with self._lock:
+            if self._cache is None:
+                raise RuntimeError("session is closed")
+            return self._step(audio_unit)
+
+    @torch.inference_mode()
+    def _step(self, audio_unit: np.ndarray) -> UnitOutput:
         t0 = self._sync()
         c0 = time.process_time()
         self.tokens_fed_last_step = 0

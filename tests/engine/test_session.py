@@ -226,3 +226,26 @@ def test_cache_appends_without_copying_the_context():
             torch.testing.assert_close(vo, vr, rtol=0, atol=0)
     assert cache.get_seq_length() == 1000
     assert cache.layers[0].allocations <= 3  # 256 -> 512 -> 1024: amortised O(1) per token
+
+
+def test_close_waits_for_a_step_in_flight_and_ends_the_session(engine, speech):
+    """A server may close a session from another worker thread while a step runs."""
+    import threading
+
+    sess = engine.session()
+    results = []
+
+    def run() -> None:
+        try:
+            results.append(sess.step(speech[:16000]).state)  # finished before close() ...
+        except RuntimeError as e:
+            results.append(str(e))  # ... or started after it: refused, never a half-freed cache
+
+    t = threading.Thread(target=run)
+    t.start()
+    sess.close()
+    t.join()
+    assert sess.closed
+    assert len(results) == 1 and results[0] in ("listen", "speak", "session is closed")
+    with pytest.raises(RuntimeError, match="closed"):
+        sess.step(speech[:16000])
