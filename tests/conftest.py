@@ -68,12 +68,14 @@ def tiny_model(tiny_cfg, tiny_dataset, tmp_path_factory):
     return out
 
 
-_RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# torch.distributed rank variables (in-process DeepSpeed) and MLflow URIs (mlflow.set_tracking_uri exports them)
+_RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+              "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @pytest.fixture(autouse=True)
 def _no_leaked_rank_env():
-    """In-process DeepSpeed runs set torch.distributed rank variables; never let them reach later tests' subprocesses."""
+    """Variables set in-process by one test must never reach later tests' subprocesses."""
     before = {k: os.environ.get(k) for k in _RANK_VARS}
     yield
     for k, v in before.items():

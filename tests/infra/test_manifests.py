@@ -11,6 +11,7 @@ import base64
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,7 @@ def test_renderer_matches_kubectl(k8s_tree: Path) -> None:
 
 def test_yamllint_clean() -> None:
     r = subprocess.run(
-        [str(ROOT / ".venv/bin/yamllint"), "-c", str(ROOT / "infra/k8s/.yamllint.yaml"), "-f", "parsable", str(ROOT / "infra/k8s")],
+        [str(Path(sys.executable).parent / "yamllint"), "-c", str(ROOT / "infra/k8s/.yamllint.yaml"), "-f", "parsable", str(ROOT / "infra/k8s")],
         capture_output=True, text=True,
     )
     assert r.returncode == 0, r.stdout + r.stderr
