@@ -47,7 +47,10 @@ def simulate(
 
     engine_sets, rest = engine_overrides(sets)
     cfg = resolve_config(config, rest)
-    engine_cfg = EngineConfig().with_overrides(engine_sets)
+    base = getattr(cfg, "engine", None)  # the project config's engine section, once it has one
+    engine_cfg = (
+        EngineConfig.model_validate(base.model_dump()) if base is not None else EngineConfig()
+    ).with_overrides(engine_sets)
     if not audio.is_file():
         raise InputError(f"audio file not found: {audio}")
     if out_dir.exists() and not out_dir.is_dir():
