@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from lws_core.config.base import Section
 from lws_core.config.data import DataConfig
+from lws_core.config.engine import EngineSection
 from lws_core.config.eval import EvalConfig
 from lws_core.config.model import ModelConfig
 from lws_core.config.pipeline import PipelineConfig
@@ -28,12 +29,13 @@ DEFAULT_PARAMS = "params.yaml"
 
 
 class LWSConfig(Section):
-    """The whole config: sections `schema, data, model, train, eval, registry, pipeline`."""
+    """The whole config: sections `schema, data, model, train, engine, eval, registry, pipeline`."""
 
     schema_: SchemaConfig = SchemaConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    engine: EngineSection = EngineSection()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
     pipeline: PipelineConfig = PipelineConfig()
@@ -44,7 +46,7 @@ class LWSConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         d["schema"] = d.pop("schema_")
-        order = ["schema", "data", "model", "train", "eval", "registry", "pipeline"]
+        order = ["schema", "data", "model", "train", "engine", "eval", "registry", "pipeline"]
         return {k: d[k] for k in order}
 
     def to_yaml(self) -> str:
@@ -140,6 +142,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainConfig",
+    "EngineSection",
     "EvalConfig",
     "RegistryConfig",
     "PipelineConfig",

@@ -15,7 +15,7 @@ def test_defaults_round_trip_through_yaml(tmp_path):
     p.write_text(cfg.to_yaml())
     again = load_config(p)
     assert again == cfg and again.digest() == cfg.digest()
-    assert list(yaml.safe_load(p.read_text())) == ["schema", "data", "model", "train", "eval", "registry", "pipeline"]
+    assert list(yaml.safe_load(p.read_text())) == ["schema", "data", "model", "train", "engine", "eval", "registry", "pipeline"]
 
 
 def test_repo_params_yaml_is_valid():

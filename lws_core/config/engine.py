@@ -1,0 +1,22 @@
+"""Config section `engine`: decoding and context policy of streaming sessions (simulate, eval, serve).
+
+Mirrors ``lws_core.engine.EngineConfig`` field for field (kept separate so reading
+the config never imports torch); the engine validates it into its own type.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from lws_core.config.base import Section
+
+
+class EngineSection(Section):
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    max_context_tokens: int = Field(2048, ge=64, description="KV-cache bound; the window slides when a unit could overflow it.")
+    keep_units: int = Field(16, ge=1, description="Units kept verbatim when the window slides.")
+    keep_document_tokens: int = Field(128, ge=0, description="Tail of the written document re-prefilled on a slide.")
+    speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
+    fast_path: bool = Field(True, description="On CPU, decode Llama/Qwen2 with the fused-weight forward (same function).")
