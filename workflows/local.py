@@ -6,10 +6,16 @@ subprocesses of the current Python environment (no per-task venv, no Docker).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import threading
 import time
 import uuid
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lws_core.config import LWSConfig
@@ -28,6 +34,7 @@ class PipelineResult:
     metrics: dict[str, float] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
     cached_steps: list[str] = field(default_factory=list)
+    log_path: str | None = None
     error: str | None = None
 
 
@@ -35,7 +42,56 @@ def new_run_tag() -> str:
     return time.strftime("local-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def run_local(cfg: LWSConfig, run_tag: str | None = None) -> PipelineResult:
+TASKS = ("synthesize", "version-data", "train", "evaluate", "register", "finalize")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '?([\w-]+)'?")
+_END = re.compile(r"Task '?([\w-]+)'? (?:finished with status (\w+)|cache hit)")
+
+
+@contextlib.contextmanager
+def _quiet_tasks(log_path: Path, progress: bool) -> Iterator[None]:
+    """Send kfp.local's task logs (executor inputs, every task's output) to a log file and show one
+    progress bar on stderr instead; on failure the CLI prints the log's tail."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn(), console=Console(stderr=True), disable=not progress, transient=False)
+    tid = bar.add_task("pipeline: starting", total=len(TASKS))
+
+    def watch() -> None:
+        done: set[str] = set()
+        with open(log_path, errors="replace") as f:
+            while True:
+                line = f.readline()
+                if not line:
+                    if stop.is_set():
+                        return
+                    time.sleep(0.2)
+                    continue
+                line = _ANSI.sub("", line)
+                if m := _END.search(line):
+                    done.add(m.group(1))
+                    what = "cached" if m.group(2) is None else m.group(2).lower()
+                    bar.update(tid, completed=len(done), description=f"pipeline: {m.group(1)} {what}")
+                elif m := _START.search(line):
+                    bar.update(tid, description=f"pipeline: {m.group(1)} running")
+
+    with open(log_path, "a", buffering=1) as log, bar:
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        try:
+            with contextlib.redirect_stdout(log):
+                yield
+        finally:
+            stop.set()
+            t.join(timeout=5)
+
+
+def run_local(cfg: LWSConfig, run_tag: str | None = None, progress: bool = True) -> PipelineResult:
+    """Run the pipeline in this process through kfp.local; task logs go to ``<workspace>/logs/<run tag>.log``."""
     from kfp import local
 
     from workflows.pipeline import build_pipeline
@@ -51,16 +107,32 @@ def run_local(cfg: LWSConfig, run_tag: str | None = None) -> PipelineResult:
         enable_caching=cfg.pipeline.caching,  # a rerun with unchanged inputs skips synthesize/train/evaluate
     )
     pipeline = build_pipeline(cfg)
+    log_path = ws.root / "logs" / f"{run_tag}.log"
     t0 = time.time()
     error = None
     try:
-        pipeline(config_json=json.dumps(cfg.to_dict(), sort_keys=True), run_tag=run_tag)
+        with _quiet_tasks(log_path, progress), warnings.catch_warnings():
+            # GPU/Kubernetes settings are for the cluster; the local runner says so once per task
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            # the project image's environment is this venv: running its tasks here is the point
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            pipeline(config_json=json.dumps(cfg.to_dict(), sort_keys=True), run_tag=run_tag)
     except LWSError:
         raise
     except Exception as e:  # noqa: BLE001 - kfp.local reports a failed task as RuntimeError
-        error = str(e).splitlines()[0][:300]
+        error = _ANSI.sub("", str(e)).splitlines()[0][:300]
     wall = time.time() - t0
-    return collect_result(tracker, run_tag, wall, error)
+    res = collect_result(tracker, run_tag, wall, error)
+    res.log_path = str(log_path)
+    return res
+
+
+def log_tail(res: PipelineResult, lines: int = 40) -> str:
+    """The last lines of the task log (where a failed step's error is)."""
+    if not res.log_path or not Path(res.log_path).is_file():
+        return ""
+    text = _ANSI.sub("", Path(res.log_path).read_text(errors="replace"))
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def collect_result(tracker: Tracker, run_tag: str, wall: float, error: str | None) -> PipelineResult:
@@ -137,6 +209,7 @@ def summary_rows(res: PipelineResult, cfg: LWSConfig | None = None) -> list[tupl
         ("model dir", t.get("artifacts.model_dir", "-")),
         ("eval report", t.get("artifacts.eval_report", "-")),
         ("MLflow parent run", res.parent_run_id or "-"),
+        ("task log", res.log_path or "-"),
     ]
     if t.get("lws.failure"):
         rows.append(("failure", t["lws.failure"]))

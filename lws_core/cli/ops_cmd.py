@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lws_core.cli.common import ConfigOpt, SetOpt, out, resolve_config
+from lws_core.cli.common import ConfigOpt, SetOpt, console, out, resolve_config
 
 
 def data_pull(
@@ -30,9 +30,10 @@ def data_push(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Version a directory with DVC and push it to the remote; prints its hash."""
+    """Version a directory with DVC and push it to the remote; prints its hash (alone on stdout, for scripts)."""
     from lws_core.ops.versioning import remote_url, version_path
 
     cfg = resolve_config(config, set_)
     md5 = version_path(cfg, path, kind)
-    out.print(f"{md5}  ({path} -> {remote_url(cfg)})")
+    console.print(f"pushed {path} to {remote_url(cfg)}")
+    typer.echo(md5)

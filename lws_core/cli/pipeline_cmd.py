@@ -17,6 +17,7 @@ def run(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     run_tag: Annotated[str | None, typer.Option("--run-tag", help="Name of this run in MLflow (default: a fresh tag).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (task logs always go to <workspace>/logs/).")] = False,
 ) -> None:
     """Run the whole pipeline on this machine (KFP local runner, MLflow on SQLite, DVC local remote, CPU)."""
     import os
@@ -24,7 +25,7 @@ def run(
 
     from rich.table import Table
 
-    from workflows.local import run_local, summary_rows, ui_command
+    from workflows.local import log_tail, run_local, summary_rows, ui_command
 
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -33,7 +34,10 @@ def run(
         f"[bold]lws pipeline run[/]: {cfg.data.sessions} sessions, preset {cfg.model.preset}, "
         f"{cfg.train.max_steps} steps ({cfg.train.backend}), workspace {Path(cfg.pipeline.workspace).resolve()}"
     )
-    res = run_local(cfg, run_tag)
+    res = run_local(cfg, run_tag, progress=not quiet)
+    if res.status != "FINISHED":
+        console.print(f"[red]a pipeline step failed[/]; last lines of {res.log_path}:")
+        console.print(log_tail(res), markup=False, highlight=False)
     ws = Path(cfg.pipeline.workspace).resolve()
     t = Table(title=f"LWS retraining pipeline: {res.status}")
     t.add_column("what", style="bold")

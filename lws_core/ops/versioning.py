@@ -8,6 +8,7 @@ from the remote into any folder.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def version_path(cfg, path: str | Path, kind: str) -> str:  # noqa: ANN001
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"cannot version {path}: not a directory")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", kind):
+        raise InputError(f"--kind {kind!r}: use a short name such as dataset or model (a-z, 0-9, _ and -)")
     root = Workspace.from_config(cfg).dvc_repo
     with file_lock(root.parent / "dvc.lock"):
         repo = _repo(cfg)
@@ -66,6 +69,16 @@ def version_path(cfg, path: str | Path, kind: str) -> str:  # noqa: ANN001
         with_retries(lambda: repo.push(targets=[str(dvcfile)]), f"DVC push of {kind}", cfg.registry.s3_endpoint_url or url, attempts=3)
         repo.close()
     return md5
+
+
+def version_dataset(cfg, path: str | Path) -> str:  # noqa: ANN001
+    """Version a dataset directory; the returned DVC hash is what lineage records."""
+    return version_path(cfg, path, "dataset")
+
+
+def version_model(cfg, path: str | Path) -> str:  # noqa: ANN001
+    """Version a model (checkpoint) directory; returns its DVC hash."""
+    return version_path(cfg, path, "model")
 
 
 def pull_version(cfg, md5: str, out_dir: str | Path) -> Path:  # noqa: ANN001

@@ -11,12 +11,12 @@ from lws_core.errors import InputError, ServiceError
 
 
 def test_dataset_round_trip_through_s3(tiny_cfg, tiny_dataset, s3_server, aws_env, tmp_path):
-    from lws_core.ops.versioning import pull_version, version_path
+    from lws_core.ops.versioning import pull_version, version_dataset, version_path
 
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lws-data")
     over = {"registry.dvc_remote": "s3://lws-data/dvc", "registry.s3_endpoint_url": s3_server}
     cfg_a = tiny_cfg.with_overrides({**over, "pipeline.workspace": str(tmp_path / "a")})
-    md5 = version_path(cfg_a, tiny_dataset, "dataset")
+    md5 = version_dataset(cfg_a, tiny_dataset)
     assert md5.endswith(".dir")
     keys = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="lws-data").get("KeyCount", 0)
     assert keys > 3
@@ -29,6 +29,8 @@ def test_dataset_round_trip_through_s3(tiny_cfg, tiny_dataset, s3_server, aws_en
     assert version_path(cfg_a, out, "dataset") == md5
     with pytest.raises(InputError, match="not a DVC directory hash"):
         pull_version(cfg_b, "nope", tmp_path / "x")
+    with pytest.raises(InputError, match="--kind"):
+        version_path(cfg_b, tiny_dataset, "../escape")
 
 
 def test_unknown_version_and_unreachable_endpoint(tiny_cfg, tiny_dataset, s3_server, aws_env, tmp_path, monkeypatch):
