@@ -39,6 +39,9 @@ class UnitAudioEncoder(nn.Module):
         if audio.shape[-1] != self.unit_samples:
             raise ValueError(f"unit audio has {audio.shape[-1]} samples, expected {self.unit_samples}")
         feats = self.featurizer(audio).to(self.projector[0].weight.dtype)
+        need = 2 * self.encoder.config.max_source_positions  # Whisper's conv stack wants exactly this many frames
+        if feats.shape[-1] < need:  # e.g. 0.25 s units: 25 frames for 13 positions
+            feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
         hidden = self.encoder(input_features=feats).last_hidden_state  # [N, P, d]
         n, p, d = hidden.shape
         if p < self.padded:
