@@ -1,0 +1,34 @@
+"""`lws train`: user mistakes are one line on stderr and exit 2, before any training starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+LWS = [sys.executable, "-m", "lws_core.cli.main", "train"]
+
+
+def _user_error(args: list[str], needle: str) -> None:
+    p = subprocess.run([*LWS, *args], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip() and not ln.startswith("training preset")]
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    assert "Traceback" not in p.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tiny_dataset, tmp_path):
+    _user_error(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "m")], "not found")
+    _user_error(["--data", str(tiny_dataset), "--out", str(tmp_path / "m"), "--set", "train.batch_size=0"], "batch_size")
+    _user_error(["--data", str(tiny_dataset), "--out", str(tmp_path / "m"), "--set", "model.backbone_path=/nonexistent/x"],
+                "backbone_path")
+    _user_error(["--data", str(tiny_dataset), "--out", str(tmp_path / "m"), "--set", "train.max_memory_gb=0.001"],
+                "max_memory_gb")
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_help_names_every_option():
+    p = subprocess.run([*LWS, "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0
+    for opt in ("--config", "--data", "--out", "--set", "--resume", "--no-resume", "--quiet"):
+        assert opt in p.stdout
