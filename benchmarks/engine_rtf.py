@@ -97,7 +97,17 @@ def run(engine, seconds: float) -> dict:  # noqa: ANN001
         },
         "context_tokens_end": rows[-1][0].timings["context_tokens"],
         "identical_units": same / len(rows),
+        "speak_unit_breakdown_ms": _breakdown([a for a, _ in rows if a.state == "speak"]),
     }
+
+
+def _breakdown(units: list) -> dict:  # noqa: ANN001
+    """Where a speaking unit's time goes (p50 and max per phase), and the decoded-token cost."""
+    out: dict = {}
+    for key in ("prefill_ms", "decode_ms", "tts_ms", "total_ms", "write_tokens", "say_tokens"):
+        vals = [u.timings[key] for u in units]
+        out[key] = {"p50": round(pct(vals, 50), 2), "max": round(max(vals), 2)} if vals else None
+    return out
 
 
 def main() -> None:
@@ -160,6 +170,11 @@ def main() -> None:
             f"{r['context_tokens_end']:.0f} | {r['identical_units']:.0%} |",
             flush=True,
         )
+    for r in results:
+        b = r["speak_unit_breakdown_ms"]
+        if b["total_ms"]:
+            print(f"# {r['seconds']:.0f} s speaking units, p50 (max) ms: " + ", ".join(
+                f"{k} {v['p50']:.1f} ({v['max']:.1f})" for k, v in b.items() if v), flush=True)
     print(f"load after: {os.getloadavg()}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps({"model": label, "results": results}, indent=1))
