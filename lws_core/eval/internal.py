@@ -15,7 +15,7 @@ import json
 import math
 import os
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 from lws_core.eval.metrics import (
     CONSISTENCY_JUDGE_PROMPT,
     CONSISTENCY_JUDGE_SYSTEM,
+    STATE_ERROR_CLASSES,
     judge_consistent,
     score_session,
     spoken_correct,
@@ -94,6 +95,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     judge = JudgeClient.from_config(cfg.eval.judge, cache_dir=out_dir / "judge_cache")
     try:
         units = forced = state_ok = 0
+        state_err: Counter = Counter()
         graded: dict[str, list[bool]] = defaultdict(list)
         spoken_ok: dict[str, list[bool]] = defaultdict(list)
         rtfs: list[float] = []
@@ -113,6 +115,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             units += sc.units
             forced += sum(u.forced for u in res.units)
             state_ok += sc.state_correct
+            state_err += sc.state_errors
             rtfs += [u.timings["total_ms"] / 1000.0 / res.unit_s for u in res.units]
             if row["answer"]:
                 graded[row["task_family"]].append(grade_written(row["answer"], res.written))
@@ -141,6 +144,9 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             "eval_units": units,
             "schema_valid_rate": 1.0 - forced / max(units, 1),
             "state_accuracy": state_ok / max(units, 1),
+            # the same, forgiving answer-length mismatches at the end of a speak run (see eval.metrics.state_errors)
+            "state_accuracy_turn_taking": (state_ok + state_err["offset_short"] + state_err["offset_long"]) / max(units, 1),
+            **{f"state_errors_{k}": state_err[k] for k in STATE_ERROR_CLASSES},
             "task_accuracy": _mean([float(g) for g in all_graded]),
             "spoken_accuracy": _mean([float(g) for g in all_spoken]),
             "consistency_rate": _mean([float(c) for c in cons]) if cons else float("nan"),

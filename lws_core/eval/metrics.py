@@ -6,7 +6,8 @@ averaged by the evaluation runner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from lws_core.data.tasks import key_facts
 from lws_core.schema import Session, Word
@@ -72,6 +73,60 @@ def turn_end_s(labels: Session) -> float | None:
     return max(ends) if ends else None
 
 
+STATE_ERROR_CLASSES = ("onset_late", "onset_early", "offset_short", "offset_long", "spurious_speak", "dropout")
+
+
+def _speak_runs(states: list[str]) -> list[tuple[int, int]]:
+    """[start, end) of each run of speak units."""
+    out, start = [], None
+    for i, s in enumerate([*states, "listen"]):
+        if s == "speak" and start is None:
+            start = i
+        elif s != "speak" and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def state_errors(pred: list[str], gold: list[str]) -> Counter:
+    """Put every unit whose predicted state differs from the label into one class.
+
+    Why: the per-unit ``state_accuracy`` mixes turn-taking mistakes (starting to speak too
+    late/early, speaking into a pause, yielding mid-answer) with answer-length mismatches
+    (the model's own spoken answer is shorter/longer than the teacher's, so its speak run
+    ends earlier/later). Only the first kind is a turn-taking error. Classes:
+    ``onset_late``/``onset_early`` (start of a labelled speak run), ``offset_short``/``offset_long``
+    (its end), ``spurious_speak`` (speaking with no labelled run nearby), ``dropout`` (listening
+    inside a run the model did start and resume). Runs are matched by overlap.
+    """
+    n = min(len(pred), len(gold))
+    pred, gold = pred[:n], gold[:n]
+    c: Counter = Counter()
+    g_runs, p_runs = _speak_runs(gold), _speak_runs(pred)
+    for i in range(n):
+        if pred[i] == gold[i]:
+            continue
+        if gold[i] == "speak":
+            s, e = next(r for r in g_runs if r[0] <= i < r[1])
+            overlap = [r for r in p_runs if r[0] < e and r[1] > s]
+            if not overlap or i < min(r[0] for r in overlap):
+                c["onset_late"] += 1
+            elif i >= max(r[1] for r in overlap):
+                c["offset_short"] += 1
+            else:
+                c["dropout"] += 1
+        else:
+            p = next(r for r in p_runs if r[0] <= i < r[1])
+            near = [r for r in g_runs if r[0] < p[1] and r[1] > p[0]]
+            if near and i < min(r[0] for r in near):
+                c["onset_early"] += 1
+            elif near and i >= max(r[1] for r in near):
+                c["offset_long"] += 1
+            else:
+                c["spurious_speak"] += 1
+    return c
+
+
 @dataclass
 class SessionScore:
     units: int
@@ -82,6 +137,7 @@ class SessionScore:
     backchannel_kept: float | None  # share of labelled speak units kept while the user backchannels
     latency_s: float | None  # first spoken word - user's turn end
     consistent: bool | None
+    state_errors: Counter = field(default_factory=Counter)
 
 
 def score_session(pred: Session, labels: Session, spoken_words: list[Word], scenario: str) -> SessionScore:
@@ -120,4 +176,5 @@ def score_session(pred: Session, labels: Session, spoken_words: list[Word], scen
         backchannel_kept=kept,
         latency_s=latency,
         consistent=consistent(pred.spoken_text(), pred.written_document()),
+        state_errors=state_errors([u.state for u in pred.units], [u.state for u in labels.units]),
     )

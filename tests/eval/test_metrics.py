@@ -72,3 +72,27 @@ def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, 
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "state_accuracy" in report and s.report_path.name == "report.md"
     assert any(p.suffix == ".png" for p in (tmp_path / "ev").iterdir())
+
+
+def test_state_errors_separate_turn_taking_from_answer_length():
+    from lws_core.eval.metrics import state_errors
+
+    L, S = "listen", "speak"
+    # late start by one unit, then a speak run two units longer than labelled
+    assert state_errors([L, L, S, S, S, L], [L, S, S, L, L, L]) == {"onset_late": 1, "offset_long": 2}
+    # early start and a short answer
+    assert state_errors([S, S, L, L], [L, S, S, L]) == {"onset_early": 1, "offset_short": 1}
+    # speaking into a pause far from any labelled response; yielding in the middle of an answer
+    assert state_errors([L, S, L, L, S, S, L, S, L], [L, L, L, L, S, S, S, S, L]) == {"spurious_speak": 1, "dropout": 1}
+    # never answering at all is late onset for the whole run, and identical sequences have no errors
+    assert state_errors([L, L, L], [L, S, S]) == {"onset_late": 2}
+    assert not state_errors([L, S, L], [L, S, L])
+    # every mismatched unit is classified exactly once
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 20)
+        p = [rng.choice((L, S)) for _ in range(n)]
+        g = [rng.choice((L, S)) for _ in range(n)]
+        assert sum(state_errors(p, g).values()) == sum(a != b for a, b in zip(p, g, strict=True))
