@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,8 @@ def train(
         + f" for {cfg.train.max_steps} steps"
     )
     s = run_training(cfg, data, out_dir, progress=not quiet, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun / a TrainJob: rank 0 saved and reports
+        return
     t = Table(title=f"trained model -> {out_dir}")
     t.add_column("what")
     t.add_column("value", justify="right")

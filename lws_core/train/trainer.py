@@ -244,12 +244,16 @@ def train(
         t0 = time.time()
         result = trainer.train(resume_from_checkpoint=last)
         seconds = time.time() - t0
-        final = _final_model(trainer, model, cfg, tc.zero_stage if ds_cfg else None)
+        final = _final_model(trainer, model, cfg, tc.zero_stage if ds_cfg else None)  # a collective under ZeRO-3
+        # under a launcher (torchrun, a Kubeflow TrainJob) every rank gets here with the same weights; only
+        # the world's process zero validates, saves and cleans up, so ranks sharing a volume cannot race
+        # on the rename or delete each other's output
+        is_main = is_main_process()
     finally:
         restore_env(env_before)
         _reset_accelerate_state()
 
-    val = evaluate_channel_losses(final, val_rows, limit=64) if val_rows is not None else {}
+    val = evaluate_channel_losses(final, val_rows, limit=64) if val_rows is not None and is_main else {}
     n_params = final.num_parameters()
     summary = TrainSummary(
         model_dir=str(out_dir),
@@ -269,11 +273,26 @@ def train(
         train_channel_losses={k2: round(v, 5) for k2, v in trainer._last_channel.items()},
         model_bytes=4 * n_params,
     )
+    if not is_main:
+        return summary
     _save_atomically(final, out_dir, summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     for cb in callbacks or []:
         cb.on_end(summary)
     return summary
+
+
+def is_main_process() -> bool:
+    """Global rank 0 of the process group, or the only process.
+
+    Asked of torch.distributed, not of the Trainer: with DeepSpeed on CPU, accelerate
+    sees no accelerator and reports one process while DeepSpeed's group spans every rank.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _reset_accelerate_state() -> None:
