@@ -55,9 +55,12 @@ def serve(
         workers=workers,
         measured_admission=measured_admission,
     )  # refuse an open port without a token, and bad limits, before loading anything
+    from lws_core.cli.common import resolve_config
+
+    cfg = resolve_config(config, sets)
     model_dir = _resolve_model(model, config, sets)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    engine = Engine.from_dir(model_dir, device=device)
+    engine = Engine.from_dir(model_dir, cfg, device=device)  # decoding and context policy from cfg.engine
     console.print(f"lws serve: {model} on http://{host}:{port}/ (WebSocket /ws, auth {'on' if settings.token else 'off'})")
     run_server(engine, settings, model_name=model)
 

@@ -86,7 +86,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     out_dir = Path(out_dir)
     dd = load_dataset_dir(data_dir)
     rows = require_rows(dd, "test")
-    engine = Engine.from_dir(model_dir)
+    engine = Engine.from_dir(model_dir, cfg)  # decoding and context policy from cfg.engine
     limit = cfg.eval.limit if limit is None else limit
     n = len(rows) if limit is None else min(limit, len(rows))
     work = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
@@ -176,6 +176,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             metrics.setdefault(k, None)
         per_family = {fam: _mean([float(g) for g in gs]) for fam, gs in sorted(graded.items())}
         per_family_spoken = {fam: _mean([float(g) for g in gs]) for fam, gs in sorted(spoken_ok.items())}
+        metrics["engine_settings"] = json.dumps(engine.config.model_dump(), sort_keys=True)  # what decoded these numbers
         metrics["judge"] = NOT_JUDGED if judge is None else f"{cfg.eval.judge.model} @ {cfg.eval.judge.endpoint}"
         if judge is not None:
             metrics["judge_stats"] = json.dumps(judge.stats.as_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,12 @@ def write_report(
         render_timeline(pred, out_dir / name, title=f"{s['id']} ({s['scenario']}): model output over the user's speech")
         plots.append(name)
 
-    lines = ["# LWS evaluation report", "", "Free-running streaming engine on the held-out test split.", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not k.startswith("fdb_")]
+    lines = ["# LWS evaluation report", "", "Free-running streaming engine on the held-out test split."]
+    if metrics.get("engine_settings"):
+        settings = json.loads(metrics["engine_settings"])
+        lines += ["", "Engine: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))]
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not k.startswith("fdb_") and k != "engine_settings"]
     if per_family:
         lines += ["", "## Task accuracy per family", "", "| family | written | spoken |", "|---|---|---|"]
         lines += [f"| {k} | {_fmt(v)} | {_fmt(per_family_spoken.get(k))} |" for k, v in per_family.items()]
