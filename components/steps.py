@@ -9,10 +9,19 @@ KFP reads the artifact annotations at definition time.)
 
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def step_configs(config_json: str) -> NamedTuple("StepConfigs", [("synthesize", str), ("train", str), ("evaluate", str)]):
+    from collections import namedtuple
+
+    from lws_core.ops.steps import run_step_configs
+
+    c = run_step_configs(config_json)
+    return namedtuple("StepConfigs", ["synthesize", "train", "evaluate"])(c["synthesize"], c["train"], c["evaluate"])
 
 
 def synthesize(config_json: str, dataset: Output[Dataset]) -> str:
@@ -81,6 +90,7 @@ def finalize(config_json: str, run_tag: str, job_id: str) -> str:
 
 @dataclass(frozen=True)
 class Components:
+    step_configs: Any
     synthesize: Any
     version_data: Any
     train: Any
@@ -94,6 +104,7 @@ def build_components(base_image: str, train_image: str) -> Components:
         return dsl.component(fn, base_image=image, install_kfp_package=False)
 
     return Components(
+        step_configs=make(step_configs, base_image),
         synthesize=make(synthesize, base_image),
         version_data=make(version_data, base_image),
         train=make(train, train_image),

@@ -42,7 +42,7 @@ def new_run_tag() -> str:
     return time.strftime("local-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-TASKS = ("synthesize", "version-data", "train", "evaluate", "register", "finalize")
+TASKS = ("step-configs", "synthesize", "version-data", "train", "evaluate", "register", "finalize")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '?([\w-]+)'?")
 _END = re.compile(r"Task '?([\w-]+)'? (?:finished with status (\w+)|cache hit)")

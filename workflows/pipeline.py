@@ -46,15 +46,19 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
         exit_task = c.finalize(config_json=config_json, run_tag=run_tag, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         exit_task.set_caching_options(False)
         with dsl.ExitHandler(exit_task, name="mark-mlflow-run"):
-            synth = cluster(c.synthesize(config_json=config_json))
+            # each cached step gets only the config sections it depends on, so KFP's cache
+            # (keyed on inputs) reruns exactly the steps a config change affects
+            views = c.step_configs(config_json=config_json)
+            views.set_caching_options(pc.caching)
+            synth = cluster(c.synthesize(config_json=views.outputs["synthesize"]))
             synth.set_caching_options(pc.caching)
             version = cluster(c.version_data(config_json=config_json, dataset=synth.outputs["dataset"]))
             version.set_caching_options(False)
-            trained = cluster(c.train(config_json=config_json, dataset=synth.outputs["dataset"]), gpu=True)
+            trained = cluster(c.train(config_json=views.outputs["train"], dataset=synth.outputs["dataset"]), gpu=True)
             trained.set_caching_options(pc.caching)
             trained.after(version)
             evaluated = cluster(
-                c.evaluate(config_json=config_json, model=trained.outputs["model"], dataset=synth.outputs["dataset"])
+                c.evaluate(config_json=views.outputs["evaluate"], model=trained.outputs["model"], dataset=synth.outputs["dataset"])
             )
             evaluated.set_caching_options(pc.caching)
             reg = cluster(

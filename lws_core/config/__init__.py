@@ -73,6 +73,26 @@ class LWSConfig(Section):
         return config_from_dict(d)
 
 
+# The sections each cached pipeline step reads (besides SHARED_SECTIONS: where it logs and runs).
+# A step is handed only these, so KFP's cache, keyed on a step's inputs, reruns it only when
+# something it depends on changed: a new eval setting re-evaluates without re-training.
+# tests/config/test_step_sections.py runs each step with every other section made unreadable.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "synthesize": ("schema", "data"),
+    "train": ("schema", "model", "train"),
+    "evaluate": ("schema", "engine", "eval"),
+}
+SHARED_SECTIONS: tuple[str, ...] = ("registry", "pipeline")
+
+
+def step_view(cfg: LWSConfig, step: str) -> dict[str, Any]:
+    """The part of ``cfg`` that ``step`` depends on (the rest is left out, and reads as defaults)."""
+    if step not in STEP_SECTIONS:
+        raise ConfigError(f"unknown pipeline step {step!r} (allowed: {', '.join(STEP_SECTIONS)})")
+    keep = (*STEP_SECTIONS[step], *SHARED_SECTIONS)
+    return {k: v for k, v in cfg.to_dict().items() if k in keep}
+
+
 _FIELD_ALIASES = {"schema": "schema_"}
 
 
@@ -148,4 +168,7 @@ __all__ = [
     "PipelineConfig",
     "load_config",
     "config_from_dict",
+    "step_view",
+    "STEP_SECTIONS",
+    "SHARED_SECTIONS",
 ]

@@ -77,6 +77,14 @@ class _SystemMetrics:
         }
 
 
+def run_step_configs(config_json: str) -> dict[str, str]:
+    """Each cached step's config JSON: only the sections it depends on (lws_core.config.STEP_SECTIONS)."""
+    from lws_core.config import STEP_SECTIONS, step_view
+
+    cfg = _cfg(config_json)
+    return {step: json.dumps(step_view(cfg, step), sort_keys=True) for step in STEP_SECTIONS}
+
+
 def run_synthesize(config_json: str, out_path: str) -> str:
     from lws_core.data import synthesize
 

@@ -131,13 +131,16 @@ def test_main_job_end_to_end(tmp_path):
     eval_files = {f.path for f in client.list_artifacts(by_step["evaluate"].info.run_id, "eval_report")}
     assert "eval_report/report.md" in eval_files and "eval_report/metrics.json" in eval_files
 
-    # rerun of run a's config: KFP's cache skips synthesize/train/evaluate; a new version is still registered
-    out_c = _finish(_run_cli(ws))
+    # rerun of run a's config with one eval setting changed: each step's cache key holds only the config
+    # sections it reads, so KFP skips synthesize and train and evaluates again; a new version is registered
+    out_c = _finish(_run_cli(ws, "eval.limit=2"))
     assert "cached (skipped)" in out_c
     trains = client.search_runs([exp], filter_string="tags.`lws.step` = 'train'")
     assert len(trains) == 2  # no third training
+    assert len(client.search_runs([exp], filter_string="tags.`lws.step` = 'evaluate'")) == 3
     newest = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
-    assert {"lws.cached.synthesize", "lws.cached.train", "lws.cached.evaluate"} <= set(newest.data.tags)
+    assert {"lws.cached.synthesize", "lws.cached.train"} <= set(newest.data.tags)
+    assert "lws.cached.evaluate" not in newest.data.tags
     assert newest.info.status == "FINISHED" and newest.data.tags["registry.version"] == "3"
 
     # a step that fails: the exit handler marks the parent FAILED, nothing is registered, no alias moves
