@@ -90,3 +90,34 @@ def show_cmd(
     if wav:
         write_wav(wav, row_audio(row))
         console.print(f"wrote {wav}")
+
+
+@app.command("align")
+def align_cmd(
+    audio: Annotated[Path, typer.Argument(help="Recording to align (WAV/FLAC/OGG, any rate; mixed to mono).")],
+    text: Annotated[str, typer.Option("--text", help="What is said in the recording (English).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the word timings here as JSON.")] = None,
+    aligner: Annotated[str, typer.Option("--aligner", help="Forced aligner (see lws_core.audio.align.ALIGNERS).")] = "pocketsphinx",
+) -> None:
+    """Word timestamps for a recording of a known transcript (offline forced alignment)."""
+    import json
+
+    from rich.table import Table
+
+    from lws_core.audio.align import align_file
+
+    words, duration = align_file(audio, text, aligner)
+    t = Table(title=f"{audio} ({duration:.2f} s, {aligner})")
+    t.add_column("#", justify="right")
+    t.add_column("word")
+    t.add_column("start s", justify="right")
+    t.add_column("end s", justify="right")
+    for i, w in enumerate(words):
+        t.add_row(str(i), w.text, f"{w.start:.2f}", f"{w.end:.2f}")
+    out.print(t)
+    if json_out:
+        doc = {"audio": str(audio), "aligner": aligner, "duration_s": round(duration, 4), "text": text,
+               "words": [w.model_dump() for w in words]}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(doc, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
