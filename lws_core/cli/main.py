@@ -57,26 +57,49 @@ def _root(
     """Listen-Write-Speak command line."""
 
 
-def run() -> None:
-    """Console entry point: user mistakes print one line and exit 2, never a traceback."""
+def _click_error_types() -> tuple[type[Exception], ...]:
+    """Usage-error base classes the parser may raise.
+
+    typer 0.29 vendors its own copy of click (``typer._click``), so its usage errors
+    (missing argument, unknown option, bad value, no args) are *not* subclasses of
+    ``click.ClickException``; catching only the latter let them escape as tracebacks.
+    Both are caught, so a typer that goes back to plain click keeps working.
+    """
+    types: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        pass
+    else:
+        types.append(TyperClickException)
+    return tuple(types)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: user mistakes print one line (usage errors a usage message) and exit 2.
+
+    ``standalone_mode=False`` lets LWSError reach this handler, but it also makes typer
+    *return* the code of a ``typer.Exit`` instead of exiting with it, so the return
+    value is the exit status (no command returns anything else).
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except LWSError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except _click_error_types() as e:
+        e.show()  # type: ignore[attr-defined]  # "Usage: ... Error: ..." on stderr
+        sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 if __name__ == "__main__":
     run()

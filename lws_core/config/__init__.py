@@ -63,15 +63,29 @@ class LWSConfig(Section):
         for key, value in overrides.items():
             node = d
             parts = key.split(".")
-            for p in parts[:-1]:
+            for depth, p in enumerate(parts[:-1]):
                 if p not in node or not isinstance(node[p], dict):
-                    raise ConfigError(f"unknown config key {key!r}")
+                    raise ConfigError(_unknown_key(key, parts[: depth + 1], node))
                 node = node[p]
             if parts[-1] not in node:
-                raise ConfigError(f"unknown config key {key!r}")
+                raise ConfigError(_unknown_key(key, parts, node))
             node[parts[-1]] = value
         return config_from_dict(d)
 
+
+
+def _unknown_key(key: str, parts: list[str], node: dict[str, Any]) -> str:
+    """A one-line message naming the bad key and what is allowed where it went wrong.
+
+    ``--set`` typos should be as easy to fix as params.yaml typos, which
+    :func:`config_from_dict` already answers with the allowed keys.
+    """
+    where = ".".join(parts[:-1])
+    bad = parts[-1]
+    if bad in node:  # the key exists but is a value, so it cannot have sub-keys
+        return f"unknown config key {key!r}: {where + '.' if where else ''}{bad} is a value, not a section"
+    scope = f"in {where}" if where else "sections"
+    return f"unknown config key {key!r} (allowed {scope}: {', '.join(node)})"
 
 # The sections each cached pipeline step reads (besides SHARED_SECTIONS: where it logs and runs).
 # A step is handed only these, so KFP's cache, keyed on a step's inputs, reruns it only when

@@ -63,9 +63,11 @@ class SchemaTokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> SchemaTokenizer:
-        """Load a tokenizer saved by :meth:`save`; fail clearly on another schema or changed ids."""
-        from transformers import AutoTokenizer
+        """Load a tokenizer saved by :meth:`save`; fail clearly on another schema or changed ids.
 
+        The metadata is checked before transformers is imported, so a mismatch is
+        reported at once instead of after seconds of import time.
+        """
         directory = Path(directory)
         meta_path = directory / SCHEMA_FILE
         if not meta_path.is_file():
@@ -85,6 +87,8 @@ class SchemaTokenizer:
         missing = [s for s in SPECIAL_TOKENS if s not in saved]
         if missing:
             raise SchemaMismatchError(f"{directory}: schema tokens missing from metadata: {', '.join(missing)}")
+        from transformers import AutoTokenizer
+
         hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         actual = {s: hf.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS}
         changed = [f"{s} saved {saved[s]} now {actual[s]}" for s in SPECIAL_TOKENS if actual[s] != saved[s]]

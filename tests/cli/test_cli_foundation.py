@@ -116,3 +116,50 @@ def test_malformed_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "tok").mkdir()
     (tmp_path / "ids.json").write_text("[1,2,3]")
     assert_user_error(run("schema", "decode", str(tmp_path / "ids.json"), "--tokenizer", str(tmp_path / "tok")), "not an LWS tokenizer")
+
+
+def assert_usage_error(p: subprocess.CompletedProcess, needle: str) -> None:
+    """A usage mistake: click-style usage message, exit 2, never a traceback."""
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stdout + p.stderr
+    assert "Usage:" in p.stderr and needle in p.stderr, p.stderr
+
+
+def test_usage_errors_are_usage_messages_not_tracebacks(session_file):
+    # typer vendors its own click: these escaped `except click.ClickException` as tracebacks (exit 1).
+    assert_usage_error(run("data", "show"), "Missing argument")
+    assert_usage_error(run("schema", "encode", str(session_file), "--bogus"), "No such option: --bogus")
+    assert_usage_error(run("data", "show", "somewhere", "--index", "abc"), "--index")
+    assert_usage_error(run("schema", "nosuchcommand"), "nosuchcommand")
+    assert_usage_error(run("schema", "decode"), "Missing")
+    bare = run()  # no arguments: the help, not a traceback
+    assert bare.returncode in (0, 2) and "Traceback" not in bare.stdout + bare.stderr
+    assert "Usage:" in bare.stdout + bare.stderr and "schema" in bare.stdout + bare.stderr
+
+
+def test_command_exit_codes_survive(tmp_path):
+    # standalone_mode=False makes typer return a typer.Exit code instead of exiting: it must still reach the shell.
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"units": [{"state": "listen", "say": "hi"}]}))
+    p = run("schema", "validate", str(f))
+    assert p.returncode == 1 and "invariant 4" in p.stdout, (p.stdout, p.stderr)
+
+
+def test_unknown_set_key_lists_allowed_keys():
+    assert_user_error(run("config", "show", "--set", "train.nope=1"), "allowed in train:")
+    p = run("config", "check", "--set", "train.nope=1")
+    assert "max_steps" in p.stderr and p.returncode == 2
+
+
+def test_tokenizer_from_another_schema_version_is_refused(session_file, tmp_path):
+    from lws_core.schema import train_bpe_tokenizer
+
+    tok = tmp_path / "tok"
+    train_bpe_tokenizer(["what is 6 times 7", "the answer is 42"] * 10, vocab_size=280).save(tok)
+    meta = tok / "lws_schema.json"
+    raw = json.loads(meta.read_text())
+    raw["schema_version"] = "lws-v0"
+    meta.write_text(json.dumps(raw))
+    assert_user_error(run("schema", "encode", str(session_file), "--tokenizer", str(tok)), "'lws-v0'")
+    (tmp_path / "ids.json").write_text("[2, 3, 4]")
+    assert_user_error(run("schema", "decode", str(tmp_path / "ids.json"), "--tokenizer", str(tok)), "schema 'lws-v0'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lws_core.config import LWSConfig, config_from_dict, load_config
+from lws_core.config import LWSConfig, TrainConfig, config_from_dict, load_config
 from lws_core.errors import ConfigError
 
 
@@ -19,11 +19,16 @@ def test_defaults_round_trip_through_yaml(tmp_path):
 
 
 def test_repo_params_yaml_is_valid():
+    """params.yaml is what `dvc repro` and the README run: it must exist and be exactly the defaults."""
     from pathlib import Path
 
     p = Path(__file__).resolve().parents[2] / "params.yaml"
-    if p.exists():
-        load_config(p)
+    assert p.is_file(), f"{p} is missing"
+    assert load_config(p) == LWSConfig()
+    assert p.read_text() == LWSConfig().to_yaml(), (
+        "params.yaml differs from the defaults; regenerate it with "
+        "python -c 'from lws_core.config import LWSConfig; print(LWSConfig().to_yaml(), end=\"\")' > params.yaml"
+    )
 
 
 def test_unknown_key_names_key_and_allowed():
@@ -53,6 +58,21 @@ def test_overrides():
     assert cfg.train.max_steps == 7 and cfg.schema_.unit_s == 0.5
     with pytest.raises(ConfigError, match="unknown config key"):
         LWSConfig().with_overrides({"train.nope": 1})
+
+
+def test_unknown_override_names_allowed_keys():
+    """A --set typo is answered like a params.yaml typo: the key and what the section allows."""
+    with pytest.raises(ConfigError) as e:
+        LWSConfig().with_overrides({"train.nope": 1})
+    msg = str(e.value)
+    assert "'train.nope'" in msg and "allowed in train:" in msg
+    assert all(k in msg for k in TrainConfig.model_fields), msg
+    assert "\n" not in msg
+    with pytest.raises(ConfigError) as e:
+        LWSConfig().with_overrides({"nope.x": 1})
+    assert "allowed sections: schema, data, model, train, engine, eval, registry, pipeline" in str(e.value)
+    with pytest.raises(ConfigError, match="train.max_steps is a value"):
+        LWSConfig().with_overrides({"train.max_steps.x": 1})
 
 
 def test_bad_yaml_file(tmp_path):
