@@ -10,11 +10,19 @@ espeak-ng keeps global state, so there is one engine per process
 (:func:`get_tts`); a lock serialises threads inside the process. Processes
 each load their own copy of the library and are independent.
 
-Reproducibility: espeak-ng's samples depend slightly on its history (the pitch
-flutter phase and the noise generator are process-global), so the same text can
-differ by a few samples between calls. Output is a pure function of the call
-sequence from a given library state; data synthesis therefore runs each fixed
-chunk of sessions in a process forked from one warmed-up state.
+Reproducibility: two things make espeak-ng's samples vary.
+1. Its noise generator (breath in the ``f*`` variants, Klatt aspiration and
+   frication) is seeded by ``espeak_Initialize`` with ``time(NULL)``, so the
+   same call sequence gave different audio in runs started in different
+   seconds (measured: about a third of the sessions of a 30-session synthesis
+   differed between two runs, whatever the worker count). We reseed it right
+   after initialising (``espeak_ng_SetRandSeed``, espeak-ng >= 1.52) and on
+   :meth:`EspeakTTS.reseed`, so output no longer depends on the clock.
+2. Other synthesis state is process-global and carried between calls (the pitch
+   flutter phase, the AGC and cycle counters in ``wavegen.c``) and cannot be
+   reset through the API. Output is therefore a pure function of the call
+   sequence from a given library state; data synthesis runs each fixed chunk of
+   sessions in a process forked from one warmed-up state and reseeds per session.
 """
 
 from __future__ import annotations
@@ -121,9 +129,10 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 class EspeakTTS:
     """espeak-ng via the ``espeakng-loader`` wheel; use :func:`get_tts` for the per-process instance."""
 
-    def __init__(self, fresh: bool = False) -> None:
+    def __init__(self, fresh: bool = False, seed: int = 0) -> None:
         """``fresh=True`` loads a private copy of the library: its own global state, independent of
-        any other instance in the process (reproducible data synthesis starts from one)."""
+        any other instance in the process (reproducible data synthesis starts from one).
+        ``seed`` replaces the wall-clock seed espeak-ng gives its noise generator."""
         import espeakng_loader
 
         lib_path = espeakng_loader.get_library_path()
@@ -152,6 +161,13 @@ class EspeakTTS:
         if rate <= 0:
             raise InputError(f"espeak-ng failed to initialise (data at {espeakng_loader.get_data_path()})")
         self.native_sr = rate
+        try:
+            self._set_seed = self._lib.espeak_ng_SetRandSeed
+        except AttributeError:  # espeak-ng < 1.52: no seed API; output then varies with the start time
+            self._set_seed = None
+        else:
+            self._set_seed.argtypes = [ctypes.c_long]
+        self.reseed(seed)
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int]] = []  # (text_position 1-based, length, sample offset)
         self._n = 0
@@ -171,6 +187,17 @@ class EspeakTTS:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
             self._n += n
         return 0
+
+    @property
+    def seedable(self) -> bool:
+        """Whether the library lets us seed its noise generator (espeak-ng >= 1.52)."""
+        return self._set_seed is not None
+
+    def reseed(self, seed: int) -> None:
+        """Seed espeak-ng's noise generator (breathy voices, Klatt noise) so audio does not depend on the clock."""
+        if self._set_seed is not None:
+            with self._lock:
+                self._set_seed(int(seed) & 0x7FFFFFFF)
 
     def _set_voice(self, voice: VoiceSpec) -> None:
         if voice == self._voice:

@@ -1,9 +1,12 @@
 """The data synthesis driver: question -> teacher script -> timeline + user audio -> HF dataset on disk.
 
-Reproducibility: session i draws everything from ``default_rng([seed, i])``, and
-sessions run in fixed chunks, each in a process forked from one freshly loaded,
-warmed-up espeak-ng (whose output depends slightly on its history). So the same
-seed and config give identical rows whatever the worker count.
+Reproducibility: session i draws everything from ``default_rng([seed, i])``
+and reseeds espeak-ng's noise generator from ``(seed, i)`` (espeak-ng seeds it
+from the wall clock otherwise); sessions run in fixed chunks, each in a process
+forked from one freshly loaded, warmed-up espeak-ng (whose output also depends
+on state carried between calls, see :mod:`lws_core.audio.tts`). So the same seed
+and config give byte-identical rows, audio included, whatever the worker count
+and whenever the run starts.
 
 Bounded memory: at most ``2 × workers`` chunks are in flight; finished rows
 stream into per-split Arrow files, which are memory-mapped, saved as a
@@ -85,6 +88,7 @@ def synth_one(i: int) -> dict[str, Any]:
     d, sc = cfg.data, cfg.schema_
     seed = d.seed
     rng = np.random.default_rng([seed, i])
+    tts.reseed(int(np.random.default_rng([seed, i, 11]).integers(2**31)))
     split = split_of(seed, i, d.validation_fraction, d.test_fraction)
     names = list(d.scenarios)
     w = np.array([d.scenarios[n] for n in names], dtype=float)

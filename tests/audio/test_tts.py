@@ -66,3 +66,23 @@ def test_processes_forked_from_one_state_agree():
     with mp.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
         got = pool.map(_digest, range(3), chunksize=1)
     assert len(set(got)) == 1
+
+
+def test_noise_seed_not_the_clock():
+    """espeak-ng seeds its noise generator (breathy f2 voice) with time(NULL); we reseed it.
+
+    Two engines loaded more than a second apart give identical audio; another seed changes it.
+    """
+    import time
+
+    from lws_core.audio.tts import EspeakTTS
+
+    a = EspeakTTS(fresh=True)
+    time.sleep(1.05)
+    b = EspeakTTS(fresh=True)
+    assert a.seedable
+    voice = VoiceSpec("en-us+f2")
+    x = a.synthesize("What is twelve plus thirty?", voice).audio
+    assert np.array_equal(x, b.synthesize("What is twelve plus thirty?", voice).audio)
+    c = EspeakTTS(fresh=True, seed=5)
+    assert not np.array_equal(x, c.synthesize("What is twelve plus thirty?", voice).audio)
