@@ -186,6 +186,28 @@ def parse_relevance(text: str) -> int | None:
     return int(found[-1][1]) if found else None
 
 
+RELEVANCE_MAX_ASKS = 4  # first ask + 3 re-asks
+
+
+def rate_relevance(judge: Judge, user: str, max_asks: int = RELEVANCE_MAX_ASKS) -> tuple[int | None, int]:
+    """Ask until the rating parses, at most ``max_asks`` times; (rating or None, asks used).
+
+    Why: the official script re-asks the judge (``continue`` in a ``while True``) whenever
+    its answer has no parsable rating, so an unparsable first answer never becomes a
+    missing score there; we do the same but bounded, so a judge that never follows the
+    format cannot loop forever.  Each re-ask is a new draw: with our ``JudgeClient`` it
+    goes out as ``sample=i`` (another seed and cache key — re-reading the cached garbage
+    would be no re-ask); a plain callable is simply called again.
+    """
+    complete = getattr(judge, "complete", None)
+    for i in range(max_asks):
+        text = complete(RELEVANCE_SYSTEM, user, sample=i) if complete is not None else judge(RELEVANCE_SYSTEM, user)
+        rating = parse_relevance(text)
+        if rating is not None:
+            return rating, i + 1
+    return None, max_asks
+
+
 # --------------------------------------------------------------------------- tree reading
 def read_json(path: Path) -> Any:
     if not path.is_file():
@@ -285,6 +307,7 @@ def evaluate_task_dir(
     judge: Judge | None = None,
     reference: dict[str, list[float]] | None = None,
     reference_name: str = "",
+    max_asks: int = RELEVANCE_MAX_ASKS,
 ) -> TaskResult:
     """Compute one task folder's v1 metrics; ``judge`` rates interruption relevance (else "not judged")."""
     dirs = sample_dirs(task_dir)
@@ -298,6 +321,7 @@ def evaluate_task_dir(
         m: dict[str, Any] = {"tor": _mean([r["to"] for r in rows])}
     elif task in ("smooth_turn_taking", "user_interruption"):
         ratings: list[int] = []
+        unparsed = 0
         for d in dirs:
             chunks = read_chunks(d / "output.json")
             if task == "smooth_turn_taking":
@@ -309,14 +333,18 @@ def evaluate_task_dir(
             if task == "user_interruption" and row["to"] == 1 and judge is not None:
                 text = read_json(d / "output.json").get("text", "")
                 user = f"- Contextual user turn: {meta.get('context', '')}\n- User interrupting turn: {meta.get('interrupt', '')}\n- AI's response: {text}"
-                rating = parse_relevance(judge(RELEVANCE_SYSTEM, user))
-                row["relevance"] = rating
+                rating, asks = rate_relevance(judge, user, max_asks)
+                row["relevance"], row["relevance_asks"] = rating, asks
                 if rating is not None:
                     ratings.append(rating)
+                else:
+                    unparsed += 1
             rows.append(row)
         m = {"tor": _mean([r["to"] for r in rows]), "latency_s": _mean([r["latency_s"] for r in rows if r["latency_s"] is not None])}
         if task == "user_interruption":
             m["relevance"] = _mean(ratings) if judge is not None else "not judged"
+            if judge is not None:
+                m["relevance_unparsed"] = unparsed  # still unparsable after every re-ask
     elif task == "backchannel":
         scores = []
         for d in dirs:
@@ -403,6 +431,9 @@ def evaluate_tree(
             if k != "samples":
                 flat[f"{key}_{k}"] = v
         per_task[res.name] = {"task": res.task, **res.metrics, "per_sample": res.samples}
+    stats = getattr(judge, "stats", None)
+    if stats is not None:  # judge spend and latency of this tree's relevance ratings (JudgeClient counters)
+        flat.update({f"fdb_judge_{k}": v for k, v in stats.as_dict().items()})
     if write:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in flat.items()}
         (Path(root) / "metrics.json").write_text(json.dumps({"metrics": clean, "tasks": per_task}, indent=1))

@@ -178,3 +178,46 @@ def score_session(pred: Session, labels: Session, spoken_words: list[Word], scen
         consistent=consistent(pred.spoken_text(), pred.written_document()),
         state_errors=state_errors([u.state for u in pred.units], [u.state for u in labels.units]),
     )
+
+
+@dataclass
+class TaskTally:
+    """Written- and spoken-answer grades per task family (the held-out test split's task accuracy).
+
+    Why a class: the evaluation runner, the ablations and the tests all need the same
+    per-family bookkeeping; keeping it in one pure place lets the tests assert
+    per-family values on hand-built answers instead of only through a model.
+    """
+
+    written: dict[str, list[bool]] = field(default_factory=dict)
+    spoken: dict[str, list[bool]] = field(default_factory=dict)
+
+    def add(self, family: str, answer: str, written: str, spoken: str) -> None:
+        """Grade one response: the written ``**Answer:**`` line exactly, the spoken one by its key facts."""
+        from lws_core.data.tasks import grade_written
+
+        if not answer:
+            return  # no known answer (small talk, backchannel scenarios): nothing to grade
+        self.written.setdefault(family, []).append(grade_written(answer, written))
+        ok = spoken_correct(answer, spoken)
+        if ok is not None:
+            self.spoken.setdefault(family, []).append(ok)
+
+    @staticmethod
+    def _rates(d: dict[str, list[bool]]) -> dict[str, float]:
+        return {fam: sum(gs) / len(gs) for fam, gs in sorted(d.items()) if gs}
+
+    def per_family(self) -> dict[str, float]:
+        return self._rates(self.written)
+
+    def per_family_spoken(self) -> dict[str, float]:
+        return self._rates(self.spoken)
+
+    def overall(self) -> float | None:
+        """Written-answer accuracy over all graded responses (None when nothing had a known answer)."""
+        gs = [g for v in self.written.values() for g in v]
+        return sum(gs) / len(gs) if gs else None
+
+    def overall_spoken(self) -> float | None:
+        gs = [g for v in self.spoken.values() for g in v]
+        return sum(gs) / len(gs) if gs else None

@@ -15,6 +15,31 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f} %" if isinstance(v, float) else ("n/a" if v is None else str(v))
+
+
+def _consistency_lines(metrics: dict[str, Any]) -> list[str]:
+    """Our three consistency views next to the paper's 92.6 % (a rate without a public definition)."""
+    paper = metrics.get("consistency_paper_reference")
+    if paper is None and "consistency_rate" not in metrics:
+        return []
+    paper_s = _pct(paper)
+    emb = metrics.get("consistency_embedding_mean")
+    return [
+        "",
+        "## Writing–speaking consistency vs the paper",
+        "",
+        f"The LWS paper reports {paper_s} writing–speaking consistency without a public definition; ours are the views below.",
+        "",
+        "| view | ours | paper |",
+        "|---|---|---|",
+        f"| deterministic: every number said is written ({metrics.get('consistency_checked', 0)} responses) | {_pct(metrics.get('consistency_rate'))} | {paper_s} |",
+        f"| judge: spoken and written agree (Yes share) | {_pct(metrics.get('consistency_judge_rate'))} | {paper_s} |",
+        f"| embedding: mean cosine spoken vs written (a similarity, not a rate) | {_fmt(emb) if emb is not None else 'not computed'} | – |",
+    ]
+
+
 def write_report(
     out_dir: Path,
     metrics: dict[str, Any],
@@ -70,6 +95,7 @@ def write_report(
         lines += ["", "Engine: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))]
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not k.startswith("fdb_") and k != "engine_settings"]
+    lines += _consistency_lines(metrics)
     if per_family:
         lines += ["", "## Task accuracy per family", "", "| family | written | spoken |", "|---|---|---|"]
         lines += [f"| {k} | {_fmt(v)} | {_fmt(per_family_spoken.get(k))} |" for k, v in per_family.items()]

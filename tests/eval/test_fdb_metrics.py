@@ -157,3 +157,35 @@ def test_backchannel_tree_with_real_vad(tmp_path):
     assert per["0"]["to"] == 0 and per["0"]["backchannels"] == 1 and per["0"]["frequency"] == pytest.approx(1 / 8)
     assert per["1"]["to"] == 1
     assert 0.0 < per["0"]["jsd"] < 1.0 and per["0"]["reference"] == "derived from input pauses"
+
+
+def _interruption_tree(root):
+    meta = [{"context": "What is six times seven?", "interrupt": "Wait, what about six times eight?", "timestamp": [2.0, 3.0]}]
+    _sample(root / "user_interruption" / "0", _chunks((3.4, 3.8), (3.8, 4.2), (4.3, 4.9)), interrupt=meta)
+    _sample(root / "user_interruption" / "1", [], interrupt=meta)  # TO = 0: never judged
+
+
+def test_relevance_reasks_an_unparsable_judge_and_counts_its_cost(endpoint, tmp_path):
+    """The official script re-asks until the rating parses; ours re-asks at most RELEVANCE_MAX_ASKS times."""
+    from lws_core.eval.fdb_metrics import RELEVANCE_MAX_ASKS
+    from lws_core.eval.judge import JudgeClient
+
+    _interruption_tree(tmp_path / "t")
+    answers = iter(["I think it is fine.", "Analysis: it answers six times eight.\nI would rate the AI's response as 4"])
+    endpoint.reply = lambda body: next(answers)
+    judge = JudgeClient(endpoint.url, "judge-1", cache_dir=tmp_path / "cache", usd_per_1k_input=1.0, usd_per_1k_output=2.0)
+    m = evaluate_tree(tmp_path / "t", judge=judge)
+    assert m["fdb_interruption_relevance"] == 4.0 and m["fdb_interruption_relevance_unparsed"] == 0
+    assert len(endpoint.calls) == 2 and [c["body"]["seed"] for c in endpoint.calls] == [0, 1]  # a new draw, not the cache
+    saved = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert saved["tasks"]["user_interruption"]["per_sample"][0]["relevance_asks"] == 2
+    js = saved["metrics"]
+    assert js["fdb_judge_requests"] == 2 and js["fdb_judge_cost_usd"] == pytest.approx(2 * (0.1 + 0.04))
+    assert js["fdb_judge_mean_latency_s"] > 0 and js["fdb_judge_failures"] == 0
+    # a judge that never follows the format: bounded, and the sample is left unrated (not a made-up score)
+    endpoint.calls.clear()
+    endpoint.reply = lambda body: "no idea"
+    m = evaluate_tree(tmp_path / "t", judge=JudgeClient(endpoint.url, "judge-2"), write=False)
+    assert len(endpoint.calls) == RELEVANCE_MAX_ASKS and m["fdb_interruption_relevance_unparsed"] == 1
+    assert m["fdb_interruption_relevance"] is None
+    assert "fdb_judge_requests" not in evaluate_tree(tmp_path / "t", write=False)  # no judge, no counts
