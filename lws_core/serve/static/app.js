@@ -9,11 +9,12 @@ const $ = (id) => document.getElementById(id);
 // Live counters, also read by the browser test.
 const lws = (window.lws = {
   status: "idle", units: 0, states: {}, written: "", said: "", audioFrames: 0, audioSamples: 0,
-  played: 0, stopped: 0, bargeIns: 0, sentBytes: 0, errors: [], closeCode: null,
+  played: 0, stopped: 0, bargeIns: 0, sentBytes: 0, errors: [], closeCode: null, unitS: null, lastComputeMs: null,
 });
 
 let ws = null, ctx = null, stream = null, node = null, ready = false;
 let nextTime = 0;
+let unitS = 1.0; // the server's unit length, from `ready`
 const playing = new Set();
 
 function setStatus(s, cls) {
@@ -78,6 +79,8 @@ function onEvent(ev) {
   switch (ev.type) {
     case "ready":
       ready = true;
+      unitS = ev.unit_s > 0 ? ev.unit_s : 1.0;
+      lws.unitS = unitS;
       setStatus("live", "ready");
       $("stop").disabled = $("reset").disabled = false;
       break;
@@ -131,8 +134,17 @@ function onUnit(ev) {
   while (tl.childElementCount > MAX_CELLS) tl.firstElementChild.remove();
   $("s-units").textContent = String(lws.units);
   $("s-latency").textContent = `${Math.round(ev.latency_ms)} ms`;
-  if (ev.timings) $("s-rtf").textContent = (ev.timings.total_ms / 1000).toFixed(2);
+  if (ev.timings) {
+    lws.lastComputeMs = ev.timings.total_ms;
+    $("s-rtf").textContent = rtfText(ev.timings.total_ms, unitS);
+  }
 }
+
+// RTF = compute time / audio time of the unit: units are ready.unit_s long (0.25 s, 0.5 s ...), not always 1 s.
+function rtfText(totalMs, unit) {
+  return (totalMs / 1000 / unit).toFixed(2);
+}
+window.lwsRtf = rtfText; // read by the browser test
 
 function addSpeech(text) {
   lws.said += text;
