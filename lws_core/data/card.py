@@ -10,6 +10,7 @@ from lws_core.schema import SCHEMA_VERSION
 
 
 def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> dict[str, Any]:  # noqa: ANN001
+    """Write card.json (machine-readable) and README.md (the same facts for people); return the card."""
     card = {
         "schema_version": SCHEMA_VERSION,
         "config_digest": cfg.digest(),
@@ -33,28 +34,39 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         "data_config": cfg.to_dict()["data"],
     }
     (directory / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    weights = card["scenario_weights"]
+    total_w = sum(weights.values()) or 1.0
     lines = [
         "# LWS synthetic dataset",
         "",
         f"Schema `{SCHEMA_VERSION}`, config digest `{card['config_digest']}`, seed {card['seed']}, teacher `{teacher}`.",
-        f"{sum(summary.rows.values())} sessions ({', '.join(f'{k}: {v}' for k, v in summary.rows.items())}), "
+        f"{sum(summary.rows.values())} sessions of {requested} requested "
+        f"({', '.join(f'{k}: {v}' for k, v in summary.rows.items())}), "
         f"{summary.audio_hours:.3f} h of 16 kHz user audio, {summary.units} units of {cfg.schema_.unit_s:g} s.",
+        f"Budgets per unit: {card['max_write_tokens']} write tokens, {card['max_say_tokens']} say tokens, counted with "
+        f"{card['budget_tokenizer']}. Synthesis took {card['wall_s']:g} s.",
         "",
-        "| scenario | sessions |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in summary.per_scenario.items()],
+        "| scenario | weight | sessions |",
+        "|---|---|---|",
+        *[f"| {k} | {weights.get(k, 0) / total_w:.2f} | {summary.per_scenario.get(k, 0)} |"
+          for k in sorted(set(weights) | set(summary.per_scenario))],
         "",
         "| task family | sessions |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in summary.per_family.items()],
         "",
+        "| voice (espeak-ng lang+variant) | sessions |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in card["voices"].items()],
+        "",
         "| rejected because | count |",
         "|---|---|",
         *([f"| {k} | {v} |" for k, v in summary.rejects.items()] or ["| (none) | 0 |"]),
         "",
+        *(["First rejects:", "", *[f"- {e}" for e in card["reject_examples"]], ""] if card["reject_examples"] else []),
         "Rows: `id, session (JSON timeline), audio (PCM16 LE mono 16 kHz, len(units)*unit_s s), scenario, task_family, "
         "question, answer, teacher, voice, schema_version, unit_s`. Load with `lws_core.data.dataset.load_dataset_dir`.",
-        "The test split uses held-out phrasings and voices.",
+        "The test split uses held-out phrasings and voices. The full data config is in `card.json` (`data_config`).",
         "",
     ]
     (directory / "README.md").write_text("\n".join(lines))

@@ -107,8 +107,7 @@ def synth_one(i: int) -> dict[str, Any]:
         elif scenario == "multi_turn":
             first = Question(q1.text, q1.answer or written_answer(s1.written), q1.task_family, q1.words, q1.phrasing, s1)
             q2 = make_followup(first, rng)
-            assert q2.script is not None
-            extra = (q2, q2.script)
+            extra = (q2, teacher.script(q2))  # the template teacher returns q2's own script
     session, audio, meta = build_session(scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db)
     final_q = extra[0] if extra is not None else q1
     answer = final_q.answer or ""
@@ -252,7 +251,8 @@ def synthesize(
         disable_progress_bar()  # our own bar is the one to watch
         dd = DatasetDict({s: Dataset.from_file(str(shards / f"{s}.arrow")) for s in SPLITS})
         final = tmp / "out"
-        dd.save_to_disk(str(final))
+        # datasets writes no shard for an empty split and then cannot load it back: give it one empty shard
+        dd.save_to_disk(str(final), num_shards={s: 1 for s in SPLITS if counts[s] == 0})
         enable_progress_bar()
         del dd
         budget_tokenizer().save(final / "tokenizer")

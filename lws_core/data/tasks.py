@@ -186,7 +186,18 @@ def make_question(family: str, rng: np.random.Generator, split: str = "train") -
 
 
 def make_followup(first: Question, rng: np.random.Generator) -> Question:
-    """A follow-up that refers to what was written ("that"), with its own known answer."""
+    """A follow-up that refers to what was written ("that"), with its own known answer.
+
+    The returned question carries a template script (used by the template
+    teacher) and the first turn as ``context``, so any other teacher can be asked
+    to script it too.
+    """
+    q = _followup(first, rng)
+    ctx = first.context + ((first.text, first.script.written if first.script else f"**Answer:** {first.answer or ''}\n"),)
+    return Question(q.text, q.answer, q.task_family, q.words, q.phrasing, q.script, ctx)
+
+
+def _followup(first: Question, rng: np.random.Generator) -> Question:
     a = first.answer or ""
     if re.fullmatch(r"-?\d+", a):
         v = int(a)

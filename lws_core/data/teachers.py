@@ -112,9 +112,11 @@ class TemplateTeacher:
 
 
 def _user_prompt(question: Question) -> str:
+    """The question as numbered words, preceded by earlier turns (a follow-up refers to what was written)."""
     words = " ".join(f"[{i}]{w}" for i, w in enumerate(question.words))
     ref = f"\nReference answer: {question.answer}" if question.answer else ""
-    return f"Question words: {words}{ref}\nReply with JSON only."
+    ctx = "".join(f"Earlier the user asked: {q}\nYou wrote:\n{w.strip()}\n" for q, w in question.context)
+    return f"{ctx}Question words: {words}{ref}\nReply with JSON only."
 
 
 class OpenAITeacher:

@@ -28,7 +28,9 @@ class Question:
 
     ``answer`` is the canonical answer when known (template tasks), else None.
     ``script`` is set by the template generator, which knows the answer by
-    construction; other teachers ignore it.
+    construction; other teachers ignore it. ``context`` holds the earlier turns
+    of the conversation as (question, written answer) pairs: a follow-up such as
+    "Now double that." means nothing to a teacher without them.
     """
 
     text: str
@@ -37,6 +39,7 @@ class Question:
     words: list[str] = field(default_factory=list)
     phrasing: int = 0
     script: Script | None = None
+    context: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def make(cls, text: str, **kw) -> Question:  # noqa: ANN003

@@ -75,6 +75,41 @@ def test_byte_identical_regardless_of_workers(ds_dir, tmp_path):
     assert json.loads((ds_dir / "card.json").read_text())["rows"] == json.loads((tmp_path / "one" / "card.json").read_text())["rows"]
 
 
+def test_test_split_uses_held_out_phrasings_and_voices(ds_dir):
+    """Test rows use only each family's last phrasing and held-out voices; other splits never do."""
+    from lws_core.audio.tts import english_voices
+    from lws_core.data.tasks import PHRASINGS
+
+    dd = load_dataset_dir(ds_dir)
+    held_voices = set(english_voices(held_out=True))
+    seen = {"test": 0, "other": 0}
+    for split, ds in dd.items():
+        for row in ds:
+            if row["scenario"] == "silence":
+                continue
+            meta = json.loads(row["session"])["meta"]
+            last = len(PHRASINGS[row["task_family"]]) - 1
+            voice = row["voice"].split("@")[0]
+            if split == "test":
+                assert meta["phrasing"] == last and voice in held_voices, row["id"]
+                seen["test"] += 1
+            else:
+                assert meta["phrasing"] != last and voice not in held_voices, row["id"]
+                seen["other"] += 1
+    assert seen["test"] >= 1 and seen["other"] >= 20
+
+
+def test_card_lists_voices_and_rejects(ds_dir):
+    card = json.loads((ds_dir / "card.json").read_text())
+    readme = (ds_dir / "README.md").read_text()
+    assert card["voices"] and sum(card["voices"].values()) == sum(card["rows"].values())
+    for voice, n in card["voices"].items():
+        assert f"| {voice} | {n} |" in readme
+    for reason, n in card["rejects"].items():
+        assert f"| {reason} | {n} |" in readme
+    assert f"seed {card['seed']}" in readme and card["config_digest"] in readme
+
+
 def _tl() -> Timeline:
     return Timeline(1.0, 24, 12, EspeakTTS(fresh=True))
 
