@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 from lws_core.config import LWSConfig
 from lws_core.errors import LWSError
-from lws_core.ops.tracking import Tracker
+from lws_core.ops.tracking import PIPELINE_RUN_ENV, Tracker
 from lws_core.ops.workspace import Workspace, tracking_uri
 
 
@@ -110,6 +111,8 @@ def run_local(cfg: LWSConfig, run_tag: str | None = None, progress: bool = True)
     log_path = ws.root / "logs" / f"{run_tag}.log"
     t0 = time.time()
     error = None
+    previous = os.environ.get(PIPELINE_RUN_ENV)
+    os.environ[PIPELINE_RUN_ENV] = run_tag  # the task subprocesses inherit it; their cache keys don't
     try:
         with _quiet_tasks(log_path, progress), warnings.catch_warnings():
             # GPU/Kubernetes settings are for the cluster; the local runner says so once per task
@@ -121,6 +124,11 @@ def run_local(cfg: LWSConfig, run_tag: str | None = None, progress: bool = True)
         raise
     except Exception as e:  # noqa: BLE001 - kfp.local reports a failed task as RuntimeError
         error = _ANSI.sub("", str(e)).splitlines()[0][:300]
+    finally:
+        if previous is None:
+            os.environ.pop(PIPELINE_RUN_ENV, None)
+        else:
+            os.environ[PIPELINE_RUN_ENV] = previous
     wall = time.time() - t0
     res = collect_result(tracker, run_tag, wall, error)
     res.log_path = str(log_path)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lws_core.errors import InputError
+from lws_core.errors import InputError, ServiceError
+from lws_core.ops.faults import inject_fault
 from lws_core.ops.gate import GateDecision, decide
 from lws_core.ops.retry import with_retries
-from lws_core.ops.workspace import Workspace, configure_mlflow_env, ensure_store, file_lock, tracking_uri
+from lws_core.ops.workspace import (
+    Workspace,
+    artifact_endpoint,
+    configure_mlflow_env,
+    ensure_store,
+    file_lock,
+    tracking_uri,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -81,7 +90,7 @@ def register_model(
                 pip_requirements=_pip_requirements(),
             )
 
-    info = with_retries(log, "MLflow model logging", uri)
+    info = with_retries(log, "MLflow model logging", artifact_endpoint(cfg))
     lock = Workspace.from_config(cfg).root / "registry.lock"
     with file_lock(lock):
         with_retries(lambda: _ensure_registered_model(client, name), "MLflow registry", uri)
@@ -89,6 +98,7 @@ def register_model(
         previous_challenger = _alias_version(client, name, CHALLENGER)
         moved = False
         try:
+            inject_fault("register")
             champ_version, champ_metrics = _champion_metrics(client, name)
             decision = decide(metrics, champ_metrics, cfg.registry.gate)
             tags = {f"lineage.{k}": str(v) for k, v in lineage.items()}
@@ -153,7 +163,10 @@ def resolve_model_uri(uri: str | Path, cfg=None) -> Path:  # noqa: ANN001
 
     An alias is resolved to its version first; each version is downloaded once into
     ``<workspace>/cache/models/NAME/VERSION`` (temp dir + rename, so a crash never leaves
-    a half copy that looks complete) and later calls for it load offline from there.
+    a half copy that looks complete) and later calls for it load offline from there. An alias
+    also remembers the version it last resolved to, so with the registry unreachable (server
+    down, no network) ``models:/NAME@champion`` loads the champion this machine last saw, with
+    a warning on stderr; without such a copy the registry's ServiceError stands.
     """
     uri = str(uri)
     if not uri.startswith("models:/"):
@@ -175,14 +188,22 @@ def resolve_model_uri(uri: str | Path, cfg=None) -> Path:  # noqa: ANN001
     reg = tracking_uri(cfg)
     ensure_store(reg)
     ref = uri[len("models:/") :]
+    cache = Workspace.from_config(cfg).cache / "models"
+    alias = None
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        version = _alias_version_checked(MlflowClient(reg, reg), name, alias, uri, reg)
+        try:
+            version = _alias_version_checked(MlflowClient(reg, reg), name, alias, uri, reg)
+        except ServiceError as e:
+            version = _cached_alias(cache / name, alias)
+            if version is None:
+                raise
+            print(f"warning: {e}; using the cached {name}@{alias} (version {version})", file=sys.stderr)
     elif "/" in ref:
         name, version = ref.split("/", 1)
     else:
         raise InputError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    dst = Workspace.from_config(cfg).cache / "models" / name / str(version)
+    dst = cache / name / str(version)
     if not (dst / "artifacts").is_dir():
         mlflow.set_tracking_uri(reg)
         mlflow.set_registry_uri(reg)
@@ -206,7 +227,34 @@ def resolve_model_uri(uri: str | Path, cfg=None) -> Path:  # noqa: ANN001
     found = sorted(p.parent for p in (dst / "artifacts").glob("*/lws_model.json"))
     if not found:
         raise InputError(f"{uri}: registered artifact is not an LWS pyfunc model")
+    if alias is not None:
+        _remember_alias(cache / name, alias, str(version))
     return found[0]
+
+
+def _alias_file(model_cache: Path, alias: str) -> Path:
+    return model_cache / "aliases" / alias
+
+
+def _remember_alias(model_cache: Path, alias: str, version: str) -> None:
+    """Record which version ``alias`` pointed to when last resolved, so ``models:/NAME@ALIAS`` still
+    loads (that same, complete local copy) when the registry is unreachable. Temp file + rename."""
+    import os
+
+    f = _alias_file(model_cache, alias)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f".{f.name}.tmp-{os.getpid()}")
+    tmp.write_text(version)
+    tmp.replace(f)
+
+
+def _cached_alias(model_cache: Path, alias: str) -> str | None:
+    """The version ``alias`` last resolved to, if its local copy is complete; else None."""
+    f = _alias_file(model_cache, alias)
+    if not f.is_file():
+        return None
+    version = f.read_text().strip()
+    return version if version and (model_cache / version / "artifacts").is_dir() else None
 
 
 def _alias_version_checked(client, name: str, alias: str, uri: str, reg: str) -> str:  # noqa: ANN001

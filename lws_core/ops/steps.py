@@ -19,7 +19,8 @@ from typing import Any
 
 from lws_core.config import LWSConfig, config_from_dict
 from lws_core.errors import InputError
-from lws_core.ops.tracking import COMPLETED_TAG, RUN_TAG, MLflowTrainCallback, Tracker
+from lws_core.ops.faults import inject_fault
+from lws_core.ops.tracking import COMPLETED_TAG, RUN_TAG, MLflowTrainCallback, Tracker, pipeline_run_from_env
 
 
 def _cfg(config_json: str) -> LWSConfig:
@@ -40,8 +41,17 @@ def code_revision() -> str:
 
 
 def _step_run(tr: Tracker, step: str) -> str:
-    """A cached step logs into its own run; the register step later files it under the pipeline's parent run."""
-    run = tr.client.create_run(tr.experiment_id(), run_name=step, tags={"lws.step": step, "lws.config_digest": tr.cfg.digest()})
+    """A cached step logs into its own run, with its own config sections as params and MLflow's system
+    metrics; the register step later files it under the pipeline's parent run (or, when a later step
+    fails, the exit handler does, finding it by the pipeline run its runner named in the environment)."""
+    from lws_core.config import STEP_SECTIONS
+
+    tags = {"lws.step": step, "lws.config_digest": tr.cfg.digest()}
+    if run_tag := pipeline_run_from_env():
+        tags[RUN_TAG] = run_tag
+    run = tr.client.create_run(tr.experiment_id(), run_name=step, tags=tags)
+    tr.log_sections(run.info.run_id, STEP_SECTIONS.get(step, ()))
+    tr.start_system_metrics(run.info.run_id)
     return run.info.run_id
 
 
@@ -115,6 +125,8 @@ def run_version(config_json: str, path: str, kind: str = "dataset") -> str:
 
 
 def run_train(config_json: str, dataset_path: str, model_path: str) -> str:
+    """Train in this process, or (``pipeline.train_launcher: trainjob``) hand off to a Kubeflow Trainer
+    TrainJob for multi-node training and wait for it; either way the model ends up in ``model_path``."""
     from lws_core.train import train
 
     cfg = _cfg(config_json)
@@ -122,7 +134,14 @@ def run_train(config_json: str, dataset_path: str, model_path: str) -> str:
     rid = _step_run(tr, "train")
     sm = _SystemMetrics()
     try:
-        train(cfg, Path(dataset_path), Path(model_path), callbacks=[MLflowTrainCallback(tr, rid)], progress=False)
+        if cfg.pipeline.train_launcher == "trainjob":
+            from lws_core.ops.trainjob import train_on_cluster
+
+            job = train_on_cluster(cfg, Path(dataset_path), Path(model_path))
+            tr.client.set_tag(rid, "lws.trainjob", f"{job.namespace}/{job.name}")
+            tr.log_metrics(rid, {"trainjob_wall_s": job.wall_s, "trainjob_nodes": float(cfg.pipeline.train_num_nodes)})
+        else:
+            train(cfg, Path(dataset_path), Path(model_path), callbacks=[MLflowTrainCallback(tr, rid)], progress=False)
         tr.client.log_artifact(rid, str(Path(model_path) / "train_summary.json"))
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
@@ -157,6 +176,7 @@ def run_evaluate(
     rid = _step_run(tr, "evaluate")
     sm = _SystemMetrics()
     try:
+        inject_fault("evaluate")
         s = evaluate(cfg, Path(model_path), Path(dataset_path), Path(out_path), progress=False)
         tr.log_metrics(rid, s.metrics)
         tr.log_dir(rid, Path(out_path), "eval_report")
@@ -189,6 +209,10 @@ def _file_step_runs(tr: Tracker, parent: str, run_tag: str, step_runs: list[str]
         tr.client.set_tag(rid, RUN_TAG, run_tag)
 
 
+# what the register step reads (the gate, the registry, the DVC remote) — its step run's params
+REGISTER_SECTIONS = ("registry",)
+
+
 def run_register(
     config_json: str,
     run_tag: str,
@@ -209,7 +233,7 @@ def run_register(
     tr = Tracker(cfg)
     parent = tr.start_parent(run_tag)
     _file_step_runs(tr, parent, run_tag, step_runs or [])
-    rid = tr.start_step(parent, "register")
+    rid = tr.start_step(parent, "register", REGISTER_SECTIONS)
     sm = _SystemMetrics()
     try:
         metrics_file = Path(eval_path) / "metrics.json"
@@ -268,13 +292,15 @@ def run_register(
 
 
 def run_finalize(config_json: str, run_tag: str) -> str:
-    """Exit handler: a parent run that the register step did not complete is marked FAILED."""
+    """Exit handler: a parent run that the register step did not complete is marked FAILED, with the
+    step runs this pipeline run started (the failed one included) nested under it."""
     cfg = _cfg(config_json)
     tr = Tracker(cfg)
     pid = tr.find_parent(run_tag) or tr.start_parent(run_tag)
     run = tr.client.get_run(pid)
     if run.data.tags.get(COMPLETED_TAG) == "true":
         return "FINISHED"
+    tr.nest_orphans(pid, run_tag)
     tr.client.set_tag(pid, "lws.failure", "a pipeline step failed before registration; no model was registered")
     tr.finish(pid, "FAILED")
     return "FAILED"

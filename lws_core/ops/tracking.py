@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from lws_core.ops.retry import with_retries
-from lws_core.ops.workspace import artifact_location, configure_mlflow_env, ensure_store, tracking_uri
+from lws_core.ops.workspace import (
+    artifact_endpoint,
+    artifact_location,
+    configure_mlflow_env,
+    ensure_store,
+    tracking_uri,
+)
 
 RUN_TAG = "lws.pipeline_run"
 COMPLETED_TAG = "lws.completed"
+# set by the local runner for its task subprocesses: the pipeline run a step runs for. Not a component
+# input: that would enter the cached steps' cache keys and no rerun would ever be served from cache.
+PIPELINE_RUN_ENV = "LWS_PIPELINE_RUN"
+# MLflow's system-metrics monitor samples every N seconds (MLflow's env var overrides); short, because
+# a step shorter than one interval logs nothing, and a tiny pipeline's steps take seconds
+SYSTEM_METRICS_INTERVAL_S = 2.0
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -28,17 +41,20 @@ class _RetryingClient:
     """An MlflowClient whose every call is retried with backoff (a server restarting, SQLite's
     "database is locked" under two concurrent pipeline runs) before failing with a ServiceError."""
 
-    def __init__(self, client, uri: str) -> None:  # noqa: ANN001
+    def __init__(self, client, uri: str, artifacts: str | None = None) -> None:  # noqa: ANN001
         self._client = client
         self._uri = uri
+        self._artifacts = artifacts or uri
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
+        # artifact transfers go to the artifact store (S3), which is what a failure message must name
+        endpoint = self._artifacts if "artifact" in name else self._uri
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return with_retries(lambda: attr(*args, **kwargs), f"MLflow {name}", self._uri)
+            return with_retries(lambda: attr(*args, **kwargs), f"MLflow {name}", endpoint)
 
         return call
 
@@ -53,7 +69,10 @@ class Tracker:
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
         ensure_store(self.uri)
-        self.client = _RetryingClient(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri), self.uri)
+        self.client = _RetryingClient(
+            MlflowClient(tracking_uri=self.uri, registry_uri=self.uri), self.uri, artifact_endpoint(cfg)
+        )
+        self._monitors: dict[str, Any] = {}
 
     def experiment_id(self) -> str:
         """Create the experiment once, up front (parallel first use of SQLite can lock)."""
@@ -85,12 +104,7 @@ class Tracker:
             run_name=run_name or f"pipeline-{run_tag}",
             tags={RUN_TAG: run_tag, "lws.role": "pipeline"},
         )
-        params = _flatten(self.cfg.to_dict())
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run.info.run_id, params=items[i : i + 100])
+        self.log_params(run.info.run_id, self.cfg.to_dict())
         self.client.set_tag(run.info.run_id, "lws.config_digest", self.cfg.digest())
         return run.info.run_id
 
@@ -102,7 +116,8 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
-    def start_step(self, parent_id: str, step: str) -> str:
+    def start_step(self, parent_id: str, step: str, sections: tuple[str, ...] = ()) -> str:
+        """A step run nested under ``parent_id``, with its config ``sections`` as params and system metrics."""
         parent = self.client.get_run(parent_id)
         tag = parent.data.tags.get(RUN_TAG, "")
         run = self.client.create_run(
@@ -110,7 +125,53 @@ class Tracker:
             run_name=step,
             tags={"mlflow.parentRunId": parent_id, RUN_TAG: tag, "lws.step": step},
         )
+        self.log_sections(run.info.run_id, sections)
+        self.start_system_metrics(run.info.run_id)
         return run.info.run_id
+
+    def log_params(self, run_id: str, values: dict[str, Any]) -> None:
+        """Flattened params (``section.key``), in batches MLflow accepts."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in _flatten(values).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_sections(self, run_id: str, sections: tuple[str, ...]) -> None:
+        """A step run's own config sections as its params, so a step run alone says what it ran with
+        (the parent holds the whole config; a cached step's run is shared by several parents)."""
+        d = self.cfg.to_dict()
+        self.log_params(run_id, {k: d[k] for k in sections if k in d})
+
+    def start_system_metrics(self, run_id: str) -> None:
+        """MLflow's own system-metrics monitor (CPU, memory, disk, network, GPU when present; psutil)
+        on a run created through the client: it samples on a thread until :meth:`finish`. A monitor
+        that cannot start (no psutil) only costs the metrics, never the step."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            mon = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=self.uri)
+            mon.start()
+        except Exception:  # noqa: BLE001 - optional telemetry
+            return
+        self._monitors[run_id] = mon
+
+    def nest_orphans(self, parent_id: str, run_tag: str) -> list[str]:
+        """File step runs that ran for ``run_tag`` but were never nested (the pipeline failed before the
+        register step could) under the parent; returns their ids."""
+        runs = self.client.search_runs(
+            [self.experiment_id()], filter_string=f"tags.`{RUN_TAG}` = '{run_tag}'", max_results=100
+        )
+        moved = []
+        for r in runs:
+            t = r.data.tags
+            if t.get("lws.role") == "pipeline" or "lws.step" not in t or t.get("mlflow.parentRunId"):
+                continue
+            self.client.set_tag(r.info.run_id, "mlflow.parentRunId", parent_id)
+            if r.info.status == "RUNNING":  # its task died without ending it (killed pod, OOM)
+                self.client.set_terminated(r.info.run_id, "FAILED")
+            moved.append(r.info.run_id)
+        return moved
 
     def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:
         import time
@@ -130,7 +191,15 @@ class Tracker:
         self.client.log_artifacts(run_id, str(directory), artifact_path)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        mon = self._monitors.pop(run_id, None)
+        if mon is not None:
+            mon.finish()  # flushes its last samples before the run ends
         self.client.set_terminated(run_id, status)
+
+
+def pipeline_run_from_env() -> str | None:
+    """The pipeline run a step runs for, when its runner said (see ``PIPELINE_RUN_ENV``)."""
+    return os.environ.get(PIPELINE_RUN_ENV) or None
 
 
 class MLflowTrainCallback:

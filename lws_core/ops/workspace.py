@@ -70,10 +70,22 @@ def artifact_location(cfg) -> str | None:  # noqa: ANN001
 
 def configure_mlflow_env(cfg) -> None:  # noqa: ANN001
     """Point MLflow's S3 artifact client at the configured S3-compatible endpoint (MinIO, Ceph, moto...).
+    The config, when it names one, wins over an inherited ``MLFLOW_S3_ENDPOINT_URL`` (an earlier config
+    in the same process, a shell export): the endpoint a run uses is the one its config records.
     Credentials stay in the environment (AWS_* from a Secret on a cluster), never in the config."""
     if cfg.registry.s3_endpoint_url:
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.registry.s3_endpoint_url)
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = cfg.registry.s3_endpoint_url
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def artifact_endpoint(cfg) -> str:  # noqa: ANN001
+    """The endpoint artifact uploads and downloads talk to, for error messages: the S3 endpoint when
+    artifacts live in S3 (not the tracking server, which may be up while the bucket is not)."""
+    loc = cfg.registry.artifact_location or ""
+    if loc.startswith("s3://"):
+        endpoint = cfg.registry.s3_endpoint_url or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or "AWS S3"
+        return f"{endpoint} ({loc})"
+    return tracking_uri(cfg)
 
 
 _READY: set[str] = set()
