@@ -43,11 +43,11 @@ def encode_cmd(session: SessionArg, tokenizer: TokOpt = None, config: ConfigOpt 
     line: list[str] = []
     for i, t in enumerate(strings):
         if i in enc.unit_starts and line:
-            out.print(" ".join(line), markup=False, highlight=False)
+            out.print(" ".join(line), markup=False, highlight=False, soft_wrap=True)
             line = []
         line.append(t if enc.labels[i] == -100 else f"[{t}]")
     if line:
-        out.print(" ".join(line), markup=False, highlight=False)
+        out.print(" ".join(line), markup=False, highlight=False, soft_wrap=True)
     out.print(f"# {len(enc)} tokens, {sum(lab != -100 for lab in enc.labels)} labelled ([...]), {len(s.units)} units")
     if ids_out:
         ids_out.write_text(json.dumps({"input_ids": enc.input_ids}))
@@ -73,7 +73,7 @@ def decode_cmd(
     tok = SchemaTokenizer.load(tokenizer)
     for i, u in enumerate(parse(ids, tok)):
         flag = " (force-closed: " + "; ".join(u.issues) + ")" if u.forced else ""
-        out.print(f"{i * unit_s:6.2f}s {u.state:6} write={u.write!r} say={u.say!r}{' <eot>' if u.eot else ''}{flag}", markup=False)
+        out.print(f"{i * unit_s:6.2f}s {u.state:6} write={u.write!r} say={u.say!r}{' <eot>' if u.eot else ''}{flag}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("validate")
@@ -88,7 +88,7 @@ def validate_cmd(session: SessionArg, config: ConfigOpt = None, tokenizer: TokOp
         s, cfg.schema_.max_write_tokens, cfg.schema_.max_say_tokens, count_tokens=tok.count if tok else None
     )
     for item in v:
-        out.print(str(item), markup=False)
+        out.print(str(item), markup=False, soft_wrap=True)
     if v:
         raise typer.Exit(1)
     out.print(f"{session}: valid ({len(s.units)} units)")

@@ -126,6 +126,7 @@ class UnitParser:
 
     def __init__(self, tok: SchemaTokenizer, strict: bool = False, start: Phase = Phase.OUTSIDE) -> None:
         self.tok = tok
+        self.vocab_size = tok.vocab_size
         self.ids = tok.special
         self.strict = strict
         self.phase = start
@@ -178,7 +179,19 @@ class UnitParser:
         return u
 
     def feed(self, token: int) -> ParsedUnit | None:
-        """Consume one id; returns the unit it completed, if any."""
+        """Consume one id; returns the unit it completed, if any.
+
+        An id outside the tokenizer's vocabulary (negative, or past its size) is
+        garbage: strict mode raises SchemaError, lenient mode notes it on the open
+        unit and drops it. It must never reach the HF decoder, which raises
+        OverflowError/IndexError on such ids and would break parse's contract.
+        """
+        if not 0 <= token < self.vocab_size:
+            if self.strict:
+                raise SchemaError(f"unit {len(self.units)}: token id {token} outside the vocabulary (0..{self.vocab_size - 1})")
+            if self.current is not None:
+                self.current.issues.append(f"token id {token} outside the vocabulary (dropped)")
+            return None
         s = self.ids
         p = self.phase
         special = token in self.tok.special_set

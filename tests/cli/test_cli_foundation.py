@@ -101,9 +101,11 @@ def test_schema_tokenizer_and_decode(session_file, tmp_path):
     p = run("schema", "encode", str(session_file), "--tokenizer", str(tmp_path / "tok"), "--ids-out", str(tmp_path / "ids.json"))
     assert p.returncode == 0, p.stderr
     ids = json.loads((tmp_path / "ids.json").read_text())["input_ids"]
-    (tmp_path / "cut.json").write_text(json.dumps(ids[:-3]))
+    # cut, with out-of-vocabulary garbage in the first unit (a negative id was an OverflowError traceback)
+    (tmp_path / "cut.json").write_text(json.dumps(ids[:3] + [-5, 10**20] + ids[3:-3]))
     p = run("schema", "decode", str(tmp_path / "cut.json"), "--tokenizer", str(tmp_path / "tok"))
-    assert p.returncode == 0 and "force-closed" in p.stdout and "42" in p.stdout
+    assert p.returncode == 0 and "force-closed" in p.stdout and "42" in p.stdout, (p.stdout, p.stderr)
+    assert "token id -5 outside the vocabulary" in p.stdout
 
 
 def test_malformed_inputs_are_one_line_errors(tmp_path):

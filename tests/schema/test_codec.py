@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,9 +24,10 @@ TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="<|>\x00
 def units(draw):
     state = draw(st.sampled_from(["listen", "speak"]))
     write = draw(TEXT)
+    dep = draw(st.none() | st.integers(0, 50))  # causality metadata: the data stage sets it, tokens never carry it
     if state == "listen":
-        return Unit(state="listen", write=write)
-    return Unit(state="speak", write=write, say=draw(TEXT), eot=draw(st.booleans()))
+        return Unit(state="listen", write=write, depends_on_word=dep)
+    return Unit(state="speak", write=write, say=draw(TEXT), eot=draw(st.booleans()), depends_on_word=dep)
 
 
 @st.composite
@@ -43,7 +45,11 @@ def test_encode_parse_round_trip_is_identity(tok, s, k):
     enc = encode(s, tok, k)
     back = parse_session(enc.input_ids, tok, unit_s=s.unit_s, strict=True)
     assert back.system == s.system
-    assert back.units == s.units
+    # Everything the stream carries comes back; depends_on_word is label metadata for the causality
+    # check and must not change the tokens (so a model never sees or depends on it).
+    assert back.units == [u.model_copy(update={"depends_on_word": None}) for u in s.units]
+    bare = s.model_copy(update={"units": [u.model_copy(update={"depends_on_word": None}) for u in s.units]})
+    assert encode(bare, tok, k).input_ids == enc.input_ids
     assert len(enc.unit_starts) == len(s.units)
     assert sum(enc.audio_mask) == k * len(s.units)
 
@@ -52,7 +58,8 @@ def test_encode_parse_round_trip_is_identity(tok, s, k):
 @given(data=st.data())
 def test_parse_arbitrary_streams_never_crashes(tok, data):
     vocab = tok.vocab_size
-    ids = data.draw(st.lists(st.one_of(st.integers(0, 9), st.integers(0, vocab - 1)), max_size=80))
+    # schema ids, in-vocabulary ids, and any integer at all (negative, past the vocabulary, huge)
+    ids = data.draw(st.lists(st.one_of(st.integers(0, 9), st.integers(0, vocab - 1), st.integers()), max_size=80))
     out = parse(ids, tok)  # lenient: never raises
     for u in out:
         assert u.state in ("listen", "speak")
@@ -62,6 +69,17 @@ def test_parse_arbitrary_streams_never_crashes(tok, data):
         parse(ids, tok, strict=True)
     except SchemaError:
         pass  # the only error strict parsing may raise
+
+
+def test_out_of_vocabulary_ids_are_garbage_not_crashes(tok):
+    sp = tok.special
+    stream = [sp.unit, sp.audio, sp.listen, sp.write, -5, tok.vocab_size, 10**30, sp.say, sp.end]
+    (u,) = parse(stream, tok)  # these ids used to reach the HF decoder: OverflowError
+    assert u.forced and u.state == "listen" and u.write == "" and u.write_ids == []
+    assert sum("outside the vocabulary" in i for i in u.issues) == 3
+    with pytest.raises(SchemaError, match="token id -5 outside the vocabulary"):
+        parse(stream, tok, strict=True)
+    assert parse([-1, 10**20], tok) == []  # outside any unit: dropped like other garbage
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
