@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lws_core.engine.activity import SpeechActivity
 from lws_core.engine.fastpath import FastPath
 from lws_core.engine.session import Policy, StreamingSession
 from lws_core.engine.types import EngineConfig, SimulationResult, UnitOutput
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from lws_core.model import LWSModel
 
 OUTPUT_FILES = ("output.wav", "output.json", "written.md", "units.jsonl", "timeline.png")
+TIMELINE_TITLE = "simulated session: user speech activity, state, writing, speech as played"
 
 
 class Engine:
@@ -138,7 +140,7 @@ class Engine:
         tl = _Timeline(self.model.spec.unit_s)
         total = -(-len(audio) // self.unit_samples)
         for block, u in self._run(self.iter_units(audio), system, progress, naive, total, policy):
-            tl.add(u, len(block))
+            tl.add(u, block)
             if u.speech.size:  # plays during the next unit
                 start = (u.index + 1) * self.unit_samples
                 seg = u.speech[: max(0, len(out) - start)]
@@ -174,23 +176,38 @@ class Engine:
         end_s = n_in / spec.sample_rate
         words = [Word(text=w.text, start=w.start, end=min(w.end, end_s)) for w in tl.words if w.start < end_s]
         return SimulationResult(
-            tl.units, out, words, "".join(u.write for u in tl.units), session, spec.unit_s, n_in
+            tl.units,
+            out,
+            words,
+            "".join(u.write for u in tl.units),
+            session,
+            spec.unit_s,
+            n_in,
+            tl.activity.segments(),
         )
 
     def simulate_file(
-        self, path: str | Path, out_dir: str | Path, system: str | None = None, progress: bool = True
+        self,
+        path: str | Path,
+        out_dir: str | Path,
+        system: str | None = None,
+        progress: bool = True,
+        policy: Policy | None = None,
     ) -> SimulationResult:
         """Stream a file of any length from disk and write the outputs atomically.
 
         Memory is bounded: input blocks are read one unit at a time, output audio and
         units.jsonl are written as they come, and only the (audio-free) unit records
         are kept for the timeline. The result's ``output_audio`` is empty: read output.wav.
+        A WAV whose header promises more frames than the file holds is refused
+        (libsndfile would silently read the part that is there).
         """
         import soundfile as sf
 
         from lws_core.audio import iter_audio_blocks
 
         out_dir = _check_out_dir(out_dir)
+        _check_wav_complete(Path(path))
         tmp = _tmp_dir(out_dir)
         try:
             tl = _Timeline(self.model.spec.unit_s, keep_audio=False)
@@ -203,14 +220,14 @@ class Engine:
                 open(tmp / "units.jsonl", "w") as ul,
             ):
                 playing = np.zeros(0, dtype=np.float32)  # the previous unit's speech plays during this unit
-                for block, u in self._run(blocks, system, progress, naive=False):
+                for block, u in self._run(blocks, system, progress, naive=False, policy=policy):
                     n_in += len(block)
                     seg = np.zeros(len(block), dtype=np.float32)
                     seg[: min(len(block), playing.size)] = playing[: len(block)]
                     wav.write(np.clip(seg, -1.0, 1.0))
                     playing = u.speech
                     ul.write(json.dumps(u.to_json()) + "\n")
-                    tl.add(u, len(block))
+                    tl.add(u, block)
             if n_in == 0:
                 raise InputError(f"{path}: audio file has no samples")
             result = self._result(tl, np.zeros(0, dtype=np.float32), n_in, system)
@@ -240,23 +257,33 @@ class Engine:
         return out_dir
 
     def _write_text_outputs(self, result: SimulationResult, directory: Path) -> None:
-        from lws_core.schema.render import render_timeline
+        from lws_core.schema.render import render_simulation
 
         (directory / "output.json").write_text(json.dumps(result.fdb_json(), indent=1))
         (directory / "written.md").write_text(result.written)
-        render_timeline(result.session, directory / "timeline.png", title="simulated session")
+        render_simulation(
+            result.session,
+            directory / "timeline.png",
+            user_speech=result.user_speech,
+            spoken=result.spoken_words,
+            duration_s=result.input_samples / self.model.spec.sample_rate,
+            title=TIMELINE_TITLE,
+        )
 
 
 class _Timeline:
-    """Collects units and the spoken words in output-stream time, cutting words at a barge-in."""
+    """Collects units, the spoken words in output-stream time (cut at a barge-in) and the
+    input's speech activity (for the timeline's user lane)."""
 
     def __init__(self, unit_s: float, keep_audio: bool = True) -> None:
         self.unit_s = unit_s
         self.keep_audio = keep_audio
         self.units: list[UnitOutput] = []
         self.words: list[Word] = []
+        self.activity = SpeechActivity()
 
-    def add(self, u: UnitOutput, n_samples: int) -> None:
+    def add(self, u: UnitOutput, block: np.ndarray) -> None:
+        self.activity.feed(block)
         if u.barge_in:
             # the chunk that was playing stops at the end of this unit; a word it had started is cut there
             cut = (u.index + 1) * self.unit_s
@@ -283,6 +310,47 @@ def _light(u: UnitOutput) -> UnitOutput:
         u.timings,
         u.issues,
     )
+
+
+def _check_wav_complete(path: Path) -> None:
+    """Refuse a RIFF/WAVE file whose ``data`` chunk is cut short (a copy or download that stopped).
+
+    libsndfile quietly reports the frames that are there, so the simulation would run on
+    part of the recording without a word. A data size of 0 or 0xFFFFFFFF (what streaming
+    recorders write when the length is not known yet) is accepted as "to the end of file".
+    Other formats are left to the decoder, which fails on them mid-read.
+    """
+    import struct
+
+    if not path.is_file():
+        return  # the loader names a missing file
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            block_align = 0
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = struct.unpack("<4sI", f.read(8))
+                if cid == b"fmt ":
+                    fmt = f.read(min(n, 16))
+                    if len(fmt) >= 14:
+                        block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    have = size - (pos + 8)
+                    if n not in (0, 0xFFFFFFFF) and have < n:
+                        if block_align:
+                            what = f"header declares {n // block_align} frames, file holds {have // block_align}"
+                        else:
+                            what = f"header declares {n} data bytes, file holds {have}"
+                        raise InputError(f"{path}: truncated WAV ({what})")
+                    return
+                pos += 8 + n + (n & 1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _check_out_dir(out_dir: str | Path) -> Path:

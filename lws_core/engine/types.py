@@ -86,6 +86,10 @@ class UnitOutput:
 
 @dataclass
 class SimulationResult:
+    """A whole simulated recording. ``spoken_words`` are in output-stream time (as played);
+    ``user_speech`` holds the input's speech-activity segments ``(start_s, end_s)`` (the
+    recording has no transcript, so the user's words are unknown)."""
+
     units: list[UnitOutput]
     output_audio: np.ndarray
     spoken_words: list[Word]
@@ -93,6 +97,7 @@ class SimulationResult:
     session: Session
     unit_s: float
     input_samples: int
+    user_speech: list[tuple[float, float]] = field(default_factory=list)
 
     def _rtf(self, q: float) -> float:
         if not self.units:
