@@ -80,7 +80,8 @@ def run(argv: list[str] | None = None) -> None:
 
     ``standalone_mode=False`` lets LWSError reach this handler, but it also makes typer
     *return* the code of a ``typer.Exit`` instead of exiting with it, so the return
-    value is the exit status (no command returns anything else).
+    value is the exit status (no command returns anything else); success returns normally
+    so in-process callers (tests) need not catch SystemExit(0).
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -99,7 +100,9 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    if isinstance(rv, int) and rv != 0:
+        sys.exit(rv)
+
 
 if __name__ == "__main__":
     run()
