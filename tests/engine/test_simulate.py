@@ -147,9 +147,25 @@ def test_cli_set_engine_options(random_model_dir, speech, tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize(
-    "kind", ["empty", "nan", "text", "truncated", "missing", "no-model", "broken-model", "out-is-file"]
+    "kind",
+    [
+        "empty",
+        "nan",
+        "text",
+        "binary",
+        "truncated",
+        "truncated-data",
+        "truncated-flac",
+        "missing",
+        "no-model",
+        "broken-model",
+        "out-is-file",
+    ],
 )
 def test_cli_bad_input_one_line_exit_2_nothing_written(random_model_dir, tmp_path, monkeypatch, capsys, kind):
+    """Each bad input: one `error:` line, exit 2, no output directory. A WAV cut mid-data (its header
+    promises more frames than the file holds) is refused rather than simulated on the part that is there;
+    a FLAC cut mid-stream fails when the decoder loses sync, after units have run: still nothing written."""
     f = tmp_path / "in.wav"
     model = random_model_dir
     out = tmp_path / "out"
@@ -159,9 +175,19 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(random_model_dir, tmp_pat
         sf.write(f, np.array([0.1, np.nan, 0.2] * 8000, dtype=np.float32), 16000, subtype="FLOAT")
     elif kind == "text":
         f.write_text("not audio at all")
+    elif kind == "binary":
+        f.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     elif kind == "truncated":
         write_wav(f, np.zeros(16000, dtype=np.float32))
         f.write_bytes(f.read_bytes()[:30])
+    elif kind == "truncated-data":  # header: 48000 frames; file: 20000
+        write_wav(f, np.full(48000, 0.1, dtype=np.float32))
+        f.write_bytes(f.read_bytes()[: 44 + 2 * 20000])
+        assert sf.info(f).frames == 20000  # libsndfile alone would read the partial data without a word
+    elif kind == "truncated-flac":
+        f = tmp_path / "in.flac"
+        sf.write(f, np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 4).astype(np.float32), 16000)
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     else:
         write_wav(f, np.zeros(16000, dtype=np.float32))
     if kind == "missing":
@@ -181,6 +207,10 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(random_model_dir, tmp_pat
     )
     assert code == 2, err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    if kind == "truncated-data":
+        assert "truncated WAV (header declares 48000 frames, file holds 20000)" in err, err
+    if kind == "truncated-flac":
+        assert "in.flac" in err and "truncated or corrupt" in err, err
     if kind == "out-is-file":
         assert out.read_text() == "keep me"
     else:
@@ -249,3 +279,16 @@ def test_half_second_units(engine, tiny_cfg, speech):
     assert eng.unit_samples == 8000 and len(res.units) == 5 and len(res.output_audio) == len(audio)
     assert np.abs(res.output_audio[:8000]).max() == 0
     assert all(w.start >= 0.5 for w in res.spoken_words)
+
+
+def test_wav_of_unknown_length_is_read_to_the_end(engine, tmp_path):
+    """A WAV whose data size is 0xFFFFFFFF (a streaming recorder that never went back to fix the header)
+    is not 'truncated': it is read to the end of the file."""
+    f = tmp_path / "stream.wav"
+    write_wav(f, np.full(16000 + 800, 0.05, dtype=np.float32))
+    b = bytearray(f.read_bytes())
+    i = b.index(b"data")
+    b[i + 4 : i + 8] = b"\xff\xff\xff\xff"
+    f.write_bytes(bytes(b))
+    res = engine.simulate_file(f, tmp_path / "out", progress=False)
+    assert res.input_samples == 16800 and len(sf.read(tmp_path / "out" / "output.wav")[0]) == 16800
