@@ -8,7 +8,8 @@ on state carried between calls, see :mod:`lws_core.audio.tts`). So the same seed
 and config give byte-identical rows, audio included, whatever the worker count
 and whenever the run starts.
 
-Bounded memory: at most ``2 × workers`` chunks are in flight; finished rows
+Bounded memory: at most ``2 × workers`` chunks are in flight (a killed worker is
+an error, not a hang); finished rows
 stream into per-split Arrow files, which are memory-mapped, saved as a
 ``DatasetDict`` into a hidden temp dir and renamed into place only at the end,
 so a crash never leaves a directory that looks complete.
@@ -22,7 +23,9 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from lws_core.data.sources import FileQuestions
 from lws_core.data.tasks import make_followup, make_question, written_answer
 from lws_core.data.teachers import Teacher, make_teacher
 from lws_core.data.types import Question, Reject
-from lws_core.errors import InputError
+from lws_core.errors import InputError, LWSError
 from lws_core.schema import SCHEMA_VERSION, validate
 
 SPLITS = ("train", "validation", "test")
@@ -158,6 +161,77 @@ def run_chunk(bounds: tuple[int, int]) -> tuple[list[dict[str, Any]], dict[str, 
     return rows, dict(rejects), examples
 
 
+class WorkerDiedError(LWSError):
+    """A synthesis worker process was killed (out of memory, a signal) before sending its chunk."""
+
+
+def _chunk_main(bounds: tuple[int, int], conn: Connection) -> None:
+    """Worker body: run one chunk and send ("ok", result) or ("error", exception) to the parent."""
+    try:
+        msg: tuple[str, Any] = ("ok", run_chunk(bounds))
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent, which re-raises it
+        msg = ("error", e)
+    try:
+        conn.send(msg)
+    except Exception:  # an unpicklable exception: send its text
+        conn.send(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}")))
+    conn.close()
+
+
+def _run_chunks(chunks: list[tuple[int, int]], workers: int) -> Iterator[tuple[tuple[int, int], Any]]:
+    """Run each chunk in its own process forked from this one; yield results in chunk order.
+
+    One fork per chunk keeps espeak-ng's state identical at the start of every
+    chunk (reproducible audio). At most ``workers`` processes run and at most
+    ``2 × workers`` chunks are started ahead of the next one to write (bounded
+    memory). Unlike ``multiprocessing.Pool``, which waits forever for the result
+    of a worker that was killed, a worker that dies is detected by its pipe
+    closing and raises :class:`WorkerDiedError`; an exception in a worker is
+    re-raised here. On any exit the remaining workers are killed.
+    """
+    ctx = mp.get_context("fork")
+    running: dict[int, tuple[Any, Connection]] = {}
+    done: dict[int, Any] = {}
+    next_start = next_yield = 0
+    try:
+        while next_yield < len(chunks):
+            while next_start < len(chunks) and len(running) < workers and next_start - next_yield < 2 * workers:
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_chunk_main, args=(chunks[next_start], send), daemon=True)
+                proc.start()
+                send.close()  # only the child holds the write end: its death closes the pipe
+                running[next_start] = (proc, recv)
+                next_start += 1
+            by_conn = {conn: k for k, (_, conn) in running.items()}
+            for conn in wait(list(by_conn)):
+                k = by_conn[conn]
+                proc, _ = running.pop(k)
+                try:
+                    status, payload = conn.recv()
+                except EOFError:
+                    proc.join()
+                    a, b = chunks[k]
+                    code = proc.exitcode
+                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    raise WorkerDiedError(
+                        f"data synthesis worker for sessions {a}-{b - 1} died ({how}; out of memory?); nothing was written"
+                    ) from None
+                finally:
+                    conn.close()
+                proc.join()
+                if status == "error":
+                    raise payload
+                done[k] = payload
+            while next_yield in done:
+                yield chunks[next_yield], done.pop(next_yield)
+                next_yield += 1
+    finally:
+        for proc, conn in running.values():
+            proc.kill()
+            proc.join()
+            conn.close()
+
+
 def synthesize(
     cfg,  # noqa: ANN001 - LWSConfig
     out_dir: str | Path,
@@ -213,34 +287,21 @@ def synthesize(
 
         bar = tqdm(total=n, desc="synth", unit="session", dynamic_ncols=True)
     try:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(w, maxtasksperchild=1) as pool:
-            pending: collections.deque = collections.deque()
-            it = iter(chunks)
-            for c in it:
-                pending.append((c, pool.apply_async(run_chunk, (c,))))
-                if len(pending) >= 2 * w:
-                    break
-            while pending:
-                c, res = pending.popleft()
-                rows, rej, ex = res.get()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.apply_async(run_chunk, (nxt,))))
-                rejects.update(rej)
-                examples += ex[: max(0, 10 - len(examples))]
-                for row in rows:
-                    split = row.pop("split")
-                    writers[split].write(row)
-                    counts[split] += 1
-                    per_scenario[row["scenario"]] += 1
-                    per_family[row["task_family"]] += 1
-                    voices[row["voice"].split("@")[0]] += 1
-                    audio_s += len(row["audio"]) / 2 / SAMPLE_RATE
-                    total_units += int(round(len(row["audio"]) / 2 / SAMPLE_RATE / row["unit_s"]))
-                if bar is not None:
-                    bar.update(c[1] - c[0])
-                    bar.set_postfix(rows=sum(counts.values()), rejects=sum(rejects.values()))
+        for c, (rows, rej, ex) in _run_chunks(chunks, w):
+            rejects.update(rej)
+            examples += ex[: max(0, 10 - len(examples))]
+            for row in rows:
+                split = row.pop("split")
+                writers[split].write(row)
+                counts[split] += 1
+                per_scenario[row["scenario"]] += 1
+                per_family[row["task_family"]] += 1
+                voices[row["voice"].split("@")[0]] += 1
+                audio_s += len(row["audio"]) / 2 / SAMPLE_RATE
+                total_units += int(round(len(row["audio"]) / 2 / SAMPLE_RATE / row["unit_s"]))
+            if bar is not None:
+                bar.update(c[1] - c[0])
+                bar.set_postfix(rows=sum(counts.values()), rejects=sum(rejects.values()))
         for wr in writers.values():
             wr.finalize()
             wr.close()

@@ -179,3 +179,28 @@ def test_crash_mid_run_leaves_old_output_and_no_temp(tmp_path):
         synthesize(CFG, out, sessions=6, workers=1, progress=False, teacher=_CrashingTeacher())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no hidden temp dir left
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # the old output untouched, nothing half-written
+
+
+class _KilledTeacher:
+    """Its worker process is killed (SIGKILL, as the OOM killer does) on its third question."""
+
+    name = "killed"
+    calls = 0
+
+    def script(self, q: Question) -> Script:
+        import os
+        import signal
+
+        type(self).calls += 1
+        if type(self).calls >= 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return TemplateTeacher().script(q)
+
+
+def test_killed_worker_is_an_error_not_a_hang(tmp_path):
+    from lws_core.data.synth import WorkerDiedError
+
+    with pytest.raises(WorkerDiedError, match=r"sessions \d+-\d+ died \(killed by signal 9"):
+        synthesize(CFG.with_overrides({"data.chunk_sessions": 3}), tmp_path / "ds", sessions=9, workers=2,
+                   progress=False, teacher=_KilledTeacher())
+    assert list(tmp_path.iterdir()) == []  # no output, no temp dir
