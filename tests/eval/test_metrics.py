@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lws_core.config.registry import GateRule
 from lws_core.eval.metrics import consistent, score_session, turn_end_s
 from lws_core.ops.gate import decide
@@ -73,6 +75,11 @@ def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, 
     assert engine["max_context_tokens"] == 1024 and engine["keep_units"] == 7
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "state_accuracy" in report and s.report_path.name == "report.md" and "max_context_tokens=1024" in report
+    import math
+
+    for ch in ("total", "say", "state"):
+        assert m[f"test_ppl_{ch}"] == pytest.approx(math.exp(m[f"test_loss_{ch}"]), rel=1e-9)  # perplexity = exp(mean loss)
+    assert m["consistency_paper_reference"] == 0.926 and "92.6 %" in report and "Writing–speaking consistency vs the paper" in report
     assert any(p.suffix == ".png" for p in (tmp_path / "ev").iterdir())
 
 
@@ -98,3 +105,21 @@ def test_state_errors_separate_turn_taking_from_answer_length():
         p = [rng.choice((L, S)) for _ in range(n)]
         g = [rng.choice((L, S)) for _ in range(n)]
         assert sum(state_errors(p, g).values()) == sum(a != b for a, b in zip(p, g, strict=True))
+
+
+def test_evaluate_with_a_judge_reports_judge_consistency(tiny_cfg, tiny_model, tiny_dataset, endpoint, tmp_path):
+    """The judge view goes through ``evaluate`` over real HTTP (loopback stand-in for an LLM endpoint)."""
+    from lws_core.eval import evaluate
+
+    endpoint.reply = lambda body: "Yes"
+    cfg = tiny_cfg.with_overrides({"eval.fdb_probe": False, "eval.judge.endpoint": endpoint.url, "eval.judge.model": "judge-1", "eval.judge.backoff_s": 0.01})
+    evaluate(cfg, tiny_model, tiny_dataset, tmp_path / "ev", limit=2, progress=False)
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    stats = json.loads(m["judge_stats"])
+    assert m["judge"] == f"judge-1 @ {endpoint.url}" and stats["requests"] == len(endpoint.calls) == m["consistency_pairs"]
+    if m["consistency_pairs"]:
+        assert m["consistency_judge_rate"] == 1.0 and m["consistency_judge_judged"] == m["consistency_pairs"]
+    else:  # the tiny model wrote or said nothing in both sessions: nothing to ask, and no number made up
+        assert m["consistency_judge_rate"] is None
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "| judge: spoken and written agree (Yes share) |" in report and "not judged" not in report.split("## Writing")[1].split("##")[0]
