@@ -2,9 +2,11 @@
 
 Data synthesis needs user speech *and* the time each word ends (the causality
 check keys on it), and the streaming engine needs to say the model's words.
-espeak-ng's synchronous mode hands us the audio plus WORD events with each
-word's text position and audio position, so timings are the engine's own, not
-an aligner's guess. It runs hundreds of times faster than real time.
+espeak-ng's synchronous mode hands us the audio plus WORD events (each word's
+text and audio position) and PHONEME events (each phoneme's audio position,
+pauses included), so a word starts at its WORD event and ends where the engine
+starts the next word or a pause: timings are the engine's own, not an
+aligner's guess or an energy estimate. It runs hundreds of times faster than real time.
 
 espeak-ng keeps global state, so there is one engine per process
 (:func:`get_tts`); a lock serialises threads inside the process. Processes
@@ -46,6 +48,8 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
+_EVENT_PHONEME = 7
+_INITIALIZE_PHONEME_EVENTS = 0x0001
 _RATE, _VOLUME, _PITCH = 1, 2, 3
 
 # English voices shipped with espeakng-loader, and variants (voice "timbres").
@@ -157,7 +161,9 @@ class EspeakTTS:
             ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
         ]
         self._lock = threading.Lock()
-        rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        rate = self._lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), _INITIALIZE_PHONEME_EVENTS
+        )
         if rate <= 0:
             raise InputError(f"espeak-ng failed to initialise (data at {espeakng_loader.get_data_path()})")
         self.native_sr = rate
@@ -170,6 +176,7 @@ class EspeakTTS:
         self.reseed(seed)
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int]] = []  # (text_position 1-based, length, sample offset)
+        self._phonemes: list[tuple[int, bool]] = []  # (sample offset, is a pause)
         self._n = 0
         self._cb = _CALLBACK(self._on_audio)  # keep a reference: espeak calls back into it
         self._lib.espeak_SetSynthCallback(self._cb)
@@ -180,8 +187,11 @@ class EspeakTTS:
         while events[i].type != _EVENT_LIST_TERMINATED:
             e = events[i]
             if e.type == _EVENT_WORD:
-                # audio_position is in ms from the start of the synthesis
-                self._events.append((e.text_position, e.length, int(round(e.audio_position * self.native_sr / 1000))))
+                # ``sample``: native-rate samples from the start of the synthesis (audio_position is the same in ms)
+                self._events.append((e.text_position, e.length, e.sample))
+            elif e.type == _EVENT_PHONEME:
+                # espeak mnemonics; pause phonemes are "_", "_:", "_!" ... (silence between words or clauses)
+                self._phonemes.append((e.sample, e.id.string.startswith(b"_")))
             i += 1
         if n > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
@@ -221,18 +231,18 @@ class EspeakTTS:
         raw = text.encode("utf-8")
         with self._lock:
             self._set_voice(voice)
-            self._chunks, self._events, self._n = [], [], 0
+            self._chunks, self._events, self._phonemes, self._n = [], [], [], 0
             buf = ctypes.create_string_buffer(raw)
             rc = self._lib.espeak_Synth(buf, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if rc != 0:
                 raise UnspeakableError(f"espeak-ng failed (code {rc}) on {text[:40]!r}")
             pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            events = list(self._events)
+            events, phonemes = list(self._events), list(self._phonemes)
         audio22 = pcm.astype(np.float32) / 32768.0
         if audio22.size == 0 or not events:
             raise UnspeakableError(f"espeak-ng produced no speech for {text[:40]!r}")
         audio = resample(audio22, self.native_sr, SAMPLE_RATE)
-        words = _time_tokens(text, events, audio, self.native_sr)
+        words = _time_tokens(text, events, phonemes, len(audio), self.native_sr)
         return Speech(audio=audio, words=words)
 
 
@@ -245,47 +255,58 @@ def _char_to_byte(text: str) -> list[int]:
     return out
 
 
-def _time_tokens(text: str, events: list[tuple[int, int, int]], audio: np.ndarray, native_sr: int) -> list[Word]:
-    """Map espeak word events onto the whitespace tokens of ``text`` and give each a [start, end].
+def _time_tokens(
+    text: str, events: list[tuple[int, int, int]], phonemes: list[tuple[int, bool]], total: int, native_sr: int
+) -> list[Word]:
+    """Map espeak's word and phoneme events onto the whitespace tokens of ``text``: one [start, end] each.
 
-    espeak reports where each of *its* words starts (text and audio position);
-    its words may split a token ("3.5") or skip one ("-"). A token starts where
-    its first event starts; it ends where the audio energy before the next
-    token's start last rose above a floor (so trailing pauses and punctuation
-    silence are not counted as the word), never after the next word's start.
+    espeak reports where each of *its* words starts; its words may split a token
+    ("3.5") or skip one ("-", "("; after a skipped dash it reports the next word at
+    the dash's position, which we move back onto that word). A token starts at its first WORD event and
+    ends at the first pause phoneme after its last sounding phoneme, or where
+    the next token starts (so trailing pauses and punctuation silence are not
+    part of the word). A token espeak does not say gets a zero-length span at
+    the previous word's end (the next word's start if it is first).
     """
+    scale = SAMPLE_RATE / native_sr
     # espeak text positions count characters from 1 (UTF-8 input: characters, verified for ASCII)
-    ev = sorted((pos - 1, smp * SAMPLE_RATE / native_sr) for pos, _, smp in events)
+    ev = sorted((pos - 1, smp * scale) for pos, _, smp in events)
+    pauses = sorted(t * scale for t, is_pause in phonemes if is_pause)
+    sounds = sorted(t * scale for t, is_pause in phonemes if not is_pause)
     tokens = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+    firsts = [min((t for p, t in ev if a <= p < b), default=None) for a, b, _ in tokens]
+    for i in range(len(tokens) - 1):
+        # espeak skips a spoken-as-pause dash ("5 - 3") and reports the next word at the dash's position
+        if firsts[i] is not None and firsts[i + 1] is None and not any(c.isalnum() for c in tokens[i][2]):
+            firsts[i], firsts[i + 1] = None, firsts[i]
     starts: list[float | None] = []
-    for a, b, _ in tokens:
-        inside = [t for p, t in ev if a <= p < b]
-        starts.append(min(inside) if inside else None)
-    total = len(audio)
-    # tokens with no event (pure punctuation) get the previous token's end later; first fill forward
     prev = 0.0
-    for i, s in enumerate(starts):
-        if s is None:
-            starts[i] = prev
-        prev = max(prev, starts[i])  # type: ignore[arg-type]
-        starts[i] = prev
-    frame = 160  # 10 ms
-    n_frames = total // frame
-    if n_frames:
-        rms = np.sqrt(np.mean(audio[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1))
-        floor = max(1e-4, 0.02 * float(rms.max()))
-        loud = rms > floor
-    else:
-        loud = np.zeros(0, bool)
+    for first in firsts:
+        if first is not None:
+            prev = max(prev, first)  # keep starts ordered
+            starts.append(prev)
+        else:
+            starts.append(None)
+    said = [i for i, st in enumerate(starts) if st is not None]
+    spans: dict[int, tuple[float, float]] = {}
+    for k, i in enumerate(said):
+        st = float(starts[i])  # type: ignore[arg-type]
+        nxt = float(starts[said[k + 1]]) if k + 1 < len(said) else float(total)
+        mine = [t for t in sounds if st <= t < nxt]
+        if not mine:
+            end = st
+        else:
+            end = min((t for t in pauses if mine[-1] < t < nxt), default=nxt)
+        spans[i] = (st, min(max(end, st), nxt, float(total)))
     words: list[Word] = []
     for i, (_, _, tok) in enumerate(tokens):
-        s = float(starts[i])  # type: ignore[arg-type]
-        nxt = float(starts[i + 1]) if i + 1 < len(tokens) else total  # type: ignore[arg-type]
-        f0, f1 = int(s // frame), min(int(nxt // frame), n_frames)
-        idx = np.flatnonzero(loud[f0:f1])
-        end = (f0 + idx[-1] + 1) * frame if idx.size else s
-        end = min(max(end, s), nxt)
-        words.append(Word(text=tok, start=round(s / SAMPLE_RATE, 4), end=round(end / SAMPLE_RATE, 4)))
+        if i in spans:
+            st, end = spans[i]
+        else:
+            before = [j for j in said if j < i]
+            after = [j for j in said if j > i]
+            st = end = spans[before[-1]][1] if before else spans[after[0]][0] if after else 0.0
+        words.append(Word(text=tok, start=round(st / SAMPLE_RATE, 4), end=round(end / SAMPLE_RATE, 4)))
     return words
 
 

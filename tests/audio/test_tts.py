@@ -86,3 +86,20 @@ def test_noise_seed_not_the_clock():
     assert np.array_equal(x, b.synthesize("What is twelve plus thirty?", voice).audio)
     c = EspeakTTS(fresh=True, seed=5)
     assert not np.array_equal(x, c.synthesize("What is twelve plus thirty?", voice).audio)
+
+
+def test_word_ends_from_phoneme_events():
+    """Ends come from espeak's phoneme events: a word ends where its pause phoneme starts, not at the next word."""
+    tts = get_tts()
+    s = tts.synthesize("What is 12 plus 30, please?")
+    w30, wplease = s.words[4], s.words[5]
+    assert wplease.start - w30.end > 0.08  # the comma pause belongs to neither word
+    gap = s.audio[int(w30.end * SAMPLE_RATE) + 80 : int(wplease.start * SAMPLE_RATE) - 80]
+    assert np.sqrt(np.mean(gap**2)) < 0.1 * np.sqrt(np.mean(s.audio**2))  # and it is quiet
+    tail = s.audio[int(s.words[-1].end * SAMPLE_RATE) + 80 :]
+    assert tail.size == 0 or np.abs(tail).max() < 0.02  # nothing sounds after the last word's end
+    # tokens espeak does not say get zero length at the previous word's end; the words around them keep theirs
+    w = tts.synthesize("Wait \u2014 stop now").words
+    assert w[0].end > w[0].start + 0.1 and w[1].start == w[1].end == w[0].end and w[2].end > w[2].start + 0.1
+    w = tts.synthesize("What is 5 - 3?").words  # espeak reports "3" at the dash's text position
+    assert w[3].start == w[3].end and w[4].end > w[4].start + 0.1
