@@ -98,6 +98,11 @@ class TimelineDrawing:
         return int(round(self._x0 + t * self._px_per_s)), int(round(self._rows[lane]))
 
 
+def _printable(text: str) -> str:
+    """Model text may hold control characters (byte-level tokens of an undertrained model): no font has them."""
+    return "".join(c if c.isprintable() else "·" for c in text)
+
+
 def _fits(text: str, px: float, fontsize: float, dpi: float) -> int:
     """How many characters of a monospace label fit in ``px`` pixels."""
     return int(px / (0.6 * fontsize * dpi / 72.0))
@@ -189,11 +194,11 @@ def render_simulation(
             room = (max(nxt, s.end) - s.start) * px_per_s - 2
             per_line = _fits(s.label, room, 6, dpi)
             if lane == "write" and per_line >= 8:  # wide units: the text wrapped inside its unit
-                text = "\n".join(textwrap.wrap(s.label, width=per_line)[:4])
+                text = "\n".join(textwrap.wrap(_printable(s.label), width=per_line)[:4])
                 ax.text(s.start + 0.02 * unit_s, y[lane] + 0.85, text, ha="left", va="top", fontsize=6, family="monospace")
                 free_px = left + room
             else:  # narrow: one line over the following boxes, which then go unlabelled
-                text = s.label if len(s.label) <= 12 else s.label[:11] + "…"
+                text = _printable(s.label if len(s.label) <= 12 else s.label[:11] + "…")
                 ax.text(s.start, y[lane] + 0.5, text, ha="left", va="center", fontsize=6, family="monospace", clip_on=True)
                 free_px = left + len(text) * char_px + 3
             drawn[lane] += 1
