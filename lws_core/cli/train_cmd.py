@@ -44,7 +44,7 @@ def train(
         ("train time", f"{s.train_seconds:.1f} s"),
         ("tokens / s", f"{s.tokens_per_s:.0f}"),
         ("tokens", f"{s.tokens:,}"),
-        ("parameters", f"{s.parameters / 1e6:.2f} M ({s.model_bytes / 2**20:.1f} MiB fp32)"),
+        ("parameters", f"{s.parameters / 1e6:.2f} M ({s.model_bytes / 2**20:.1f} MiB {s.saved_dtype})"),
         ("backend", s.backend + (f" ZeRO-{s.zero_stage}" if s.zero_stage is not None else "") + f", {s.precision}"),
         ("train loss", f"{s.train_loss:.3f}"),
         *[(f"train loss {k} (last log)", f"{v:.3f}") for k, v in s.train_channel_losses.items()],

@@ -26,5 +26,8 @@ class TrainConfig(Section):
     save_steps: int = Field(100, ge=1)
     eval_steps: int = Field(200, ge=1)
     max_length: int = Field(2048, ge=64, description="Longest training sequence (tokens); longer sessions are cut at a unit boundary.")
-    max_memory_gb: float = Field(16.0, gt=0, description="Refuse configs whose estimated peak exceeds this.")
+    max_memory_gb: float | None = Field(
+        None, gt=0,
+        description="Refuse configs whose estimated training peak exceeds this many GB (None = the device's free memory now).",
+    )
     num_threads: int | None = Field(None, description="torch threads on CPU (None = all cores).")

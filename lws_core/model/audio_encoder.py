@@ -6,11 +6,14 @@ unit u+1), then frames are stacked and projected to exactly K embeddings.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from lws_core.errors import InputError
 from lws_core.model.features import LogMel
 
 
@@ -50,6 +53,32 @@ class UnitAudioEncoder(nn.Module):
         return self.projector(stacked)
 
 
+def whisper_config(encoder_kwargs: dict, unit_samples: int, path: str | None = None):  # noqa: ANN201 - WhisperConfig
+    """The encoder's config without any weights: from the preset, or read from a local Whisper directory.
+
+    Read on its own so a wrong ``model.encoder_path`` (no directory, or a directory
+    without a Whisper config) fails in one line before a multi-GB backbone is loaded,
+    and so the memory pre-check can size the encoder without building it.
+    """
+    from transformers import WhisperConfig
+
+    positions = encoder_positions(unit_samples)
+    if path is None:
+        return WhisperConfig(max_source_positions=positions, **encoder_kwargs)
+    if not Path(path).is_dir():
+        raise InputError(f"model.encoder_path not found: {path}")
+    cfg_file = Path(path) / "config.json"
+    try:
+        model_type = json.loads(cfg_file.read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise InputError(f"model.encoder_path {path}: not a Whisper directory (no readable config.json: {type(e).__name__})") from None
+    if model_type != "whisper":
+        raise InputError(f"model.encoder_path {path}: config.json describes a {model_type!r} model, not Whisper")
+    cfg = WhisperConfig.from_pretrained(path, local_files_only=True)
+    cfg.max_source_positions = positions
+    return cfg
+
+
 def build_whisper_encoder(encoder_kwargs: dict, unit_samples: int, path: str | None = None) -> nn.Module:
     """Random-init encoder from a config, or a pretrained one from a local Whisper directory.
 
@@ -57,17 +86,19 @@ def build_whisper_encoder(encoder_kwargs: dict, unit_samples: int, path: str | N
     position table is cut to the unit's length (the first rows of a pretrained
     table are exactly the positions a short input uses).
     """
-    from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     positions = encoder_positions(unit_samples)
     if path is None:
-        cfg = WhisperConfig(max_source_positions=positions, **encoder_kwargs)
-        enc = WhisperEncoder(cfg)
+        enc = WhisperEncoder(whisper_config(encoder_kwargs, unit_samples))
     else:
         from transformers import WhisperModel
 
-        full = WhisperModel.from_pretrained(path, local_files_only=True)
+        whisper_config(encoder_kwargs, unit_samples, path)  # one-line InputError for a non-Whisper directory
+        try:
+            full = WhisperModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise InputError(f"model.encoder_path {path}: cannot load Whisper weights ({str(e).splitlines()[0][:160]})") from None
         enc = full.encoder
         weight = enc.embed_positions.weight.data[:positions].clone()
         enc.embed_positions = nn.Embedding(positions, weight.shape[1])

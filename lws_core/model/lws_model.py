@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from lws_core.errors import InputError, SchemaMismatchError
-from lws_core.model.audio_encoder import UnitAudioEncoder, build_whisper_encoder
+from lws_core.model.audio_encoder import UnitAudioEncoder, build_whisper_encoder, whisper_config
 from lws_core.model.presets import PRESETS, lm_config
 from lws_core.schema import CHANNEL_NAMES, IGNORE_INDEX, SCHEMA_VERSION, Channel, SchemaTokenizer
 
@@ -78,8 +78,9 @@ class LWSModel(nn.Module):
         preset = PRESETS[mc.preset]
         if mc.backbone_path is not None and not Path(mc.backbone_path).is_dir():
             raise InputError(f"model.backbone_path not found: {mc.backbone_path}")
-        if mc.encoder_path is not None and not Path(mc.encoder_path).is_dir():
-            raise InputError(f"model.encoder_path not found: {mc.encoder_path}")
+        unit_samples = int(round(sc.unit_s * sc.sample_rate))
+        # a wrong encoder path fails here, before a backbone of several GB is read from disk
+        whisper_config(preset.encoder, unit_samples, mc.encoder_path)
         if tokenizer is None:
             if mc.backbone_path is not None:
                 tokenizer = extend_tokenizer(mc.backbone_path)
@@ -99,7 +100,6 @@ class LWSModel(nn.Module):
             lm.resize_token_embeddings(vocab)
         else:
             lm = AutoModelForCausalLM.from_config(lm_config(preset, vocab, tokenizer.special.pad))
-        unit_samples = int(round(sc.unit_s * sc.sample_rate))
         enc = build_whisper_encoder(preset.encoder, unit_samples, mc.encoder_path)
         n_mels = enc.config.num_mel_bins
         audio = UnitAudioEncoder(enc, n_mels, unit_samples, sc.audio_tokens_per_unit, lm.config.hidden_size, sc.sample_rate)
@@ -129,10 +129,29 @@ class LWSModel(nn.Module):
             self.lm.get_input_embeddings().requires_grad_(True)
             self.lm.get_output_embeddings().requires_grad_(True)
 
-    def enable_lora(self, r: int, alpha: int, dropout: float) -> None:
+    def enable_lora(self, r: int, alpha: int, dropout: float, token_ids: list[int] | None = None) -> None:
+        """LoRA on the attention projections, plus trainable rows for the schema tokens.
+
+        A real backbone has never seen ``<|listen|>``, ``<|speak|>``, ``<|end|>`` ...:
+        their embedding (and output) rows are new and random. With the embedding
+        matrix frozen by LoRA they would never learn, so peft's
+        ``trainable_token_indices`` trains exactly those rows (input embedding and,
+        when untied, the LM head) and leaves every other vocabulary row as it was.
+        ``save`` merges both the adapters and the token rows into a plain LM.
+        """
         from peft import LoraConfig, get_peft_model
 
-        lc = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        if token_ids is None:
+            token_ids = sorted(set(self.tokenizer.special.as_mapping().values()))
+        names = {id(m): n.rsplit(".", 1)[-1] for n, m in self.lm.named_modules()}
+        emb_name = names[id(self.lm.get_input_embeddings())]
+        out_emb = self.lm.get_output_embeddings()
+        tied = out_emb is None or out_emb.weight is self.lm.get_input_embeddings().weight
+        tokens: dict[str, list[int]] = {emb_name: list(token_ids)}
+        if not tied:
+            tokens[names[id(out_emb)]] = list(token_ids)
+        lc = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                        trainable_token_indices=tokens)
         self.lm = get_peft_model(self.lm, lc)
 
     # -- forward -------------------------------------------------------------------------

@@ -25,7 +25,8 @@ class TrainSummary:
     config_digest: str = ""
     tokens: int = 0
     train_channel_losses: dict[str, float] = field(default_factory=dict)
-    model_bytes: int = 0
+    model_bytes: int = 0  # bytes of the saved weights, in saved_dtype
+    saved_dtype: str = "float32"  # fp32, except ZeRO-3 with bf16/fp16 training (gathered 16-bit weights)
     truncated_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from lws_core.train.deepspeed_config import (
 )
 
 SUMMARY_FILE = "train_summary.json"
+_QWEN_VOCAB = 151_665  # Qwen2.5's tokenizer: sizes the qwen presets' embeddings before a tokenizer exists
 
 
 def checkpoint_dir_for(out_dir: Path) -> Path:
@@ -55,15 +56,6 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
         except (OSError, json.JSONDecodeError):
             shutil.rmtree(d, ignore_errors=True)
     return None
-
-
-def estimate_peak_gb(n_params: int, batch: int, seq_len: int, hidden: int, layers: int, vocab: int, units: int) -> float:
-    """A deliberately generous estimate of training peak memory (fp32 + AdamW) to refuse hopeless configs early."""
-    weights_grads_adam = 16 * n_params
-    acts = batch * seq_len * hidden * layers * 40  # attention + MLP activations kept for backward
-    logits = batch * seq_len * vocab * 4 * 3  # logits, softmax, grad
-    audio = units * 100 * 512 * 4 * 8
-    return (weights_grads_adam + acts + logits + audio) / 1e9
 
 
 class _LWSTrainerMixin:
@@ -111,12 +103,32 @@ def _trainer_class():  # noqa: ANN202
 
 
 def _load_data(data_dir: Path):  # noqa: ANN202
+    """Train and validation rows; an empty split is refused here, before a model is built.
+
+    An empty validation split would otherwise train for the whole budget and only
+    then report no validation losses (and the pipeline's gate would have nothing to
+    compare); a dataset without any validation split is allowed (nothing to check).
+    """
     from lws_core.data.dataset import load_dataset_dir, require_rows
 
+    for split in ("train", "validation"):
+        _refuse_empty_split_on_disk(data_dir, split)
     dd = load_dataset_dir(data_dir)
     train_rows = require_rows(dd, "train")
-    val_rows = dd["validation"] if "validation" in dd and len(dd["validation"]) else None
+    val_rows = require_rows(dd, "validation") if "validation" in dd else None
     return dd, train_rows, val_rows
+
+
+def _refuse_empty_split_on_disk(data_dir: Path, split: str) -> None:
+    """An empty split is saved by ``datasets`` with no data file at all, and then cannot be loaded
+    (``load_from_disk`` fails with an IndexError); say what is wrong instead."""
+    state = data_dir / split / "state.json"
+    try:
+        files = json.loads(state.read_text()).get("_data_files")
+    except (OSError, ValueError):
+        return  # no such split, or not a saved split: load_dataset_dir explains
+    if files == []:
+        raise InputError(f"{data_dir}: split {split!r} is empty; synthesize more sessions (raise data.sessions)")
 
 
 def _tokenizer_for(cfg, data_dir: Path):  # noqa: ANN001, ANN202
@@ -141,23 +153,41 @@ def _check_rows(cfg, train_rows) -> None:  # noqa: ANN001
         )
 
 
-def _memory_check(cfg, model, col, train_rows) -> tuple[int, float]:  # noqa: ANN001
-    """Longest (possibly truncated) sample among the first 64 rows and the estimated peak; ConfigError if too big."""
+def _memory_check(cfg, tokenizer, train_rows, precision: str, on_gpu: bool, zero_stage: int | None):  # noqa: ANN001, ANN202
+    """Estimated peak vs the memory limit, before any weight is allocated; ConfigError if it cannot fit.
+
+    The model is sized on the ``meta`` device. Sequence length is the longest of
+    the first 64 rows as the collator would cut them (with the dataset's
+    tokenizer), or ``train.max_length`` when the tokenizer comes with a backbone
+    that has not been read yet.
+    """
+    from lws_core.model.sizing import model_shape
+    from lws_core.schema.tokens import SPECIAL_TOKENS
+    from lws_core.train.memory import check_training_memory
+
     tc = cfg.train
-    lm_cfg = model.lm.config
     sample = [train_rows[i] for i in range(min(len(train_rows), 64))]
-    enc = [col.encode(r) for r in sample]
-    seq_len = max(len(e) for e in enc)
-    units = max(e.unit_audio.shape[0] for e in enc) * tc.batch_size
-    peak = estimate_peak_gb(model.num_parameters(), tc.batch_size, seq_len, lm_cfg.hidden_size,
-                            lm_cfg.num_hidden_layers, model.tokenizer.vocab_size, units)
-    if peak > tc.max_memory_gb:
-        raise ConfigError(
-            f"estimated training peak {peak:.1f} GB > train.max_memory_gb={tc.max_memory_gb:g} "
-            f"(batch {tc.batch_size} x {seq_len} tokens, {model.num_parameters() / 1e6:.0f}M params): "
-            "lower train.batch_size (raise train.grad_accum) or raise train.max_memory_gb"
-        )
-    return seq_len, peak
+    if tokenizer is not None:
+        col = LWSCollator(tokenizer, cfg.schema_.audio_tokens_per_unit, int(round(cfg.schema_.unit_s * cfg.schema_.sample_rate)),
+                          tc.max_length)
+        enc = [col.encode(r) for r in sample]
+        seq_len = max(len(e) for e in enc)
+        units = max(e.unit_audio.shape[0] for e in enc) * tc.batch_size
+        shape = model_shape(cfg, tokenizer.vocab_size, tokenizer.special.pad, sorted(set(tokenizer.special.as_mapping().values())))
+    else:
+        from lws_core.model.presets import PRESETS
+
+        seq_len = tc.max_length
+        units = max(1, seq_len // (cfg.schema_.audio_tokens_per_unit + 4)) * tc.batch_size
+        if cfg.model.backbone_path is not None:
+            vocab = len(SPECIAL_TOKENS)  # raised to the backbone config's own vocabulary
+        elif PRESETS[cfg.model.preset].trains_tokenizer:
+            vocab = cfg.model.tokenizer_vocab_size
+        else:
+            vocab = _QWEN_VOCAB + len(SPECIAL_TOKENS)
+        shape = model_shape(cfg, vocab)
+    est = check_training_memory(shape, precision, zero_stage, tc.batch_size, seq_len, units, tc.max_memory_gb, on_gpu)
+    return seq_len, est
 
 
 def train(
@@ -194,10 +224,11 @@ def train(
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
 
+    tokenizer = _tokenizer_for(cfg, data_dir)
+    _memory_check(cfg, tokenizer, train_rows, precision, on_gpu, tc.zero_stage if tc.backend == "deepspeed" else None)
     torch.manual_seed(tc.seed)
-    model = LWSModel.build(cfg, tokenizer=_tokenizer_for(cfg, data_dir))
+    model = LWSModel.build(cfg, tokenizer=tokenizer)
     col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
-    _memory_check(cfg, model, col, train_rows)
 
     ckpt_dir = checkpoint_dir_for(out_dir)
     ds_cfg = None
@@ -252,6 +283,7 @@ def train(
     finally:
         restore_env(env_before)
         _reset_accelerate_state()
+        _unset_zero3_init()
 
     val = evaluate_channel_losses(final, val_rows, limit=64) if val_rows is not None and is_main else {}
     n_params = final.num_parameters()
@@ -271,7 +303,8 @@ def train(
         config_digest=cfg.digest(),
         tokens=int(trainer._tokens_seen),
         train_channel_losses={k2: round(v, 5) for k2, v in trainer._last_channel.items()},
-        model_bytes=4 * n_params,
+        model_bytes=sum(p.numel() * p.element_size() for p in final.parameters()),
+        saved_dtype=str(next(final.parameters()).dtype).removeprefix("torch."),
     )
     if not is_main:
         return summary
@@ -305,15 +338,45 @@ def _reset_accelerate_state() -> None:
         pass
 
 
+def _unset_zero3_init() -> None:
+    """Forget the Trainer's DeepSpeed config, so later models in this process are not built ZeRO-3-partitioned.
+
+    ``TrainingArguments(deepspeed=...)`` registers its config process-wide; while it
+    is alive, every ``from_config``/``from_pretrained`` runs under ``zero.Init`` and
+    yields empty (partitioned) parameters.
+    """
+    try:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    except ImportError:  # pragma: no cover - transformers without the DeepSpeed integration
+        pass
+
+
 def _final_model(trainer, model, cfg, zero_stage: int | None):  # noqa: ANN001, ANN202
-    """The trained weights as a plain LWSModel (gathered from ZeRO-3 partitions when needed)."""
+    """The trained weights as a plain LWSModel.
+
+    Under ZeRO-3 every parameter is partitioned (the live module holds empty
+    tensors), so the full weights are gathered with DeepSpeed's
+    ``stage3_gather_16bit_weights_on_model_save`` path (``_zero3_consolidated_16bit_state_dict``,
+    via accelerate's ``get_state_dict``) and loaded into a freshly built,
+    unpartitioned model. They keep the dtype they were trained in: bf16/fp16 with a
+    16-bit precision on GPUs (the saved files are then 16-bit), fp32 on CPU. Other
+    stages have whole weights in the live module and are saved in fp32.
+    """
     if zero_stage == 3:
         from lws_core.model import LWSModel
 
-        state = trainer.accelerator.get_state_dict(trainer.deepspeed)
+        state = trainer.accelerator.get_state_dict(trainer.deepspeed)  # a collective: every rank takes part
+        _unset_zero3_init()
         fresh = LWSModel.build(cfg, tokenizer=model.tokenizer)
-        fresh.load_state_dict(state)
-        return fresh.float()
+        dtype = next(v.dtype for v in state.values() if v.is_floating_point())
+        fresh.to(dtype)
+        fresh.audio.featurizer.float()  # the log-mel window and filters stay fp32 (features are cast afterwards)
+        missing, unexpected = fresh.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("audio.featurizer") for k in missing):
+            raise RuntimeError(f"gathered ZeRO-3 weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return fresh
     return model.float()
 
 

@@ -96,14 +96,29 @@ def test_freezing(cfg, tok):
     assert all(p.requires_grad for p in fb.audio.parameters())
 
 
-def test_lora_trains_adapters_only_and_saves_merged(cfg, tok, batch, tmp_path):
+def test_lora_trains_adapters_and_schema_token_rows_and_saves_merged(cfg, tok, batch, tmp_path):
     m = _build(cfg, tok, **{"model.lora.enabled": True, "model.lora.r": 4})
     trainable = [n for n, p in m.lm.named_parameters() if p.requires_grad]
-    assert trainable and all("lora" in n for n in trainable)
-    with torch.no_grad():  # make the adapters matter (B starts at zero)
-        for n, p in m.lm.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    assert trainable and all("lora" in n or "trainable_tokens_delta" in n for n in trainable)
+    assert any("embed_tokens" in n and "trainable_tokens" in n for n in trainable)  # the schema tokens' rows learn
+    ids = sorted(set(tok.special.as_mapping().values()))
+    before = {n: p.detach().clone() for n, p in m.lm.named_parameters()}
+    emb0 = m.lm.get_input_embeddings()(torch.arange(tok.vocab_size)).detach().clone()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):  # a few real optimizer steps on the LWS loss
+        opt.zero_grad()
+        m(**batch).loss.backward()
+        opt.step()
+    emb1 = m.lm.get_input_embeddings()(torch.arange(tok.vocab_size)).detach()
+    other = torch.tensor([i for i in range(tok.vocab_size) if i not in ids])
+    # pad and the audio placeholder never reach the LM (masked / replaced by audio embeddings): no gradient
+    seen = [i for i in ids if i not in (tok.special.pad, tok.special.audio) and bool((batch["input_ids"] == i).any())]
+    assert len(seen) >= 4  # listen, speak, end, audio ... appear in every session
+    assert (emb1[seen] - emb0[seen]).abs().amax(dim=1).min() > 1e-3, "schema-token embedding rows must train"
+    assert torch.equal(emb1[other], emb0[other]), "rows of ordinary tokens stay frozen"
+    for n, p in m.lm.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, before[n]), f"{n} is excluded from the adapter but changed"
     m.eval()
     with torch.no_grad():
         want = m(**batch).logits
@@ -113,6 +128,7 @@ def test_lora_trains_adapters_only_and_saves_merged(cfg, tok, batch, tmp_path):
     assert not (tmp_path / "lora" / "lm" / "adapter_config.json").exists()  # merged, not an adapter
     assert any("lora" in n for n, _ in m.named_parameters())  # saving did not strip the live model's adapters
     back = LWSModel.load(tmp_path / "lora")
-    assert not any("lora" in n for n, _ in back.named_parameters())
+    assert not any("lora" in n or "trainable_tokens" in n for n, _ in back.named_parameters())
+    assert torch.allclose(back.lm.get_input_embeddings().weight[ids], emb1[ids], atol=1e-6)  # token rows merged
     with torch.no_grad():
         assert torch.allclose(back(**batch).logits, want, atol=1e-4)
