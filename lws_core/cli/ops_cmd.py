@@ -27,6 +27,10 @@ def data_pull(
 def data_push(
     path: Annotated[Path, typer.Argument(help="Dataset or model directory to version.")],
     kind: Annotated[str, typer.Option("--kind", help="Name of the tracked slot: dataset or model.")] = "dataset",
+    hash_file: Annotated[
+        Path | None,
+        typer.Option("--hash-file", help="Also write the hash to this file (a `dvc repro` stage output the register stage reads)."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -35,5 +39,17 @@ def data_push(
 
     cfg = resolve_config(config, set_)
     md5 = version_path(cfg, path, kind)
+    if hash_file is not None:
+        write_text_atomic(hash_file, md5 + "\n")
     console.print(f"pushed {path} to {remote_url(cfg)}")
     typer.echo(md5)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file + rename: a stage output is either absent or complete (DVC caches what it finds)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -55,6 +55,57 @@ def run(
         sys.exit(1)
 
 
+@app.command("register")
+def register_cmd(
+    model: Annotated[Path, typer.Option("--model", help="Trained LWS model directory.")],
+    eval_dir: Annotated[Path, typer.Option("--eval", help="Evaluation output directory (its metrics.json is gated).")],
+    dataset_hash: Annotated[
+        str | None, typer.Option("--dataset-hash", help="DVC hash of the training data (lineage); or use --dataset-hash-file.")
+    ] = None,
+    dataset_hash_file: Annotated[
+        Path | None, typer.Option("--dataset-hash-file", help="File holding that hash (written by `lws data push --hash-file`).")
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the registration (version, aliases, gate decision) here as JSON.")
+    ] = None,
+    run_tag: Annotated[str | None, typer.Option("--run-tag", help="Name of the MLflow parent run (default: a fresh tag).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Register a trained model in MLflow and gate it (challenger; champion if no gated metric is worse).
+
+    The pipeline's last step on its own, for `dvc repro` and for models trained outside the pipeline:
+    it versions the model with DVC, records lineage, and moves aliases only if everything else succeeded."""
+    import json
+
+    from lws_core.cli.ops_cmd import write_text_atomic
+    from lws_core.errors import InputError
+    from lws_core.ops.steps import run_finalize, run_register
+    from workflows.local import new_run_tag
+
+    cfg = resolve_config(config, set_)
+    if (dataset_hash is None) == (dataset_hash_file is None):
+        raise InputError("lws pipeline register: give exactly one of --dataset-hash and --dataset-hash-file")
+    if dataset_hash_file is not None:
+        if not dataset_hash_file.is_file():
+            raise InputError(f"--dataset-hash-file {dataset_hash_file}: file not found")
+        dataset_hash = dataset_hash_file.read_text().strip()
+    if not dataset_hash:
+        raise InputError("lws pipeline register: the dataset hash is empty")
+    config_json, tag = json.dumps(cfg.to_dict()), run_tag or new_run_tag()
+    try:
+        res = run_register(config_json, tag, str(model), str(eval_dir), dataset_hash)
+    except BaseException:
+        run_finalize(config_json, tag)  # what the pipeline's exit handler does: the parent run is FAILED
+        raise
+    if out_file is not None:
+        write_text_atomic(out_file, json.dumps(res, indent=2, sort_keys=True) + "\n")
+    decision = "promoted to champion" if res["promoted"] else "kept as challenger"
+    out.print(f"registered {res['name']} v{res['version']} ({', '.join(res['aliases'])}): {decision}")
+    for reason in res["reasons"]:
+        console.print(f"  {reason}", markup=False, highlight=False)
+
+
 @app.command("compile")
 def compile_cmd(
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the pipeline YAML.")] = Path("workflows/compiled/lws_pipeline.yaml"),

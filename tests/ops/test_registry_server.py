@@ -90,3 +90,24 @@ def test_failed_registration_leaves_no_version_and_moves_no_alias(tiny_cfg, tiny
     assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [r1.version]
     assert client.get_model_version_by_alias(name, "champion").version == r1.version
     assert client.get_model_version_by_alias(name, "challenger").version == r1.version
+
+
+def test_crash_after_version_exists_is_rolled_back(tiny_cfg, tiny_model, mlflow_server, tmp_path, monkeypatch):
+    """An unexpected crash (LWS_FAULT_INJECT=register: right after the version was created, before any tag
+    or alias): the version is deleted and the aliases stay where they were."""
+    from mlflow.tracking import MlflowClient
+
+    from lws_core.ops.faults import InjectedFault
+    from lws_core.ops.registry import register_model
+
+    cfg = _cfg(tiny_cfg, mlflow_server, tmp_path)
+    name = cfg.registry.model_name
+    best = {"schema_valid_rate": 1.0, "state_accuracy": 1.0, "task_accuracy": 1.0}
+    r1 = register_model(cfg, tiny_model, best, {"dataset_dvc_hash": "a.dir"})
+    monkeypatch.setenv("LWS_FAULT_INJECT", "register")
+    with pytest.raises(InjectedFault, match="register"):
+        register_model(cfg, tiny_model, best, {"dataset_dvc_hash": "b.dir"})
+    client = MlflowClient(mlflow_server, mlflow_server)
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [r1.version]
+    assert client.get_model_version_by_alias(name, "champion").version == r1.version
+    assert client.get_model_version_by_alias(name, "challenger").version == r1.version

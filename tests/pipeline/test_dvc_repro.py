@@ -39,16 +39,27 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
 
     dag = _dvc(work, "dag", "--md")
     assert dag.returncode == 0, dag.stderr
-    assert "synthesize" in dag.stdout and "train" in dag.stdout and "evaluate" in dag.stdout
+    assert all(stage in dag.stdout for stage in ("synthesize", "version", "train", "evaluate", "register"))
 
     r = _dvc(work, "repro")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"synthesize", "train", "evaluate"}
+    assert set(lock) == {"synthesize", "version", "train", "evaluate", "register"}
     assert lock["train"]["params"]["params.yaml"]["train"]["max_steps"] == 4
     assert lock["train"]["outs"][0]["md5"].endswith(".dir")
     eval_deps = {d["path"]: d["md5"] for d in lock["evaluate"]["deps"]}
     assert eval_deps["models/lws"] == lock["train"]["outs"][0]["md5"]  # evaluate consumed that model
+
+    # the version stage pushed the dataset to the workspace's DVC remote; register recorded that hash as lineage
+    data_hash = (work / "reports" / "dataset_hash.txt").read_text().strip()
+    assert data_hash == lock["synthesize"]["outs"][0]["md5"]
+    reg = json.loads((work / "reports" / "registration.json").read_text())
+    assert reg["version"] == "1" and "challenger" in reg["aliases"] and reg["dataset_dvc_hash"] == data_hash
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{work / '.lws' / 'mlflow.db'}"
+    mv = MlflowClient(uri, uri).get_model_version("lws", "1")
+    assert mv.tags["lineage.dataset_dvc_hash"] == data_hash and mv.tags["gate.decision"] in ("promote", "reject")
 
     metrics = json.loads(_dvc(work, "metrics", "show", "--json").stdout)
     shown = json.dumps(metrics)
