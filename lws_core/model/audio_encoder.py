@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from lws_core.errors import InputError
@@ -97,7 +98,7 @@ def build_whisper_encoder(encoder_kwargs: dict, unit_samples: int, path: str | N
         whisper_config(encoder_kwargs, unit_samples, path)  # one-line InputError for a non-Whisper directory
         try:
             full = WhisperModel.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise InputError(f"model.encoder_path {path}: cannot load Whisper weights ({str(e).splitlines()[0][:160]})") from None
         enc = full.encoder
         weight = enc.embed_positions.weight.data[:positions].clone()

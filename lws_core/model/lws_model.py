@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
+from safetensors import SafetensorError
 from torch import nn
 
 from lws_core.errors import InputError, SchemaMismatchError
@@ -95,7 +96,7 @@ class LWSModel(nn.Module):
         if mc.backbone_path is not None:
             try:
                 lm = AutoModelForCausalLM.from_pretrained(mc.backbone_path, local_files_only=True, dtype=torch.float32)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, SafetensorError) as e:  # missing, another architecture, corrupt weights
                 raise InputError(f"{mc.backbone_path}: cannot load a causal LM ({str(e).splitlines()[0]})") from None
             lm.resize_token_embeddings(vocab)
         else:
@@ -237,7 +238,7 @@ class LWSModel(nn.Module):
             lm = AutoModelForCausalLM.from_pretrained(str(directory / "lm"), local_files_only=True, dtype=dtype)
             enc_cfg = WhisperConfig.from_json_file(str(directory / "encoder_config.json"))
             state = load_file(str(directory / "audio.safetensors"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise InputError(f"{directory}: incomplete or corrupt model ({str(e).splitlines()[0]})") from None
         enc = WhisperEncoder(enc_cfg)
         audio = UnitAudioEncoder(enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate)
