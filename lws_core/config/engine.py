@@ -6,6 +6,8 @@ the config never imports torch); the engine validates it into its own type.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from lws_core.config.base import Section
@@ -19,4 +21,7 @@ class EngineSection(Section):
     keep_units: int = Field(16, ge=1, description="Units kept verbatim when the window slides.")
     keep_document_tokens: int = Field(128, ge=0, description="Tail of the written document re-prefilled on a slide.")
     speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
+    tts: Literal["espeak", "none"] = Field(
+        "espeak", description="Speech synthesizer: espeak (espeak-ng) or none (text only, no TTS loaded)."
+    )
     fast_path: bool = Field(True, description="On CPU, decode Llama/Qwen2 with the fused-weight forward (same function).")

@@ -81,9 +81,16 @@ class Engine:
         return cls(model, config, tts)
 
     @property
+    def speaks(self) -> bool:
+        """Whether say text is rendered: ``speak`` on, and a TTS given or named (``tts`` not "none")."""
+        return self.config.speak and (self._tts is not None or self.config.tts != "none")
+
+    @property
     def tts(self) -> TTS:
-        """The speech synthesizer (espeak-ng unless another was given), created on first use."""
+        """The speech synthesizer (the one given, else the one ``config.tts`` names), created on first use."""
         if self._tts is None:
+            if self.config.tts == "none":
+                raise InputError("engine.tts is 'none': no speech synthesizer is configured")
             from lws_core.audio import get_tts
 
             self._tts = get_tts()

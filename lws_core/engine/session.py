@@ -323,7 +323,7 @@ class StreamingSession:
         if barge_in:  # the user holds the floor again: what was still to be said is gone for good
             self._queue = np.zeros(0, dtype=np.float32)
             self._queue_words = []
-        if unit.say.strip() and self.cfg.speak:
+        if unit.say.strip() and self.engine.speaks:
             speech = self._speak(unit.say.strip(), issues)
             if speech is not None:
                 offset = self._queue.shape[0] / self.spec.sample_rate

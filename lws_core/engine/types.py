@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,11 @@ class EngineConfig(BaseModel):
         128, ge=0, description="Tail of the written document re-prefilled on a slide."
     )
     speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
+    tts: Literal["espeak", "none"] = Field(
+        "espeak",
+        description="Speech synthesizer: espeak (espeak-ng) or none (no TTS is loaded; say text is still decided "
+        "and recorded, nothing is played). An Engine given a TTS object uses that one.",
+    )
     fast_path: bool = Field(
         True,
         description="On CPU, decode Llama/Qwen2 backbones with the fused-weight forward (same function).",

@@ -14,6 +14,7 @@ import soundfile as sf
 from lws_core.audio import load_audio, write_wav
 from lws_core.engine import Engine, EngineConfig
 from lws_core.engine.engine import OUTPUT_FILES
+from lws_core.errors import InputError
 
 
 def _lws(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -140,7 +141,11 @@ def test_cli_set_engine_options(random_model_dir, speech, tmp_path, monkeypatch,
     )
     assert code == 0, err
     assert json.loads((tmp_path / "o1" / "output.json").read_text())["chunks"] == []  # speak=false: text only
-    for bad in ("engine.nope=1", "engine.temperature=-1", "model.nope=2"):
+    code, _, err = _lws(monkeypatch, capsys, *args, "--out", str(tmp_path / "o3"), "--set", "engine.tts=none")
+    assert code == 0, err  # no TTS: the say text is decided and recorded, nothing is played
+    assert json.loads((tmp_path / "o3" / "output.json").read_text())["chunks"] == []
+    assert np.abs(sf.read(tmp_path / "o3" / "output.wav")[0]).max() == 0
+    for bad in ("engine.nope=1", "engine.temperature=-1", "model.nope=2", "engine.tts=festival"):
         code, _, err = _lws(monkeypatch, capsys, *args, "--out", str(tmp_path / "o2"), "--set", bad)
         assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "o2").exists()
@@ -279,6 +284,18 @@ def test_half_second_units(engine, tiny_cfg, speech):
     assert eng.unit_samples == 8000 and len(res.units) == 5 and len(res.output_audio) == len(audio)
     assert np.abs(res.output_audio[:8000]).max() == 0
     assert all(w.start >= 0.5 for w in res.spoken_words)
+
+
+def test_tts_none_never_loads_a_synthesizer(engine, speech):
+    """engine.tts=none: units still decide and record their say text, no TTS is created, no audio is played."""
+    eng = Engine(engine.model, EngineConfig(tts="none"))
+    res = eng.simulate(speech[: 16000 * 2])
+    assert eng._tts is None and not eng.speaks
+    assert any(u.say.strip() for u in res.units)  # random weights speak every unit
+    assert res.spoken_words == [] and np.abs(res.output_audio).max() == 0
+    with pytest.raises(InputError, match="engine.tts is 'none'"):
+        _ = eng.tts
+    assert Engine(engine.model, EngineConfig(tts="none"), engine.tts).speaks  # a TTS given explicitly is used
 
 
 def test_wav_of_unknown_length_is_read_to_the_end(engine, tmp_path):
