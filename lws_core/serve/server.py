@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -126,8 +127,8 @@ class LWSServer:
         @app.get("/metrics")
         async def metrics(format: str = "prometheus") -> Response:  # noqa: A002 - query parameter name
             extra = self._gauges()
-            if format == "json":
-                return JSONResponse({**self.metrics.snapshot(), **extra})
+            if format == "json":  # NaN (no RTF measured yet: no warm-up, no unit) is not JSON: null
+                return JSONResponse({**self.metrics.snapshot(), **{k: v if math.isfinite(v) else None for k, v in extra.items()}})
             return PlainTextResponse(self.metrics.prometheus(extra), media_type="text/plain; version=0.0.4")
 
         @app.websocket("/ws")
@@ -212,7 +213,10 @@ class LWSServer:
             if msg["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(msg.get("code", 1000))
             try:
-                if msg.get("bytes") is not None:
+                payload = msg.get("bytes")
+                if payload is not None:  # the size limit first: the same frame gets the same error before and after hello
+                    if len(payload) > s.max_frame_bytes:
+                        raise P.ProtocolError("too_large", f"binary frame of {len(payload)} bytes over max_frame_bytes={s.max_frame_bytes}")
                     raise P.ProtocolError("not_ready", "send a hello before audio")
                 data = P.parse_text(msg.get("text") or "")
                 if data["type"] == "ping":

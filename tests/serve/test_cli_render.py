@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 from websockets.sync.client import connect
 
 from lws_core.serve.render import highlight, render_markdown
@@ -97,3 +98,56 @@ def test_markdown_is_escaped_and_code_highlighted():
     assert "<pre><code" in render_markdown("```js\nconst x = 1")
     assert highlight("<b>", "brainfuck") == "&lt;b&gt;"
     assert 'tok-kw">SELECT' in highlight("SELECT 1 -- c", "sql")
+
+
+def test_cli_serves_a_registered_champion(serve_model_dir, tmp_path, monkeypatch, capsys):
+    """`lws serve --model models:/NAME@champion`: registered into a real MLflow SQLite store, resolved by
+    alias, downloaded into the workspace cache, served; a missing alias is a one-line error, exit 2."""
+    from lws_core.config import LWSConfig
+    from lws_core.ops.registry import register_model
+
+    sets = {"registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "pipeline.workspace": str(tmp_path / "ws"),
+            "registry.model_name": "lws-serve-test"}
+    reg = register_model(LWSConfig().with_overrides(sets), serve_model_dir, {"schema_valid_rate": 1.0, "state_accuracy": 1.0, "task_accuracy": 1.0}, {})
+    assert "champion" in reg.aliases
+    set_args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    import pytest
+
+    from lws_core.cli.main import run
+
+    monkeypatch.setattr(sys, "argv", ["lws", "serve", "--model", "models:/lws-serve-test@nosuch", *set_args])
+    capsys.readouterr()  # MLflow's own INFO lines from creating the store above
+    with pytest.raises(SystemExit) as e:  # in-process through the real entry point: no second server start-up
+        run()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error:") and "alias 'nosuch'" in err and len(err.strip().splitlines()) == 1
+    uri = "models:/lws-serve-test@champion"
+    port = free_port()
+    p = _lws("serve", "--model", uri, *set_args, "--port", str(port))
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    health = json.loads(r.read())
+                break
+            except OSError:
+                assert p.poll() is None, p.stderr.read()
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.5)
+        assert health["model"] == uri and health["status"] == "ok"
+        assert (tmp_path / "ws" / "cache" / "models" / "lws-serve-test" / reg.version).is_dir()  # loaded from the registry copy
+        with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            ws.send(json.dumps({"type": "hello", "version": "lws.v1", "sample_rate": 16000}))
+            ready = recv_until(ws, lambda m: isinstance(m, dict) and m["type"] == "ready")[-1]
+            assert ready["model"] == uri
+            ws.send(pcm16(np.zeros(16000, dtype=np.float32)))
+            ws.send(json.dumps({"type": "end"}))
+            msgs = recv_until(ws, lambda m: isinstance(m, dict) and m["type"] == "end", timeout=60)
+        assert sum(isinstance(m, dict) and m["type"] == "unit" for m in msgs) == 1
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
