@@ -16,7 +16,10 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +38,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="Test sessions to decode (default: all).")
     ap.add_argument("--engine", action="store_true", help="Also run the free-running engine evaluation.")
     a = ap.parse_args()
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = os.getloadavg()
     from lws_core.data import load_dataset_dir, synthesize
     from lws_core.train import train
     from lws_core.train.metrics import evaluate_channel_losses, teacher_forced_metrics
@@ -53,11 +58,23 @@ def main() -> None:
     t0 = time.time()
     s = train(cfg, data, out / "model", progress=False)
     train_wall = time.time() - t0
+    load_after_train = os.getloadavg()
     test = load_dataset_dir(data)["test"]
     t1 = time.time()
     losses = evaluate_channel_losses(out / "model", test)
     tf = teacher_forced_metrics(out / "model", test, limit=a.limit, progress=True)
+    model_files = [f for f in (out / "model").rglob("*") if f.is_file()]
     result = {
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "started": started,
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "loadavg_1_5_15_at_start": [round(x, 2) for x in load_start],
+        "loadavg_1_5_15_after_training": [round(x, 2) for x in load_after_train],
+        "model_dir_mb": round(sum(f.stat().st_size for f in model_files) / 1e6, 2),
+        "weights_mb": round(sum(f.stat().st_size for f in model_files if f.suffix == ".safetensors") / 1e6, 2),
+        "saved_dtype": s.saved_dtype,
+        "data_splits": {k: len(v) for k, v in load_dataset_dir(data).items()},
         "config_overrides": over,
         "train_wall_s": round(train_wall, 1),
         "train_loop_s": s.train_seconds,
@@ -72,8 +89,11 @@ def main() -> None:
     if a.engine:
         from lws_core.eval import evaluate
 
+        t2 = time.time()
         ev = evaluate(cfg, out / "model", data, out / "eval", progress=False)
         result["free_running_test"] = ev.metrics
+        result["eval_engine_s"] = round(time.time() - t2, 1)
+    result["loadavg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=1))
 
 
