@@ -67,9 +67,28 @@ def available_memory_gb(on_gpu: bool) -> tuple[float, str]:
     try:
         import psutil
 
-        return psutil.virtual_memory().available / 1e9, "available RAM"
+        free, where = psutil.virtual_memory().available / 1e9, "available RAM"
     except ImportError:  # pragma: no cover - psutil ships with the environment
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9, "free RAM"
+        free, where = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9, "free RAM"
+    cg = _cgroup_headroom_gb()
+    if cg is not None and cg < free:  # in a container (a Kubernetes pod) the limit, not the node, is what counts
+        return cg, "left under the container's memory limit"
+    return free, where
+
+
+def _cgroup_headroom_gb() -> float | None:
+    """cgroup v2 memory.max - memory.current, or None outside a memory-limited cgroup."""
+    base = "/sys/fs/cgroup"
+    try:
+        with open(f"{base}/memory.max") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open(f"{base}/memory.current") as f:
+            used = int(f.read().strip())
+        return max(0, int(limit) - used) / 1e9
+    except (OSError, ValueError):
+        return None
 
 
 def check_training_memory(
