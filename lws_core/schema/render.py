@@ -9,6 +9,7 @@ activity and the speech where it was played.
 from __future__ import annotations
 
 import textwrap
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +208,8 @@ def render_simulation(
     path.parent.mkdir(parents=True, exist_ok=True)
     w_px, h_px = (int(v * dpi) for v in fig.get_size_inches())  # as Agg sizes the canvas
     rows = {n: h_px - float(ax.transData.transform((0.0, y[n] + 0.5))[1]) for n in _LANES}
-    fig.savefig(path, dpi=dpi)
+    with warnings.catch_warnings():  # model text in scripts the font lacks: drawn as boxes, not worth a warning
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return TimelineDrawing(path, dur, lanes, drawn, w_px, h_px, float(x0), float(px_per_s), rows)
