@@ -20,6 +20,8 @@ GOLDEN = ROOT / "workflows" / "compiled" / "lws_pipeline.yaml"
 TINY = [
     "data.sessions=40", "data.workers=1", "train.max_steps=6", "train.batch_size=4", "train.logging_steps=2",
     "train.save_steps=100", "eval.limit=3", "eval.consistency_embedding=false",
+    # kfp.local honours the tasks' retry policy (30 s backoff): a deliberately failing step would only wait
+    "pipeline.retries=0",
 ]
 
 
@@ -86,11 +88,14 @@ def test_submit_and_schedule_against_kfp_api_standin():
         schedule(LWSConfig(), "http://127.0.0.1:9", "0 3 * * *")
 
 
-def _run_cli(ws: Path, *extra: str) -> subprocess.Popen:
+def _run_cli(ws: Path, *extra: str, fault: str | None = None) -> subprocess.Popen:
     args = [sys.executable, "-m", "lws_core.cli.main", "pipeline", "run", "--set", f"pipeline.workspace={ws}"]
     for s in [*TINY, *extra]:
         args += ["--set", s]
     env = {**os.environ, "COLUMNS": "200"}
+    env.pop("LWS_FAULT_INJECT", None)
+    if fault:  # lws_core.ops.faults: a step that breaks on purpose, inherited by the task subprocesses
+        env["LWS_FAULT_INJECT"] = fault
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ws.parent, env=env)
 
 
@@ -101,8 +106,9 @@ def _finish(p: subprocess.Popen, rc: int = 0) -> str:
 
 
 def test_main_job_end_to_end(tmp_path):
-    """The main job through the CLI on one workspace: two runs at once (SQLite store, DVC cache), a cached
-    rerun, a run whose step fails, and the dataset pulled back by the hash lineage recorded."""
+    """The main job through the CLI on one workspace: two runs at once (SQLite store, DVC cache), a run whose
+    late step (evaluate) fails, its rerun with the fault gone served synthesize and train from the cache,
+    a run whose first step fails, and the dataset pulled back by the hash lineage recorded."""
     from mlflow.tracking import MlflowClient
 
     ws = tmp_path / "ws"
@@ -128,22 +134,45 @@ def test_main_job_end_to_end(tmp_path):
     train_run = by_step["train"]
     assert len(client.get_metric_history(train_run.info.run_id, "loss_state")) >= 2  # per-channel loss curves
     assert train_run.data.metrics["system/peak_rss_mb"] > 50
+    assert "system/cpu_utilization_percentage" in train_run.data.metrics  # MLflow's own system-metrics monitor
+    # each step run carries its own config sections as params (and only those)
+    assert train_run.data.params["train.max_steps"] == "6" and "model.preset" in train_run.data.params
+    assert not any(k.startswith(("eval.", "data.")) for k in train_run.data.params)
+    assert by_step["synthesize"].data.params["data.sessions"] == "40"
+    assert by_step["evaluate"].data.params["eval.limit"] == "3"
+    assert "registry.gate" in by_step["register"].data.params
     eval_files = {f.path for f in client.list_artifacts(by_step["evaluate"].info.run_id, "eval_report")}
     assert "eval_report/report.md" in eval_files and "eval_report/metrics.json" in eval_files
 
-    # rerun of run a's config with one eval setting changed: each step's cache key holds only the config
-    # sections it reads, so KFP skips synthesize and train and evaluates again; a new version is registered
+    # a late step fails (evaluate, on a changed eval setting, after synthesize and train were served from
+    # the cache): nothing is registered, no alias moves, the parent is FAILED with the failed step under it
+    aliases = {a: client.get_model_version_by_alias("lws", a).version for a in ("champion", "challenger")}
+    out_f = _finish(_run_cli(ws, "eval.limit=2", fault="evaluate"), rc=1)
+    assert "FAILED" in out_f
+    assert any("fault injected at 'evaluate'" in f.read_text(errors="replace") for f in (ws / "logs").glob("*.log"))
+    assert sorted(int(v.version) for v in client.search_model_versions("name='lws'")) == [1, 2]
+    assert {a: client.get_model_version_by_alias("lws", a).version for a in aliases} == aliases
+    failed = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
+    assert failed.info.status == "FAILED" and "lws.failure" in failed.data.tags and "registry.version" not in failed.data.tags
+    nested = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{failed.info.run_id}'")
+    states = [(r.data.tags.get("lws.step"), r.info.status, r.info.run_id, r.data.tags.get("lws.pipeline_run")) for r in nested]
+    assert [s[:2] for s in states] == [("evaluate", "FAILED")], (states, failed.data.tags.get("lws.pipeline_run"))
+    assert nested[0].data.params["eval.limit"] == "2"
+
+    # the same run with the fault gone: each step's cache key holds only the config sections it reads, so
+    # KFP skips synthesize and train (finished before the failure) and evaluates again; a version is registered
     out_c = _finish(_run_cli(ws, "eval.limit=2"))
     assert "cached (skipped)" in out_c
     trains = client.search_runs([exp], filter_string="tags.`lws.step` = 'train'")
     assert len(trains) == 2  # no third training
-    assert len(client.search_runs([exp], filter_string="tags.`lws.step` = 'evaluate'")) == 3
+    assert len(client.search_runs([exp], filter_string="tags.`lws.step` = 'synthesize'")) == 2
+    assert len(client.search_runs([exp], filter_string="tags.`lws.step` = 'evaluate'")) == 4  # a, b, failed, this
     newest = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
     assert {"lws.cached.synthesize", "lws.cached.train"} <= set(newest.data.tags)
     assert "lws.cached.evaluate" not in newest.data.tags
     assert newest.info.status == "FINISHED" and newest.data.tags["registry.version"] == "3"
 
-    # a step that fails: the exit handler marks the parent FAILED, nothing is registered, no alias moves
+    # the first step fails: the exit handler marks the parent FAILED, nothing is registered, no alias moves
     aliases = {a: client.get_model_version_by_alias("lws", a).version for a in ("champion", "challenger")}
     out_d = _finish(_run_cli(ws, "data.source.kind=file", f"data.source.path={tmp_path / 'missing.jsonl'}"), rc=1)
     assert "FAILED" in out_d
@@ -172,3 +201,7 @@ def test_cli_errors_are_one_line(tmp_path):
     p = subprocess.run([*base, "data", "pull", "--version", "abc", "--out", str(tmp_path / "x"),
                         "--set", f"pipeline.workspace={tmp_path / 'ws'}"], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and "not a DVC directory hash" in p.stderr
+    p = subprocess.run([*base, "pipeline", "register", "--model", str(tmp_path), "--eval", str(tmp_path),
+                        "--dataset-hash-file", str(tmp_path / "nope.txt"), "--set", f"pipeline.workspace={tmp_path / 'ws'}"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "nope.txt" in p.stderr, p.stderr[-2000:]
