@@ -248,10 +248,19 @@ class LWSModel(nn.Module):
         return model
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameter count (the HF Trainer asks for it without embeddings to estimate FLOPs)."""
-        n = sum(p.numel() for p in self.parameters())
+        """Parameter count (the HF Trainer asks for it without embeddings to estimate FLOPs).
+
+        Counts ZeRO-3-partitioned parameters at their full size (``ds_numel``), and finds
+        the embeddings as ``nn.Embedding`` modules rather than through
+        ``get_input_embeddings().weight``, which peft's trainable-token wrapper would
+        compute by merging partitioned (empty) tensors.
+        """
+        def numel(p: torch.Tensor) -> int:
+            return int(getattr(p, "ds_numel", p.numel()))
+
+        n = sum(numel(p) for p in self.parameters())
         if exclude_embeddings:
-            n -= self.lm.get_input_embeddings().weight.numel()
+            n -= sum(numel(m.weight) for m in self.lm.modules() if isinstance(m, nn.Embedding))
         return n
 
 
