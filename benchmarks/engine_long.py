@@ -107,8 +107,12 @@ def files(model: Path, minutes: list[float], workdir: Path, piece: np.ndarray, s
 
     workdir.mkdir(parents=True, exist_ok=True)
     lws = Path(sys.executable).with_name("lws")
-    print(f"# lws simulate on WAV files, model {model}, --set {sets}, load average {os.getloadavg()[0]:.1f} at start")
-    print("| file | units | file MB | decoded float32 MB | peak RSS MB | wall s | units/s | timeline.png KB |")
+    print(
+        f"# lws simulate on WAV files, model {model}, --set {sets}, load average {os.getloadavg()[0]:.1f} at start"
+    )
+    print(
+        "| file | units | file MB | decoded float32 MB | peak RSS MB | wall s | units/s | timeline.png KB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for m in minutes:
         wav, out = workdir / f"in-{m:g}min.wav", workdir / f"out-{m:g}min"

@@ -62,7 +62,11 @@ def test_simulate_timeline_lanes_and_png(engine, speech, tmp_path):
     write_wav(tmp_path / "in.wav", audio)
     res = engine.simulate_file(tmp_path / "in.wav", tmp_path / "out", progress=False)
     dur = len(audio) / 16000
-    assert res.user_speech and abs(res.user_speech[0][0] - on) <= 0.06 and abs(res.user_speech[-1][1] - off) <= 0.06
+    assert (
+        res.user_speech
+        and abs(res.user_speech[0][0] - on) <= 0.06
+        and abs(res.user_speech[-1][1] - off) <= 0.06
+    )
     assert res.session.user_words == []  # a recording has no transcript; its speech activity is drawn instead
 
     # the same drawing, returned as data (layout is deterministic: same inputs, same pixels)
@@ -78,10 +82,14 @@ def test_simulate_timeline_lanes_and_png(engine, speech, tmp_path):
     assert chunks, "the random model speaks: there must be words to draw"
     assert [[round(s.start, 3), round(s.end, 3)] for s in d.lanes["say"]] == [c["timestamp"] for c in chunks]
     assert [s.label for s in d.lanes["say"]] == [c["text"] for c in chunks]
-    assert min(s.start for s in d.lanes["say"]) >= res.unit_s  # played from the next unit, not the decision unit
+    assert (
+        min(s.start for s in d.lanes["say"]) >= res.unit_s
+    )  # played from the next unit, not the decision unit
     st = d.lanes["state"]
-    assert st[0].start == 0 and abs(st[-1].end - dur) < 1e-9 and all(
-        abs(a.end - b.start) < 1e-9 for a, b in zip(st, st[1:], strict=False)
+    assert (
+        st[0].start == 0
+        and abs(st[-1].end - dur) < 1e-9
+        and all(abs(a.end - b.start) < 1e-9 for a, b in zip(st, st[1:], strict=False))
     )
     assert len(d.lanes["write"]) == sum(bool(u.write.strip()) for u in res.units)
 
@@ -122,7 +130,9 @@ def test_long_session_drawn_whole_with_thinned_labels(tmp_path, minutes):
     assert d.lanes["state"][-1].end == n and len(d.lanes["state"]) == 2 * (n // 10)
     assert len(d.lanes["user"]) == n // 10 and len(d.lanes["say"]) == len(spoken)
     assert len(d.lanes["write"]) == sum(bool(u.write) for u in units)
-    assert 0 < d.labels_drawn["say"] < len(spoken) and 0 < d.labels_drawn["write"] < len(d.lanes["write"])  # thinned
+    assert 0 < d.labels_drawn["say"] < len(spoken) and 0 < d.labels_drawn["write"] < len(
+        d.lanes["write"]
+    )  # thinned
     img = mpimg.imread(d.path)
     # the last user segment (1790-1796 s) is drawn at the right edge, the gap after it is not
     np.testing.assert_allclose(_rgb(img, *d.pixel(n - 7, "user")), USER_GREEN, atol=0.02)
