@@ -54,7 +54,11 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
             synth.set_caching_options(pc.caching)
             version = cluster(c.version_data(config_json=config_json, dataset=synth.outputs["dataset"]))
             version.set_caching_options(False)
-            trained = cluster(c.train(config_json=views.outputs["train"], dataset=synth.outputs["dataset"]), gpu=True)
+            # With the TrainJob launcher the step pod only submits and waits: the GPUs go to the TrainJob.
+            trained = cluster(
+                c.train(config_json=views.outputs["train"], dataset=synth.outputs["dataset"]),
+                gpu=pc.train_launcher == "local",
+            )
             trained.set_caching_options(pc.caching)
             trained.after(version)
             evaluated = cluster(

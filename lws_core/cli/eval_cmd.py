@@ -32,7 +32,7 @@ def run(
     cfg = resolve_config(config, set_)
     if not data.is_dir():
         raise InputError(f"dataset directory not found: {data}")
-    s = evaluate(cfg, _resolve_model(model), data, out_dir, limit=limit, progress=not quiet)
+    s = evaluate(cfg, _resolve_model(model, cfg), data, out_dir, limit=limit, progress=not quiet)
     t = Table(title=f"evaluation -> {s.report_path}")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -91,7 +91,7 @@ def fdb(
     cfg = resolve_config(config, set_)
     if not data.is_dir():
         raise InputError(f"Full-Duplex-Bench tree not found: {data}")
-    engine = Engine.from_dir(_resolve_model(model), cfg)
+    engine = Engine.from_dir(_resolve_model(model, cfg), cfg)
     s = run_fdb(engine, data, out_dir, limit=limit, system=system, progress=not quiet)
     out.print(f"{s['samples']} samples -> {out_dir}")
     if metrics:
@@ -147,7 +147,7 @@ def voicebench(
     cfg = resolve_config(config, set_)
     compose_response("", "", response)  # fail on a bad mode before loading anything
     judge = JudgeClient.from_config(cfg.eval.judge, cache_dir=out_dir / "judge_cache")
-    engine = Engine.from_dir(_resolve_model(model), cfg)
+    engine = Engine.from_dir(_resolve_model(model, cfg), cfg)
     m = run_voicebench(
         engine, data, out_dir, subset=subset, response=response, judge=judge, samples=cfg.eval.voicebench_samples,
         answer_s=answer_s, limit=limit, system=system, progress=not quiet,

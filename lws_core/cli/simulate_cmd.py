@@ -55,7 +55,7 @@ def simulate(
         raise InputError(f"audio file not found: {audio}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: exists and is not a directory")
-    model_dir = _resolve_model(model)
+    model_dir = _resolve_model(model, cfg)
     engine = Engine.from_dir(model_dir, cfg, device=device, config=engine_cfg)
     result = engine.simulate_file(audio, out_dir, system=system, progress=not quiet)
     speak_units = sum(u.state == "speak" for u in result.units)
@@ -65,10 +65,13 @@ def simulate(
     )
 
 
-def _resolve_model(model: str) -> Path:
-    """A directory, or a models:/ URI resolved through the MLflow registry (ops layer, imported lazily)."""
+def _resolve_model(model: str, cfg=None) -> Path:  # noqa: ANN001
+    """A directory, or a models:/ URI resolved through the MLflow registry (ops layer, imported lazily).
+
+    ``cfg`` is the command's resolved config, so ``--config``/``--set registry.*`` choose the
+    registry (and the workspace whose model cache serves an offline champion)."""
     if model.startswith("models:/"):
         from lws_core.ops.registry import resolve_model_uri
 
-        return resolve_model_uri(model)
+        return resolve_model_uri(model, cfg)
     return Path(model)

@@ -63,6 +63,16 @@ def test_cluster_settings_compile_into_platform_spec(tmp_path):
     assert all(":" in i and not i.endswith(":latest") for i in images)
 
 
+def test_trainjob_launcher_moves_the_gpus_off_the_waiting_step(tmp_path):
+    """With ``train_launcher: trainjob`` the train step pod only submits and waits: it must not hold GPUs."""
+    cfg = LWSConfig().with_overrides({"pipeline.accelerator_count": 4, "pipeline.train_launcher": "trainjob"})
+    spec, platform = _docs(Path(compile_pipeline(cfg, str(tmp_path / "p.yaml"))))
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "accelerator" not in train.get("resources", {})
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "tolerations" not in k8s["exec-train"] and "nodeSelector" not in k8s["exec-train"]
+
+
 def test_submit_and_schedule_against_kfp_api_standin():
     """No KFP server can run here (it needs Kubernetes): a loopback stand-in records what the real kfp.Client sends."""
     sys.path.insert(0, str(Path(__file__).parent))
