@@ -53,12 +53,7 @@ def render_timeline(session: Session, path: str | Path, title: str | None = None
                 ax.text(x0 + 0.03, y[lane] + 0.85, wrapped, ha="left", va="top", fontsize=6, family="monospace")
         ax.axvline(x0, color="#dddddd", lw=0.5, zorder=0)
 
-    ax.set_xlim(0, dur)
-    ax.set_ylim(0, len(_LANES))
-    ax.set_yticks([y[n] + 0.5 for n in _LANES])
-    ax.set_yticklabels(["user speech", "state", "written", "spoken"])
-    ax.set_xlabel("time (s)")
-    ax.set_title(title or f"session {session.id} ({session.unit_s:g}s units)")
+    _frame_lanes(ax, dur, y, title or f"session {session.id} ({session.unit_s:g}s units)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,12 +136,7 @@ def render_simulation(
     lanes: dict[str, list[Span]] = {name: [] for name in _LANES}
     drawn = dict.fromkeys(_LANES, 0)
 
-    ax.set_xlim(0, dur)
-    ax.set_ylim(0, len(_LANES))
-    ax.set_yticks([y[n] + 0.5 for n in _LANES])
-    ax.set_yticklabels(["user speech", "state", "written", "spoken"])
-    ax.set_xlabel("time (s)")
-    ax.set_title(title or f"session {session.id} ({unit_s:g}s units)")
+    _frame_lanes(ax, dur, y, title or f"session {session.id} ({unit_s:g}s units)")
     fig.tight_layout()
     (x0, _), (x1, _) = ax.transData.transform([(0.0, 0.0), (dur, 0.0)])
     px_per_s = (x1 - x0) / dur
@@ -213,3 +203,13 @@ def render_simulation(
         fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return TimelineDrawing(path, dur, lanes, drawn, w_px, h_px, float(x0), float(px_per_s), rows)
+
+
+def _frame_lanes(ax, dur: float, y: dict[str, int], title: str) -> None:  # noqa: ANN001
+    """Axes, lane labels and title shared by both timeline pictures, so the two always read alike."""
+    ax.set_xlim(0, dur)
+    ax.set_ylim(0, len(_LANES))
+    ax.set_yticks([y[n] + 0.5 for n in _LANES])
+    ax.set_yticklabels(["user speech", "state", "written", "spoken"])
+    ax.set_xlabel("time (s)")
+    ax.set_title(title)

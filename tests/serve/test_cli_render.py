@@ -42,20 +42,24 @@ def test_cli_refuses_open_port_without_token_and_missing_model(tmp_path, monkeyp
         assert e.value.code == 2 and err.startswith("error:") and expect in err and len(err.strip().splitlines()) == 1
 
 
+def _wait_healthy(p, port: int, timeout_s: float) -> dict:  # noqa: ANN001
+    """Poll /healthz until the server process answers; fail with its stderr if it dies first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            assert p.poll() is None, p.stderr.read()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.5)
+
+
 def test_cli_serves_page_health_and_a_session(serve_model_dir, speech16k):
     port = free_port()
     p = _lws("serve", "--model", str(serve_model_dir), "--port", str(port), "--token", "tok", "--max-sessions", "2")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    health = json.loads(r.read())
-                break
-            except OSError:
-                assert p.poll() is None, p.stderr.read()
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.5)
+        health = _wait_healthy(p, port, 120)
         assert health["auth"] is True and health["max_sessions"] == 2
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
             page = r.read().decode()
@@ -125,16 +129,7 @@ def test_cli_serves_a_registered_champion(serve_model_dir, tmp_path, monkeypatch
     port = free_port()
     p = _lws("serve", "--model", uri, *set_args, "--port", str(port))
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    health = json.loads(r.read())
-                break
-            except OSError:
-                assert p.poll() is None, p.stderr.read()
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.5)
+        health = _wait_healthy(p, port, 180)
         assert health["model"] == uri and health["status"] == "ok"
         assert (tmp_path / "ws" / "cache" / "models" / "lws-serve-test" / reg.version).is_dir()  # loaded from the registry copy
         with connect(f"ws://127.0.0.1:{port}/ws") as ws:
