@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lws_core.config.base import Section
 
@@ -38,7 +38,10 @@ class DataConfig(Section):
     seed: int = 0
     workers: int = Field(2, ge=1)
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Held-out phrasings and held-out voices.")
+    test_seen_fraction: float = Field(
+        0.1, ge=0.0, lt=0.5, description="Split test_seen: held-out voices, training phrasings (0 = no such split rows)."
+    )
     teacher: TeacherConfig = TeacherConfig()
     source: SourceConfig = SourceConfig()
     scenarios: dict[str, float] = Field(
@@ -71,3 +74,12 @@ class DataConfig(Section):
         if sum(v.values()) <= 0:
             raise ValueError("at least one scenario needs a positive weight")
         return v
+
+    @model_validator(mode="after")
+    def _fractions_leave_a_train_split(self) -> DataConfig:
+        held = self.validation_fraction + self.test_fraction + self.test_seen_fraction
+        if held >= 1.0:
+            raise ValueError(
+                f"validation_fraction + test_fraction + test_seen_fraction must be < 1 (got {held:g}): nothing would be left to train on"
+            )
+        return self

@@ -8,6 +8,14 @@ from typing import Any
 
 from lws_core.schema import SCHEMA_VERSION
 
+# What each split holds (card.json `splits`, README table); every split of synth.SPLITS has a line.
+SPLIT_NOTES = {
+    "train": "training phrasings, training voices",
+    "validation": "training phrasings, training voices",
+    "test": "held-out phrasings (each family's last), held-out voices",
+    "test_seen": "training phrasings, held-out voices (separates a new voice from a new phrasing)",
+}
+
 
 def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> dict[str, Any]:  # noqa: ANN001
     """Write card.json (machine-readable) and README.md (the same facts for people); return the card."""
@@ -18,6 +26,8 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         "teacher": teacher,
         "requested_sessions": requested,
         "rows": summary.rows,
+        "splits": dict(SPLIT_NOTES),
+        "text_only": bool(summary.extra.get("text_only", False)),
         "rejects": summary.rejects,
         "reject_examples": summary.extra.get("reject_examples", []),
         "per_scenario": summary.per_scenario,
@@ -42,9 +52,15 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         f"Schema `{SCHEMA_VERSION}`, config digest `{card['config_digest']}`, seed {card['seed']}, teacher `{teacher}`.",
         f"{sum(summary.rows.values())} sessions of {requested} requested "
         f"({', '.join(f'{k}: {v}' for k, v in summary.rows.items())}), "
-        f"{summary.audio_hours:.3f} h of 16 kHz user audio, {summary.units} units of {cfg.schema_.unit_s:g} s.",
+        f"{summary.audio_hours:.3f} h of 16 kHz user audio, {summary.units} units of {cfg.schema_.unit_s:g} s."
+        + (" **Text only**: the audio was synthesized for the word timings but not stored (`audio` is empty)."
+           if card["text_only"] else ""),
         f"Budgets per unit: {card['max_write_tokens']} write tokens, {card['max_say_tokens']} say tokens, counted with "
         f"{card['budget_tokenizer']}. Synthesis took {card['wall_s']:g} s.",
+        "",
+        "| split | sessions | phrasings, voices |",
+        "|---|---|---|",
+        *[f"| {k} | {v} | {SPLIT_NOTES.get(k, '')} |" for k, v in summary.rows.items()],
         "",
         "| scenario | weight | sessions |",
         "|---|---|---|",
@@ -64,9 +80,11 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         *([f"| {k} | {v} |" for k, v in summary.rejects.items()] or ["| (none) | 0 |"]),
         "",
         *(["First rejects:", "", *[f"- {e}" for e in card["reject_examples"]], ""] if card["reject_examples"] else []),
-        "Rows: `id, session (JSON timeline), audio (PCM16 LE mono 16 kHz, len(units)*unit_s s), scenario, task_family, "
+        "Rows: `id, session (JSON timeline), audio (PCM16 LE mono 16 kHz, len(units)*unit_s s; empty when text only), "
+        "scenario, task_family, "
         "question, answer, teacher, voice, schema_version, unit_s`. Load with `lws_core.data.dataset.load_dataset_dir`.",
-        "The test split uses held-out phrasings and voices. The full data config is in `card.json` (`data_config`).",
+        "The test split uses held-out phrasings and voices, test_seen held-out voices with training phrasings. "
+        "The full data config is in `card.json` (`data_config`).",
         "",
     ]
     (directory / "README.md").write_text("\n".join(lines))

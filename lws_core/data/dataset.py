@@ -36,7 +36,7 @@ def load_dataset_dir(path: str | Path):  # noqa: ANN201 - datasets.DatasetDict
     except Exception as e:
         raise InputError(f"{path}: cannot load dataset ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     if not isinstance(dd, DatasetDict):
-        raise InputError(f"{path}: expected a DatasetDict with train/validation/test splits")
+        raise InputError(f"{path}: expected a DatasetDict with train/validation/test(/test_seen) splits")
     for name, ds in dd.items():
         if len(ds) and ds[0]["schema_version"] != SCHEMA_VERSION:
             raise SchemaMismatchError(f"{path}: split {name} has schema {ds[0]['schema_version']!r}, expected {SCHEMA_VERSION!r}")
@@ -53,7 +53,14 @@ def require_rows(dd, split: str):  # noqa: ANN001, ANN201
 
 
 def row_audio(row: dict[str, Any]) -> np.ndarray:
-    return from_pcm16_bytes(row["audio"])
+    """The row's user audio; a row without audio (a text-only dataset) is an error, never zero samples."""
+    raw = row["audio"]
+    if not raw:
+        raise InputError(
+            f"row {row.get('id', '?')}: no audio stored (a text-only dataset, synthesized with text_only=True); "
+            "re-synthesize with audio to simulate, evaluate or listen to it"
+        )
+    return from_pcm16_bytes(raw)
 
 
 def row_session(row: dict[str, Any]) -> Session:

@@ -42,7 +42,10 @@ from lws_core.data.types import Question, Reject
 from lws_core.errors import InputError, LWSError
 from lws_core.schema import SCHEMA_VERSION, validate
 
-SPLITS = ("train", "validation", "test")
+# test: held-out phrasings and held-out voices; test_seen: held-out voices, training phrasings (so the two
+# test splits together separate "new voice" from "new phrasing" in the task accuracy)
+SPLITS = ("train", "validation", "test", "test_seen")
+HELD_OUT_VOICE_SPLITS = ("test", "test_seen")
 COLUMNS = ("id", "session", "audio", "scenario", "task_family", "question", "answer", "teacher", "voice", "schema_version", "unit_s")
 
 
@@ -74,9 +77,23 @@ class SynthSummary:
 _ENV: dict[str, Any] = {}
 
 
-def split_of(seed: int, i: int, val_frac: float, test_frac: float) -> str:
+def split_of(seed: int, i: int, val_frac: float, test_frac: float, test_seen_frac: float = 0.0) -> str:
+    """The split of session ``i``: one uniform draw per session, test at the bottom, test_seen at the top.
+
+    test_seen takes ``[1 - test_seen_frac, 1)``, so adding it leaves every test and
+    validation session where it was; only train sessions move.
+    """
     x = np.random.default_rng([seed, i, 7]).random()
-    return "test" if x < test_frac else "validation" if x < test_frac + val_frac else "train"
+    if x < test_frac:
+        return "test"
+    if x < test_frac + val_frac:
+        return "validation"
+    return "test_seen" if x >= 1.0 - test_seen_frac else "train"
+
+
+def phrasing_split(split: str) -> str:
+    """The split whose phrasings a session of ``split`` draws from: test_seen uses the training phrasings."""
+    return "train" if split == "test_seen" else split
 
 
 def _question(rng: np.random.Generator, split: str, i: int, families: list[str], source: FileQuestions | None) -> Question:
@@ -92,20 +109,21 @@ def synth_one(i: int) -> dict[str, Any]:
     seed = d.seed
     rng = np.random.default_rng([seed, i])
     tts.reseed(int(np.random.default_rng([seed, i, 11]).integers(2**31)))
-    split = split_of(seed, i, d.validation_fraction, d.test_fraction)
+    split = split_of(seed, i, d.validation_fraction, d.test_fraction, d.test_seen_fraction)
+    qsplit = phrasing_split(split)
     names = list(d.scenarios)
     w = np.array([d.scenarios[n] for n in names], dtype=float)
     scenario = str(rng.choice(names, p=w / w.sum()))
-    voice = choose_voice(rng, english_voices(held_out=split == "test"))
+    voice = choose_voice(rng, english_voices(held_out=split in HELD_OUT_VOICE_SPLITS))
     tl = Timeline(sc.unit_s, sc.max_write_tokens, sc.max_say_tokens, tts)
     q1, s1, extra = Question(text=""), None, None
     if scenario != "silence":
-        q1 = _question(rng, split, i, d.task_families, source)
+        q1 = _question(rng, qsplit, i, d.task_families, source)
         if not q1.text.strip():
             raise Reject("empty_question")
         s1 = teacher.script(q1)
         if scenario == "barge_in":
-            q2 = _question(rng, split, i + 7919, d.task_families, source)
+            q2 = _question(rng, qsplit, i + 7919, d.task_families, source)
             extra = (q2, teacher.script(q2))
         elif scenario == "multi_turn":
             first = Question(q1.text, q1.answer or written_answer(s1.written), q1.task_family, q1.words, q1.phrasing, s1)
@@ -124,7 +142,12 @@ def synth_one(i: int) -> dict[str, Any]:
         "seed": seed,
         "index": i,
         "phrasing": q1.phrasing,
-        "turns": [{"question": q.text, "answer": q.answer or ""} for q in ([q1] + ([extra[0]] if extra else [])) if q.text],
+        # per turn: its own task family, so grading files a barge-in's second answer under q2's family
+        "turns": [
+            {"question": q.text, "answer": q.answer or "", "task_family": q.task_family}
+            for q in ([q1] + ([extra[0]] if extra else []))
+            if q.text
+        ],
     }
     violations = validate(session, sc.max_write_tokens, sc.max_say_tokens, count_tokens)
     if violations:
@@ -135,9 +158,10 @@ def synth_one(i: int) -> dict[str, Any]:
     assert len(audio) == len(session.units) * spu
     return {
         "split": split,
+        "n_units": len(session.units),  # popped before writing: the audio statistics, text-only rows included
         "id": session.id,
         "session": session.model_dump_json(),
-        "audio": pcm16_bytes(audio),
+        "audio": b"" if _ENV.get("text_only") else pcm16_bytes(audio),
         "scenario": scenario,
         "task_family": session.meta["task_family"],
         "question": " ".join(q["question"] for q in session.meta["turns"]),
@@ -239,8 +263,17 @@ def synthesize(
     workers: int | None = None,
     progress: bool = True,
     teacher: Teacher | None = None,
+    text_only: bool = False,
 ) -> SynthSummary:
-    """Synthesize ``sessions`` sessions into a DatasetDict at ``out_dir`` (+ card.json, README.md, tokenizer/)."""
+    """Synthesize ``sessions`` sessions into a DatasetDict at ``out_dir`` (+ card.json, README.md, tokenizer/).
+
+    ``text_only``: rows keep the whole session (user words with their TTS timings, units)
+    but store ``audio`` as empty bytes, for a text-only LM corpus that costs little disk.
+    The TTS still runs (it gives the word timings), so the timelines are exactly those of
+    a full run with the same seed; the audio statistics count the synthesized length
+    (units × unit_s) and ``card.json`` records ``text_only: true``. Anything that reads
+    audio from such a dataset fails loudly (an empty unit).
+    """
     from datasets import Dataset, DatasetDict
     from datasets.arrow_writer import ArrowWriter
 
@@ -262,7 +295,7 @@ def synthesize(
     budget_tokenizer()
     tts = EspeakTTS(fresh=True)
     tts.synthesize("warm up")  # every chunk process starts from this exact engine state
-    _ENV.update(cfg=cfg, teacher=teacher, source=source, tts=tts)
+    _ENV.update(cfg=cfg, teacher=teacher, source=source, tts=tts, text_only=bool(text_only))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -292,13 +325,14 @@ def synthesize(
             examples += ex[: max(0, 10 - len(examples))]
             for row in rows:
                 split = row.pop("split")
+                n_units = row.pop("n_units")
                 writers[split].write(row)
                 counts[split] += 1
                 per_scenario[row["scenario"]] += 1
                 per_family[row["task_family"]] += 1
                 voices[row["voice"].split("@")[0]] += 1
-                audio_s += len(row["audio"]) / 2 / SAMPLE_RATE
-                total_units += int(round(len(row["audio"]) / 2 / SAMPLE_RATE / row["unit_s"]))
+                audio_s += n_units * row["unit_s"]  # the synthesized length, also when the audio is not stored
+                total_units += n_units
             if bar is not None:
                 bar.update(c[1] - c[0])
                 bar.set_postfix(rows=sum(counts.values()), rejects=sum(rejects.values()))
@@ -329,7 +363,12 @@ def synthesize(
             wall_s=round(wall, 2),
             sessions_per_s=round(sum(counts.values()) / wall, 2),
             audio_s_per_s=round(audio_s / wall, 1),
-            extra={"reject_examples": examples, "voices": dict(sorted(voices.items())), "workers": w},
+            extra={
+                "reject_examples": examples,
+                "voices": dict(sorted(voices.items())),
+                "workers": w,
+                "text_only": bool(text_only),
+            },
         )
         write_card(final, cfg, summary, teacher.name, n)
         old = None

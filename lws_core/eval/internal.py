@@ -1,4 +1,4 @@
-"""LWS's own evaluation: run the streaming engine over the held-out test split and score it.
+"""LWS's own evaluation: run the streaming engine over the held-out test split(s) and score them.
 
 Free-running numbers (the engine decides every state, note and word), not
 teacher-forced ones: schema validity, state accuracy, task accuracy of the
@@ -7,6 +7,12 @@ embedding, judge), turn-taking behaviour per scenario, turn-taking latency and
 real-time factor, plus the per-channel loss and Full-Duplex-Bench metrics on a
 small probe built with our TTS — so the pipeline's evaluate step runs the whole
 benchmark flow offline.
+
+Two held-out splits: ``test`` (held-out phrasings and held-out voices) gets every
+metric; ``test_seen`` (held-out voices, training phrasings), when the dataset has
+one with rows, gets the task and spoken accuracy as ``*_seen_phrasing``. The gap
+between the two says how much of the test error is the new phrasing rather than
+the new voice. Both get per-family metrics named ``<metric>.<family>``.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,7 @@ from lws_core.eval.metrics import (
     CONSISTENCY_JUDGE_SYSTEM,
     STATE_ERROR_CLASSES,
     TaskTally,
+    graded_turn,
     judge_consistent,
     score_session,
 )
@@ -48,12 +57,49 @@ REQUIRED = (
 )
 
 
+# The second held-out split (held-out voices, training phrasings) and the suffix of its metrics.
+SEEN_SPLIT = "test_seen"
+SEEN_SUFFIX = "_seen_phrasing"
+
+
 @dataclass
 class EvalSummary:
     metrics: dict[str, Any]
     report_path: Path
     per_family: dict[str, float] = field(default_factory=dict)
     per_family_spoken: dict[str, float] = field(default_factory=dict)
+    # the test_seen split's (empty when the dataset has none)
+    per_family_seen: dict[str, float] = field(default_factory=dict)
+    per_family_spoken_seen: dict[str, float] = field(default_factory=dict)
+
+
+def tally_session(tally: TaskTally, row: dict[str, Any], labels: Any, written: str, spoken: str) -> None:
+    """Grade one simulated session into ``tally``, under the family of the turn whose answer is graded."""
+    family, answer = graded_turn(labels.meta or {}, row["task_family"], row["answer"])
+    tally.add(family, answer, written, spoken)
+
+
+def _family_key(family: str) -> str:
+    """A family as a metric-name part: MLflow accepts word characters, ``-``, ``.``, ``/`` and spaces."""
+    return re.sub(r"[^\w\-]", "_", family) or "_"
+
+
+def family_metrics(tally: TaskTally, suffix: str = "") -> dict[str, float]:
+    """``task_accuracy<suffix>.<family>`` and ``spoken_accuracy<suffix>.<family>`` (flat, MLflow-loggable)."""
+    out = {f"task_accuracy{suffix}.{_family_key(f)}": v for f, v in tally.per_family().items()}
+    out.update({f"spoken_accuracy{suffix}.{_family_key(f)}": v for f, v in tally.per_family_spoken().items()})
+    return out
+
+
+def _simulate(engine, rows, n: int, progress: bool, desc: str) -> Iterator[tuple[dict[str, Any], Any, Any]]:  # noqa: ANN001
+    """(row, labels, engine result) for the first ``n`` rows, streamed through the engine."""
+    from tqdm.auto import tqdm
+
+    from lws_core.data.dataset import row_audio, row_session
+
+    for i in tqdm(range(n), desc=desc, unit="session", disable=not progress):
+        row = rows[i]
+        yield row, row_session(row), engine.simulate(row_audio(row))
 
 
 def _mean(xs: list[float]) -> float:
@@ -112,14 +158,13 @@ def _fdb_probe(cfg, engine, work: Path, progress: bool, judge: Any = None) -> di
 
 
 def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, limit: int | None = None, progress: bool = True) -> EvalSummary:  # noqa: ANN001, C901
-    """Evaluate a model directory on the dataset's test split; writes report.md, metrics.json, PNGs into out_dir.
+    """Evaluate a model directory on the dataset's test split (and test_seen when it has rows); writes
+    report.md, metrics.json, PNGs into out_dir. ``limit`` (default ``eval.limit``) applies per split.
 
     Everything is written into a temporary directory beside ``out_dir`` and moved in
     at the end (metrics.json last), so an interrupted run never looks complete.
     """
-    from tqdm.auto import tqdm
-
-    from lws_core.data.dataset import load_dataset_dir, require_rows, row_audio, row_session
+    from lws_core.data.dataset import load_dataset_dir, require_rows
     from lws_core.engine import Engine
     from lws_core.eval.judge import NOT_JUDGED, JudgeClient
     from lws_core.eval.report import write_report
@@ -131,6 +176,8 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     engine = Engine.from_dir(model_dir, cfg)  # decoding and context policy from cfg.engine
     limit = cfg.eval.limit if limit is None else limit
     n = len(rows) if limit is None else min(limit, len(rows))
+    seen_rows = dd[SEEN_SPLIT] if SEEN_SPLIT in dd and len(dd[SEEN_SPLIT]) else None  # older datasets have none
+    n_seen = 0 if seen_rows is None else len(seen_rows) if limit is None else min(limit, len(seen_rows))
     work = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -147,10 +194,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
         cons: list[bool] = []
         pairs: list[tuple[str, str]] = []
         samples: list[dict[str, Any]] = []
-        for i in tqdm(range(n), desc="evaluate", unit="session", disable=not progress):
-            row = rows[i]
-            labels = row_session(row)
-            res = engine.simulate(row_audio(row))
+        for row, labels, res in _simulate(engine, rows, n, progress, "evaluate test"):
             pred = res.session
             sc = score_session(pred, labels, res.spoken_words, row["scenario"])
             units += sc.units
@@ -158,7 +202,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             state_ok += sc.state_correct
             state_err += sc.state_errors
             rtfs += [u.timings["total_ms"] / 1000.0 / res.unit_s for u in res.units]
-            tally.add(row["task_family"], row["answer"], res.written, pred.spoken_text())
+            tally_session(tally, row, labels, res.written, pred.spoken_text())
             if sc.latency_s is not None:
                 latencies.append(sc.latency_s)
             if sc.premature_speech is not None:
@@ -173,6 +217,10 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
                 pairs.append((pred.spoken_text(), res.written))
             if len(samples) < 4 and row["scenario"] in ("single_turn", "pause", "barge_in", "multi_turn"):
                 samples.append({"id": row["id"], "scenario": row["scenario"], "pred": pred, "labels": labels})
+        tally_seen = TaskTally()
+        if seen_rows is not None:
+            for row, labels, res in _simulate(engine, seen_rows, n_seen, progress, f"evaluate {SEEN_SPLIT}"):
+                tally_session(tally_seen, row, labels, res.written, res.session.spoken_text())
 
         metrics: dict[str, Any] = {
             "eval_sessions": n,
@@ -184,6 +232,15 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             **{f"state_errors_{k}": state_err[k] for k in STATE_ERROR_CLASSES},
             "task_accuracy": _nan_if_none(tally.overall()),
             "spoken_accuracy": _nan_if_none(tally.overall_spoken()),
+            **(
+                {
+                    "eval_sessions_seen_phrasing": n_seen,
+                    f"task_accuracy{SEEN_SUFFIX}": _nan_if_none(tally_seen.overall()),
+                    f"spoken_accuracy{SEEN_SUFFIX}": _nan_if_none(tally_seen.overall_spoken()),
+                }
+                if seen_rows is not None
+                else {}
+            ),
             "consistency_rate": _mean([float(c) for c in cons]) if cons else float("nan"),
             "consistency_checked": len(cons),
             "consistency_paper_reference": PAPER_CONSISTENCY,
@@ -207,12 +264,20 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             metrics.setdefault(k, None)
         per_family = tally.per_family()
         per_family_spoken = tally.per_family_spoken()
+        per_family_seen = tally_seen.per_family()
+        per_family_spoken_seen = tally_seen.per_family_spoken()
+        metrics.update(family_metrics(tally))
+        metrics.update(family_metrics(tally_seen, SEEN_SUFFIX))
         metrics["engine_settings"] = json.dumps(engine.config.model_dump(), sort_keys=True)  # what decoded these numbers
         metrics["judge"] = NOT_JUDGED if judge is None else f"{cfg.eval.judge.model} @ {cfg.eval.judge.endpoint}"
         if judge is not None:
             metrics["judge_stats"] = json.dumps(judge.stats.as_dict())
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-        write_report(work, clean, per_family, latencies, samples, per_family_spoken)
+        write_report(
+            work, clean, per_family, latencies, samples, per_family_spoken,
+            per_family_seen=per_family_seen if seen_rows is not None else None,
+            per_family_spoken_seen=per_family_spoken_seen,
+        )
         (work / "metrics.json").write_text(json.dumps(clean, indent=2))
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(work.iterdir(), key=lambda p: p.name == "metrics.json"):  # metrics.json last
@@ -227,4 +292,4 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     finally:
         if judge is not None:
             judge.close()
-    return EvalSummary(clean, out_dir / "report.md", per_family, per_family_spoken)
+    return EvalSummary(clean, out_dir / "report.md", per_family, per_family_spoken, per_family_seen, per_family_spoken_seen)

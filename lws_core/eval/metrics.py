@@ -180,6 +180,23 @@ def score_session(pred: Session, labels: Session, spoken_words: list[Word], scen
     )
 
 
+def graded_turn(meta: dict, task_family: str, answer: str) -> tuple[str, str]:
+    """The (task family, known answer) a session's response is graded against.
+
+    The graded answer is the row's ``answer``: the last turn's (a barge-in's second
+    request, a multi-turn follow-up). It is filed under that turn's own family, which
+    synthesis records per turn in ``meta["turns"][i]["task_family"]``; a barge-in's q2
+    is often of another family than q1, whose family the row's ``task_family`` column
+    carries. Datasets made before turns carried a family fall back to ``task_family``.
+    """
+    turns = meta.get("turns") or []
+    if answer and turns:
+        last = turns[-1]
+        if isinstance(last, dict) and last.get("task_family") and (last.get("answer") or "") == answer:
+            return str(last["task_family"]), answer
+    return task_family, answer
+
+
 @dataclass
 class TaskTally:
     """Written- and spoken-answer grades per task family (the held-out test split's task accuracy).

@@ -40,6 +40,39 @@ def _consistency_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def family_table(
+    per_family: dict[str, float],
+    per_family_spoken: dict[str, float],
+    per_family_seen: dict[str, float] | None = None,
+    per_family_spoken_seen: dict[str, float] | None = None,
+) -> list[str]:
+    """Markdown lines: task accuracy per family, written and spoken, on test and (when given) test_seen."""
+    seen = per_family_seen is not None
+    spoken_seen = per_family_spoken_seen or {}
+    fams = sorted(set(per_family) | set(per_family_spoken) | set(per_family_seen or {}) | set(spoken_seen))
+    if not fams:
+        return []
+    lines = ["", "## Task accuracy per family", ""]
+    if seen:
+        lines += [
+            "`test`: held-out phrasings and voices; `test_seen`: held-out voices, training phrasings",
+            "(metrics `task_accuracy.<family>`, `spoken_accuracy.<family>`, `task_accuracy_seen_phrasing.<family>`,",
+            "`spoken_accuracy_seen_phrasing.<family>`).",
+            "",
+            "| family | written (test) | spoken (test) | written (test_seen) | spoken (test_seen) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {f} | {_fmt(per_family.get(f))} | {_fmt(per_family_spoken.get(f))} | "
+            f"{_fmt((per_family_seen or {}).get(f))} | {_fmt(spoken_seen.get(f))} |"
+            for f in fams
+        ]
+    else:
+        lines += ["| family | written | spoken |", "|---|---|---|"]
+        lines += [f"| {f} | {_fmt(per_family.get(f))} | {_fmt(per_family_spoken.get(f))} |" for f in fams]
+    return lines
+
+
 def write_report(
     out_dir: Path,
     metrics: dict[str, Any],
@@ -47,7 +80,15 @@ def write_report(
     latencies: list[float],
     samples: list[dict],
     per_family_spoken: dict[str, float] | None = None,
+    per_family_seen: dict[str, float] | None = None,
+    per_family_spoken_seen: dict[str, float] | None = None,
 ) -> Path:
+    """Write report.md (and its plots) into ``out_dir``.
+
+    ``per_family_seen``/``per_family_spoken_seen``: the test_seen split's (held-out voices,
+    training phrasings); None when the dataset has no such split, and the per-family table
+    then has only the test columns.
+    """
     import matplotlib
     import numpy as np
 
@@ -94,11 +135,14 @@ def write_report(
         settings = json.loads(metrics["engine_settings"])
         lines += ["", "Engine: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))]
     lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not k.startswith("fdb_") and k != "engine_settings"]
+    # per-family metrics (``task_accuracy.<family>`` ...) go to the table below, not here
+    lines += [
+        f"| {k} | {_fmt(v)} |"
+        for k, v in metrics.items()
+        if not k.startswith("fdb_") and k != "engine_settings" and "." not in k
+    ]
     lines += _consistency_lines(metrics)
-    if per_family:
-        lines += ["", "## Task accuracy per family", "", "| family | written | spoken |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} | {_fmt(per_family_spoken.get(k))} |" for k, v in per_family.items()]
+    lines += family_table(per_family, per_family_spoken, per_family_seen, per_family_spoken_seen)
     fdb = {k: v for k, v in metrics.items() if k.startswith("fdb_")}
     if fdb:
         lines += [
