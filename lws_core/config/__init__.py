@@ -20,6 +20,7 @@ from lws_core.config.engine import EngineSection
 from lws_core.config.eval import EvalConfig
 from lws_core.config.model import ModelConfig
 from lws_core.config.pipeline import PipelineConfig
+from lws_core.config.pretrain import PretrainConfig
 from lws_core.config.registry import RegistryConfig
 from lws_core.config.schema import SchemaConfig
 from lws_core.config.train import TrainConfig
@@ -29,11 +30,12 @@ DEFAULT_PARAMS = "params.yaml"
 
 
 class LWSConfig(Section):
-    """The whole config: sections `schema, data, model, train, engine, eval, registry, pipeline`."""
+    """The whole config: sections `schema, data, model, pretrain, train, engine, eval, registry, pipeline`."""
 
     schema_: SchemaConfig = SchemaConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
     engine: EngineSection = EngineSection()
     eval: EvalConfig = EvalConfig()
@@ -46,7 +48,7 @@ class LWSConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         d["schema"] = d.pop("schema_")
-        order = ["schema", "data", "model", "train", "engine", "eval", "registry", "pipeline"]
+        order = ["schema", "data", "model", "pretrain", "train", "engine", "eval", "registry", "pipeline"]
         return {k: d[k] for k in order}
 
     def to_yaml(self) -> str:
@@ -87,24 +89,47 @@ def _unknown_key(key: str, parts: list[str], node: dict[str, Any]) -> str:
     scope = f"in {where}" if where else "sections"
     return f"unknown config key {key!r} (allowed {scope}: {', '.join(node)})"
 
-# The sections each cached pipeline step reads (besides SHARED_SECTIONS: where it logs and runs).
-# A step is handed only these, so KFP's cache, keyed on a step's inputs, reruns it only when
-# something it depends on changed: a new eval setting re-evaluates without re-training.
-# tests/config/test_step_sections.py runs each step with every other section made unreadable.
+# The config each cached pipeline step reads (besides SHARED_SECTIONS: where it logs and runs): whole
+# sections, or single keys as ``section.key``. A step is handed only these, so KFP's cache, keyed on a
+# step's inputs, reruns it only when something it depends on changed: a new eval setting re-evaluates
+# without re-training, a new train setting re-trains without pretraining again.
+# tests/config/test_step_sections.py runs each step with everything else made unreadable.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "synthesize": ("schema", "data"),
-    "train": ("schema", "model", "train"),
+    # the text corpus is synthesized from `data` (its own size and seed from pretrain.backbone);
+    # sessions are cut to train.max_length, so the LM sees what the LWS stage will
+    "pretrain_backbone": ("schema", "data", "model.preset", "model.backbone_path", "train.max_length", "pretrain.backbone"),
+    "pretrain_encoder": ("schema", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder"),
+    "train": ("schema", "model", "train", "pretrain.warmup"),
     "evaluate": ("schema", "engine", "eval"),
 }
 SHARED_SECTIONS: tuple[str, ...] = ("registry", "pipeline")
+
+
+def pick(d: dict[str, Any], keys: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The parts of the config dict ``d`` that ``keys`` name (``section`` or ``section.key``), nested as in ``d``.
+
+    A key absent from ``d`` is left out (it reads as its default)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        src, dst = d, out
+        parts = key.split(".")
+        for i, p in enumerate(parts):
+            if not isinstance(src, dict) or p not in src:
+                break
+            if i == len(parts) - 1:
+                dst[p] = src[p]
+            else:
+                src = src[p]
+                dst = dst.setdefault(p, {})
+    return {k: v for k, v in out.items() if v != {}}
 
 
 def step_view(cfg: LWSConfig, step: str) -> dict[str, Any]:
     """The part of ``cfg`` that ``step`` depends on (the rest is left out, and reads as defaults)."""
     if step not in STEP_SECTIONS:
         raise ConfigError(f"unknown pipeline step {step!r} (allowed: {', '.join(STEP_SECTIONS)})")
-    keep = (*STEP_SECTIONS[step], *SHARED_SECTIONS)
-    return {k: v for k, v in cfg.to_dict().items() if k in keep}
+    return pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_SECTIONS))
 
 
 _FIELD_ALIASES = {"schema": "schema_"}
@@ -183,6 +208,7 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "step_view",
+    "pick",
     "STEP_SECTIONS",
     "SHARED_SECTIONS",
 ]

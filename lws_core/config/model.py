@@ -24,7 +24,9 @@ class ModelConfig(Section):
     preset: Literal["tiny", "small", "qwen-0.5b", "qwen-8b"] = "tiny"
     backbone_path: str | None = Field(None, description="Local HF causal-LM directory (overrides the preset's backbone).")
     encoder_path: str | None = Field(None, description="Local Whisper directory for a pretrained audio encoder.")
-    tokenizer_vocab_size: int = Field(1024, ge=300, description="BPE vocabulary when training a tokenizer (tiny/small).")
+    audio_context_s: float = Field(
+        0.5, ge=0.0, le=2.0, description="Seconds of the previous unit the audio encoder hears before each unit (left context)."
+    )
     freeze_encoder: bool = False
     freeze_backbone: bool = False
     lora: LoraConfig = LoraConfig()

@@ -133,10 +133,13 @@ class Engine:
         progress: bool = False,
         naive: bool = False,
         policy: Policy | None = None,
+        heard: list[str] | None = None,
     ) -> SimulationResult:
         """Run a whole recording (float32 mono, 16 kHz) through a fresh session, as if live.
 
         ``naive`` runs the recompute-everything baseline; ``policy`` scripts decisions (tests).
+        ``heard`` (one text per unit) feeds the text of what was said instead of the
+        audio: the text ceiling and the ASR→LLM cascade of the liberation benchmark.
         """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size == 0:
@@ -146,7 +149,7 @@ class Engine:
         out = np.zeros(len(audio), dtype=np.float32)
         tl = _Timeline(self.model.spec.unit_s)
         total = -(-len(audio) // self.unit_samples)
-        for block, u in self._run(self.iter_units(audio), system, progress, naive, total, policy):
+        for block, u in self._run(self.iter_units(audio), system, progress, naive, total, policy, heard):
             tl.add(u, block)
             if u.speech.size:  # plays during the next unit
                 start = (u.index + 1) * self.unit_samples
@@ -162,12 +165,14 @@ class Engine:
         naive: bool,
         total: int | None = None,
         policy: Policy | None = None,
+        heard: list[str] | None = None,
     ) -> Iterator[tuple[np.ndarray, UnitOutput]]:
         from tqdm.auto import tqdm
 
         with self.session(system=system, naive=naive, policy=policy) as sess:
-            for block in tqdm(blocks, total=total, unit="unit", disable=not progress, desc="simulate"):
-                yield block, sess.step(block)
+            for i, block in enumerate(tqdm(blocks, total=total, unit="unit", disable=not progress, desc="simulate")):
+                text = None if heard is None else (heard[i] if i < len(heard) else "")
+                yield block, sess.step(block, heard_text=text)
 
     def _result(self, tl: _Timeline, out: np.ndarray, n_in: int, system: str | None) -> SimulationResult:
         spec = self.model.spec

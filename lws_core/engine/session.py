@@ -109,6 +109,7 @@ class StreamingSession:
         self._history: deque[_UnitRecord] = deque(maxlen=self.cfg.keep_units)
         self._queue = np.zeros(0, dtype=np.float32)
         self._queue_words: list[Word] = []  # times relative to the queue's start
+        self._audio_tail = np.zeros(self.spec.context_samples, dtype=np.float32)  # the encoder's left context
         self._device = next(self.model.parameters()).device
         self._dtype = self.model.lm.get_input_embeddings().weight.dtype
         self._gen = torch.Generator(device=self._device).manual_seed(self.cfg.seed)
@@ -117,7 +118,7 @@ class StreamingSession:
         self.per_unit_max = (
             3
             + 1
-            + self.spec.audio_tokens_per_unit
+            + 2 * self.spec.audio_tokens_per_unit  # K audio embeddings, or up to 2K tokens of heard text
             + 2
             + self.spec.max_write_tokens
             + 1
@@ -284,16 +285,29 @@ class StreamingSession:
         return time.perf_counter()
 
     # -- the step ------------------------------------------------------------------------
-    def step(self, audio_unit: np.ndarray) -> UnitOutput:
+    def step(self, audio_unit: np.ndarray, heard_text: str | None = None) -> UnitOutput:
         """Consume one unit of user audio (float32, 16 kHz, ``spec.unit_samples`` long; a shorter
-        final block is zero-padded). Returns the unit's output; its ``speech`` plays during the next unit."""
+        final block is zero-padded). Returns the unit's output; its ``speech`` plays during the next unit.
+
+        ``heard_text`` replaces the unit's audio by the text of what was said in it
+        (the text view a backbone is pretrained on): the text ceiling and the
+        ASR→LLM cascade run through this same decoding loop.
+        """
         with self._lock:
             if self._cache is None:
                 raise RuntimeError("session is closed")
-            return self._step(audio_unit)
+            return self._step(audio_unit, heard_text)
+
+    def _audio_embeddings(self, audio: np.ndarray) -> torch.Tensor:
+        """[K, H] for one unit, the encoder hearing the previous unit's tail first (left context)."""
+        ctx = self.spec.context_samples
+        window = np.concatenate([self._audio_tail, audio]) if ctx else audio
+        if ctx:
+            self._audio_tail = window[-ctx:].copy()  # a context longer than a unit reaches several units back
+        return self.model.audio(torch.from_numpy(window).to(self._device).unsqueeze(0)).to(self._dtype)[0]
 
     @torch.inference_mode()
-    def _step(self, audio_unit: np.ndarray) -> UnitOutput:
+    def _step(self, audio_unit: np.ndarray, heard_text: str | None = None) -> UnitOutput:
         t0 = self._sync()
         c0 = time.process_time()
         self.tokens_fed_last_step = 0
@@ -308,7 +322,11 @@ class StreamingSession:
         if audio.shape[0] < n:
             audio = np.pad(audio, (0, n - audio.shape[0]))
         self._maybe_slide()
-        audio_emb = self.model.audio(torch.from_numpy(audio).to(self._device).unsqueeze(0)).to(self._dtype)[0]
+        if heard_text is None:
+            audio_emb = self._audio_embeddings(audio)
+        else:
+            ids = self.tok.encode_text(" " + heard_text.strip(), where="heard text") if heard_text.strip() else []
+            audio_emb = self._embed_ids(ids[: 2 * self.spec.audio_tokens_per_unit])[0]
         prefill = torch.cat([self._embed_ids([*self._pending, self.ids.unit]), audio_emb.unsqueeze(0)], dim=1)
         self._pending = []
         self._new_unit = True

@@ -25,45 +25,92 @@ def encoder_positions(unit_samples: int) -> int:
 
 
 class UnitAudioEncoder(nn.Module):
-    """audio [N, unit_samples] -> embeddings [N, K, lm_hidden]."""
+    """audio windows [N, context + unit] -> embeddings [N, K, lm_hidden].
 
-    def __init__(self, whisper_encoder: nn.Module, n_mels: int, unit_samples: int, k: int, lm_hidden: int, sample_rate: int = 16000) -> None:
+    ``context_samples`` of the previous unit come first (left context across the
+    unit boundary: a word the boundary splits is still heard whole); only the
+    unit's own encoder positions are projected, so unit u's embeddings still
+    depend on no audio after the end of unit u.
+
+    ``normalize=True`` puts a LayerNorm after the projector and scales it to the
+    RMS of the LM's token embeddings (a learnt scalar, initialised there). Without
+    it the projected audio came out ~90x the norm of the token embeddings, and
+    training mostly tuned the projector into a voice-activity detector.
+    """
+
+    def __init__(
+        self,
+        whisper_encoder: nn.Module,
+        n_mels: int,
+        unit_samples: int,
+        k: int,
+        lm_hidden: int,
+        sample_rate: int = 16000,
+        context_samples: int = 0,
+        normalize: bool = False,
+        embed_rms: float = 1.0,
+    ) -> None:
         super().__init__()
         self.featurizer = LogMel(n_mels, sample_rate)
         self.encoder = whisper_encoder
         self.unit_samples = unit_samples
+        self.context_samples = context_samples
         self.k = k
         positions = encoder_positions(unit_samples)
+        self.positions = positions
+        self.window_positions = encoder_positions(unit_samples + context_samples)
         self.stack = math.ceil(positions / k)
         self.padded = self.stack * k
         d = whisper_encoder.config.d_model
         self.projector = nn.Sequential(nn.Linear(d * self.stack, lm_hidden), nn.GELU(), nn.Linear(lm_hidden, lm_hidden))
+        self.normalize = normalize
+        if normalize:
+            self.out_norm = nn.LayerNorm(lm_hidden, elementwise_affine=False)
+            self.out_scale = nn.Parameter(torch.tensor([float(embed_rms)]))  # 1-d: DeepSpeed cannot broadcast 0-d tensors
+
+    @property
+    def window_samples(self) -> int:
+        return self.unit_samples + self.context_samples
+
+    def windows(self, units: torch.Tensor, first: torch.Tensor | None) -> torch.Tensor:
+        """Unit audio [N, unit] in session order (``first`` marks each session's first unit) -> windows."""
+        from lws_core.model.asr import context_windows
+
+        if first is None:
+            first = torch.zeros(units.shape[0], dtype=torch.bool)
+            first[:1] = True
+        return context_windows(units, first, self.context_samples)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        if audio.shape[-1] != self.unit_samples:
-            raise ValueError(f"unit audio has {audio.shape[-1]} samples, expected {self.unit_samples}")
+        if audio.shape[-1] != self.window_samples:
+            raise ValueError(f"unit audio has {audio.shape[-1]} samples, expected {self.window_samples}")
         feats = self.featurizer(audio).to(self.projector[0].weight.dtype)
         need = 2 * self.encoder.config.max_source_positions  # Whisper's conv stack wants exactly this many frames
         if feats.shape[-1] < need:  # e.g. 0.25 s units: 25 frames for 13 positions
             feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
         hidden = self.encoder(input_features=feats).last_hidden_state  # [N, P, d]
+        hidden = hidden[:, self.window_positions - self.positions : self.window_positions]
         n, p, d = hidden.shape
         if p < self.padded:
             hidden = torch.cat([hidden, hidden.new_zeros(n, self.padded - p, d)], dim=1)
         stacked = hidden[:, : self.padded].reshape(n, self.k, self.stack * d)
-        return self.projector(stacked)
+        out = self.projector(stacked)
+        if self.normalize:
+            out = self.out_norm(out) * self.out_scale
+        return out
 
 
-def whisper_config(encoder_kwargs: dict, unit_samples: int, path: str | None = None):  # noqa: ANN201 - WhisperConfig
+def whisper_config(encoder_kwargs: dict, window_samples: int, path: str | None = None):  # noqa: ANN201 - WhisperConfig
     """The encoder's config without any weights: from the preset, or read from a local Whisper directory.
 
+    ``window_samples`` is what the encoder hears per unit (left context + the unit).
     Read on its own so a wrong ``model.encoder_path`` (no directory, or a directory
     without a Whisper config) fails in one line before a multi-GB backbone is loaded,
     and so the memory pre-check can size the encoder without building it.
     """
     from transformers import WhisperConfig
 
-    positions = encoder_positions(unit_samples)
+    positions = encoder_positions(window_samples)
     if path is None:
         return WhisperConfig(max_source_positions=positions, **encoder_kwargs)
     if not Path(path).is_dir():
@@ -80,30 +127,66 @@ def whisper_config(encoder_kwargs: dict, unit_samples: int, path: str | None = N
     return cfg
 
 
-def build_whisper_encoder(encoder_kwargs: dict, unit_samples: int, path: str | None = None) -> nn.Module:
-    """Random-init encoder from a config, or a pretrained one from a local Whisper directory.
+def encoder_sample_rate(path: str | Path) -> int | None:
+    """The sample rate an encoder checkpoint was made for, when it says (LWS meta or HF preprocessor config)."""
+    for name, key in (("lws_encoder.json", "sample_rate"), ("preprocessor_config.json", "sampling_rate")):
+        f = Path(path) / name
+        if f.is_file():
+            try:
+                v = json.loads(f.read_text()).get(key)
+            except (OSError, ValueError):
+                raise InputError(f"model.encoder_path {path}: unreadable {name}") from None
+            if v is not None:
+                return int(v)
+    return None
 
-    Whisper expects 30 s windows (1500 positions); we feed one unit, so the
-    position table is cut to the unit's length (the first rows of a pretrained
-    table are exactly the positions a short input uses).
+
+def check_encoder_dir(path: str | Path, sample_rate: int) -> None:
+    """One-line refusals for an encoder directory that cannot serve this config (before any weight loads)."""
+    sr = encoder_sample_rate(path)
+    if sr is not None and sr != sample_rate:
+        raise InputError(
+            f"model.encoder_path {path}: made for {sr} Hz audio, but schema.sample_rate is {sample_rate} Hz "
+            "(use an encoder trained at this rate, or change schema.sample_rate)"
+        )
+
+
+def build_whisper_encoder(encoder_kwargs: dict, window_samples: int, path: str | None = None) -> nn.Module:
+    """Random-init encoder from a config, or a pretrained one from a local directory.
+
+    A directory is either a Hugging Face Whisper checkpoint (``WhisperModel``; its
+    encoder is taken) or an encoder saved by ``lws pretrain encoder`` (a bare
+    ``WhisperEncoder``, marked by ``lws_encoder.json``). Whisper expects 30 s
+    windows (1500 positions); we feed one unit with its context, so the position
+    table is cut to that length (the first rows of a pretrained table are exactly
+    the positions a short input uses). Missing weights are an error, never a
+    silent random init.
     """
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    positions = encoder_positions(unit_samples)
+    positions = encoder_positions(window_samples)
     if path is None:
-        enc = WhisperEncoder(whisper_config(encoder_kwargs, unit_samples))
-    else:
-        from transformers import WhisperModel
+        return WhisperEncoder(whisper_config(encoder_kwargs, window_samples))
+    whisper_config(encoder_kwargs, window_samples, path)  # one-line InputError for a non-Whisper directory
+    try:
+        if (Path(path) / "lws_encoder.json").is_file():
+            enc, info = WhisperEncoder.from_pretrained(path, local_files_only=True, output_loading_info=True)
+        else:
+            from transformers import WhisperModel
 
-        whisper_config(encoder_kwargs, unit_samples, path)  # one-line InputError for a non-Whisper directory
-        try:
-            full = WhisperModel.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, SafetensorError) as e:
-            raise InputError(f"model.encoder_path {path}: cannot load Whisper weights ({str(e).splitlines()[0][:160]})") from None
-        enc = full.encoder
-        weight = enc.embed_positions.weight.data[:positions].clone()
-        enc.embed_positions = nn.Embedding(positions, weight.shape[1])
-        enc.embed_positions.weight.data.copy_(weight)
-        enc.embed_positions.requires_grad_(False)
-        enc.config.max_source_positions = positions
+            full, info = WhisperModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
+            enc = full.encoder
+            info = {"missing_keys": [k for k in info.get("missing_keys", []) if k.startswith("encoder.")]}
+    except (OSError, ValueError, SafetensorError) as e:
+        raise InputError(f"model.encoder_path {path}: cannot load Whisper weights ({str(e).splitlines()[0][:160]})") from None
+    missing = [k for k in info.get("missing_keys", []) if "embed_positions" not in k]
+    if missing:
+        raise InputError(f"model.encoder_path {path}: weights missing for {len(missing)} tensors (first: {missing[0]})")
+    if enc.embed_positions.weight.shape[0] < positions:
+        raise InputError(f"model.encoder_path {path}: positions for {enc.embed_positions.weight.shape[0]} frames, need {positions}")
+    weight = enc.embed_positions.weight.data[:positions].clone()
+    enc.embed_positions = nn.Embedding(positions, weight.shape[1])
+    enc.embed_positions.weight.data.copy_(weight)
+    enc.embed_positions.requires_grad_(False)
+    enc.config.max_source_positions = positions
     return enc

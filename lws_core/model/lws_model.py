@@ -20,11 +20,38 @@ from safetensors import SafetensorError
 from torch import nn
 
 from lws_core.errors import InputError, SchemaMismatchError
-from lws_core.model.audio_encoder import UnitAudioEncoder, build_whisper_encoder, whisper_config
+from lws_core.model.audio_encoder import (
+    UnitAudioEncoder,
+    build_whisper_encoder,
+    check_encoder_dir,
+    whisper_config,
+)
 from lws_core.model.presets import PRESETS, lm_config
-from lws_core.schema import CHANNEL_NAMES, IGNORE_INDEX, SCHEMA_VERSION, Channel, SchemaTokenizer
+from lws_core.schema import (
+    CHANNEL_NAMES,
+    IGNORE_INDEX,
+    SCHEMA_VERSION,
+    Channel,
+    SchemaTokenizer,
+    check_digits,
+)
 
 SPEC_FILE = "lws_model.json"
+DEFAULT_BPE_VOCAB = 512  # the data pipeline's budget tokenizer has this many entries (lws_core.data.budget)
+
+
+def _check_encoder_meta(path: str, unit_s: float, context_s: float) -> None:
+    """An encoder from ``lws pretrain encoder`` was trained for one unit length and left context: refuse others."""
+    from lws_core.model.asr import EncoderMeta
+
+    meta = EncoderMeta.load(Path(path))
+    if meta is None:
+        return
+    if abs(meta.unit_s - unit_s) > 1e-9 or abs(meta.context_s - context_s) > 1e-9:
+        raise InputError(
+            f"model.encoder_path {path}: pretrained for {meta.unit_s} s units with {meta.context_s} s of left context, "
+            f"but the config asks for {unit_s} s units and model.audio_context_s={context_s}"
+        )
 
 
 class ModelSpec(BaseModel):
@@ -43,6 +70,12 @@ class ModelSpec(BaseModel):
     special_tokens: dict[str, int]
     backbone_source: str | None = None
     encoder_source: str | None = None
+    audio_context_s: float = 0.0  # seconds of the previous unit the encoder hears (0: models saved before it existed)
+    projector_norm: bool = False  # projector output normalised to the token-embedding scale
+
+    @property
+    def context_samples(self) -> int:
+        return int(round(self.audio_context_s * self.sample_rate))
 
     @property
     def unit_samples(self) -> int:
@@ -80,18 +113,23 @@ class LWSModel(nn.Module):
         if mc.backbone_path is not None and not Path(mc.backbone_path).is_dir():
             raise InputError(f"model.backbone_path not found: {mc.backbone_path}")
         unit_samples = int(round(sc.unit_s * sc.sample_rate))
+        context_samples = int(round(mc.audio_context_s * sc.sample_rate))
         # a wrong encoder path fails here, before a backbone of several GB is read from disk
-        whisper_config(preset.encoder, unit_samples, mc.encoder_path)
+        if mc.encoder_path is not None:
+            check_encoder_dir(mc.encoder_path, sc.sample_rate)
+            _check_encoder_meta(mc.encoder_path, sc.unit_s, mc.audio_context_s)
+        whisper_config(preset.encoder, unit_samples + context_samples, mc.encoder_path)
         if tokenizer is None:
             if mc.backbone_path is not None:
                 tokenizer = extend_tokenizer(mc.backbone_path)
             elif preset.trains_tokenizer:
-                tokenizer = train_bpe_tokenizer(corpus or _default_corpus(), vocab_size=mc.tokenizer_vocab_size)
+                tokenizer = train_bpe_tokenizer(corpus or _default_corpus(), vocab_size=DEFAULT_BPE_VOCAB)
             else:
                 raise InputError(
                     f"preset {mc.preset!r} needs model.backbone_path (a local checkpoint with its tokenizer) "
                     "or a tokenizer passed in"
                 )
+        check_digits(tokenizer, where=f"tokenizer of {mc.backbone_path}" if mc.backbone_path else "tokenizer")
         vocab = tokenizer.vocab_size
         if mc.backbone_path is not None:
             try:
@@ -101,9 +139,14 @@ class LWSModel(nn.Module):
             lm.resize_token_embeddings(vocab)
         else:
             lm = AutoModelForCausalLM.from_config(lm_config(preset, vocab, tokenizer.special.pad))
-        enc = build_whisper_encoder(preset.encoder, unit_samples, mc.encoder_path)
+        enc = build_whisper_encoder(preset.encoder, unit_samples + context_samples, mc.encoder_path)
         n_mels = enc.config.num_mel_bins
-        audio = UnitAudioEncoder(enc, n_mels, unit_samples, sc.audio_tokens_per_unit, lm.config.hidden_size, sc.sample_rate)
+        emb = lm.get_input_embeddings().weight.detach()
+        embed_rms = float(emb.float().pow(2).mean().sqrt())
+        audio = UnitAudioEncoder(
+            enc, n_mels, unit_samples, sc.audio_tokens_per_unit, lm.config.hidden_size, sc.sample_rate,
+            context_samples=context_samples, normalize=True, embed_rms=embed_rms,
+        )
         spec = ModelSpec(
             preset=mc.preset,
             unit_s=sc.unit_s,
@@ -115,6 +158,8 @@ class LWSModel(nn.Module):
             special_tokens=tokenizer.special.as_mapping(),
             backbone_source=mc.backbone_path,
             encoder_source=mc.encoder_path,
+            audio_context_s=mc.audio_context_s,
+            projector_norm=True,
         )
         model = cls(lm, audio, tokenizer, spec)
         model.apply_freezing(mc.freeze_encoder, mc.freeze_backbone)
@@ -129,6 +174,29 @@ class LWSModel(nn.Module):
         if freeze_backbone:  # new schema tokens still need trainable embeddings
             self.lm.get_input_embeddings().requires_grad_(True)
             self.lm.get_output_embeddings().requires_grad_(True)
+
+    def hold_pretrained(self) -> None:
+        """Projector warm-up: the backbone and the encoder get zero gradients until ``release_pretrained``.
+
+        Why gradients and not ``requires_grad``: the optimizer (DeepSpeed's or the
+        Trainer's) is built once over every trainable parameter; zeroed gradients
+        leave Adam's moments at zero, so held weights do not move at all, and
+        releasing them later needs no new optimizer. Only the projector learns to
+        map pretrained speech features into the pretrained LM's embedding space,
+        instead of the LM being bent towards a random projector.
+        """
+        self.release_pretrained()
+        held = [p for p in [*self.lm.parameters(), *self.audio.encoder.parameters()] if p.requires_grad]
+        self._holds = [p.register_hook(torch.zeros_like) for p in held]
+
+    def release_pretrained(self) -> None:
+        for h in getattr(self, "_holds", []):
+            h.remove()
+        self._holds = []
+
+    @property
+    def holding_pretrained(self) -> bool:
+        return bool(getattr(self, "_holds", []))
 
     def enable_lora(self, r: int, alpha: int, dropout: float, token_ids: list[int] | None = None) -> None:
         """LoRA on the attention projections, plus trainable rows for the schema tokens.
@@ -160,10 +228,23 @@ class LWSModel(nn.Module):
     def hidden_size(self) -> int:
         return self.lm.config.hidden_size
 
-    def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor | None, unit_audio: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings with the audio placeholders replaced, in order, by unit audio embeddings."""
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        unit_audio: torch.Tensor | None,
+        audio_first: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the audio placeholders replaced, in order, by unit audio embeddings.
+
+        ``unit_audio`` is [N, unit_samples] in session order; ``audio_first`` marks
+        each session's first unit, so every unit's window gets the tail of the
+        previous unit of the same session as left context.
+        """
         emb = self.lm.get_input_embeddings()(input_ids)
         if unit_audio is not None and unit_audio.numel() > 0:
+            if unit_audio.shape[-1] != self.audio.window_samples:
+                unit_audio = self.audio.windows(unit_audio, audio_first)
             aud = self.audio(unit_audio).to(emb.dtype).reshape(-1, emb.shape[-1])
             if audio_mask is None or int(audio_mask.sum()) != aud.shape[0]:
                 got = None if audio_mask is None else int(audio_mask.sum())
@@ -179,8 +260,9 @@ class LWSModel(nn.Module):
         unit_audio: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         channels: torch.Tensor | None = None,
+        audio_first: torch.Tensor | None = None,
     ) -> LWSOutput:
-        emb = self.embed(input_ids, audio_mask, unit_audio)
+        emb = self.embed(input_ids, audio_mask, unit_audio, audio_first)
         logits = self.lm(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False).logits
         loss, per, counts = None, {}, {}
         if labels is not None:
@@ -241,7 +323,10 @@ class LWSModel(nn.Module):
         except (OSError, ValueError, SafetensorError) as e:
             raise InputError(f"{directory}: incomplete or corrupt model ({str(e).splitlines()[0]})") from None
         enc = WhisperEncoder(enc_cfg)
-        audio = UnitAudioEncoder(enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate)
+        audio = UnitAudioEncoder(
+            enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate,
+            context_samples=spec.context_samples, normalize=spec.projector_norm,
+        )
         audio.load_state_dict(state)
         model = cls(lm, audio, tok, spec).to(device=device, dtype=dtype)
         model.eval()

@@ -68,12 +68,14 @@ def model_shape(cfg, vocab_size: int, pad_id: int = 0, token_ids: list[int] | No
     mc, sc = cfg.model, cfg.schema_
     preset = PRESETS[mc.preset]
     unit_samples = int(round(sc.unit_s * sc.sample_rate))
-    wcfg = whisper_config(preset.encoder, unit_samples, mc.encoder_path)
+    context_samples = int(round(mc.audio_context_s * sc.sample_rate))
+    wcfg = whisper_config(preset.encoder, unit_samples + context_samples, mc.encoder_path)
     lcfg = backbone_config(cfg, vocab_size, pad_id)
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(lcfg)
         enc = WhisperEncoder(wcfg)
-        audio = UnitAudioEncoder(enc, wcfg.num_mel_bins, unit_samples, sc.audio_tokens_per_unit, lcfg.hidden_size, sc.sample_rate)
+        audio = UnitAudioEncoder(enc, wcfg.num_mel_bins, unit_samples, sc.audio_tokens_per_unit, lcfg.hidden_size, sc.sample_rate,
+                                 context_samples=context_samples, normalize=True)
         model = LWSModel(lm, audio, tokenizer=None, spec=None)  # type: ignore[arg-type]
         model.apply_freezing(mc.freeze_encoder, mc.freeze_backbone)
         if mc.lora.enabled:

@@ -7,11 +7,12 @@ from lws_core.schema.codec import (
     Phase,
     UnitParser,
     encode,
+    heard_words,
     parse,
     parse_session,
 )
 from lws_core.schema.timeline import Session, State, Unit, Word, load_session, save_session, session_from_dict
-from lws_core.schema.tokenizer import SchemaTokenizer, extend_tokenizer, train_bpe_tokenizer
+from lws_core.schema.tokenizer import SchemaTokenizer, check_digits, extend_tokenizer, train_bpe_tokenizer
 from lws_core.schema.tokens import CHANNEL_NAMES, SCHEMA_VERSION, SPECIAL_TOKENS, Channel, SpecialIds
 from lws_core.schema.validate import Violation, validate
 
@@ -33,6 +34,8 @@ __all__ = [
     "Violation",
     "Word",
     "encode",
+    "heard_words",
+    "check_digits",
     "extend_tokenizer",
     "load_session",
     "parse",

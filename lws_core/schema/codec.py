@@ -13,6 +13,7 @@ always parses (invariant 1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -48,9 +49,34 @@ class Encoded:
         return len(self.input_ids)
 
 
-def encode(session: Session, tok: SchemaTokenizer, audio_tokens_per_unit: int) -> Encoded:
-    """Tokenize a session. Raises SchemaError if a text holds a schema token string."""
+def heard_words(session: Session) -> list[list[str]]:
+    """The user words heard in each unit: a word belongs to the unit by whose end it has ended.
+
+    The same rule the data pipeline uses to place a note (``heard_unit``), so a
+    text-only view of a session never shows a word before the unit that hears it.
+    """
+    out: list[list[str]] = [[] for _ in session.units]
+    if not out:
+        return out
+    for w in session.user_words:
+        u = max(0, math.ceil(w.end / session.unit_s - 1e-9) - 1)
+        out[min(u, len(out) - 1)].append(w.text)
+    return out
+
+
+def encode(session: Session, tok: SchemaTokenizer, audio_tokens_per_unit: int, heard: list[str] | None = None) -> Encoded:
+    """Tokenize a session. Raises SchemaError if a text holds a schema token string.
+
+    ``heard`` (one text per unit) gives the text-only view used to pretrain a
+    backbone without audio: each unit's K audio placeholders are replaced by the
+    tokens of what the user said in that unit (unlabelled, like audio), so the LM
+    learns the whole listen → note → answer → speech behaviour from text, and the
+    LWS stage only has to teach the audio projector to stand in for those words.
+    """
     ids = tok.special
+    heard_text = heard is not None
+    if heard is not None and len(heard) != len(session.units):
+        raise SchemaError(f"{len(heard)} heard texts for {len(session.units)} units")
     out = Encoded([], [], [], [], [], [])
 
     def put(token: int, channel: Channel = Channel.NONE, audio: bool = False) -> None:
@@ -68,8 +94,13 @@ def encode(session: Session, tok: SchemaTokenizer, audio_tokens_per_unit: int) -
     for i, unit in enumerate(session.units):
         out.unit_starts.append(len(out.input_ids))
         put(ids.unit)
-        for _ in range(audio_tokens_per_unit):
-            put(ids.audio, audio=True)
+        if heard_text:
+            if heard[i]:
+                for t in tok.encode_text(" " + heard[i].strip(), where=f"unit {i} user words"):
+                    put(t)
+        else:
+            for _ in range(audio_tokens_per_unit):
+                put(ids.audio, audio=True)
         out.state_positions.append(len(out.input_ids))
         put(ids.speak if unit.state == "speak" else ids.listen, Channel.STATE)
         put(ids.write, Channel.STATE)

@@ -102,12 +102,20 @@ def _ids_of(hf) -> SpecialIds:  # noqa: ANN001
 
 
 def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> SchemaTokenizer:
-    """Train a byte-level BPE tokenizer from text, offline, with the schema tokens at ids 0..9."""
+    """Train a byte-level BPE tokenizer from text, offline, with the schema tokens at ids 0..9.
+
+    Digits are split one per token before BPE (as Qwen's and Llama 2's tokenizers
+    do): with merges across digits, " 38" became " 3","8" while " 15" was one
+    token, so the model had to learn every number's spelling separately and could
+    not copy or add digit by digit.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -145,3 +153,18 @@ def extend_tokenizer(path: str | Path) -> SchemaTokenizer:
     if hf.pad_token is None:
         hf.pad_token = SPECIAL_TOKENS[0]
     return SchemaTokenizer(hf, _ids_of(hf))
+
+
+DIGIT_PROBES = (" 0 1 2 3 4 5 6 7 8 9", " 38 vs 98: 98", " 15 + 27 = 42", "x * 1000 = -3.5", "| 4 | 12 |")
+
+
+def check_digits(tok: SchemaTokenizer, where: str = "tokenizer") -> None:
+    """Refuse a tokenizer that cannot write numbers back exactly (every task answer is a number).
+
+    Decoding must give back the very text encoded; otherwise graded answers and
+    notes silently change. Raises InputError naming the first failing probe.
+    """
+    for probe in DIGIT_PROBES:
+        back = tok.decode_text(tok.encode_text(probe))
+        if back != probe:
+            raise InputError(f"{where}: digits do not round-trip ({probe!r} decodes as {back!r}); use a byte-level tokenizer")

@@ -135,11 +135,19 @@ def collate(encoded: list[EncodedRow], pad_id: int) -> dict[str, torch.Tensor]:
         audio_mask[i, :m] = torch.tensor(e.audio_mask, dtype=torch.bool)
         attention[i, :m] = 1
     unit_audio = torch.from_numpy(np.ascontiguousarray(np.concatenate([e.unit_audio for e in encoded], axis=0)))
+    # each row's first unit has no previous unit: its left-context window starts in silence
+    audio_first = torch.zeros(unit_audio.shape[0], dtype=torch.bool)
+    offset = 0
+    for e in encoded:
+        if e.unit_audio.shape[0]:
+            audio_first[offset] = True
+        offset += e.unit_audio.shape[0]
     return {
         "input_ids": input_ids,
         "attention_mask": attention,
         "audio_mask": audio_mask,
         "unit_audio": unit_audio,
+        "audio_first": audio_first,
         "labels": labels,
         "channels": channels,
     }

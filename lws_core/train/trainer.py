@@ -64,6 +64,9 @@ class _LWSTrainerMixin:
     lws_callbacks: list[TrainCallback]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        held = getattr(self, "lws_model", None)
+        if held is not None and held.holding_pretrained and self.state.global_step >= self.hold_steps:  # type: ignore[attr-defined]
+            held.release_pretrained()  # projector warm-up over: train jointly
         out = model(**inputs)
         acc = self._channel_acc  # type: ignore[attr-defined]
         for name, v in out.channel_losses.items():
@@ -98,6 +101,35 @@ def _trainer_class():  # noqa: ANN202
             self._channel_acc: dict[str, tuple[float, int]] = {}
             self._last_channel: dict[str, float] = {}
             self._tokens_seen = 0
+            self.lws_model: Any = None  # set with hold_steps when the pretrained parts wait for the projector
+            self.hold_steps = 0
+            self.joint_lr_scale = 1.0
+            self.rewarm_steps = 0
+
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            """Linear warm-up and decay; with a projector warm-up, a second warm-up when the pretrained parts join.
+
+            Adam's first steps on weights it has never updated move every one of them
+            by about the learning rate; released all at once at full rate, that wiped
+            out the pretrained backbone (loss 0.66 -> 1.21 in 20 steps). So after the
+            hold the rate climbs again from zero, to ``joint_lr_scale`` × the base rate.
+            """
+            if self.lr_scheduler is None and self.hold_steps:
+                from torch.optim.lr_scheduler import LambdaLR
+
+                warm, hold, rewarm, scale = self.args.warmup_steps, self.hold_steps, max(self.rewarm_steps, 1), self.joint_lr_scale
+                total = max(num_training_steps, hold + 1)
+
+                def factor(step: int) -> float:
+                    if step < hold:
+                        return min(1.0, (step + 1) / max(warm, 1))
+                    decay = max(0.0, (total - step) / max(total - hold, 1))
+                    return scale * min(1.0, (step - hold + 1) / rewarm) * decay
+
+                self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
+                self._created_lr_scheduler = True
+                return self.lr_scheduler
+            return super().create_scheduler(num_training_steps, optimizer)
 
     return LWSTrainer
 
@@ -182,7 +214,9 @@ def _memory_check(cfg, tokenizer, train_rows, precision: str, on_gpu: bool, zero
         if cfg.model.backbone_path is not None:
             vocab = len(SPECIAL_TOKENS)  # raised to the backbone config's own vocabulary
         elif PRESETS[cfg.model.preset].trains_tokenizer:
-            vocab = cfg.model.tokenizer_vocab_size
+            from lws_core.model.lws_model import DEFAULT_BPE_VOCAB
+
+            vocab = DEFAULT_BPE_VOCAB
         else:
             vocab = _QWEN_VOCAB + len(SPECIAL_TOKENS)
         shape = model_shape(cfg, vocab)
@@ -228,6 +262,9 @@ def train(
     _memory_check(cfg, tokenizer, train_rows, precision, on_gpu, tc.zero_stage if tc.backend == "deepspeed" else None)
     torch.manual_seed(tc.seed)
     model = LWSModel.build(cfg, tokenizer=tokenizer)
+    hold = cfg.pretrain.warmup.projector_steps if (cfg.model.backbone_path or cfg.model.encoder_path) else 0
+    if hold:
+        model.hold_pretrained()
     col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
 
     ckpt_dir = checkpoint_dir_for(out_dir)
@@ -269,6 +306,8 @@ def train(
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=train_rows, data_collator=col, lws_callbacks=callbacks
         )
+        trainer.lws_model, trainer.hold_steps = (model, hold) if hold else (None, 0)
+        trainer.joint_lr_scale, trainer.rewarm_steps = cfg.pretrain.warmup.joint_lr_scale, cfg.pretrain.warmup.rewarm_steps
         if not resume:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         last = last_complete_checkpoint(ckpt_dir) if resume else None

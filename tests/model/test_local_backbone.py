@@ -30,7 +30,8 @@ def dirs(tmp_path_factory):
     lm_dir, wh_dir = root / "qwen", root / "whisper"
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
-    bpe.train_from_iterator(synthetic.CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>"]))
+    bpe.train_from_iterator(synthetic.CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>"],
+                                                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", eos_token="<eos>")
     tok.save_pretrained(str(lm_dir))
     torch.manual_seed(0)

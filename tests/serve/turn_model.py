@@ -76,7 +76,8 @@ def _last_position_features(m, units: np.ndarray) -> torch.Tensor:  # noqa: ANN0
 
     h = m.audio.projector[0].register_forward_hook(hook)
     try:
-        m.audio(torch.from_numpy(units.astype(np.float32)))
+        x = torch.from_numpy(units.astype(np.float32))
+        m.audio(m.audio.windows(x, torch.ones(x.shape[0], dtype=torch.bool)))  # each unit on its own (silent context)
     finally:
         h.remove()
     return got["x"][:, -1]  # [N, D]

@@ -1,0 +1,54 @@
+"""Config section `pretrain`: the stand-ins for a pretrained LLM and a pretrained speech encoder.
+
+The real LWS recipe starts from both; on a laptop neither exists, so the pipeline
+makes small ones. Each stage is skipped when ``model.backbone_path`` /
+``model.encoder_path`` name real local checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lws_core.config.base import Section
+
+
+class BackbonePretrain(Section):
+    """Text-only LM pretraining on the teacher's text in the schema's own segments (no audio)."""
+
+    sessions: int = Field(4000, ge=1, description="Text-only sessions to synthesize for the corpus (train phrasings only).")
+    seed: int = Field(1, description="Corpus seed (not the audio set's, so the LM sees other questions).")
+    max_steps: int = Field(600, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+
+
+class EncoderPretrain(Section):
+    """CTC speech-recogniser pretraining of the audio encoder on the synthesized user speech."""
+
+    max_steps: int = Field(1500, ge=1)
+    batch_size: int = Field(48, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    seed: int = 0
+    targets: Literal["words", "letters"] = Field("words", description="CTC output symbols: spoken words or letters.")
+    spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
+    eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
+
+
+class LWSWarmup(Section):
+    """How the LWS stage starts from the two checkpoints."""
+
+    projector_steps: int = Field(60, ge=0, description="Steps training only the projector (backbone and encoder frozen).")
+    rewarm_steps: int = Field(40, ge=0, description="Steps over which the learning rate climbs again when the pretrained parts join.")
+    joint_lr_scale: float = Field(0.5, gt=0, le=1.0, description="Joint training's peak learning rate, as a share of train.learning_rate.")
+
+
+class PretrainConfig(Section):
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="bf16 autocast in the two pretraining loops; auto = on where the CPU has bf16 units, or on a GPU."
+    )
+    backbone: BackbonePretrain = BackbonePretrain()
+    encoder: EncoderPretrain = EncoderPretrain()
+    warmup: LWSWarmup = LWSWarmup()

@@ -1,0 +1,292 @@
+"""The speech-encoder stand-in: a Whisper-style encoder pretrained as a CTC speech recogniser.
+
+The real LWS recipe starts from a pretrained speech encoder (Whisper-class). On
+a laptop none exists, and a random-init encoder trained only through the LM
+learns *when* the user talks, not *what* was said. So the encoder is first
+trained to transcribe: a CTC head over letters on the synthesized user speech,
+with targets from the word timings the synthesizer already has.
+
+Per unit, the encoder sees ``context_s`` seconds of the previous unit's audio
+before the unit itself (left context across the boundary, so a word that a
+boundary splits is still heard whole) and emits, on the unit's own positions
+only, the letters of the words that *end* in the unit — the words the data
+pipeline counts as heard by the end of that unit. Those same positions are what
+the LWS projector turns into the unit's K audio embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lws_core.model.features import HOP, LogMel
+
+# CTC output alphabet; index 0 is the blank.
+ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
+BLANK = 0
+ENCODER_META = "lws_encoder.json"
+
+
+def spoken_form(words: list[str]) -> str:
+    """Words as they are pronounced, in lower-case letters: "42" -> "forty two", "x*2" -> "x times two".
+
+    Digits are spelled because the recogniser hears "forty two", not "42"; the
+    same spelling rules as the forced aligner's.
+    """
+    from lws_core.audio.align import transcript_words
+
+    out: list[str] = []
+    for _, spelled in transcript_words(" ".join(words)):
+        out += spelled
+    text = " ".join(out).lower()
+    return " ".join("".join(c for c in w if c in ALPHABET) for w in text.split() if any(c in ALPHABET[1:] for c in w))
+
+
+UNK = "<unk>"
+
+
+class CTCVocab:
+    """The recogniser's output symbols: spoken words (default) or letters; id 0 is the CTC blank.
+
+    Words, because a tiny encoder trained for a minute learns to tell ~200 spoken
+    words apart far sooner than it learns English spelling (measured: WER 0.97
+    with letters after 600 steps); the LM downstream needs *which word*, not its
+    spelling. Words never seen in training map to ``<unk>``.
+    """
+
+    def __init__(self, kind: str, symbols: list[str]) -> None:
+        self.kind = kind
+        self.symbols = symbols
+        self.index = {s: i + 1 for i, s in enumerate(symbols)}
+
+    @classmethod
+    def letters(cls) -> CTCVocab:
+        return cls("letters", list(ALPHABET))
+
+    @classmethod
+    def from_texts(cls, texts: list[str]) -> CTCVocab:
+        words = sorted({w for t in texts for w in t.split()})
+        return cls("words", [UNK, *words])
+
+    def __len__(self) -> int:
+        return len(self.symbols) + 1
+
+    def to_ids(self, text: str) -> list[int]:
+        if self.kind == "letters":
+            return [self.index[c] for c in text if c in self.index]
+        return [self.index.get(w, self.index[UNK]) for w in text.split()]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.kind == "letters":
+            return " ".join("".join(self.symbols[i - 1] for i in ids).split())
+        return " ".join(self.symbols[i - 1] for i in ids)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "symbols": self.symbols}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CTCVocab:
+        return cls(d["kind"], list(d["symbols"]))
+
+
+def to_ids(text: str) -> list[int]:
+    return CTCVocab.letters().to_ids(text)
+
+
+def greedy_decode(log_probs: torch.Tensor, vocab: CTCVocab | None = None) -> list[str]:
+    """Best path per row: collapse repeats, drop blanks. [N, T, V] -> N strings."""
+    vocab = vocab or CTCVocab.letters()
+    best = log_probs.argmax(-1).tolist()
+    out = []
+    for row in best:
+        ids, prev = [], BLANK
+        for i in row:
+            if i != prev and i != BLANK:
+                ids.append(i)
+            prev = i
+        out.append(vocab.decode(ids))
+    return out
+
+
+def unit_positions(unit_samples: int) -> int:
+    """Encoder positions that cover one unit (Whisper's conv stack halves the mel frames)."""
+    frames = unit_samples // HOP
+    return (frames - 1) // 2 + 1
+
+
+def window_positions(unit_samples: int, context_samples: int) -> int:
+    return unit_positions(unit_samples + context_samples)
+
+
+def context_windows(units: np.ndarray | torch.Tensor, first: np.ndarray | torch.Tensor, context_samples: int):  # noqa: ANN201
+    """[N, unit] unit audio (in session order) -> [N, context + unit] windows.
+
+    ``first[i]`` is true where unit i starts a session. A window's context is the
+    audio just before the unit in the same session (several units back when the
+    context is longer than a unit), and silence before the session's start.
+    """
+    t = torch.as_tensor(units)
+    if context_samples <= 0:
+        return t
+    n, u = t.shape
+    f = torch.as_tensor(first, dtype=torch.bool, device=t.device)
+    back = -(-context_samples // u)  # units of history a window can reach into
+    hist = torch.zeros(n, back * u, dtype=t.dtype, device=t.device)
+    start = 0  # index of the current session's first unit
+    for i in range(n):
+        if bool(f[i]):
+            start = i
+        for j in range(1, back + 1):
+            if i - j < start:
+                break
+            hist[i, (back - j) * u : (back - j + 1) * u] = t[i - j]
+    return torch.cat([hist[:, back * u - context_samples :], t], dim=1)
+
+
+class UnitSpeechEncoder(nn.Module):
+    """Log-mel + Whisper encoder over [context | unit]; returns hidden states of the unit's positions only."""
+
+    def __init__(self, whisper_encoder: nn.Module, n_mels: int, unit_samples: int, context_samples: int, sample_rate: int = 16000) -> None:
+        super().__init__()
+        self.featurizer = LogMel(n_mels, sample_rate)
+        self.encoder = whisper_encoder
+        self.unit_samples = unit_samples
+        self.context_samples = context_samples
+        self.positions = unit_positions(unit_samples)
+        self.spec_augment = False  # on while the recogniser pretrains (its speakers are few)
+
+    @property
+    def window_samples(self) -> int:
+        return self.unit_samples + self.context_samples
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        if windows.shape[-1] != self.window_samples:
+            raise ValueError(f"audio window has {windows.shape[-1]} samples, expected {self.window_samples}")
+        dtype = next(self.encoder.parameters()).dtype
+        feats = self.featurizer(windows).to(dtype)
+        if self.training and self.spec_augment:
+            feats = spec_augment(feats)
+        need = 2 * self.encoder.config.max_source_positions  # Whisper's conv stack wants exactly this many frames
+        if feats.shape[-1] < need:
+            feats = F.pad(feats, (0, need - feats.shape[-1]))
+        hidden = self.encoder(input_features=feats).last_hidden_state
+        total = window_positions(self.unit_samples, self.context_samples)
+        return hidden[:, total - self.positions : total]
+
+
+def spec_augment(feats: torch.Tensor, freq_masks: int = 1, freq_width: int = 4, time_masks: int = 1, time_width: int = 4) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019): zero random mel bands and time spans, per example.
+
+    The synthesizer has a few dozen voices; without it the recogniser learns the
+    training voices and misses held-out ones.
+    """
+    n, m, t = feats.shape
+    out = feats.clone()
+    floor = feats.amin(dim=(1, 2), keepdim=True)
+    mask = torch.zeros_like(feats, dtype=torch.bool)
+    for _ in range(freq_masks):
+        w = torch.randint(0, freq_width + 1, (n,))
+        f0 = (torch.rand(n) * (m - w)).long()
+        idx = torch.arange(m)
+        mask |= ((idx[None] >= f0[:, None]) & (idx[None] < (f0 + w)[:, None]))[:, :, None]
+    for _ in range(time_masks):
+        w = torch.randint(0, time_width + 1, (n,))
+        t0 = (torch.rand(n) * (t - w)).long()
+        idx = torch.arange(t)
+        mask |= ((idx[None] >= t0[:, None]) & (idx[None] < (t0 + w)[:, None]))[:, None, :]
+    return torch.where(mask, floor.expand_as(out), out)
+
+
+class CTCRecognizer(nn.Module):
+    """UnitSpeechEncoder + a linear CTC head over ``ALPHABET`` (+ blank)."""
+
+    def __init__(self, speech: UnitSpeechEncoder, vocab: CTCVocab | None = None) -> None:
+        super().__init__()
+        self.speech = speech
+        self.vocab = vocab or CTCVocab.letters()
+        self.head = nn.Linear(speech.encoder.config.d_model, len(self.vocab))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.head(self.speech(windows)).log_softmax(-1)
+
+
+@dataclass(frozen=True)
+class EncoderMeta:
+    """What a pretrained encoder directory was made for; the LWS stage checks it before training."""
+
+    sample_rate: int
+    unit_s: float
+    context_s: float
+    n_mels: int
+    wer: float | None = None
+    source: str = "lws-ctc"
+
+    def save(self, directory: Path) -> None:
+        (directory / ENCODER_META).write_text(json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> EncoderMeta | None:
+        p = Path(directory) / ENCODER_META
+        if not p.is_file():
+            return None
+        raw = json.loads(p.read_text())
+        return cls(**{k: raw[k] for k in ("sample_rate", "unit_s", "context_s", "n_mels") if k in raw},
+                   wer=raw.get("wer"), source=raw.get("source", "lws-ctc"))
+
+
+def ctc_loss(log_probs: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+    """Mean CTC loss per unit (units with no word end train towards all-blank)."""
+    n, t, _ = log_probs.shape
+    flat = torch.tensor([i for tg in targets for i in tg], dtype=torch.long)
+    lengths = torch.tensor([len(tg) for tg in targets], dtype=torch.long)
+    return F.ctc_loss(
+        log_probs.transpose(0, 1).float(), flat, torch.full((n,), t, dtype=torch.long), lengths,
+        blank=BLANK, reduction="mean", zero_infinity=True,
+    )
+
+
+def heard_speech(session) -> list[str]:  # noqa: ANN001 - schema.Session
+    """Per unit, the spoken form of the user words heard in it ("what is forty two"): the recogniser's
+    targets, and the text a backbone is pretrained to hear in place of audio."""
+    from lws_core.schema import heard_words
+
+    return [spoken_form(ws) for ws in heard_words(session)]
+
+
+def load_recognizer(path: str | Path) -> CTCRecognizer:
+    """The CTC recogniser saved by ``lws pretrain encoder`` (the cascade baseline's ASR)."""
+    from safetensors.torch import load_file
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from lws_core.errors import InputError
+
+    path = Path(path)
+    meta = EncoderMeta.load(path)
+    if meta is None or not (path / "ctc_head.safetensors").is_file():
+        raise InputError(f"{path}: not an encoder made by `lws pretrain encoder` (no CTC head)")
+    enc = WhisperEncoder.from_pretrained(str(path), local_files_only=True)
+    unit = int(round(meta.unit_s * meta.sample_rate))
+    speech = UnitSpeechEncoder(enc, meta.n_mels, unit, int(round(meta.context_s * meta.sample_rate)), meta.sample_rate)
+    vocab_file = path / "ctc_vocab.json"
+    vocab = CTCVocab.from_json(json.loads(vocab_file.read_text())) if vocab_file.is_file() else CTCVocab.letters()
+    rec = CTCRecognizer(speech, vocab)
+    rec.head.load_state_dict(load_file(str(path / "ctc_head.safetensors")))
+    return rec.eval()
+
+
+@torch.inference_mode()
+def transcribe_units(rec: CTCRecognizer, units: np.ndarray, batch: int = 64) -> list[str]:
+    """One hypothesis per unit of one session (in order; each unit hears the previous one's tail)."""
+    first = np.zeros(len(units), dtype=bool)
+    first[:1] = True
+    win = context_windows(torch.from_numpy(np.ascontiguousarray(units, dtype=np.float32)), first, rec.speech.context_samples)
+    out: list[str] = []
+    for i in range(0, win.shape[0], batch):
+        out += greedy_decode(rec(win[i : i + batch]), rec.vocab)
+    return out

@@ -1,0 +1,215 @@
+"""Pretrain the speech-encoder stand-in as a CTC recogniser on the synthesized user speech.
+
+A plain PyTorch loop, not the DeepSpeed Trainer: this stage exists only where no
+pretrained Whisper-class encoder is available (a laptop), its model is a few
+hundred thousand parameters, and at scale it is skipped (``model.encoder_path``).
+Its output directory loads as ``model.encoder_path`` (a Whisper encoder saved
+with ``save_pretrained`` plus ``lws_encoder.json``), so the LWS stage treats it
+exactly like a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lws_core.errors import InputError
+from lws_core.model.asr import (
+    CTCRecognizer,
+    CTCVocab,
+    EncoderMeta,
+    UnitSpeechEncoder,
+    context_windows,
+    ctc_loss,
+    heard_speech,
+    transcribe_units,
+    window_positions,
+)
+from lws_core.model.presets import PRESETS
+from lws_core.schema import Session
+from lws_core.train.pretrain_backbone import autocast
+
+
+@dataclass
+class EncoderReport:
+    out_dir: str
+    steps: int
+    train_units: int
+    wall_s: float
+    final_loss: float
+    wer: float | None
+    wer_sessions: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Session:
+    units: np.ndarray  # [n, unit] float32
+    targets: list[str]  # spoken form per unit
+
+
+def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None = None) -> list[_Session]:
+    from datasets import load_from_disk
+
+    try:
+        ds = load_from_disk(str(data_dir))[split]
+    except (FileNotFoundError, KeyError) as e:
+        raise InputError(f"{data_dir}: no {split!r} split in a synthesized dataset ({e})") from None
+    out = []
+    for row in ds.select(range(min(len(ds), limit))) if limit else ds:
+        s = Session.model_validate_json(row["session"])
+        raw = row["audio"] or b""
+        if not raw:
+            raise InputError(f"{data_dir}: rows carry no audio (a text-only dataset cannot pretrain the encoder)")
+        a = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        n = len(s.units)
+        a = np.pad(a, (0, max(0, n * unit_samples - a.shape[0])))[: n * unit_samples].reshape(n, unit_samples)
+        out.append(_Session(a, heard_speech(s)))
+    return out
+
+
+def _has_rows(data_dir: Path, split: str) -> bool:
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(data_dir))
+    return split in dd and len(dd[split]) > 0
+
+
+def _flatten(sessions: list[_Session]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    units = np.concatenate([s.units for s in sessions])
+    first = np.concatenate([np.eye(1, len(s.targets), 0, dtype=bool)[0] for s in sessions])
+    targets = [t for s in sessions for t in s.targets]
+    return units, first, targets
+
+
+def build_recognizer(
+    preset: str, n_mels: int | None, unit_samples: int, context_samples: int, sample_rate: int, vocab: CTCVocab | None = None
+) -> CTCRecognizer:
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    kw = dict(PRESETS[preset].encoder)
+    if n_mels is not None:
+        kw["num_mel_bins"] = n_mels
+    cfg = WhisperConfig(max_source_positions=window_positions(unit_samples, context_samples), **kw)
+    enc = WhisperEncoder(cfg)
+    return CTCRecognizer(UnitSpeechEncoder(enc, cfg.num_mel_bins, unit_samples, context_samples, sample_rate), vocab)
+
+
+def transcribe_sessions(rec: CTCRecognizer, sessions: list[_Session]) -> list[str]:
+    """One transcript per session: the unit hypotheses joined in order."""
+    rec.eval()
+    return [" ".join(h for h in transcribe_units(rec, s.units) if h) for s in sessions]
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    import jiwer
+
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
+    if not pairs:
+        return float("nan")
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+def pretrain_encoder(
+    cfg,  # noqa: ANN001 - LWSConfig
+    data_dir: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+    on_log: Any = None,
+    eval_split: str = "test_seen",
+) -> EncoderReport:
+    """Train the CTC recogniser on the train split (``pretrain.encoder``), report WER on held-out voices, save.
+
+    WER is measured on ``eval_split`` (default ``test_seen``: held-out voices saying
+    training phrasings, so the figure is about hearing, not about words never seen).
+    """
+    t0 = time.time()
+    sc, ac = cfg.schema_, cfg.pretrain.encoder
+    steps, batch_size, learning_rate, seed, eval_sessions = ac.max_steps, ac.batch_size, ac.learning_rate, ac.seed, ac.eval_sessions
+    unit_samples = int(round(sc.unit_s * sc.sample_rate))
+    ctx = int(round(cfg.model.audio_context_s * sc.sample_rate))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    data_dir = Path(data_dir)
+    train = _load_split(data_dir, "train", unit_samples)
+    units, first, targets = _flatten(train)
+    windows = context_windows(torch.from_numpy(units), first, ctx)
+    vocab = CTCVocab.letters() if ac.targets == "letters" else CTCVocab.from_texts(targets)
+    ids = [vocab.to_ids(t) for t in targets]
+    # units where nothing ends are most of a session; keep a quarter of them so blanks are still learnt
+    speech = np.array([bool(t) for t in ids])
+    keep = np.flatnonzero(speech | (rng.random(len(ids)) < 0.25))
+    rec = build_recognizer(cfg.model.preset, None, unit_samples, ctx, sc.sample_rate, vocab)
+    opt = torch.optim.AdamW(rec.parameters(), lr=learning_rate, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="pretrain encoder", unit="step", dynamic_ncols=True)
+    losses: list[tuple[int, float]] = []
+    ema = None
+    rec.train()
+    rec.speech.spec_augment = ac.spec_augment
+    for step in range(1, steps + 1):
+        pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False)
+        with autocast(cfg.pretrain.bf16):
+            log_probs = rec(windows[pick])
+        loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rec.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+        if step % 20 == 0 or step == steps:
+            losses.append((step, round(ema, 4)))
+            if on_log is not None:
+                on_log(step, {"ctc_loss": ema})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ctc=f"{ema:.3f}")
+    rec.speech.spec_augment = False
+    if bar is not None:
+        bar.close()
+    evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions) if eval_sessions and _has_rows(data_dir, eval_split) else []
+    wer, examples = None, []
+    if evals:
+        hyps = transcribe_sessions(rec, evals)
+        refs = [" ".join(t for t in s.targets if t) for s in evals]
+        wer = word_error_rate(refs, hyps)
+        examples = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]]
+    out = save_encoder(rec, out_dir, EncoderMeta(sc.sample_rate, sc.unit_s, cfg.model.audio_context_s, rec.speech.featurizer.n_mels, wer))
+    report = EncoderReport(str(out), steps, int(len(keep)), round(time.time() - t0, 1), round(ema or float("nan"), 4),
+                           None if wer is None else round(wer, 4), len(evals), losses, examples)
+    (out / "pretrain_report.json").write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+def save_encoder(rec: CTCRecognizer, out_dir: str | Path, meta: EncoderMeta) -> Path:
+    """Whisper encoder (``save_pretrained``) + CTC head + ``lws_encoder.json``, written atomically."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rec.speech.encoder.save_pretrained(str(tmp), safe_serialization=True)
+    save_file({k: v.contiguous() for k, v in rec.head.state_dict().items()}, str(tmp / "ctc_head.safetensors"))
+    (tmp / "ctc_vocab.json").write_text(json.dumps(rec.vocab.to_json()))
+    meta.save(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,201 @@
+"""The two stand-in pretraining stages and the LWS stage that starts from them.
+
+Real parts throughout: a dataset synthesized with espeak-ng speech, a text corpus
+from the same synthesizer, the real Whisper encoder and Llama classes, and the
+checkpoints loaded back through the same ``model.backbone_path`` /
+``model.encoder_path`` code a user's real checkpoints go through.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lws_core.errors import InputError
+from lws_core.model.asr import CTCVocab, context_windows, greedy_decode, heard_speech, spoken_form
+from lws_core.schema import Session, Unit, Word, check_digits, encode, heard_words, train_bpe_tokenizer
+
+
+def test_digits_tokenize_one_per_token_whatever_the_number() -> None:
+    from lws_core.data.budget import budget_tokenizer
+
+    tok = budget_tokenizer()
+    for n in ("38", "15", "98", "1000"):
+        pieces = tok.token_strings(tok.encode_text(f" {n}"))
+        assert pieces == ["Ġ", *n], (n, pieces)  # " 38" and " 15" split the same way
+    check_digits(tok)
+
+
+def test_a_tokenizer_whose_digits_do_not_round_trip_is_refused() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from lws_core.schema import SchemaTokenizer
+    from lws_core.schema.tokenizer import _ids_of
+    from lws_core.schema.tokens import SPECIAL_TOKENS
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator(["what is twelve plus three"] * 5, trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>", *SPECIAL_TOKENS]))
+    hf = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", pad_token=SPECIAL_TOKENS[0])
+    with pytest.raises(InputError, match="digits do not round-trip"):
+        check_digits(SchemaTokenizer(hf, _ids_of(hf)), where="tok")
+
+
+def test_heard_view_puts_each_word_in_the_unit_that_hears_it() -> None:
+    words = [Word(text="what", start=0.1, end=0.4), Word(text="is", start=0.5, end=1.0), Word(text="42", start=1.2, end=1.9)]
+    s = Session(units=[Unit(), Unit(write="- 42\n"), Unit(state="speak", say="forty two", eot=True)], user_words=words)
+    assert heard_words(s) == [["what", "is"], ["42"], []]  # a word ending exactly at 1.0 s is heard in unit 0
+    heard = heard_speech(s)
+    assert heard == ["what is", "forty two", ""]
+    tok = train_bpe_tokenizer(["what is forty two", "- 42"] * 10, vocab_size=300)
+    enc = encode(s, tok, 10, heard=heard)
+    assert not any(enc.audio_mask)
+    first = enc.unit_starts[0]
+    user = tok.encode_text(" what is")
+    assert enc.input_ids[first + 1 : first + 1 + len(user)] == user
+    assert all(lab == -100 for lab in enc.labels[first : first + 1 + len(user)])  # the user's words are not targets
+    with pytest.raises(Exception, match="heard texts"):
+        encode(s, tok, 10, heard=["x"])
+
+
+def test_spoken_form_and_word_ctc_vocabulary() -> None:
+    assert spoken_form(["What", "is", "42", "+", "7?"]) == "what is forty two plus seven"
+    v = CTCVocab.from_texts(["what is forty two", "two plus"])
+    ids = v.to_ids("what is ninety two")
+    assert v.decode(ids) == "what is <unk> two"
+    lp = torch.full((1, 6, len(v)), -10.0)
+    for t, i in enumerate([ids[0], ids[0], 0, ids[1], 0, ids[1]]):
+        lp[0, t, i] = 0.0
+    assert greedy_decode(lp, v) == ["what is is"]  # repeats collapse only without a blank between them
+
+
+def test_left_context_stays_inside_the_session_and_reaches_back_several_units() -> None:
+    x = torch.arange(12.0).reshape(4, 3)
+    w = context_windows(x, torch.tensor([True, False, True, False]), 5)
+    assert w.shape == (4, 8)
+    assert w[1].tolist() == [0, 0, 0, 1, 2, 3, 4, 5]  # previous unit of the same session
+    assert w[2].tolist() == [0, 0, 0, 0, 0, 6, 7, 8]  # a new session starts in silence
+    w2 = context_windows(x, torch.tensor([True, False, False, False]), 5)
+    assert w2[3].tolist() == [4, 5, 6, 7, 8, 9, 10, 11]  # 5 samples reach back two units
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_cfg, tiny_dataset, tmp_path_factory):
+    """Both stand-ins, pretrained for a handful of steps on real synthesized data."""
+    from lws_core.train.pretrain_backbone import build_backbone
+    from lws_core.train.pretrain_encoder import pretrain_encoder
+
+    cfg = tiny_cfg.with_overrides({
+        "pretrain.backbone.sessions": 30, "pretrain.backbone.max_steps": 4, "pretrain.backbone.batch_size": 4,
+        "pretrain.encoder.max_steps": 4, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
+    })
+    root = tmp_path_factory.mktemp("pretrained")
+    logs: list[tuple[int, dict]] = []
+    b = build_backbone(cfg, root / "backbone", progress=False, on_log=lambda s, m: logs.append((s, m)))
+    e = pretrain_encoder(cfg, tiny_dataset, root / "encoder", progress=False)
+    return cfg, b, e, logs
+
+
+def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset) -> None:
+    from lws_core.data.budget import budget_tokenizer
+    from lws_core.model import LWSModel
+    from lws_core.train.collator import LWSCollator
+
+    cfg, b, e, logs = pretrained
+    assert b.steps == 4 and b.train_sessions > 0 and np.isfinite(b.final_loss)
+    assert logs and "text_loss" in logs[-1][1]
+    report = json.loads((Path(b.out_dir) / "pretrain_report.json").read_text())
+    assert report["corpus"]["sessions"] == b.train_sessions
+    assert e.steps == 4 and e.wer is not None and e.wer >= 0.0
+    lws = cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir})
+    m = LWSModel.build(lws)
+    # the backbone's own tokenizer comes back with the very ids the data budgets were counted with
+    assert m.tokenizer.special.as_mapping() == budget_tokenizer().special.as_mapping()
+    assert m.tokenizer.vocab_size == budget_tokenizer().vocab_size
+    assert m.spec.backbone_source == b.out_dir and m.spec.encoder_source == e.out_dir
+    # the encoder's weights are the pretrained ones, not a fresh init
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(e.out_dir) / "model.safetensors"))
+    key = next(k for k in saved if k.endswith("fc1.weight"))
+    assert torch.equal(dict(m.audio.encoder.named_parameters())[key], saved[key])
+    # projector output sits at the token-embedding scale, not ~90x above it
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(tiny_dataset))["train"]
+    batch = LWSCollator(m.tokenizer, m.spec.audio_tokens_per_unit, m.spec.unit_samples)([rows[0], rows[1]])
+    with torch.no_grad():
+        windows = m.audio.windows(batch["unit_audio"], batch["audio_first"])
+        aud = m.audio(windows)
+    tok_rms = m.lm.get_input_embeddings().weight.pow(2).mean().sqrt()
+    ratio = float(aud.pow(2).mean().sqrt() / tok_rms)
+    assert 0.5 < ratio < 2.0, ratio
+
+
+def test_encoder_made_for_other_settings_is_refused_in_one_line(pretrained, tmp_path) -> None:
+    import shutil
+
+    from lws_core.model import LWSModel
+
+    cfg, b, e, _ = pretrained
+    with pytest.raises(InputError, match="left context"):
+        LWSModel.build(cfg.with_overrides({"model.encoder_path": e.out_dir, "model.audio_context_s": 0.25}))
+    other = tmp_path / "enc8k"
+    shutil.copytree(e.out_dir, other)
+    meta = json.loads((other / "lws_encoder.json").read_text())
+    meta["sample_rate"] = 8000
+    (other / "lws_encoder.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="8000 Hz"):
+        LWSModel.build(cfg.with_overrides({"model.encoder_path": str(other)}))
+    broken = tmp_path / "enc_broken"
+    shutil.copytree(e.out_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="cannot load"):
+        LWSModel.build(cfg.with_overrides({"model.encoder_path": str(broken)}))
+
+
+def test_projector_warmup_holds_the_pretrained_parts_then_releases_them(pretrained, tiny_dataset) -> None:
+    from datasets import load_from_disk
+
+    from lws_core.model import LWSModel
+    from lws_core.train.collator import LWSCollator
+
+    cfg, b, e, _ = pretrained
+    m = LWSModel.build(cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir}))
+    rows = load_from_disk(str(tiny_dataset))["train"]
+    batch = LWSCollator(m.tokenizer, m.spec.audio_tokens_per_unit, m.spec.unit_samples)([rows[0], rows[1]])
+
+    def grads() -> tuple[float, float, float]:
+        m.zero_grad(set_to_none=True)
+        m(**batch).loss.backward()
+        lm = sum(float(p.grad.abs().sum()) for p in m.lm.parameters() if p.grad is not None)
+        enc = sum(float(p.grad.abs().sum()) for p in m.audio.encoder.parameters() if p.grad is not None)
+        proj = sum(float(p.grad.abs().sum()) for p in m.audio.projector.parameters() if p.grad is not None)
+        return lm, enc, proj
+
+    m.hold_pretrained()
+    lm, enc, proj = grads()
+    assert lm == 0.0 and enc == 0.0 and proj > 0.0
+    m.release_pretrained()
+    lm, enc, proj = grads()
+    assert lm > 0.0 and enc > 0.0 and proj > 0.0
+
+
+def test_engine_hears_text_in_place_of_audio(tiny_model) -> None:
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+
+    eng = Engine.from_dir(tiny_model, config=EngineConfig(tts="none"))
+    audio = np.zeros(3 * eng.unit_samples, dtype=np.float32)
+    res = eng.simulate(audio, heard=["what is", "forty two plus seven", ""])
+    assert len(res.units) == 3
+    with eng.session() as s:
+        before = s.context_tokens
+        s.step(np.zeros(eng.unit_samples, dtype=np.float32), heard_text="what is forty two")
+        grew = s.context_tokens - before
+    assert grew >= 1 + len(eng.model.tokenizer.encode_text(" what is forty two"))
