@@ -15,13 +15,19 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def step_configs(config_json: str) -> NamedTuple("StepConfigs", [("synthesize", str), ("train", str), ("evaluate", str)]):
+def step_configs(
+    config_json: str,
+) -> NamedTuple(
+    "StepConfigs",
+    [("synthesize", str), ("pretrain_backbone", str), ("pretrain_encoder", str), ("train", str), ("evaluate", str)],
+):
     from collections import namedtuple
 
     from lws_core.ops.steps import run_step_configs
 
+    names = ["synthesize", "pretrain_backbone", "pretrain_encoder", "train", "evaluate"]
     c = run_step_configs(config_json)
-    return namedtuple("StepConfigs", ["synthesize", "train", "evaluate"])(c["synthesize"], c["train"], c["evaluate"])
+    return namedtuple("StepConfigs", names)(*(c[n] for n in names))
 
 
 def synthesize(config_json: str, dataset: Output[Dataset]) -> str:
@@ -36,10 +42,24 @@ def version_data(config_json: str, dataset: Input[Dataset]) -> str:
     return run_version(config_json, dataset.path, "dataset")
 
 
-def train(config_json: str, dataset: Input[Dataset], model: Output[Model]) -> str:
+def pretrain_backbone(config_json: str, backbone: Output[Model]) -> str:
+    from lws_core.ops.steps import run_pretrain_backbone
+
+    return run_pretrain_backbone(config_json, backbone.path)
+
+
+def pretrain_encoder(config_json: str, dataset: Input[Dataset], encoder: Output[Model]) -> str:
+    from lws_core.ops.steps import run_pretrain_encoder
+
+    return run_pretrain_encoder(config_json, dataset.path, encoder.path)
+
+
+def train(
+    config_json: str, dataset: Input[Dataset], backbone: Input[Model], encoder: Input[Model], model: Output[Model]
+) -> str:
     from lws_core.ops.steps import run_train
 
-    return run_train(config_json, dataset.path, model.path)
+    return run_train(config_json, dataset.path, model.path, backbone.path, encoder.path)
 
 
 def evaluate(
@@ -67,8 +87,12 @@ def register(
     job_id: str,
     model: Input[Model],
     eval_dir: Input[Artifact],
+    backbone: Input[Model],
+    encoder: Input[Model],
     dataset_hash: str,
     synth_run: str,
+    backbone_run: str,
+    encoder_run: str,
     train_run: str,
     eval_run: str,
 ) -> str:
@@ -76,7 +100,11 @@ def register(
 
     from lws_core.ops.steps import run_register
 
-    result = run_register(config_json, run_tag or job_id, model.path, eval_dir.path, dataset_hash, [synth_run, train_run, eval_run])
+    result = run_register(
+        config_json, run_tag or job_id, model.path, eval_dir.path, dataset_hash,
+        [synth_run, backbone_run, encoder_run, train_run, eval_run],
+        backbone_path=backbone.path, encoder_path=encoder.path, backbone_run=backbone_run, encoder_run=encoder_run,
+    )
     return json.dumps(result)
 
 
@@ -93,6 +121,8 @@ class Components:
     step_configs: Any
     synthesize: Any
     version_data: Any
+    pretrain_backbone: Any
+    pretrain_encoder: Any
     train: Any
     evaluate: Any
     register: Any
@@ -107,6 +137,9 @@ def build_components(base_image: str, train_image: str) -> Components:
         step_configs=make(step_configs, base_image),
         synthesize=make(synthesize, base_image),
         version_data=make(version_data, base_image),
+        # the stand-ins train like the LWS stage does: on the training image (GPUs only where asked)
+        pretrain_backbone=make(pretrain_backbone, train_image),
+        pretrain_encoder=make(pretrain_encoder, train_image),
         train=make(train, train_image),
         evaluate=make(evaluate, base_image),
         register=make(register, base_image),

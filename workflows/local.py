@@ -35,6 +35,7 @@ class PipelineResult:
     metrics: dict[str, float] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
     cached_steps: list[str] = field(default_factory=list)
+    step_notes: dict[str, str] = field(default_factory=dict)  # a pretrain step's loss / WER, or what it skipped for
     log_path: str | None = None
     error: str | None = None
 
@@ -43,7 +44,10 @@ def new_run_tag() -> str:
     return time.strftime("local-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-TASKS = ("step-configs", "synthesize", "version-data", "train", "evaluate", "register", "finalize")
+TASKS = (
+    "step-configs", "synthesize", "version-data", "pretrain-backbone", "pretrain-encoder", "train", "evaluate", "register",
+    "finalize",
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '?([\w-]+)'?")
 _END = re.compile(r"Task '?([\w-]+)'? (?:finished with status (\w+)|cache hit)")
@@ -159,10 +163,31 @@ def collect_result(tracker: Tracker, run_tag: str, wall: float, error: str | Non
             step = ch.data.tags.get("lws.step")
             if step and ch.info.end_time and ch.info.start_time:
                 res.step_seconds[step] = (ch.info.end_time - ch.info.start_time) / 1000
-        for k in res.tags:
+            if step:
+                _note(res, step, ch)
+        for k, v in res.tags.items():
             if k.startswith("lws.cached."):
-                res.cached_steps.append(k[len("lws.cached.") :])
+                step = k[len("lws.cached.") :]
+                res.cached_steps.append(step)
+                if step.startswith("pretrain_"):  # what the cached checkpoint scored when it was made
+                    with contextlib.suppress(Exception):
+                        _note(res, step, tracker.client.get_run(v))
     return res
+
+
+def _note(res: PipelineResult, step: str, run: Any) -> None:  # noqa: ANN401 - an mlflow Run
+    """A pretrain step's headline for the summary: skipped (and for which checkpoint), or its loss and WER."""
+    if not step.startswith("pretrain_"):
+        return
+    if skipped := run.data.tags.get("lws.skipped"):
+        res.step_notes[step] = f"skipped: model.{step[len('pretrain_'):]}_path = {skipped}"
+        return
+    m = run.data.metrics
+    parts = [f"loss {m['final_loss']:.3f}"] if "final_loss" in m else []
+    if "wer" in m:
+        parts.append(f"WER {m['wer']:.3f} on {m.get('wer_sessions', 0):.0f} held-out-voice sessions")
+    if parts:
+        res.step_notes[step] = ", ".join(parts)
 
 
 def ui_command(cfg: LWSConfig) -> str:
@@ -188,9 +213,11 @@ def summary_rows(res: PipelineResult, cfg: LWSConfig | None = None) -> list[tupl
         ("run tag", res.run_tag),
         ("wall time", f"{res.wall_s:.0f} s"),
     ]
-    order = ["synthesize", "train", "evaluate", "register"]
+    order = ["synthesize", "pretrain_backbone", "pretrain_encoder", "train", "evaluate", "register"]
     for step in sorted(set(res.step_seconds) | set(res.cached_steps), key=lambda s: order.index(s) if s in order else 9):
-        rows.append((f"  step {step}", "cached (skipped)" if step in res.cached_steps else f"{res.step_seconds[step]:.0f} s"))
+        when = "cached (skipped)" if step in res.cached_steps else f"{res.step_seconds[step]:.0f} s"
+        note = res.step_notes.get(step)
+        rows.append((f"  step {step}", f"{when}; {note}" if note else when))
     gated = [r.metric for r in cfg.registry.gate] if cfg else []
     for k in dict.fromkeys([*gated, *SUMMARY_METRICS]):
         if k in res.metrics:
@@ -211,6 +238,8 @@ def summary_rows(res: PipelineResult, cfg: LWSConfig | None = None) -> list[tupl
         ("aliases", t.get("registry.aliases", "-")),
         ("dataset DVC hash", t.get("lineage.dataset_dvc_hash", "-")),
         ("model DVC hash", t.get("lineage.model_dvc_hash", "-")),
+        ("backbone from", t.get("lws.backbone", "-")),
+        ("encoder from", t.get("lws.encoder", "-")),
         ("DVC remote", t.get("lineage.dvc_remote", "-")),
         ("code revision", t.get("lineage.code_revision", "-")),
         ("params digest", t.get("lineage.params_digest", "-")),

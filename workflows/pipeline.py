@@ -1,4 +1,5 @@
-"""The retraining pipeline: synthesize → version data → train → evaluate → register/promote.
+"""The retraining pipeline: synthesize → version data → [pretrain backbone, pretrain encoder] → train → evaluate →
+register/promote.
 
 Cluster settings come from the config's `pipeline` section and compile into the
 YAML's Kubernetes platform spec; the local runner ignores them (with a warning).
@@ -40,7 +41,7 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
                 kubernetes.add_node_selector(task, label_key=k, label_value=v)
         return task
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="LWS retraining: synthesize, version, train, evaluate, register/promote.")
+    @dsl.pipeline(name=PIPELINE_NAME, description="LWS retraining: synthesize, version, pretrain, train, evaluate, register/promote.")
     def lws_pipeline(config_json: str = default_config, run_tag: str = "") -> None:
         """``run_tag`` names the MLflow parent run; empty (recurring runs) means the KFP job id."""
         exit_task = c.finalize(config_json=config_json, run_tag=run_tag, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
@@ -54,9 +55,20 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
             synth.set_caching_options(pc.caching)
             version = cluster(c.version_data(config_json=config_json, dataset=synth.outputs["dataset"]))
             version.set_caching_options(False)
+            # the stand-ins for a pretrained LLM and speech encoder (each skipped when model.backbone_path /
+            # model.encoder_path names a real checkpoint); the backbone needs no dataset, so it runs beside synthesize
+            backbone = cluster(c.pretrain_backbone(config_json=views.outputs["pretrain_backbone"]))
+            backbone.set_caching_options(pc.caching)
+            encoder = cluster(c.pretrain_encoder(config_json=views.outputs["pretrain_encoder"], dataset=synth.outputs["dataset"]))
+            encoder.set_caching_options(pc.caching)
             # With the TrainJob launcher the step pod only submits and waits: the GPUs go to the TrainJob.
             trained = cluster(
-                c.train(config_json=views.outputs["train"], dataset=synth.outputs["dataset"]),
+                c.train(
+                    config_json=views.outputs["train"],
+                    dataset=synth.outputs["dataset"],
+                    backbone=backbone.outputs["backbone"],
+                    encoder=encoder.outputs["encoder"],
+                ),
                 gpu=pc.train_launcher == "local",
             )
             trained.set_caching_options(pc.caching)
@@ -72,8 +84,12 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
                     job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     model=trained.outputs["model"],
                     eval_dir=evaluated.outputs["eval_dir"],
+                    backbone=backbone.outputs["backbone"],
+                    encoder=encoder.outputs["encoder"],
                     dataset_hash=version.output,
                     synth_run=synth.outputs["Output"],
+                    backbone_run=backbone.outputs["Output"],
+                    encoder_run=encoder.outputs["Output"],
                     train_run=trained.outputs["Output"],
                     eval_run=evaluated.outputs["Output"],
                 )

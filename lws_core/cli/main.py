@@ -16,6 +16,7 @@ from lws_core.cli import (
     eval_cmd,
     ops_cmd,
     pipeline_cmd,
+    pretrain_cmd,
     schema_cmd,
     serve_cmd,
     simulate_cmd,
@@ -37,6 +38,7 @@ data_cmd.app.command("push")(ops_cmd.data_push)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(pipeline_cmd.app, name="pipeline")
+app.add_typer(pretrain_cmd.app, name="pretrain")
 app.command("train")(train_cmd.train)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("serve")(serve_cmd.serve)

@@ -18,14 +18,32 @@ def train(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint of an interrupted run.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    backbone: Annotated[
+        Path | None, typer.Option("--backbone", help="Start from this LM checkpoint (`lws pretrain backbone`); same as --set model.backbone_path=DIR.")
+    ] = None,
+    encoder: Annotated[
+        Path | None, typer.Option("--encoder", help="Start from this audio encoder (`lws pretrain encoder`); same as --set model.encoder_path=DIR.")
+    ] = None,
 ) -> None:
     """Train the configured model (DeepSpeed by default; `--set train.backend=torch` for plain PyTorch)."""
     from rich.table import Table
 
     from lws_core.errors import InputError
+    from lws_core.ops.steps import skipped_marker
     from lws_core.train import train as run_training
 
     cfg = resolve_config(config, set_)
+    given = {}
+    for kind, path in (("backbone", backbone), ("encoder", encoder)):
+        if path is None:
+            continue
+        if not path.is_dir():
+            raise InputError(f"--{kind} {path}: checkpoint directory not found")
+        # the folder of a skipped `lws pretrain` names the real checkpoint the config already set
+        marker = skipped_marker(path)
+        given[f"model.{kind}_path"] = marker["path"] if marker else str(path)
+    if given:
+        cfg = cfg.with_overrides(given)
     if not data.is_dir():
         raise InputError(f"dataset directory not found: {data}")
     console.print(

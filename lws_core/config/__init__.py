@@ -98,8 +98,12 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "synthesize": ("schema", "data"),
     # the text corpus is synthesized from `data` (its own size and seed from pretrain.backbone);
     # sessions are cut to train.max_length, so the LM sees what the LWS stage will
-    "pretrain_backbone": ("schema", "data", "model.preset", "model.backbone_path", "train.max_length", "pretrain.backbone"),
-    "pretrain_encoder": ("schema", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder"),
+    "pretrain_backbone": (
+        "schema", "data", "model.preset", "model.backbone_path", "train.max_length", "pretrain.backbone", "pretrain.bf16",
+    ),
+    "pretrain_encoder": (
+        "schema", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder", "pretrain.bf16",
+    ),
     "train": ("schema", "model", "train", "pretrain.warmup"),
     "evaluate": ("schema", "engine", "eval"),
 }

@@ -57,8 +57,10 @@ def register_model(
     metrics: dict[str, Any],
     lineage: dict[str, str],
     run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Registration:
-    """Log the model as a pyfunc, register a version, tag lineage + metrics + gate decision, then move aliases."""
+    """Log the model as a pyfunc, register a version, tag lineage + metrics + gate decision (and ``tags``),
+    then move aliases."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -101,7 +103,9 @@ def register_model(
             inject_fault("register")
             champ_version, champ_metrics = _champion_metrics(client, name)
             decision = decide(metrics, champ_metrics, cfg.registry.gate)
+            extra = tags or {}
             tags = {f"lineage.{k}": str(v) for k, v in lineage.items()}
+            tags.update({k: str(v) for k, v in extra.items()})
             for k, v in metrics.items():
                 if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v)):
                     tags[METRIC_TAG + k] = repr(float(v))

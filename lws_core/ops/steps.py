@@ -1,8 +1,8 @@
 """What each pipeline step does. KFP components are one-line calls into these functions, so every step is
 callable and testable without KFP, and the same code runs locally and on a cluster.
 
-The cached steps (synthesize, train, evaluate) take only the config and their
-input artifacts, so KFP's cache can skip them on a rerun; each logs live into an
+The cached steps (synthesize, pretrain_backbone, pretrain_encoder, train,
+evaluate) take only the config and their input artifacts, so KFP's cache can skip them on a rerun; each logs live into an
 MLflow run of its own. The uncached register step creates the pipeline's parent
 run (found by its ``lws.pipeline_run`` tag), files the step runs under it,
 versions the model and registers it. The exit handler marks the parent run
@@ -124,16 +124,131 @@ def run_version(config_json: str, path: str, kind: str = "dataset") -> str:
     return version_path(_cfg(config_json), path, kind)
 
 
-def run_train(config_json: str, dataset_path: str, model_path: str) -> str:
+# what a skipped pretrain step leaves in its output: the real checkpoint the config named instead
+SKIP_MARKER = "skipped.json"
+PRETRAINED = ("backbone", "encoder")
+
+
+def configured_checkpoint(cfg: LWSConfig, kind: str) -> str | None:
+    """The real checkpoint ``model.<kind>_path`` names (checked to be a directory), or None when the
+    pretrain stage must make a stand-in."""
+    path = getattr(cfg.model, f"{kind}_path")
+    if path is None:
+        return None
+    if not Path(path).is_dir():
+        raise InputError(f"model.{kind}_path not found: {path} (a local checkpoint directory; unset it to pretrain one)")
+    return str(path)
+
+
+def skipped_marker(path: str | Path | None) -> dict[str, Any] | None:
+    """What a skipped pretrain step wrote into its output (``{"kind", "path", ...}``), or None."""
+    if not path:
+        return None
+    marker = Path(path) / SKIP_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+def write_skip_marker(out_path: str | Path, kind: str, real: str) -> Path:
+    """What a skipped pretrain stage leaves in its output folder: the real checkpoint it stands aside for
+    (``skipped.json``; any earlier content is replaced), so the stage's output exists for KFP and DVC."""
+    import shutil
+
+    out = Path(out_path)
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    out.mkdir(parents=True)
+    marker = {"skipped": True, "kind": kind, "path": real, "reason": f"model.{kind}_path names a real checkpoint"}
+    (out / SKIP_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return out
+
+
+def pretrained_config(cfg: LWSConfig, backbone_path: str | None = None, encoder_path: str | None = None) -> LWSConfig:
+    """The config the LWS stage trains with: the checkpoints the config names win; otherwise the pretrain
+    steps' outputs (or, for a step that was skipped, the path its marker names)."""
+    overrides = {}
+    for kind, given in zip(PRETRAINED, (backbone_path, encoder_path), strict=True):
+        if getattr(cfg.model, f"{kind}_path") is not None or not given:
+            continue
+        marker = skipped_marker(given)
+        overrides[f"model.{kind}_path"] = marker["path"] if marker else str(given)
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def _run_pretrain(config_json: str, kind: str, out_path: str, dataset_path: str | None = None) -> str:
+    """One pretrain step: make the stand-in checkpoint (loss curve live, report, system metrics), or, when
+    the config names a real checkpoint, leave a marker naming it and finish (tag ``lws.skipped``)."""
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    rid = _step_run(tr, f"pretrain_{kind}")
+    sm = _SystemMetrics()
+    out = Path(out_path)
+    try:
+        real = configured_checkpoint(cfg, kind)
+        if real is not None:
+            write_skip_marker(out, kind, real)
+            tr.client.set_tag(rid, "lws.skipped", real)
+        else:
+
+            def on_log(step: int, metrics: dict[str, float]) -> None:
+                tr.log_metrics(rid, metrics, step=step)
+
+            if kind == "backbone":
+                from lws_core.train.pretrain_backbone import build_backbone
+
+                b = build_backbone(cfg, out, progress=False, on_log=on_log)
+                numbers = {"wall_s": b.wall_s, "parameters": b.parameters, "final_loss": b.final_loss, "steps": b.steps,
+                           "train_sessions": b.train_sessions, "tokens_per_s": b.tokens_per_s}
+            else:
+                from lws_core.train.pretrain_encoder import pretrain_encoder
+
+                e = pretrain_encoder(cfg, Path(dataset_path or ""), out, progress=False, on_log=on_log)
+                numbers = {"wall_s": e.wall_s, "final_loss": e.final_loss, "steps": e.steps, "train_units": e.train_units,
+                           "wer_sessions": e.wer_sessions}
+                if e.wer is not None:
+                    numbers["wer"] = e.wer
+            tr.log_metrics(rid, numbers)
+            if (out / "pretrain_report.json").is_file():
+                tr.client.log_artifact(rid, str(out / "pretrain_report.json"))
+        tr.log_metrics(rid, sm.values())
+        tr.finish(rid)
+        return rid
+    except BaseException:
+        tr.finish(rid, "FAILED")
+        raise
+
+
+def run_pretrain_backbone(config_json: str, out_path: str) -> str:
+    """Pretrain the text-only LM stand-in into ``out_path`` (skipped when ``model.backbone_path`` is set)."""
+    return _run_pretrain(config_json, "backbone", out_path)
+
+
+def run_pretrain_encoder(config_json: str, dataset_path: str, out_path: str) -> str:
+    """Pretrain the audio encoder as a CTC recogniser on the dataset (skipped when ``model.encoder_path`` is set)."""
+    return _run_pretrain(config_json, "encoder", out_path, dataset_path)
+
+
+def run_train(
+    config_json: str,
+    dataset_path: str,
+    model_path: str,
+    backbone_path: str | None = None,
+    encoder_path: str | None = None,
+) -> str:
     """Train in this process, or (``pipeline.train_launcher: trainjob``) hand off to a Kubeflow Trainer
-    TrainJob for multi-node training and wait for it; either way the model ends up in ``model_path``."""
+    TrainJob for multi-node training and wait for it; either way the model ends up in ``model_path``.
+
+    ``backbone_path`` / ``encoder_path`` are the pretrain steps' outputs; checkpoints the config names win
+    (see :func:`pretrained_config`)."""
     from lws_core.train import train
 
-    cfg = _cfg(config_json)
+    cfg = pretrained_config(_cfg(config_json), backbone_path, encoder_path)
     tr = Tracker(cfg)
     rid = _step_run(tr, "train")
     sm = _SystemMetrics()
     try:
+        for kind in PRETRAINED:
+            if (where := getattr(cfg.model, f"{kind}_path")) is not None:
+                tr.client.set_tag(rid, f"lws.{kind}_path", where)
         if cfg.pipeline.train_launcher == "trainjob":
             from lws_core.ops.trainjob import train_on_cluster
 
@@ -220,11 +335,17 @@ def run_register(
     eval_path: str,
     dataset_hash: str,
     step_runs: list[str] | None = None,
+    backbone_path: str | None = None,
+    encoder_path: str | None = None,
+    backbone_run: str | None = None,
+    encoder_run: str | None = None,
 ) -> dict[str, Any]:
     """Create the pipeline's parent run, file the step runs under it, version the model, register and gate it.
 
     Everything that can fail (reading metrics, DVC push, model logging) happens before the
     registry is touched; ``register_model`` itself rolls back its version if it fails midway.
+    ``backbone_path`` / ``encoder_path`` (the pretrain steps' outputs, with their step runs) are versioned
+    too, and the version is tagged with where it started from (:func:`pretrained_lineage`).
     """
     from lws_core.ops.registry import register_model
     from lws_core.ops.versioning import remote_url, version_path
@@ -253,7 +374,12 @@ def run_register(
             "mlflow_run": parent,
             "eval_summary": ", ".join(f"{r.metric}={metrics.get(r.metric)}" for r in cfg.registry.gate),
         }
-        reg = register_model(cfg, model_path, metrics, lineage, run_id=rid)
+        started = {}
+        for kind, path, run in ((("backbone", backbone_path, backbone_run)), ("encoder", encoder_path, encoder_run)):
+            tag, extra = pretrained_lineage(cfg, kind, path, run)
+            started.update(tag)
+            lineage.update(extra)
+        reg = register_model(cfg, model_path, metrics, lineage, run_id=rid, tags=started)
         result = {
             "name": reg.name,
             "version": reg.version,
@@ -263,10 +389,12 @@ def run_register(
             "model_uri": reg.model_uri,
             "model_dvc_hash": model_hash,
             "dataset_dvc_hash": dataset_hash,
+            "started_from": started,
             "parent_run_id": parent,
             "experiment_id": tr.experiment_id(),
         }
         tags = {f"lineage.{k}": v for k, v in lineage.items()}
+        tags.update(started)
         tags.update(
             {
                 "registry.name": reg.name,
@@ -289,6 +417,29 @@ def run_register(
     except BaseException:
         tr.finish(rid, "FAILED")
         raise
+
+
+def pretrained_lineage(cfg: LWSConfig, kind: str, path: str | None, run_id: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Where the model's ``kind`` (backbone | encoder) started from: the tag ``lws.<kind>`` and lineage entries.
+
+    A real checkpoint (``model.<kind>_path``, or a pretrain step's skip marker) is recorded by its path
+    (``path:<dir>``); a stand-in the pipeline pretrained by its step run and the DVC hash it is versioned
+    under (``run:<id> dvc:<hash>``; ``lws data pull --version <hash>`` brings it back). Nothing known: no tag.
+    """
+    marker = skipped_marker(path)
+    real = getattr(cfg.model, f"{kind}_path") or (marker or {}).get("path")
+    if real:
+        return {f"lws.{kind}": f"path:{real}"}, {f"{kind}_path": str(real)}
+    if not path:
+        return {}, {}
+    from lws_core.ops.versioning import version_path
+
+    h = version_path(cfg, path, kind)
+    value = " ".join(x for x in (f"run:{run_id}" if run_id else "", f"dvc:{h}") if x)
+    lineage = {f"{kind}_dvc_hash": h}
+    if run_id:
+        lineage[f"{kind}_run"] = run_id
+    return {f"lws.{kind}": value}, lineage
 
 
 def run_finalize(config_json: str, run_tag: str) -> str:

@@ -138,10 +138,11 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_sections(self, run_id: str, sections: tuple[str, ...]) -> None:
-        """A step run's own config sections as its params, so a step run alone says what it ran with
-        (the parent holds the whole config; a cached step's run is shared by several parents)."""
-        d = self.cfg.to_dict()
-        self.log_params(run_id, {k: d[k] for k in sections if k in d})
+        """A step run's own config sections (or ``section.key`` entries) as its params, so a step run alone
+        says what it ran with (the parent holds the whole config; a cached step's run is shared by several parents)."""
+        from lws_core.config import pick
+
+        self.log_params(run_id, pick(self.cfg.to_dict(), sections))
 
     def start_system_metrics(self, run_id: str) -> None:
         """MLflow's own system-metrics monitor (CPU, memory, disk, network, GPU when present; psutil)

@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "data.sessions": 40, "data.workers": 1, "train.max_steps": 4, "train.batch_size": 4, "train.logging_steps": 2,
     "train.save_steps": 100, "train.backend": "torch", "eval.limit": 3, "eval.consistency_embedding": False,
+    "pretrain.backbone.sessions": 16, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
+    "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
 }
+STAGES = {"synthesize", "version", "pretrain_backbone", "pretrain_encoder", "train", "evaluate", "register"}
 
 
 def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -39,13 +42,19 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
 
     dag = _dvc(work, "dag", "--md")
     assert dag.returncode == 0, dag.stderr
-    assert all(stage in dag.stdout for stage in ("synthesize", "version", "train", "evaluate", "register"))
+    assert all(stage in dag.stdout for stage in STAGES)
 
     r = _dvc(work, "repro")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"synthesize", "version", "train", "evaluate", "register"}
+    assert set(lock) == STAGES
     assert lock["train"]["params"]["params.yaml"]["train"]["max_steps"] == 4
+    assert lock["pretrain_backbone"]["params"]["params.yaml"]["pretrain.backbone"]["max_steps"] == 2
+    train_deps = {d["path"]: d["md5"] for d in lock["train"]["deps"]}
+    for stage, out in (("pretrain_backbone", "models/backbone"), ("pretrain_encoder", "models/encoder")):
+        assert train_deps[out] == lock[stage]["outs"][0]["md5"]  # train started from those checkpoints
+    spec = json.loads((work / "models" / "lws" / "lws_model.json").read_text())
+    assert spec["backbone_source"] == "models/backbone" and spec["encoder_source"] == "models/encoder"
     assert lock["train"]["outs"][0]["md5"].endswith(".dir")
     eval_deps = {d["path"]: d["md5"] for d in lock["evaluate"]["deps"]}
     assert eval_deps["models/lws"] == lock["train"]["outs"][0]["md5"]  # evaluate consumed that model
@@ -72,3 +81,7 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
     status = _dvc(work, "status", "--json")
     stale = set(json.loads(status.stdout))
     assert stale == {"train"}, status.stdout
+    # an encoder setting makes only the encoder stale (train follows once its input checkpoint changes)
+    (work / "params.yaml").write_text(cfg.with_overrides({"pretrain.encoder.max_steps": 3}).to_yaml())
+    status = _dvc(work, "status", "--json")
+    assert set(json.loads(status.stdout)) == {"pretrain_encoder"}, status.stdout

@@ -22,6 +22,9 @@ TINY = [
     "train.save_steps=100", "eval.limit=3", "eval.consistency_embedding=false",
     # kfp.local honours the tasks' retry policy (30 s backoff): a deliberately failing step would only wait
     "pipeline.retries=0",
+    # the pretrain stand-ins, tiny: the same code paths in seconds
+    "pretrain.backbone.sessions=16", "pretrain.backbone.max_steps=2", "pretrain.backbone.batch_size=4",
+    "pretrain.encoder.max_steps=2", "pretrain.encoder.batch_size=8", "pretrain.encoder.eval_sessions=2",
 ]
 
 
@@ -117,8 +120,9 @@ def _finish(p: subprocess.Popen, rc: int = 0) -> str:
 
 def test_main_job_end_to_end(tmp_path):
     """The main job through the CLI on one workspace: two runs at once (SQLite store, DVC cache), a run whose
-    late step (evaluate) fails, its rerun with the fault gone served synthesize and train from the cache,
-    a run whose first step fails, and the dataset pulled back by the hash lineage recorded."""
+    late step (evaluate) fails, its rerun with the fault gone served synthesize, the pretrain steps and train
+    from the cache, a run with real checkpoints configured (the pretrain steps skip), a run whose first step
+    fails, and the dataset pulled back by the hash lineage recorded."""
     from mlflow.tracking import MlflowClient
 
     ws = tmp_path / "ws"
@@ -134,20 +138,35 @@ def test_main_job_end_to_end(tmp_path):
     champ = client.get_model_version_by_alias("lws", "champion")
     tags = client.get_model_version(champ.name, champ.version).tags
     for k in ("lineage.dataset_dvc_hash", "lineage.model_dvc_hash", "lineage.params_digest", "lineage.code_revision",
-              "lineage.teacher", "lineage.dvc_remote", "gate.decision", "gate.reasons", "metric.state_accuracy"):
+              "lineage.teacher", "lineage.dvc_remote", "gate.decision", "gate.reasons", "metric.state_accuracy",
+              "lws.backbone", "lws.encoder", "lineage.backbone_dvc_hash", "lineage.encoder_run"):
         assert k in tags, k
+    # where the version started from: the pretrain step runs and the checkpoints' DVC hashes
+    assert tags["lws.backbone"] == f"run:{tags['lineage.backbone_run']} dvc:{tags['lineage.backbone_dvc_hash']}"
+    assert tags["lws.encoder"] == f"run:{tags['lineage.encoder_run']} dvc:{tags['lineage.encoder_dvc_hash']}"
     parents = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'")
     assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in parents)
     steps = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     by_step = {r.data.tags.get("lws.step"): r for r in steps}
-    assert set(by_step) == {"synthesize", "train", "evaluate", "register"}
+    assert set(by_step) == {"synthesize", "pretrain_backbone", "pretrain_encoder", "train", "evaluate", "register"}
+    backbone_run, encoder_run = by_step["pretrain_backbone"], by_step["pretrain_encoder"]
+    assert client.get_metric_history(backbone_run.info.run_id, "text_loss") and "final_loss" in backbone_run.data.metrics
+    assert client.get_metric_history(encoder_run.info.run_id, "ctc_loss") and "wer_sessions" in encoder_run.data.metrics
+    assert "system/peak_rss_mb" in encoder_run.data.metrics and "pretrain_report.json" in {
+        f.path for f in client.list_artifacts(backbone_run.info.run_id)}
+    assert backbone_run.data.params["pretrain.backbone.max_steps"] == "2" and "train.max_steps" not in backbone_run.data.params
+    assert "step pretrain_encoder" in out_a and "step pretrain_backbone" in out_a
     train_run = by_step["train"]
+    # the LWS stage started from the two stand-ins this run pretrained (the KFP artifacts of those steps)
+    backbone_dir, encoder_dir = train_run.data.tags["lws.backbone_path"], train_run.data.tags["lws.encoder_path"]
+    assert (Path(backbone_dir) / "pretrain_report.json").is_file() and (Path(encoder_dir) / "lws_encoder.json").is_file()
     assert len(client.get_metric_history(train_run.info.run_id, "loss_state")) >= 2  # per-channel loss curves
     assert train_run.data.metrics["system/peak_rss_mb"] > 50
     assert "system/cpu_utilization_percentage" in train_run.data.metrics  # MLflow's own system-metrics monitor
     # each step run carries its own config sections as params (and only those)
     assert train_run.data.params["train.max_steps"] == "6" and "model.preset" in train_run.data.params
-    assert not any(k.startswith(("eval.", "data.")) for k in train_run.data.params)
+    assert not any(k.startswith(("eval.", "data.", "pretrain.backbone", "pretrain.encoder")) for k in train_run.data.params)
+    assert "pretrain.warmup.projector_steps" in train_run.data.params
     assert by_step["synthesize"].data.params["data.sessions"] == "40"
     assert by_step["evaluate"].data.params["eval.limit"] == "3"
     assert "registry.gate" in by_step["register"].data.params
@@ -175,18 +194,37 @@ def test_main_job_end_to_end(tmp_path):
     assert "cached (skipped)" in out_c
     trains = client.search_runs([exp], filter_string="tags.`lws.step` = 'train'")
     assert len(trains) == 2  # no third training
-    assert len(client.search_runs([exp], filter_string="tags.`lws.step` = 'synthesize'")) == 2
+    for step in ("synthesize", "pretrain_backbone", "pretrain_encoder"):  # nor a third synthesis or pretraining
+        assert len(client.search_runs([exp], filter_string=f"tags.`lws.step` = '{step}'")) == 2, step
     assert len(client.search_runs([exp], filter_string="tags.`lws.step` = 'evaluate'")) == 4  # a, b, failed, this
     newest = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
-    assert {"lws.cached.synthesize", "lws.cached.train"} <= set(newest.data.tags)
+    assert {"lws.cached.synthesize", "lws.cached.pretrain_backbone", "lws.cached.pretrain_encoder",
+            "lws.cached.train"} <= set(newest.data.tags)
     assert "lws.cached.evaluate" not in newest.data.tags
     assert newest.info.status == "FINISHED" and newest.data.tags["registry.version"] == "3"
+    assert newest.data.tags["lws.backbone"].startswith("run:")  # lineage of the cached stand-ins
+
+    # real checkpoints configured (run a's or b's stand-ins play them): both pretrain steps skip, leaving a
+    # marker; the LWS stage trains from the configured paths; the version records them as where it started
+    real = [f"model.backbone_path={backbone_dir}", f"model.encoder_path={encoder_dir}"]
+    out_e = _finish(_run_cli(ws, "eval.limit=2", *real))
+    assert "skipped" in out_e
+    newest = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
+    assert newest.info.status == "FINISHED" and newest.data.tags["registry.version"] == "4"
+    nested = {r.data.tags["lws.step"]: r for r in client.search_runs(
+        [exp], filter_string=f"tags.`mlflow.parentRunId` = '{newest.info.run_id}'")}
+    assert nested["pretrain_backbone"].data.tags["lws.skipped"] == backbone_dir
+    assert nested["pretrain_encoder"].data.tags["lws.skipped"] == encoder_dir
+    assert "final_loss" not in nested["pretrain_backbone"].data.metrics
+    assert nested["train"].data.tags["lws.backbone_path"] == backbone_dir
+    mv = client.get_model_version("lws", "4").tags
+    assert mv["lws.backbone"] == f"path:{backbone_dir}" and mv["lws.encoder"] == f"path:{encoder_dir}"
 
     # the first step fails: the exit handler marks the parent FAILED, nothing is registered, no alias moves
     aliases = {a: client.get_model_version_by_alias("lws", a).version for a in ("champion", "challenger")}
     out_d = _finish(_run_cli(ws, "data.source.kind=file", f"data.source.path={tmp_path / 'missing.jsonl'}"), rc=1)
     assert "FAILED" in out_d
-    assert sorted(int(v.version) for v in client.search_model_versions("name='lws'")) == [1, 2, 3]
+    assert sorted(int(v.version) for v in client.search_model_versions("name='lws'")) == [1, 2, 3, 4]
     assert {a: client.get_model_version_by_alias("lws", a).version for a in aliases} == aliases
     failed = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
     assert failed.info.status == "FAILED" and "lws.failure" in failed.data.tags
