@@ -154,6 +154,22 @@ def transcript_words(transcript: str) -> list[tuple[str, list[str]]]:
     return [(tok, _token_words(tok)) for tok in (transcript or "").split()]
 
 
+_LETTERS = " abcdefghijklmnopqrstuvwxyz'"
+
+
+def spoken_form(words: list[str]) -> str:
+    """Words as they are pronounced, in lower-case letters: "42" -> "forty two", "x*2" -> "x times two".
+
+    Digits are spelled because the recogniser hears "forty two", not "42"; the
+    same spelling rules as the forced aligner's.
+    """
+    out: list[str] = []
+    for _, spelled in transcript_words(" ".join(words)):
+        out += spelled
+    text = " ".join(out).lower()
+    return " ".join("".join(c for c in w if c in _LETTERS) for w in text.split() if any(c in _LETTERS[1:] for c in w))
+
+
 # ---------------------------------------------------------------- pocketsphinx
 
 _FRAME_S = 0.01  # pocketsphinx's default frame rate is 100 frames/s

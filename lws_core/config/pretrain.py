@@ -32,7 +32,9 @@ class EncoderPretrain(Section):
     batch_size: int = Field(48, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     seed: int = 0
-    targets: Literal["words", "letters"] = Field("words", description="CTC output symbols: spoken words or letters.")
+    targets: Literal["tokens", "words", "letters"] = Field(
+        "tokens", description="CTC output symbols: the LM's own tokens (the projector's slots are built from them), words or letters."
+    )
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
     eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
 

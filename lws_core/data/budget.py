@@ -1,6 +1,6 @@
 """Token counting for the per-unit write/say budgets (invariant 6).
 
-Choice: a fixed byte-level BPE (vocab 512) trained once, deterministically, from
+Choice: a fixed byte-level BPE (at most 1024 entries, digits one per token) trained once, deterministically, from
 template-task text. Budgets are counted with it exactly, and the tokenizer is
 saved beside the dataset (``tokenizer/``) so training can use the very same one
 and the budgets hold token for token. A different tokenizer at training time
@@ -16,10 +16,18 @@ import numpy as np
 
 from lws_core.schema import SchemaTokenizer, train_bpe_tokenizer
 
-BPE_VOCAB = 512
+BPE_VOCAB = 1024  # an upper bound: the corpus saturates near 630 entries
 
 
 def _corpus(n: int = 400) -> list[str]:
+    """Template text, plus every question and spoken answer as it is *pronounced* ("forty two").
+
+    The spoken forms are what the model hears (the backbone's text view of the
+    audio, the speech encoder's CTC targets); with them in the corpus, nearly
+    every heard word is one token, so a unit's words fit its K audio slots.
+    """
+    from lws_core.audio.align import spoken_form
+    from lws_core.data.scenarios import BACKCHANNELS
     from lws_core.data.tasks import FAMILIES, make_followup, make_question
 
     rng = np.random.default_rng(12345)
@@ -32,6 +40,8 @@ def _corpus(n: int = 400) -> list[str]:
             out += [q.text, s.written, s.spoken, *(nt.text for nt in s.notes)]
             f = make_followup(q, rng)
             out += [f.text, f.script.written if f.script else ""]
+            out += [" " + spoken_form(t.split()) for t in (q.text, s.spoken, f.text)]
+    out += [" " + spoken_form(b.split()) for b in BACKCHANNELS] * 20
     return out
 
 

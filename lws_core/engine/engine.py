@@ -133,13 +133,13 @@ class Engine:
         progress: bool = False,
         naive: bool = False,
         policy: Policy | None = None,
-        heard: list[str] | None = None,
+        heard: list[list[int]] | None = None,
     ) -> SimulationResult:
         """Run a whole recording (float32 mono, 16 kHz) through a fresh session, as if live.
 
         ``naive`` runs the recompute-everything baseline; ``policy`` scripts decisions (tests).
-        ``heard`` (one text per unit) feeds the text of what was said instead of the
-        audio: the text ceiling and the ASR→LLM cascade of the liberation benchmark.
+        ``heard`` (K token ids per unit) feeds the text of what was said instead of
+        the audio: the text ceiling and the ASR→LLM cascade of the liberation benchmark.
         """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size == 0:
@@ -165,14 +165,14 @@ class Engine:
         naive: bool,
         total: int | None = None,
         policy: Policy | None = None,
-        heard: list[str] | None = None,
+        heard: list[list[int]] | None = None,
     ) -> Iterator[tuple[np.ndarray, UnitOutput]]:
         from tqdm.auto import tqdm
 
         with self.session(system=system, naive=naive, policy=policy) as sess:
             for i, block in enumerate(tqdm(blocks, total=total, unit="unit", disable=not progress, desc="simulate")):
-                text = None if heard is None else (heard[i] if i < len(heard) else "")
-                yield block, sess.step(block, heard_text=text)
+                slots = None if heard is None else (heard[i] if i < len(heard) else [self.model.tokenizer.special.audio] * self.model.spec.audio_tokens_per_unit)
+                yield block, sess.step(block, heard=slots)
 
     def _result(self, tl: _Timeline, out: np.ndarray, n_in: int, system: str | None) -> SimulationResult:
         spec = self.model.spec

@@ -118,7 +118,7 @@ class StreamingSession:
         self.per_unit_max = (
             3
             + 1
-            + 2 * self.spec.audio_tokens_per_unit  # K audio embeddings, or up to 2K tokens of heard text
+            + self.spec.audio_tokens_per_unit
             + 2
             + self.spec.max_write_tokens
             + 1
@@ -285,18 +285,18 @@ class StreamingSession:
         return time.perf_counter()
 
     # -- the step ------------------------------------------------------------------------
-    def step(self, audio_unit: np.ndarray, heard_text: str | None = None) -> UnitOutput:
+    def step(self, audio_unit: np.ndarray, heard: list[int] | None = None) -> UnitOutput:
         """Consume one unit of user audio (float32, 16 kHz, ``spec.unit_samples`` long; a shorter
         final block is zero-padded). Returns the unit's output; its ``speech`` plays during the next unit.
 
-        ``heard_text`` replaces the unit's audio by the text of what was said in it
-        (the text view a backbone is pretrained on): the text ceiling and the
-        ASR→LLM cascade run through this same decoding loop.
+        ``heard`` (K token ids) replaces the unit's audio by the text of what was said
+        in it, laid out in the K slots as in the text view a backbone is pretrained
+        on: the text ceiling and the ASR→LLM cascade run through this same loop.
         """
         with self._lock:
             if self._cache is None:
                 raise RuntimeError("session is closed")
-            return self._step(audio_unit, heard_text)
+            return self._step(audio_unit, heard)
 
     def _audio_embeddings(self, audio: np.ndarray) -> torch.Tensor:
         """[K, H] for one unit, the encoder hearing the previous unit's tail first (left context)."""
@@ -307,7 +307,7 @@ class StreamingSession:
         return self.model.audio(torch.from_numpy(window).to(self._device).unsqueeze(0)).to(self._dtype)[0]
 
     @torch.inference_mode()
-    def _step(self, audio_unit: np.ndarray, heard_text: str | None = None) -> UnitOutput:
+    def _step(self, audio_unit: np.ndarray, heard: list[int] | None = None) -> UnitOutput:
         t0 = self._sync()
         c0 = time.process_time()
         self.tokens_fed_last_step = 0
@@ -322,11 +322,12 @@ class StreamingSession:
         if audio.shape[0] < n:
             audio = np.pad(audio, (0, n - audio.shape[0]))
         self._maybe_slide()
-        if heard_text is None:
+        if heard is None:
             audio_emb = self._audio_embeddings(audio)
         else:
-            ids = self.tok.encode_text(" " + heard_text.strip(), where="heard text") if heard_text.strip() else []
-            audio_emb = self._embed_ids(ids[: 2 * self.spec.audio_tokens_per_unit])[0]
+            if len(heard) != self.spec.audio_tokens_per_unit:
+                raise InputError(f"heard text must fill {self.spec.audio_tokens_per_unit} slots, got {len(heard)}")
+            audio_emb = self._embed_ids(list(heard))[0]
         prefill = torch.cat([self._embed_ids([*self._pending, self.ids.unit]), audio_emb.unsqueeze(0)], dim=1)
         self._pending = []
         self._new_unit = True

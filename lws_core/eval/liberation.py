@@ -36,11 +36,12 @@ class ModeResult:
     graded: int
 
 
-def heard_truth(row: dict[str, Any], labels: Any) -> list[str]:  # noqa: ARG001
-    """Text view of the question: what the user said in each unit, in its spoken form."""
-    from lws_core.model.asr import heard_speech
+def heard_truth(engine: Any) -> Heard:
+    """The text ceiling's ears: what the user said in each unit, as the backbone's text view (K slots)."""
+    from lws_core.model.asr import heard_slots
 
-    return heard_speech(labels)
+    tok, k = engine.model.tokenizer, engine.model.spec.audio_tokens_per_unit
+    return lambda row, labels: heard_slots(labels, tok, k)
 
 
 def graded_rows(rows: Any, limit: int | None) -> Iterator[dict[str, Any]]:
@@ -79,16 +80,20 @@ def run_mode(engine: Any, rows: Any, mode: str, split: str, heard: Heard | None 
                       sum(len(v) for v in tally.written.values()))
 
 
-def heard_by(recognizer: Any) -> Heard:
-    """The cascade's ears: the speech encoder's own CTC transcript, unit by unit (no look-ahead)."""
+def heard_by(recognizer: Any, engine: Any) -> Heard:
+    """The cascade's ears: the speech encoder's own greedy CTC transcript, unit by unit (no look-ahead),
+    placed in the K slots at the positions where the recogniser emitted each token."""
     from lws_core.data.dataset import row_audio
-    from lws_core.model.asr import transcribe_units
+    from lws_core.model.asr import greedy_path, slots_from_path, unit_log_probs
 
-    def heard(row: dict[str, Any], labels: Any) -> list[str]:
+    k, filler = engine.model.spec.audio_tokens_per_unit, engine.model.tokenizer.special.audio
+
+    def heard(row: dict[str, Any], labels: Any) -> list[list[int]]:
         audio = row_audio(row)
         u = recognizer.speech.unit_samples
         n = len(labels.units)
         audio = np.pad(audio, (0, max(0, n * u - len(audio))))[: n * u].reshape(n, u)
-        return transcribe_units(recognizer, audio)
+        lp = unit_log_probs(recognizer, audio)
+        return [slots_from_path(p, recognizer.vocab, lp.shape[1], k, filler) for p in greedy_path(lp)]
 
     return heard

@@ -25,27 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lws_core.audio.align import spoken_form
 from lws_core.model.features import HOP, LogMel
 
 # CTC output alphabet; index 0 is the blank.
 ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 BLANK = 0
 ENCODER_META = "lws_encoder.json"
-
-
-def spoken_form(words: list[str]) -> str:
-    """Words as they are pronounced, in lower-case letters: "42" -> "forty two", "x*2" -> "x times two".
-
-    Digits are spelled because the recogniser hears "forty two", not "42"; the
-    same spelling rules as the forced aligner's.
-    """
-    from lws_core.audio.align import transcript_words
-
-    out: list[str] = []
-    for _, spelled in transcript_words(" ".join(words)):
-        out += spelled
-    text = " ".join(out).lower()
-    return " ".join("".join(c for c in w if c in ALPHABET) for w in text.split() if any(c in ALPHABET[1:] for c in w))
 
 
 UNK = "<unk>"
@@ -64,10 +50,19 @@ class CTCVocab:
         self.kind = kind
         self.symbols = symbols
         self.index = {s: i + 1 for i, s in enumerate(symbols)}
+        self.token_ids: list[int] = []  # kind "tokens": the LM token id of each symbol
 
     @classmethod
     def letters(cls) -> CTCVocab:
         return cls("letters", list(ALPHABET))
+
+    @classmethod
+    def from_token_targets(cls, targets: list[list[int]], tok) -> CTCVocab:  # noqa: ANN001 - SchemaTokenizer
+        """Symbols = the LM tokenizer's tokens that the targets use (saved as token strings)."""
+        used = sorted({t for tg in targets for t in tg})
+        v = cls("tokens", [str(x) for x in tok.token_strings(used)])
+        v.token_ids = used
+        return v
 
     @classmethod
     def from_texts(cls, texts: list[str]) -> CTCVocab:
@@ -77,26 +72,48 @@ class CTCVocab:
     def __len__(self) -> int:
         return len(self.symbols) + 1
 
+    def ids_for_tokens(self, token_ids: list[int]) -> list[int]:
+        """LM token ids -> CTC symbol ids (kind "tokens"); unseen tokens are skipped."""
+        pos = {t: i + 1 for i, t in enumerate(self.token_ids)}
+        return [pos[t] for t in token_ids if t in pos]
+
     def to_ids(self, text: str) -> list[int]:
         if self.kind == "letters":
             return [self.index[c] for c in text if c in self.index]
         return [self.index.get(w, self.index[UNK]) for w in text.split()]
 
     def decode(self, ids: list[int]) -> str:
+        if self.kind == "tokens":  # byte-level BPE strings: Ġ marks a space
+            return " ".join("".join(self.symbols[i - 1] for i in ids).replace("\u0120", " ").split())
         if self.kind == "letters":
             return " ".join("".join(self.symbols[i - 1] for i in ids).split())
         return " ".join(self.symbols[i - 1] for i in ids)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "symbols": self.symbols}
+        return {"kind": self.kind, "symbols": self.symbols, "token_ids": self.token_ids}
 
     @classmethod
     def from_json(cls, d: dict) -> CTCVocab:
-        return cls(d["kind"], list(d["symbols"]))
+        v = cls(d["kind"], list(d["symbols"]))
+        v.token_ids = [int(t) for t in d.get("token_ids", [])]
+        return v
 
 
 def to_ids(text: str) -> list[int]:
     return CTCVocab.letters().to_ids(text)
+
+
+def greedy_path(log_probs: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """Best path per row as (symbol id, position) of each emission (repeats collapsed, blanks dropped)."""
+    out = []
+    for row in log_probs.argmax(-1).tolist():
+        em, prev = [], BLANK
+        for pos, i in enumerate(row):
+            if i != prev and i != BLANK:
+                em.append((i, pos))
+            prev = i
+        out.append(em)
+    return out
 
 
 def greedy_decode(log_probs: torch.Tensor, vocab: CTCVocab | None = None) -> list[str]:
@@ -252,11 +269,54 @@ def ctc_loss(log_probs: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
 
 
 def heard_speech(session) -> list[str]:  # noqa: ANN001 - schema.Session
-    """Per unit, the spoken form of the user words heard in it ("what is forty two"): the recogniser's
-    targets, and the text a backbone is pretrained to hear in place of audio."""
+    """Per unit, the spoken form of the user words heard in it ("what is forty two")."""
     from lws_core.schema import heard_words
 
     return [spoken_form(ws) for ws in heard_words(session)]
+
+
+def place_in_slots(items: list[tuple[list[int], float]], k: int, filler: int) -> list[int]:
+    """K slots for one unit: each item (token ids, where its end falls in the unit, 0..1) ends near its
+    time, after the previous item; nothing else fills the slots. Tokens past slot K are dropped (rare:
+    a unit of fast speech holds ~5 tokens)."""
+    slots = [filler] * k
+    nxt = 0
+    for ids, frac in items:
+        if not ids:
+            continue
+        end_slot = min(k - 1, max(0, int(frac * k)))
+        start = max(nxt, min(end_slot - len(ids) + 1, k - len(ids)))
+        for j, t in enumerate(ids):
+            if start + j < k:
+                slots[start + j] = t
+        nxt = min(k, start + len(ids))
+    return slots
+
+
+def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
+    """The text view of what the user said: per unit, K token ids laid out like the audio slots.
+
+    A word belongs to the unit by whose end it has ended (the data pipeline's
+    "heard" rule); its spoken-form tokens sit near its end time within the unit;
+    ``<|audio|>`` fills the silent slots. The LWS audio path fills the same K
+    slots from the speech encoder's CTC posteriors, so the backbone sees one
+    interface from text and from speech.
+    """
+    n, u_s = len(session.units), session.unit_s
+    per_unit: list[list[tuple[list[int], float]]] = [[] for _ in range(n)]
+    for w in session.user_words:
+        u = max(0, int(np.ceil(w.end / u_s - 1e-9)) - 1)
+        text = spoken_form([w.text])
+        if u >= n or not text:
+            continue
+        per_unit[u].append((tok.encode_text(" " + text), (w.end - u * u_s) / u_s - 1e-6))
+    return [place_in_slots(items, k, tok.special.audio) for items in per_unit]
+
+
+def slots_from_path(path: list[tuple[int, int]], vocab: CTCVocab, positions: int, k: int, filler: int) -> list[int]:
+    """A greedy CTC path over LM tokens (one unit) -> K slots at the emissions' positions (the cascade)."""
+    items = [([vocab.token_ids[i - 1]], (pos + 0.5) / positions) for i, pos in path if vocab.kind == "tokens"]
+    return place_in_slots(items, k, filler)
 
 
 def load_recognizer(path: str | Path) -> CTCRecognizer:
@@ -281,12 +341,14 @@ def load_recognizer(path: str | Path) -> CTCRecognizer:
 
 
 @torch.inference_mode()
-def transcribe_units(rec: CTCRecognizer, units: np.ndarray, batch: int = 64) -> list[str]:
-    """One hypothesis per unit of one session (in order; each unit hears the previous one's tail)."""
+def unit_log_probs(rec: CTCRecognizer, units: np.ndarray, batch: int = 64) -> torch.Tensor:
+    """[n, P, V] CTC log-posteriors for the units of one session (each unit hears the previous one's tail)."""
     first = np.zeros(len(units), dtype=bool)
     first[:1] = True
     win = context_windows(torch.from_numpy(np.ascontiguousarray(units, dtype=np.float32)), first, rec.speech.context_samples)
-    out: list[str] = []
-    for i in range(0, win.shape[0], batch):
-        out += greedy_decode(rec(win[i : i + batch]), rec.vocab)
-    return out
+    return torch.cat([rec(win[i : i + batch]) for i in range(0, win.shape[0], batch)]) if len(win) else torch.zeros(0)
+
+
+def transcribe_units(rec: CTCRecognizer, units: np.ndarray, batch: int = 64) -> list[str]:
+    """One hypothesis per unit of one session, as text."""
+    return greedy_decode(unit_log_probs(rec, units, batch), rec.vocab) if len(units) else []

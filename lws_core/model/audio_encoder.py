@@ -49,6 +49,7 @@ class UnitAudioEncoder(nn.Module):
         context_samples: int = 0,
         normalize: bool = False,
         embed_rms: float = 1.0,
+        bridge_vocab: int = 0,
     ) -> None:
         super().__init__()
         self.featurizer = LogMel(n_mels, sample_rate)
@@ -63,10 +64,44 @@ class UnitAudioEncoder(nn.Module):
         self.padded = self.stack * k
         d = whisper_encoder.config.d_model
         self.projector = nn.Sequential(nn.Linear(d * self.stack, lm_hidden), nn.GELU(), nn.Linear(lm_hidden, lm_hidden))
-        self.normalize = normalize
-        if normalize:
+        self.normalize = normalize and not bridge_vocab
+        if self.normalize:
             self.out_norm = nn.LayerNorm(lm_hidden, elementwise_affine=False)
             self.out_scale = nn.Parameter(torch.tensor([float(embed_rms)]))  # 1-d: DeepSpeed cannot broadcast 0-d tensors
+        self.bridge_vocab = bridge_vocab
+        if bridge_vocab:
+            # the CTC bridge: posteriors over the LM's own tokens (+ blank) -> those tokens' embeddings
+            self.bridge_head = nn.Linear(d, bridge_vocab + 1)
+            self.bridge_emb = nn.Parameter(torch.zeros(bridge_vocab + 1, lm_hidden))
+            nn.init.zeros_(self.projector[2].weight)  # the free projector starts as a zero residual on the bridge
+            nn.init.zeros_(self.projector[2].bias)
+
+    def init_bridge(self, head: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        """Load the pretrained CTC head and the LM embedding rows of its symbols (row 0: ``<|audio|>``, the blank)."""
+        self.bridge_head.load_state_dict(head)
+        with torch.no_grad():
+            self.bridge_emb.copy_(rows)
+
+    def bridge(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[N, P, d] unit positions -> [N, K, H]: each slot is the embedding of the token the recogniser
+        hears in it, weighted by its posterior (max over the slot's positions), and ``<|audio|>`` for the rest.
+
+        Why: a speech encoder pretrained as a CTC recogniser over the LM's tokens
+        already says *which token* each position holds; turning its posteriors into
+        those tokens' embeddings hands the backbone the very slots it was pretrained
+        on in the text view, from the first step (a projector learnt from scratch had
+        to discover that mapping through the LM, slowly). The free projector adds a
+        learnt residual on top, and everything stays trainable end to end.
+        """
+        n, p, _ = hidden.shape
+        probs = self.bridge_head(hidden).float().softmax(-1)
+        if p < self.padded:
+            probs = torch.cat([probs, probs.new_zeros(n, self.padded - p, probs.shape[-1])], dim=1)
+        grouped = probs[:, : self.padded].reshape(n, self.k, self.stack, -1)
+        tokens = grouped[..., 1:].amax(dim=2)  # [N, K, V]
+        mass = tokens.sum(-1, keepdim=True).clamp(max=1.0)
+        emb = self.bridge_emb.float()
+        return (tokens @ emb[1:] + (1.0 - mass) * emb[0]).to(hidden.dtype)
 
     @property
     def window_samples(self) -> int:
@@ -97,6 +132,8 @@ class UnitAudioEncoder(nn.Module):
         out = self.projector(stacked)
         if self.normalize:
             out = self.out_norm(out) * self.out_scale
+        if self.bridge_vocab:
+            out = out + self.bridge(hidden[:, : self.positions])
         return out
 
 

@@ -37,7 +37,38 @@ from lws_core.schema import (
 )
 
 SPEC_FILE = "lws_model.json"
-DEFAULT_BPE_VOCAB = 512  # the data pipeline's budget tokenizer has this many entries (lws_core.data.budget)
+DEFAULT_BPE_VOCAB = 1024  # upper bound of the data pipeline's budget tokenizer (lws_core.data.budget.BPE_VOCAB)
+
+
+def _ctc_bridge(path: str, tokenizer: SchemaTokenizer, lm: nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """The CTC head of an encoder made by ``lws pretrain encoder`` over LM tokens, and the LM embedding rows
+    of its symbols (row 0: ``<|audio|>`` for the blank). None for any other encoder (a real Whisper).
+
+    Symbols are matched by token string, so a backbone whose tokenizer lacks one of
+    them is refused in one line rather than wired to the wrong rows.
+    """
+    from safetensors.torch import load_file
+
+    from lws_core.model.asr import CTCVocab
+
+    vocab_file, head_file = Path(path) / "ctc_vocab.json", Path(path) / "ctc_head.safetensors"
+    if not (vocab_file.is_file() and head_file.is_file()):
+        return None
+    vocab = CTCVocab.from_json(json.loads(vocab_file.read_text()))
+    if vocab.kind != "tokens":
+        return None
+    ids = tokenizer.hf.convert_tokens_to_ids(vocab.symbols)
+    unk = getattr(tokenizer.hf, "unk_token_id", None)
+    missing = [s for s, i in zip(vocab.symbols, ids, strict=True) if i is None or i == unk]
+    if missing:
+        raise InputError(f"model.encoder_path {path}: its recogniser emits tokens the backbone's tokenizer lacks ({missing[:3]})")
+    emb = lm.get_input_embeddings().weight.detach()
+    rows = emb[[tokenizer.special.audio, *ids]].clone().float()
+    try:
+        head = load_file(str(head_file))
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"model.encoder_path {path}: unreadable CTC head ({str(e).splitlines()[0]})") from None
+    return head, rows
 
 
 def _check_encoder_meta(path: str, unit_s: float, context_s: float) -> None:
@@ -72,6 +103,7 @@ class ModelSpec(BaseModel):
     encoder_source: str | None = None
     audio_context_s: float = 0.0  # seconds of the previous unit the encoder hears (0: models saved before it existed)
     projector_norm: bool = False  # projector output normalised to the token-embedding scale
+    bridge_vocab: int = 0  # CTC-bridge symbols (0: no bridge; see UnitAudioEncoder.bridge)
 
     @property
     def context_samples(self) -> int:
@@ -143,10 +175,14 @@ class LWSModel(nn.Module):
         n_mels = enc.config.num_mel_bins
         emb = lm.get_input_embeddings().weight.detach()
         embed_rms = float(emb.float().pow(2).mean().sqrt())
+        bridge = _ctc_bridge(mc.encoder_path, tokenizer, lm) if mc.encoder_path else None
         audio = UnitAudioEncoder(
             enc, n_mels, unit_samples, sc.audio_tokens_per_unit, lm.config.hidden_size, sc.sample_rate,
             context_samples=context_samples, normalize=True, embed_rms=embed_rms,
+            bridge_vocab=0 if bridge is None else bridge[1].shape[0] - 1,
         )
+        if bridge is not None:
+            audio.init_bridge(*bridge)
         spec = ModelSpec(
             preset=mc.preset,
             unit_s=sc.unit_s,
@@ -159,7 +195,8 @@ class LWSModel(nn.Module):
             backbone_source=mc.backbone_path,
             encoder_source=mc.encoder_path,
             audio_context_s=mc.audio_context_s,
-            projector_norm=True,
+            projector_norm=bridge is None,
+            bridge_vocab=0 if bridge is None else bridge[1].shape[0] - 1,
         )
         model = cls(lm, audio, tokenizer, spec)
         model.apply_freezing(mc.freeze_encoder, mc.freeze_backbone)
@@ -325,7 +362,7 @@ class LWSModel(nn.Module):
         enc = WhisperEncoder(enc_cfg)
         audio = UnitAudioEncoder(
             enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate,
-            context_samples=spec.context_samples, normalize=spec.projector_norm,
+            context_samples=spec.context_samples, normalize=spec.projector_norm, bridge_vocab=spec.bridge_vocab,
         )
         audio.load_state_dict(state)
         model = cls(lm, audio, tok, spec).to(device=device, dtype=dtype)

@@ -64,19 +64,24 @@ def heard_words(session: Session) -> list[list[str]]:
     return out
 
 
-def encode(session: Session, tok: SchemaTokenizer, audio_tokens_per_unit: int, heard: list[str] | None = None) -> Encoded:
+def encode(
+    session: Session, tok: SchemaTokenizer, audio_tokens_per_unit: int, heard: list[list[int]] | None = None
+) -> Encoded:
     """Tokenize a session. Raises SchemaError if a text holds a schema token string.
 
-    ``heard`` (one text per unit) gives the text-only view used to pretrain a
-    backbone without audio: each unit's K audio placeholders are replaced by the
-    tokens of what the user said in that unit (unlabelled, like audio), so the LM
-    learns the whole listen → note → answer → speech behaviour from text, and the
-    LWS stage only has to teach the audio projector to stand in for those words.
+    ``heard`` (K token ids per unit) gives the text-only view used to pretrain a
+    backbone without audio: each unit's K audio slots hold the tokens of what the
+    user said in that unit, placed at their time in the unit, and ``<|audio|>``
+    where nothing was said (unlabelled, like audio). The LM learns the whole
+    listen → note → answer → speech behaviour from text, and the LWS stage only has
+    to teach the audio projector to fill the same slots.
     """
     ids = tok.special
-    heard_text = heard is not None
-    if heard is not None and len(heard) != len(session.units):
-        raise SchemaError(f"{len(heard)} heard texts for {len(session.units)} units")
+    if heard is not None:
+        if len(heard) != len(session.units):
+            raise SchemaError(f"{len(heard)} heard units for {len(session.units)} units")
+        if any(len(h) != audio_tokens_per_unit for h in heard):
+            raise SchemaError(f"every heard unit must fill exactly {audio_tokens_per_unit} slots")
     out = Encoded([], [], [], [], [], [])
 
     def put(token: int, channel: Channel = Channel.NONE, audio: bool = False) -> None:
@@ -94,10 +99,9 @@ def encode(session: Session, tok: SchemaTokenizer, audio_tokens_per_unit: int, h
     for i, unit in enumerate(session.units):
         out.unit_starts.append(len(out.input_ids))
         put(ids.unit)
-        if heard_text:
-            if heard[i]:
-                for t in tok.encode_text(" " + heard[i].strip(), where=f"unit {i} user words"):
-                    put(t)
+        if heard is not None:
+            for t in heard[i]:
+                put(t)
         else:
             for _ in range(audio_tokens_per_unit):
                 put(ids.audio, audio=True)

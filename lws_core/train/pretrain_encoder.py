@@ -53,9 +53,10 @@ class EncoderReport:
 class _Session:
     units: np.ndarray  # [n, unit] float32
     targets: list[str]  # spoken form per unit
+    tokens: list[list[int]]  # the LM tokens of that spoken form, per unit
 
 
-def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None = None) -> list[_Session]:
+def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None = None, tok=None) -> list[_Session]:  # noqa: ANN001
     from datasets import load_from_disk
 
     try:
@@ -71,7 +72,9 @@ def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None
         a = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
         n = len(s.units)
         a = np.pad(a, (0, max(0, n * unit_samples - a.shape[0])))[: n * unit_samples].reshape(n, unit_samples)
-        out.append(_Session(a, heard_speech(s)))
+        texts = heard_speech(s)
+        tokens = [tok.encode_text(" " + t) if (tok is not None and t) else [] for t in texts]
+        out.append(_Session(a, texts, tokens))
     return out
 
 
@@ -82,11 +85,23 @@ def _has_rows(data_dir: Path, split: str) -> bool:
     return split in dd and len(dd[split]) > 0
 
 
-def _flatten(sessions: list[_Session]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _flatten(sessions: list[_Session]) -> tuple[np.ndarray, np.ndarray, list[str], list[list[int]]]:
     units = np.concatenate([s.units for s in sessions])
     first = np.concatenate([np.eye(1, len(s.targets), 0, dtype=bool)[0] for s in sessions])
     targets = [t for s in sessions for t in s.targets]
-    return units, first, targets
+    tokens = [t for s in sessions for t in s.tokens]
+    return units, first, targets, tokens
+
+
+def dataset_tokenizer(data_dir: Path):  # noqa: ANN201 - SchemaTokenizer
+    """The tokenizer the dataset's budgets were counted with (saved beside it), else the budget tokenizer."""
+    from lws_core.schema import SchemaTokenizer
+
+    if (Path(data_dir) / "tokenizer").is_dir():
+        return SchemaTokenizer.load(Path(data_dir) / "tokenizer")
+    from lws_core.data.budget import budget_tokenizer
+
+    return budget_tokenizer()
 
 
 def build_recognizer(
@@ -109,12 +124,12 @@ def transcribe_sessions(rec: CTCRecognizer, sessions: list[_Session]) -> list[st
     return [" ".join(h for h in transcribe_units(rec, s.units) if h) for s in sessions]
 
 
-def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+def word_error_rate(refs: list[str], hyps: list[str]) -> float | None:
     import jiwer
 
     pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
     if not pairs:
-        return float("nan")
+        return None  # nothing was said in the evaluated sessions
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
@@ -139,11 +154,16 @@ def pretrain_encoder(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
-    train = _load_split(data_dir, "train", unit_samples)
-    units, first, targets = _flatten(train)
+    tok = dataset_tokenizer(data_dir)
+    train = _load_split(data_dir, "train", unit_samples, tok=tok)
+    units, first, targets, tokens = _flatten(train)
     windows = context_windows(torch.from_numpy(units), first, ctx)
-    vocab = CTCVocab.letters() if ac.targets == "letters" else CTCVocab.from_texts(targets)
-    ids = [vocab.to_ids(t) for t in targets]
+    if ac.targets == "tokens":
+        vocab = CTCVocab.from_token_targets(tokens, tok)
+        ids = [vocab.ids_for_tokens(t) for t in tokens]
+    else:
+        vocab = CTCVocab.letters() if ac.targets == "letters" else CTCVocab.from_texts(targets)
+        ids = [vocab.to_ids(t) for t in targets]
     # units where nothing ends are most of a session; keep a quarter of them so blanks are still learnt
     speech = np.array([bool(t) for t in ids])
     keep = np.flatnonzero(speech | (rng.random(len(ids)) < 0.25))
@@ -181,7 +201,7 @@ def pretrain_encoder(
     rec.speech.spec_augment = False
     if bar is not None:
         bar.close()
-    evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions) if eval_sessions and _has_rows(data_dir, eval_split) else []
+    evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions, tok=tok) if eval_sessions and _has_rows(data_dir, eval_split) else []
     wer, examples = None, []
     if evals:
         hyps = transcribe_sessions(rec, evals)

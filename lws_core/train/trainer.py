@@ -275,6 +275,8 @@ def train(
     if tc.backend == "deepspeed":
         ensure_single_process_env()
         ds_cfg = deepspeed_config(tc.zero_stage, precision, on_gpu, model.lm.config.hidden_size)
+        if hold:  # the warm-up's two-phase schedule is the Trainer's (create_scheduler below), not DeepSpeed's
+            ds_cfg.pop("scheduler", None)
     try:
         args = TrainingArguments(
             output_dir=str(ckpt_dir),

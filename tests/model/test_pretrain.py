@@ -17,7 +17,7 @@ import torch
 
 from lws_core.errors import InputError
 from lws_core.model.asr import CTCVocab, context_windows, greedy_decode, heard_speech, spoken_form
-from lws_core.schema import Session, Unit, Word, check_digits, encode, heard_words, train_bpe_tokenizer
+from lws_core.schema import Session, Unit, Word, check_digits, encode, heard_words
 
 
 def test_digits_tokenize_one_per_token_whatever_the_number() -> None:
@@ -47,25 +47,33 @@ def test_a_tokenizer_whose_digits_do_not_round_trip_is_refused() -> None:
 
 
 def test_heard_view_puts_each_word_in_the_unit_that_hears_it() -> None:
+    from lws_core.data.budget import budget_tokenizer
+    from lws_core.model.asr import heard_slots
+
     words = [Word(text="what", start=0.1, end=0.4), Word(text="is", start=0.5, end=1.0), Word(text="42", start=1.2, end=1.9)]
     s = Session(units=[Unit(), Unit(write="- 42\n"), Unit(state="speak", say="forty two", eot=True)], user_words=words)
     assert heard_words(s) == [["what", "is"], ["42"], []]  # a word ending exactly at 1.0 s is heard in unit 0
-    heard = heard_speech(s)
-    assert heard == ["what is", "forty two", ""]
-    tok = train_bpe_tokenizer(["what is forty two", "- 42"] * 10, vocab_size=300)
-    enc = encode(s, tok, 10, heard=heard)
+    assert heard_speech(s) == ["what is", "forty two", ""]
+    tok = budget_tokenizer()
+    audio = tok.special.audio
+    slots = heard_slots(s, tok, 10)
+    assert [len(u) for u in slots] == [10, 10, 10]
+    assert [t for t in slots[0] if t != audio] == tok.encode_text(" what") + tok.encode_text(" is")
+    assert slots[0].index(tok.encode_text(" what")[0]) == 3  # "what" ends at 0.4 s: slot 3 of 10
+    assert [t for t in slots[1] if t != audio] == tok.encode_text(" forty two")  # spoken form, one token a word
+    assert slots[2] == [audio] * 10
+    enc = encode(s, tok, 10, heard=slots)
     assert not any(enc.audio_mask)
     first = enc.unit_starts[0]
-    user = tok.encode_text(" what is")
-    assert enc.input_ids[first + 1 : first + 1 + len(user)] == user
-    assert all(lab == -100 for lab in enc.labels[first : first + 1 + len(user)])  # the user's words are not targets
-    with pytest.raises(Exception, match="heard texts"):
-        encode(s, tok, 10, heard=["x"])
+    assert enc.input_ids[first + 1 : first + 11] == slots[0]
+    assert all(lab == -100 for lab in enc.labels[first : first + 11])  # the user's words are not targets
+    with pytest.raises(Exception, match="heard units"):
+        encode(s, tok, 10, heard=[slots[0]])
 
 
 def test_spoken_form_and_word_ctc_vocabulary() -> None:
     assert spoken_form(["What", "is", "42", "+", "7?"]) == "what is forty two plus seven"
-    v = CTCVocab.from_texts(["what is forty two", "two plus"])
+    v = CTCVocab.from_texts(["what is forty two", "two plus"])  # the word vocabulary (pretrain.encoder.targets=words)
     ids = v.to_ids("what is ninety two")
     assert v.decode(ids) == "what is <unk> two"
     lp = torch.full((1, 6, len(v)), -10.0)
@@ -192,10 +200,14 @@ def test_engine_hears_text_in_place_of_audio(tiny_model) -> None:
 
     eng = Engine.from_dir(tiny_model, config=EngineConfig(tts="none"))
     audio = np.zeros(3 * eng.unit_samples, dtype=np.float32)
-    res = eng.simulate(audio, heard=["what is", "forty two plus seven", ""])
+    tok, k = eng.model.tokenizer, eng.model.spec.audio_tokens_per_unit
+    words = tok.encode_text(" what is forty two")
+    slots = [*words, *[tok.special.audio] * (k - len(words))]
+    res = eng.simulate(audio, heard=[slots, [tok.special.audio] * k, [tok.special.audio] * k])
     assert len(res.units) == 3
     with eng.session() as s:
         before = s.context_tokens
-        s.step(np.zeros(eng.unit_samples, dtype=np.float32), heard_text="what is forty two")
-        grew = s.context_tokens - before
-    assert grew >= 1 + len(eng.model.tokenizer.encode_text(" what is forty two"))
+        s.step(np.zeros(eng.unit_samples, dtype=np.float32), heard=slots)
+        assert s.context_tokens - before >= 1 + k
+        with pytest.raises(InputError, match="slots"):
+            s.step(np.zeros(eng.unit_samples, dtype=np.float32), heard=words)

@@ -121,8 +121,8 @@ def _finish(p: subprocess.Popen, rc: int = 0) -> str:
 def test_main_job_end_to_end(tmp_path):
     """The main job through the CLI on one workspace: two runs at once (SQLite store, DVC cache), a run whose
     late step (evaluate) fails, its rerun with the fault gone served synthesize, the pretrain steps and train
-    from the cache, a run with real checkpoints configured (the pretrain steps skip), a run whose first step
-    fails, and the dataset pulled back by the hash lineage recorded."""
+    from the cache, a run whose first step fails, and the dataset pulled back by the hash lineage recorded.
+    (Real checkpoints configured, the pretrain steps skipping: tests/ops/test_pretrain_steps.py.)"""
     from mlflow.tracking import MlflowClient
 
     ws = tmp_path / "ws"
@@ -204,27 +204,11 @@ def test_main_job_end_to_end(tmp_path):
     assert newest.info.status == "FINISHED" and newest.data.tags["registry.version"] == "3"
     assert newest.data.tags["lws.backbone"].startswith("run:")  # lineage of the cached stand-ins
 
-    # real checkpoints configured (run a's or b's stand-ins play them): both pretrain steps skip, leaving a
-    # marker; the LWS stage trains from the configured paths; the version records them as where it started
-    real = [f"model.backbone_path={backbone_dir}", f"model.encoder_path={encoder_dir}"]
-    out_e = _finish(_run_cli(ws, "eval.limit=2", *real))
-    assert "skipped" in out_e
-    newest = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
-    assert newest.info.status == "FINISHED" and newest.data.tags["registry.version"] == "4"
-    nested = {r.data.tags["lws.step"]: r for r in client.search_runs(
-        [exp], filter_string=f"tags.`mlflow.parentRunId` = '{newest.info.run_id}'")}
-    assert nested["pretrain_backbone"].data.tags["lws.skipped"] == backbone_dir
-    assert nested["pretrain_encoder"].data.tags["lws.skipped"] == encoder_dir
-    assert "final_loss" not in nested["pretrain_backbone"].data.metrics
-    assert nested["train"].data.tags["lws.backbone_path"] == backbone_dir
-    mv = client.get_model_version("lws", "4").tags
-    assert mv["lws.backbone"] == f"path:{backbone_dir}" and mv["lws.encoder"] == f"path:{encoder_dir}"
-
     # the first step fails: the exit handler marks the parent FAILED, nothing is registered, no alias moves
     aliases = {a: client.get_model_version_by_alias("lws", a).version for a in ("champion", "challenger")}
     out_d = _finish(_run_cli(ws, "data.source.kind=file", f"data.source.path={tmp_path / 'missing.jsonl'}"), rc=1)
     assert "FAILED" in out_d
-    assert sorted(int(v.version) for v in client.search_model_versions("name='lws'")) == [1, 2, 3, 4]
+    assert sorted(int(v.version) for v in client.search_model_versions("name='lws'")) == [1, 2, 3]
     assert {a: client.get_model_version_by_alias("lws", a).version for a in aliases} == aliases
     failed = client.search_runs([exp], filter_string="tags.`lws.role` = 'pipeline'", order_by=["start_time DESC"])[0]
     assert failed.info.status == "FAILED" and "lws.failure" in failed.data.tags

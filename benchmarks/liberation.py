@@ -1,0 +1,237 @@
+"""The capability-liberation experiment: does writing keep what the LLM can do, heard from speech?
+
+Per seed (data, pretraining and training seeds all change together), on the
+current code and the config in params.yaml (plus --set overrides):
+
+1. synthesize the audio set; pretrain the text backbone and the CTC speech encoder (the stand-ins);
+2. train three LWS models from those two checkpoints at equal compute (same steps, batch, seed):
+   full LWS, no writing while listening, speech only (no write channel);
+3. score, on the free-running streaming engine, per task family, on both held-out-voice splits
+   (``test_seen``: training phrasings; ``test``: held-out phrasings):
+   - text ceiling: the backbone given the question as text (its text view of each unit),
+   - cascade: the backbone given the encoder's own greedy transcript (half-duplex ASR -> LLM),
+   - LWS written and spoken, and the two ablations (written where they write, spoken always).
+
+Writes one table per family with the mean and a 95 % t-interval over seeds to
+``benchmarks/results/liberation.md`` (and JSON beside it).
+
+    .venv/bin/python benchmarks/liberation.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("text_ceiling", "cascade", "lws_written", "lws_spoken", "no_notes_written", "no_notes_spoken", "speech_only_spoken")
+SPLITS = ("test_seen", "test")
+
+
+def t95(n: int) -> float:
+    """Two-sided 95 % Student-t quantile for n samples (n-1 degrees of freedom)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
+def one_seed(cfg, seed: int, work: Path, limit: int, log) -> dict:  # noqa: ANN001, ANN201
+    from datasets import load_from_disk
+
+    from lws_core.data import synthesize
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+    from lws_core.eval.ablation import transform_dataset
+    from lws_core.eval.liberation import heard_by, heard_truth, run_mode
+    from lws_core.model import LWSModel
+    from lws_core.model.asr import load_recognizer
+    from lws_core.train import train
+    from lws_core.train.pretrain_backbone import build_backbone
+    from lws_core.train.pretrain_encoder import pretrain_encoder
+
+    cfg = cfg.with_overrides({"data.seed": seed, "train.seed": seed, "pretrain.backbone.seed": 1000 + seed, "pretrain.encoder.seed": seed})
+    work.mkdir(parents=True, exist_ok=True)
+    t = {}
+    t0 = time.time()
+    synthesize(cfg, work / "ds", progress=False)
+    t["synthesize_s"] = time.time() - t0
+    t0 = time.time()
+    b = build_backbone(cfg, work / "backbone", progress=False)
+    t["backbone_s"] = time.time() - t0
+    t0 = time.time()
+    e = pretrain_encoder(cfg, work / "ds", work / "encoder", progress=False)
+    t["encoder_s"] = time.time() - t0
+    log(f"seed {seed}: backbone loss {b.final_loss} ({t['backbone_s']:.0f} s), encoder WER {e.wer} ({t['encoder_s']:.0f} s)")
+    lws_cfg = cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir})
+    models = {}
+    for variant in ("full", "no_write_listen", "speech_only"):
+        data = work / "ds" if variant == "full" else transform_dataset(work / "ds", work / f"ds_{variant}", variant)
+        t0 = time.time()
+        train(lws_cfg, data, work / f"lws_{variant}", progress=False, resume=False)
+        t[f"train_{variant}_s"] = time.time() - t0
+        models[variant] = work / f"lws_{variant}"
+        log(f"seed {seed}: trained {variant} in {t[f'train_{variant}_s']:.0f} s")
+    ec = EngineConfig(tts="none")
+    text_engine = Engine(LWSModel.build(lws_cfg), ec)  # the backbone (its audio path is never used)
+    rec = load_recognizer(e.out_dir)
+    engines = {v: Engine.from_dir(p, config=ec) for v, p in models.items()}
+    ds = load_from_disk(str(work / "ds"))
+    out: dict = {"seed": seed, "timings_s": {k: round(v, 1) for k, v in t.items()}, "wer": e.wer, "splits": {}}
+    for split in SPLITS:
+        if split not in ds or len(ds[split]) == 0:
+            continue
+        rows = ds[split]
+        res = {
+            "text_ceiling": run_mode(text_engine, rows, "text_ceiling", split, heard_truth(text_engine), limit),
+            "cascade": run_mode(text_engine, rows, "cascade", split, heard_by(rec, text_engine), limit),
+            "lws": run_mode(engines["full"], rows, "lws", split, None, limit),
+            "no_notes": run_mode(engines["no_write_listen"], rows, "no_notes", split, None, limit),
+            "speech_only": run_mode(engines["speech_only"], rows, "speech_only", split, None, limit),
+        }
+        table = {
+            "text_ceiling": (res["text_ceiling"].written, res["text_ceiling"].written_overall),
+            "cascade": (res["cascade"].written, res["cascade"].written_overall),
+            "lws_written": (res["lws"].written, res["lws"].written_overall),
+            "lws_spoken": (res["lws"].spoken, res["lws"].spoken_overall),
+            "no_notes_written": (res["no_notes"].written, res["no_notes"].written_overall),
+            "no_notes_spoken": (res["no_notes"].spoken, res["no_notes"].spoken_overall),
+            "speech_only_spoken": (res["speech_only"].spoken, res["speech_only"].spoken_overall),
+        }
+        out["splits"][split] = {
+            m: {"families": fam, "overall": overall, "graded": res[m.split("_")[0] if m.startswith(("lws", "no_notes", "speech")) else m].graded
+                if False else None}
+            for m, (fam, overall) in table.items()
+        }
+        log(f"seed {seed} {split}: " + ", ".join(f"{m} {v[1] if v[1] is not None else float('nan'):.2f}" for m, v in table.items()))
+    return out
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """{split: {family: {mode: (mean, half-width, n)}}} with 'overall' as a family."""
+    agg: dict = {}
+    for split in SPLITS:
+        fams: set[str] = set()
+        for r in per_seed:
+            for m in MODES:
+                fams |= set(r["splits"].get(split, {}).get(m, {}).get("families", {}))
+        if not fams:
+            continue
+        agg[split] = {}
+        for fam in [*sorted(fams), "overall"]:
+            agg[split][fam] = {}
+            for m in MODES:
+                xs = []
+                for r in per_seed:
+                    cell = r["splits"].get(split, {}).get(m)
+                    if cell is None:
+                        continue
+                    v = cell["overall"] if fam == "overall" else cell["families"].get(fam)
+                    if v is not None and not math.isnan(v):
+                        xs.append(float(v))
+                if xs:
+                    mean = float(np.mean(xs))
+                    hw = t95(len(xs)) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan")
+                    agg[split][fam][m] = (mean, hw, len(xs))
+    return agg
+
+
+def verdicts(agg: dict) -> list[str]:
+    """The issue's two claims, checked per split and family on the means."""
+    out = []
+    for split, fams in agg.items():
+        for fam, cells in fams.items():
+            if fam == "overall" or "text_ceiling" not in cells or "lws_written" not in cells:
+                continue
+            ceil, lws = cells["text_ceiling"][0], cells["lws_written"][0]
+            casc = cells.get("cascade", (float("nan"),))[0]
+            if ceil > 0.2:
+                ok = lws >= 0.9 * ceil
+                out.append(f"- {split} / {fam}: LWS written {lws:.2f} vs 0.9 × ceiling {0.9 * ceil:.2f}: {'holds' if ok else 'does not hold'}")
+            out.append(f"- {split} / {fam}: LWS written {lws:.2f} vs cascade {casc:.2f}: {'LWS ≥ cascade' if lws >= casc else 'cascade ahead'}")
+    return out
+
+
+def render(agg: dict, per_seed: list[dict], cmd: str, wall: float) -> str:
+    def cell(c: tuple | None) -> str:
+        if c is None:
+            return "–"
+        m, hw, n = c
+        return f"{m:.2f} ± {hw:.2f}" if not math.isnan(hw) else f"{m:.2f} (n={n})"
+
+    lines = [
+        "# Capability liberation (benchmarks/liberation.py)",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; machine: {platform.machine()}, {__import__('os').cpu_count()} cores, "
+        f"{platform.python_version()}; commit {git_rev()}; wall {wall / 60:.1f} min.  ",
+        f"Seeds: {[r['seed'] for r in per_seed]}; each cell is the mean over seeds ± the 95 % t-interval half-width.",
+        "Written accuracy: the last `**Answer:**` line equals the known answer; spoken: the spoken answer states its key facts.",
+        "",
+        "Modes: **text ceiling** = the backbone hearing the question as text; **cascade** = the backbone hearing the",
+        "encoder's own greedy transcript; **LWS** = the LWS model hearing the audio; ablations at equal compute:",
+        "**no notes** (no writing while listening) and **speech only** (no write channel).",
+        "",
+    ]
+    for split, fams in agg.items():
+        title = "held-out voices, training phrasings" if split == "test_seen" else "held-out voices and phrasings"
+        lines += [f"## {split} ({title})", "", "| family | " + " | ".join(MODES) + " |", "|---" * (len(MODES) + 1) + "|"]
+        for fam, cells in fams.items():
+            lines.append(f"| {fam} | " + " | ".join(cell(cells.get(m)) for m in MODES) + " |")
+        lines.append("")
+    lines += ["## The claims, on the means", "", *verdicts(agg), "", "## Per seed", ""]
+    for r in per_seed:
+        lines.append(f"- seed {r['seed']}: encoder WER {r['wer']}, timings {r['timings_s']}")
+    return "\n".join(lines) + "\n"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--limit", type=int, default=60, help="graded sessions per split and mode")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+    ap.add_argument("--work", default="/tmp/lws-liberation")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/liberation.md"))
+    args = ap.parse_args()
+    import yaml
+
+    from lws_core.config import load_config
+
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    cfg = load_config(ROOT / "params.yaml").with_overrides(overrides)
+    t0 = time.time()
+    per_seed = []
+    for seed in args.seeds:
+        work = Path(args.work) / f"seed{seed}"
+        shutil.rmtree(work, ignore_errors=True)
+        per_seed.append(one_seed(cfg, seed, work, args.limit, lambda m: print(m, flush=True)))
+    agg = aggregate(per_seed)
+    cmd = "python benchmarks/liberation.py " + " ".join(sys.argv[1:])
+    text = render(agg, per_seed, cmd, time.time() - t0)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"per_seed": per_seed, "aggregate": agg}, indent=2, default=str))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
