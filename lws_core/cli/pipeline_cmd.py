@@ -30,6 +30,9 @@ def run(
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     cfg = resolve_config(config, set_)
+    from lws_core.model.preflight import check_model_paths
+
+    check_model_paths(cfg)  # a bad checkpoint fails here, in one line, before any step runs
     console.print(
         f"[bold]lws pipeline run[/]: {cfg.data.sessions} sessions, preset {cfg.model.preset}, "
         f"{cfg.train.max_steps} steps ({cfg.train.backend}), workspace {Path(cfg.pipeline.workspace).resolve()}"

@@ -46,6 +46,9 @@ def train(
         cfg = cfg.with_overrides(given)
     if not data.is_dir():
         raise InputError(f"dataset directory not found: {data}")
+    from lws_core.model.preflight import check_model_paths
+
+    check_model_paths(cfg)
     console.print(
         f"training preset [bold]{cfg.model.preset}[/] with {cfg.train.backend}"
         + (f" ZeRO-{cfg.train.zero_stage}" if cfg.train.backend == "deepspeed" else "")

@@ -16,30 +16,35 @@ from tests.model import synthetic
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    """A Qwen2 causal LM with its own BPE tokenizer (no schema tokens) and a Whisper model, as HF saves them."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A Qwen3 causal LM with its own BPE tokenizer (no schema tokens) and a Whisper model, as HF saves them
+    (with the feature extractor's preprocessor_config.json, whose sampling rate the build checks)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
-        Qwen2Config,
-        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
         WhisperConfig,
+        WhisperFeatureExtractor,
         WhisperModel,
     )
 
     root = tmp_path_factory.mktemp("hf")
-    lm_dir, wh_dir = root / "qwen", root / "whisper"
+    lm_dir, wh_dir = root / "qwen3", root / "whisper"
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # as Qwen's tokenizer
+    bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(synthetic.CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>"],
                                                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", eos_token="<eos>")
     tok.save_pretrained(str(lm_dir))
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=True)).save_pretrained(str(lm_dir))
+    Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                 tie_word_embeddings=True)).save_pretrained(str(lm_dir))
     WhisperModel(WhisperConfig(d_model=64, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
                                decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80, vocab_size=64,
                                pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)).save_pretrained(str(wh_dir))
+    WhisperFeatureExtractor(feature_size=80, sampling_rate=16000).save_pretrained(str(wh_dir))
     return lm_dir, wh_dir, len(tok)
 
 
@@ -82,7 +87,7 @@ def test_bad_encoder_dir_is_one_line_before_the_backbone_loads(dirs, tmp_path):
     (broken_lm / "model.safetensors").write_bytes(b"not safetensors")  # loading this backbone would fail differently
     not_whisper = tmp_path / "not_whisper"
     shutil.copytree(lm_dir, not_whisper, ignore=shutil.ignore_patterns("*.safetensors"))
-    for enc, needle in ((not_whisper, "describes a 'qwen2' model, not Whisper"), (tmp_path, "not a Whisper directory")):
+    for enc, needle in ((not_whisper, "describes a 'qwen3' model, not Whisper"), (tmp_path, "not a Whisper directory")):
         cfg = LWSConfig().with_overrides({"model.preset": "qwen-0.5b", "model.backbone_path": str(broken_lm),
                                           "model.encoder_path": str(enc)})
         with pytest.raises(InputError, match=needle) as e:
