@@ -34,7 +34,7 @@ class SourceConfig(Section):
 class DataConfig(Section):
     """Data synthesis settings; `lws data synth` and the pipeline's synthesize step read them."""
 
-    sessions: int = Field(600, ge=1, description="Sessions to synthesize (all splits).")
+    sessions: int = Field(1000, ge=1, description="Sessions to synthesize (all splits).")
     seed: int = 0
     workers: int = Field(2, ge=1)
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)

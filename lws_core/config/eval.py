@@ -23,7 +23,7 @@ class JudgeConfig(Section):
 
 
 class EvalConfig(Section):
-    limit: int | None = Field(200, description="Max test sessions to evaluate (None = all).")
+    limit: int | None = Field(100, description="Max sessions to evaluate per held-out split (None = all).")
     fdb_probe_per_task: int = Field(4, ge=1, description="Probe samples per Full-Duplex-Bench task.")
     fdb_probe: bool = Field(True, description="Run the Full-Duplex-Bench probe inside `lws eval run`.")
     judge: JudgeConfig = JudgeConfig()

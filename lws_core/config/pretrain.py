@@ -17,10 +17,10 @@ from lws_core.config.base import Section
 class BackbonePretrain(Section):
     """Text-only LM pretraining on the teacher's text in the schema's own segments (no audio)."""
 
-    sessions: int = Field(4000, ge=1, description="Text-only sessions to synthesize for the corpus (train phrasings only).")
+    sessions: int = Field(3000, ge=1, description="Text-only sessions to synthesize for the corpus (train phrasings only).")
     seed: int = Field(1, description="Corpus seed (not the audio set's, so the LM sees other questions).")
     max_steps: int = Field(600, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
 
@@ -28,7 +28,7 @@ class BackbonePretrain(Section):
 class EncoderPretrain(Section):
     """CTC speech-recogniser pretraining of the audio encoder on the synthesized user speech."""
 
-    max_steps: int = Field(1500, ge=1)
+    max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(48, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     seed: int = 0
