@@ -24,6 +24,9 @@ class JudgeConfig(Section):
 
 class EvalConfig(Section):
     limit: int | None = Field(100, description="Max sessions to evaluate per held-out split (None = all).")
+    liberation: bool = Field(
+        True, description="Also score the backbone the model started from on text (the ceiling) and on the encoder's transcript (cascade)."
+    )
     fdb_probe_per_task: int = Field(4, ge=1, description="Probe samples per Full-Duplex-Bench task.")
     fdb_probe: bool = Field(True, description="Run the Full-Duplex-Bench probe inside `lws eval run`.")
     judge: JudgeConfig = JudgeConfig()

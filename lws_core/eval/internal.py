@@ -268,6 +268,17 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
         per_family_spoken_seen = tally_seen.per_family_spoken()
         metrics.update(family_metrics(tally))
         metrics.update(family_metrics(tally_seen, SEEN_SUFFIX))
+        liberation_md = ""
+        if cfg.eval.liberation:  # the backbone LWS started from, hearing text or the encoder's transcript
+            from lws_core.eval.liberation import ceiling_and_cascade, liberation_metrics, liberation_table
+
+            splits = {"test": rows, **({SEEN_SPLIT: seen_rows} if seen_rows is not None else {})}
+            lib = ceiling_and_cascade(cfg, engine.model.spec, splits, limit)
+            if lib:
+                metrics.update(liberation_metrics(lib, {"test": "", SEEN_SPLIT: SEEN_SUFFIX}))
+                lws_written = {"test": {**per_family, "overall": tally.overall()},
+                               SEEN_SPLIT: {**per_family_seen, "overall": tally_seen.overall()}}
+                liberation_md = liberation_table(lib, lws_written)
         metrics["engine_settings"] = json.dumps(engine.config.model_dump(), sort_keys=True)  # what decoded these numbers
         metrics["judge"] = NOT_JUDGED if judge is None else f"{cfg.eval.judge.model} @ {cfg.eval.judge.endpoint}"
         if judge is not None:
@@ -278,6 +289,9 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             per_family_seen=per_family_seen if seen_rows is not None else None,
             per_family_spoken_seen=per_family_spoken_seen,
         )
+        if liberation_md:
+            with (work / "report.md").open("a") as f:
+                f.write("\n" + liberation_md)
         (work / "metrics.json").write_text(json.dumps(clean, indent=2))
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(work.iterdir(), key=lambda p: p.name == "metrics.json"):  # metrics.json last

@@ -97,3 +97,70 @@ def heard_by(recognizer: Any, engine: Any) -> Heard:
         return [slots_from_path(p, recognizer.vocab, lp.shape[1], k, filler) for p in greedy_path(lp)]
 
     return heard
+
+
+def ceiling_and_cascade(cfg: Any, spec: Any, splits: dict[str, Any], limit: int | None) -> dict[str, dict[str, ModeResult]]:
+    """Text ceiling and cascade on each split, when the model records the backbone and encoder it started from.
+
+    Returns ``{}`` for a model trained without them (or whose checkpoints are gone):
+    then there is no ceiling to compare with.
+    """
+    from pathlib import Path
+
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+    from lws_core.model import LWSModel
+    from lws_core.model.asr import EncoderMeta, load_recognizer
+
+    b, e = spec.backbone_source, spec.encoder_source
+    if not b or not Path(b).is_dir():
+        return {}
+    text_cfg = cfg.with_overrides({"model.backbone_path": b, "model.encoder_path": None})
+    engine = Engine(LWSModel.build(text_cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    rec = load_recognizer(e) if e and Path(e).is_dir() and EncoderMeta.load(Path(e)) is not None else None
+    out: dict[str, dict[str, ModeResult]] = {}
+    for split, rows in splits.items():
+        out[split] = {"text_ceiling": run_mode(engine, rows, "text_ceiling", split, heard_truth(engine), limit)}
+        if rec is not None:
+            out[split]["cascade"] = run_mode(engine, rows, "cascade", split, heard_by(rec, engine), limit)
+    return out
+
+
+def liberation_metrics(results: dict[str, dict[str, ModeResult]], suffix_of: dict[str, str]) -> dict[str, float]:
+    """``text_ceiling_accuracy<suffix>[.family]`` and ``cascade_accuracy<suffix>[.family]`` (MLflow-loggable)."""
+    m: dict[str, float] = {}
+    for split, modes in results.items():
+        sfx = suffix_of.get(split, f"_{split}")
+        for mode, r in modes.items():
+            if r.written_overall is not None:
+                m[f"{mode}_accuracy{sfx}"] = r.written_overall
+            m.update({f"{mode}_accuracy{sfx}.{fam}": v for fam, v in r.written.items()})
+    return m
+
+
+def liberation_table(results: dict[str, dict[str, ModeResult]], lws: dict[str, dict[str, float]]) -> str:
+    """Markdown: per split and family, the text ceiling, the cascade, LWS written, and LWS / ceiling."""
+    lines = [
+        "## Capability liberation (written task accuracy, one run)",
+        "",
+        "Text ceiling: the backbone LWS started from, hearing the question as text; cascade: that backbone hearing the",
+        "speech encoder's own transcript; LWS: this model hearing the audio. Multi-seed intervals: `benchmarks/liberation.py`.",
+        "",
+    ]
+    for split, modes in results.items():
+        ceil, casc = modes.get("text_ceiling"), modes.get("cascade")
+        fams = sorted(set(ceil.written if ceil else {}) | set(lws.get(split, {})))
+        lines += [f"### {split}", "", "| family | text ceiling | cascade | LWS written | LWS / ceiling |", "|---|---|---|---|---|"]
+        for fam in [*fams, "overall"]:
+            def get(r: ModeResult | None, fam: str = fam) -> float | None:
+                if r is None:
+                    return None
+                return r.written_overall if fam == "overall" else r.written.get(fam)
+
+            c, k = get(ceil), get(casc)
+            w = lws.get(split, {}).get(fam)
+            ratio = f"{w / c:.2f}" if (w is not None and c) else "–"
+            cells = ["–" if v is None else f"{v:.2f}" for v in (c, k, w)]
+            lines.append(f"| {fam} | {' | '.join(cells)} | {ratio} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -211,3 +211,27 @@ def test_engine_hears_text_in_place_of_audio(tiny_model) -> None:
         assert s.context_tokens - before >= 1 + k
         with pytest.raises(InputError, match="slots"):
             s.step(np.zeros(eng.unit_samples, dtype=np.float32), heard=words)
+
+
+def test_lws_stage_from_the_stand_ins_reports_the_ceiling_and_cascade(pretrained, tiny_dataset, tmp_path) -> None:
+    """Train (projector warm-up, then joint) from both checkpoints, save, load, and evaluate: the report
+    scores the backbone it started from on text and on the encoder's transcript beside LWS."""
+    from lws_core.eval.internal import evaluate
+    from lws_core.model import LWSModel
+    from lws_core.train import train
+
+    cfg, b, e, _ = pretrained
+    lws_cfg = cfg.with_overrides({
+        "model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir, "train.backend": "torch", "train.max_steps": 4,
+        "pretrain.warmup.projector_steps": 2, "pretrain.warmup.rewarm_steps": 1, "eval.limit": 3, "eval.fdb_probe": False,
+    })
+    s = train(lws_cfg, tiny_dataset, tmp_path / "m", progress=False)
+    assert s.steps == 4
+    m = LWSModel.load(tmp_path / "m")
+    assert m.spec.bridge_vocab > 0 and m.spec.audio_context_s == lws_cfg.model.audio_context_s
+    assert m.spec.backbone_source == b.out_dir and m.spec.encoder_source == e.out_dir
+    ev = evaluate(lws_cfg, tmp_path / "m", tiny_dataset, tmp_path / "ev", progress=False)
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "Capability liberation" in report and "text ceiling" in report
+    assert any(k.startswith("text_ceiling_accuracy") for k in ev.metrics), sorted(ev.metrics)
+    assert any(k.startswith("cascade_accuracy") for k in ev.metrics)
