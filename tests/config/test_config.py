@@ -15,7 +15,7 @@ def test_defaults_round_trip_through_yaml(tmp_path):
     p.write_text(cfg.to_yaml())
     again = load_config(p)
     assert again == cfg and again.digest() == cfg.digest()
-    assert list(yaml.safe_load(p.read_text())) == ["schema", "data", "model", "train", "engine", "eval", "registry", "pipeline"]
+    assert list(yaml.safe_load(p.read_text())) == ["schema", "data", "model", "pretrain", "train", "engine", "eval", "registry", "pipeline"]
 
 
 def test_repo_params_yaml_is_valid():
@@ -70,7 +70,7 @@ def test_unknown_override_names_allowed_keys():
     assert "\n" not in msg
     with pytest.raises(ConfigError) as e:
         LWSConfig().with_overrides({"nope.x": 1})
-    assert "allowed sections: schema, data, model, train, engine, eval, registry, pipeline" in str(e.value)
+    assert "allowed sections: schema, data, model, pretrain, train, engine, eval, registry, pipeline" in str(e.value)
     with pytest.raises(ConfigError, match="train.max_steps is a value"):
         LWSConfig().with_overrides({"train.max_steps.x": 1})
 

