@@ -109,10 +109,10 @@ def one_seed(cfg, seed: int, work: Path, limit: int, log) -> dict:  # noqa: ANN0
             "no_notes_spoken": (res["no_notes"].spoken, res["no_notes"].spoken_overall),
             "speech_only_spoken": (res["speech_only"].spoken, res["speech_only"].spoken_overall),
         }
+        source = {"text_ceiling": "text_ceiling", "cascade": "cascade", "lws_written": "lws", "lws_spoken": "lws",
+                  "no_notes_written": "no_notes", "no_notes_spoken": "no_notes", "speech_only_spoken": "speech_only"}
         out["splits"][split] = {
-            m: {"families": fam, "overall": overall, "graded": res[m.split("_")[0] if m.startswith(("lws", "no_notes", "speech")) else m].graded
-                if False else None}
-            for m, (fam, overall) in table.items()
+            m: {"families": fam, "overall": overall, "graded": res[source[m]].graded} for m, (fam, overall) in table.items()
         }
         log(f"seed {seed} {split}: " + ", ".join(f"{m} {v[1] if v[1] is not None else float('nan'):.2f}" for m, v in table.items()))
     return out
