@@ -29,6 +29,7 @@ from lws_core.errors import InputError
 from lws_core.model.asr import heard_slots
 from lws_core.model.presets import PRESETS, lm_config
 from lws_core.schema import IGNORE_INDEX, SchemaTokenizer, Session, encode
+from lws_core.train.loop import LossLog, optimizer_step
 
 
 @dataclass
@@ -120,13 +121,9 @@ def pretrain_backbone(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="pretrain backbone", unit="step", dynamic_ncols=True)
+    log = LossLog("text_loss", total, "pretrain backbone", progress, on_log)
     lm.train()
-    ema, tokens, losses = None, 0, []
+    tokens = 0
     order = rng.permutation(len(rows))
     pos = 0
     for step in range(1, total + 1):
@@ -137,27 +134,14 @@ def pretrain_backbone(
         ids, lab, att = _batch([rows[i] for i in pick], tokenizer.special.pad)
         with autocast(cfg.pretrain.bf16):
             loss = lm(input_ids=ids, attention_mask=att, labels=lab).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(loss, lm.parameters(), opt, sched)
         tokens += int(att.sum())
-        lv = float(loss.detach())
-        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
-        if step % 20 == 0 or step == total:
-            losses.append((step, round(ema, 4)))
-            if on_log is not None:
-                on_log(step, {"text_loss": ema})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{ema:.3f}")
-    if bar is not None:
-        bar.close()
+        log.update(step, loss)
+    log.close()
     wall = time.time() - t0
     out = save_backbone(lm, tokenizer, out_dir)
     report = BackboneReport(str(out), total, len(rows), sum(p.numel() for p in lm.parameters()), round(wall, 1),
-                            round(tokens / max(wall, 1e-9), 1), round(ema or float("nan"), 4), losses)
+                            round(tokens / max(wall, 1e-9), 1), round(log.ema or float("nan"), 4), log.losses)
     (out / "pretrain_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
 

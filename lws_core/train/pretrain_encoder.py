@@ -33,6 +33,7 @@ from lws_core.model.asr import (
 )
 from lws_core.model.presets import PRESETS
 from lws_core.schema import Session
+from lws_core.train.loop import LossLog, optimizer_step
 from lws_core.train.pretrain_backbone import autocast
 
 
@@ -170,13 +171,7 @@ def pretrain_encoder(
     rec = build_recognizer(cfg.model.preset, None, unit_samples, ctx, sc.sample_rate, vocab)
     opt = torch.optim.AdamW(rec.parameters(), lr=learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.1)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc="pretrain encoder", unit="step", dynamic_ncols=True)
-    losses: list[tuple[int, float]] = []
-    ema = None
+    log = LossLog("ctc_loss", steps, "pretrain encoder", progress, on_log)
     rec.train()
     rec.speech.spec_augment = ac.spec_augment
     for step in range(1, steps + 1):
@@ -184,23 +179,10 @@ def pretrain_encoder(
         with autocast(cfg.pretrain.bf16):
             log_probs = rec(windows[pick])
         loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rec.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        lv = float(loss.detach())
-        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
-        if step % 20 == 0 or step == steps:
-            losses.append((step, round(ema, 4)))
-            if on_log is not None:
-                on_log(step, {"ctc_loss": ema})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(ctc=f"{ema:.3f}")
+        optimizer_step(loss, rec.parameters(), opt, sched)
+        log.update(step, loss)
     rec.speech.spec_augment = False
-    if bar is not None:
-        bar.close()
+    log.close()
     evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions, tok=tok) if eval_sessions and _has_rows(data_dir, eval_split) else []
     wer, examples = None, []
     if evals:
@@ -209,8 +191,8 @@ def pretrain_encoder(
         wer = word_error_rate(refs, hyps)
         examples = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]]
     out = save_encoder(rec, out_dir, EncoderMeta(sc.sample_rate, sc.unit_s, cfg.model.audio_context_s, rec.speech.featurizer.n_mels, wer))
-    report = EncoderReport(str(out), steps, int(len(keep)), round(time.time() - t0, 1), round(ema or float("nan"), 4),
-                           None if wer is None else round(wer, 4), len(evals), losses, examples)
+    report = EncoderReport(str(out), steps, int(len(keep)), round(time.time() - t0, 1), round(log.ema or float("nan"), 4),
+                           None if wer is None else round(wer, 4), len(evals), log.losses, examples)
     (out / "pretrain_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
 
