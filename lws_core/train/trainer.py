@@ -106,6 +106,27 @@ def _trainer_class():  # noqa: ANN202
             self.joint_lr_scale = 1.0
             self.rewarm_steps = 0
 
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            """Checkpoint an LWS model whose backbone ties its embeddings (Qwen's do).
+
+            The Trainer writes a non-``PreTrainedModel`` with ``safetensors.save_file``,
+            which refuses tensors that share memory (``embed_tokens`` and ``lm_head``).
+            Writing the second name as a copy keeps the file loadable with
+            ``load_state_dict``, which copies both names back into the one tied tensor.
+            """
+            if state_dict is None and not hasattr(self.model, "save_pretrained"):
+                state_dict = self.model.state_dict()
+            if state_dict is not None:
+                seen: set[tuple[int, int]] = set()
+                unshared = {}
+                for k, v in state_dict.items():
+                    key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+                    unshared[k] = v.clone() if key in seen else v
+                    if key is not None:
+                        seen.add(key)
+                state_dict = unshared
+            super()._save(output_dir, state_dict=state_dict)
+
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             """Linear warm-up and decay; with a projector warm-up, a second warm-up when the pretrained parts join.
 

@@ -16,6 +16,7 @@ from lws_core.ops.steps import (
     run_register,
     run_train,
 )
+from tests.model.test_local_backbone import dirs  # noqa: F401 - the tiny Qwen3 + Whisper checkpoints fixture
 
 # tiny stand-ins: the same code paths in seconds
 PRETRAIN = {
@@ -103,3 +104,26 @@ def test_pretrain_steps_log_skip_and_record_lineage(tiny_cfg, tiny_dataset, tmp_
     tags = client.get_model_version("lws", skipped["version"]).tags
     assert tags["lws.backbone"] == f"path:{bb}" and tags["lws.encoder"] == f"path:{enc}"
     assert tags["lineage.backbone_path"] == str(bb) and "lineage.backbone_dvc_hash" not in tags
+
+
+def test_real_qwen3_and_whisper_checkpoints_skip_both_stages_and_train(tiny_cfg, tiny_dataset, tmp_path, dirs):  # noqa: F811
+    """Real local HF checkpoints (a tiny random Qwen3 causal LM with its own tokenizer, a tiny Whisper, saved as HF
+    saves them): both pretrain steps skip without work, and the LWS stage trains from them (no CTC bridge: a real
+    Whisper has no LWS recogniser head, so the normalised projector is used)."""
+    from lws_core.model import LWSModel
+
+    lm_dir, wh_dir, _ = dirs
+    cfg = tiny_cfg.with_overrides({
+        **PRETRAIN, "pipeline.workspace": str(tmp_path / "ws"), "train.backend": "torch", "train.max_steps": 2,
+        "model.backbone_path": str(lm_dir), "model.encoder_path": str(wh_dir),
+    })
+    cj = json.dumps(cfg.to_dict())
+    run_pretrain_backbone(cj, str(tmp_path / "bb"))
+    run_pretrain_encoder(cj, str(tiny_dataset), str(tmp_path / "enc"))
+    for out, path in ((tmp_path / "bb", lm_dir), (tmp_path / "enc", wh_dir)):
+        assert [p.name for p in out.iterdir()] == ["skipped.json"]
+        assert json.loads((out / "skipped.json").read_text())["path"] == str(path)
+    run_train(cj, str(tiny_dataset), str(tmp_path / "m"), str(tmp_path / "bb"), str(tmp_path / "enc"))
+    m = LWSModel.load(tmp_path / "m")
+    assert m.spec.backbone_source == str(lm_dir) and m.spec.encoder_source == str(wh_dir)
+    assert m.spec.bridge_vocab == 0 and m.spec.projector_norm and type(m.lm).__name__ == "Qwen3ForCausalLM"
