@@ -99,10 +99,6 @@ class CTCVocab:
         return v
 
 
-def to_ids(text: str) -> list[int]:
-    return CTCVocab.letters().to_ids(text)
-
-
 def greedy_path(log_probs: torch.Tensor) -> list[list[tuple[int, int]]]:
     """Best path per row as (symbol id, position) of each emission (repeats collapsed, blanks dropped)."""
     out = []
@@ -185,16 +181,22 @@ class UnitSpeechEncoder(nn.Module):
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         if windows.shape[-1] != self.window_samples:
             raise ValueError(f"audio window has {windows.shape[-1]} samples, expected {self.window_samples}")
-        dtype = next(self.encoder.parameters()).dtype
-        feats = self.featurizer(windows).to(dtype)
-        if self.training and self.spec_augment:
-            feats = spec_augment(feats)
-        need = 2 * self.encoder.config.max_source_positions  # Whisper's conv stack wants exactly this many frames
-        if feats.shape[-1] < need:
-            feats = F.pad(feats, (0, need - feats.shape[-1]))
-        hidden = self.encoder(input_features=feats).last_hidden_state
+        augment = spec_augment if (self.training and self.spec_augment) else None
         total = window_positions(self.unit_samples, self.context_samples)
-        return hidden[:, total - self.positions : total]
+        return unit_hidden(self.featurizer, self.encoder, windows, total - self.positions, total, augment)
+
+
+def unit_hidden(featurizer: nn.Module, encoder: nn.Module, windows: torch.Tensor, start: int, stop: int, augment=None) -> torch.Tensor:  # noqa: ANN001
+    """Log-mel features of [context | unit] windows through a Whisper encoder; hidden states of positions
+    ``start:stop`` (the unit's own). Shared by the recogniser and the LWS audio encoder, so both hear alike."""
+    dtype = next(encoder.parameters()).dtype
+    feats = featurizer(windows).to(dtype)
+    if augment is not None:
+        feats = augment(feats)
+    need = 2 * encoder.config.max_source_positions  # Whisper's conv stack wants exactly this many frames
+    if feats.shape[-1] < need:  # e.g. 0.25 s units: 25 frames for 13 positions
+        feats = F.pad(feats, (0, need - feats.shape[-1]))
+    return encoder(input_features=feats).last_hidden_state[:, start:stop]
 
 
 def spec_augment(feats: torch.Tensor, freq_masks: int = 1, freq_width: int = 4, time_masks: int = 1, time_width: int = 4) -> torch.Tensor:

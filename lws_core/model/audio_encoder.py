@@ -119,12 +119,9 @@ class UnitAudioEncoder(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.shape[-1] != self.window_samples:
             raise ValueError(f"unit audio has {audio.shape[-1]} samples, expected {self.window_samples}")
-        feats = self.featurizer(audio).to(self.projector[0].weight.dtype)
-        need = 2 * self.encoder.config.max_source_positions  # Whisper's conv stack wants exactly this many frames
-        if feats.shape[-1] < need:  # e.g. 0.25 s units: 25 frames for 13 positions
-            feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
-        hidden = self.encoder(input_features=feats).last_hidden_state  # [N, P, d]
-        hidden = hidden[:, self.window_positions - self.positions : self.window_positions]
+        from lws_core.model.asr import unit_hidden
+
+        hidden = unit_hidden(self.featurizer, self.encoder, audio, self.window_positions - self.positions, self.window_positions)
         n, p, d = hidden.shape
         if p < self.padded:
             hidden = torch.cat([hidden, hidden.new_zeros(n, self.padded - p, d)], dim=1)
