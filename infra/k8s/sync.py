@@ -1,9 +1,13 @@
 """Regenerate the config-derived manifests from params.yaml (run after changing it).
 
 Writes infra/k8s/trainjob/trainjob.yaml (the example TrainJob from
-``lws_core.ops.trainjob.render_trainjob``) and the CronJob schedule in
-infra/k8s/base/cronjob.yaml (``pipeline.cron`` without its seconds field).
-tests/infra checks that the checked-in files match. ``--check`` only compares.
+``lws_core.ops.trainjob.render_trainjob``), the CronJob schedule in
+infra/k8s/base/cronjob.yaml (``pipeline.cron`` without its seconds field) and
+infra/k8s/base/params.yaml, a copy of params.yaml for the ``lws-params`` ConfigMap:
+kustomize loads files only from inside the kustomization root, and with the copy
+there ``kubectl apply -k infra/k8s/overlays/dev`` works without
+``--load-restrictor LoadRestrictionsNone``. tests/infra checks that the checked-in
+files match. ``--check`` only compares.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from lws_core.ops.trainjob import kube_cron, render_trainjob, to_yaml
 ROOT = Path(__file__).resolve().parents[2]
 TRAINJOB = ROOT / "infra/k8s/trainjob/trainjob.yaml"
 CRONJOB = ROOT / "infra/k8s/base/cronjob.yaml"
+PARAMS_COPY = ROOT / "infra/k8s/base/params.yaml"
 EXAMPLE_ARGS = {"data_uri": "datasets/current", "out_uri": "models/trainjob", "nodes": 2}
 HEADER = (
     "# Example TrainJob rendered from params.yaml by infra/k8s/sync.py\n"
@@ -25,6 +30,15 @@ HEADER = (
     "# Needs Kubeflow Trainer v2 with the torch-distributed ClusterTrainingRuntime, and the\n"
     "# dataset on the lws-work PVC: kubectl -n lws create -f infra/k8s/trainjob/trainjob.yaml\n"
 )
+PARAMS_HEADER = (
+    "# Copy of the repository's params.yaml, written by infra/k8s/sync.py: edit ../../../params.yaml\n"
+    "# and run the script. It is here because kustomize reads files only inside the kustomization root.\n"
+)
+
+
+def params_copy(params: Path = ROOT / "params.yaml") -> str:
+    """What infra/k8s/base/params.yaml holds: the header, then params.yaml byte for byte."""
+    return PARAMS_HEADER + params.read_text()
 
 
 def expected(params: Path = ROOT / "params.yaml") -> dict[Path, str]:
@@ -35,7 +49,10 @@ def expected(params: Path = ROOT / "params.yaml") -> dict[Path, str]:
     new_cron, n = re.subn(r'(?m)^  schedule: ".*"$', f'  schedule: "{schedule}"', cron_text)
     if n != 1:
         raise SystemExit(f"{CRONJOB}: expected one '  schedule:' line, found {n}")
-    return {TRAINJOB: HEADER + to_yaml(job), CRONJOB: new_cron}
+    out = {TRAINJOB: HEADER + to_yaml(job), CRONJOB: new_cron}
+    if params.exists():
+        out[PARAMS_COPY] = params_copy(params)
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -13,10 +13,9 @@ OVERLAYS = ("dev", "prod")
 
 @pytest.fixture(scope="session")
 def k8s_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tmp/infra/k8s + tmp/params.yaml; each `key=` in a *.env.example becomes `key=test-<key>`."""
+    """tmp/infra/k8s; each `key=` in a *.env.example becomes `key=test-<key>` (kustomize reads only inside it)."""
     tmp = tmp_path_factory.mktemp("k8s")
     shutil.copytree(ROOT / "infra/k8s", tmp / "infra/k8s")
-    shutil.copy(ROOT / "params.yaml", tmp / "params.yaml")
     for ex in (tmp / "infra/k8s").rglob("*.env.example"):
         lines = []
         for line in ex.read_text().splitlines():
