@@ -3,6 +3,8 @@
 Only failures that can go away on their own are retried (connection refused, timeouts,
 5xx, lock contention). A request the service answered with "no such thing" or "invalid"
 is permanent: retrying it only delays the real message, so it is raised at once.
+The retry loop itself is tenacity's; this module only says what is transient and how
+the final failure reads.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from lws_core.errors import LWSError, ServiceError
 
@@ -25,17 +29,29 @@ def _permanent(e: BaseException) -> bool:
     return isinstance(code, str) and code in _PERMANENT_MLFLOW_CODES
 
 
+def _transient(e: BaseException) -> bool:
+    """Retry ordinary exceptions that are not known to be permanent; never KeyboardInterrupt & co."""
+    return isinstance(e, Exception) and not _permanent(e)
+
+
 def with_retries(fn: Callable[[], T], what: str, endpoint: str, attempts: int = 4, base_delay: float = 0.5) -> T:
-    """Call ``fn``; on a transient failure wait 0.5, 1, 2 ... s and retry, then raise ServiceError."""
-    last: Exception | None = None
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - remote clients raise many types; we re-raise as one
-            if _permanent(e):
-                raise
-            last = e
-            if i + 1 < attempts:
-                time.sleep(base_delay * (2**i))
-    msg = " ".join(str(last).split())[:240] if last else "unknown error"
-    raise ServiceError(f"{what} failed after {attempts} attempts: {endpoint} unreachable or refusing ({msg})")
+    """Call ``fn``; on a transient failure wait 0.5, 1, 2 ... s and retry, then raise ServiceError.
+
+    A permanent failure (see ``_permanent``) propagates unchanged on the first attempt.
+    """
+
+    def give_up(state: RetryCallState) -> T:
+        last = state.outcome.exception() if state.outcome else None
+        msg = " ".join(str(last).split())[:240] if last else "unknown error"
+        raise ServiceError(
+            f"{what} failed after {state.attempt_number} attempts: {endpoint} unreachable or refusing ({msg})"
+        ) from None
+
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=base_delay, exp_base=2),
+        retry=retry_if_exception(_transient),
+        retry_error_callback=give_up,
+        sleep=time.sleep,  # looked up per call, so tests can skip the waiting by patching time.sleep
+    )
+    return retrying(fn)
