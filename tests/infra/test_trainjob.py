@@ -89,7 +89,7 @@ def test_bad_locations_are_config_errors(data: str, out: str, nodes: int, match:
 
 
 def test_crd_schema_rejects_what_the_api_server_rejects() -> None:
-    """The checker is not vacuous: typos, wrong types, over-long values and bad names all fail."""
+    """The checker is not vacuous: typos, wrong types, over-long values, bad names and CEL rules all fail."""
     assert "kubeflow/trainer" in TRAINJOB_CRD.read_text()[:600] and "Apache License" in TRAINJOB_CRD.read_text()[:600]
     good = render_trainjob(LWSConfig(), "d", "m")
     assert crd_errors(good) == []
@@ -109,6 +109,13 @@ def test_crd_schema_rejects_what_the_api_server_rejects() -> None:
     pod = lambda j: _pod_patch(j)["containers"][0]  # noqa: E731
     assert any("volumeMount" in e for e in broken(lambda j: pod(j).update(volumeMount=[])))  # deep inside the patch
     assert any("manager" in e for e in broken(lambda j: j["spec"]["runtimePatches"][0].pop("manager")))
+    # CEL rules below the root, run by the CEL library with `self` bound to that node
+    uri = "spec.initializer.dataset.storageUri: storageUri may be empty, or it must be a valid URI (scheme://...)"
+    assert uri in broken(lambda j: j["spec"].update(initializer={"dataset": {"storageUri": "no-scheme/path"}}))
+    assert broken(lambda j: j["spec"].update(initializer={"dataset": {"storageUri": "hf://org/data"}})) == []
+    assert any("ManagedBy must be" in e for e in broken(lambda j: j["spec"].update(managedBy="someone/else")))
+    assert any("lastUpdatedTime is required" in e for e in broken(lambda j: j.update(status={"trainerStatus": {}})))
+    # transition rules (`self == oldSelf`, 13 of them) only apply to updates: the valid job above passed them
 
 
 def test_pvc_path_and_kube_cron() -> None:
