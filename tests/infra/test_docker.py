@@ -1,17 +1,20 @@
 """Dockerfiles: hadolint clean, pins only from constraints.txt (CUDA swaps only torch), hygiene.
 
-No Docker engine here: the install steps are checked statically, and the constraints
-swap runs the very script the images run.
+No Docker engine here: the install steps are checked statically (instructions as
+dockerfile-parse reads them, shell words by shlex), and the constraints swap runs the
+very script the images run.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+from dockerfile_parse import DockerfileParser
 
 from lws_core.config import LWSConfig
 from tests.infra.conftest import ROOT
@@ -25,19 +28,24 @@ def _pins(text: str) -> dict[str, str]:
     return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", text, re.M)}
 
 
+def _parse(path: Path) -> DockerfileParser:
+    """dockerfile-parse's view of a Dockerfile (continuation lines joined, comments apart), ARGs unexpanded."""
+    return DockerfileParser(fileobj=io.BytesIO(path.read_bytes()), env_replace=False)
+
+
 def _instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    out, buf = [], ""
-    for line in path.read_text().splitlines():
-        if line.lstrip().startswith("#") and not buf:
-            continue
-        buf += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
-        if not line.endswith("\\"):
-            if buf.strip():
-                word, _, rest = buf.strip().partition(" ")
-                out.append((word.upper(), rest))
-            buf = ""
-    return out
+    """(INSTRUCTION, arguments) of every instruction, comments dropped."""
+    return [(s["instruction"], s["value"]) for s in _parse(path).structure if s["instruction"] != "COMMENT"]
+
+
+def _arg_defaults(path: Path) -> dict[str, str]:
+    """Default of every ``ARG NAME=value`` in any stage (unquoted by the parser)."""
+    return {k: v for ctx in _parse(path).context_structure for k, v in ctx.line_args.items()}
+
+
+def _labels(path: Path) -> dict[str, str]:
+    """Every LABEL key/value in any stage."""
+    return {k: v for ctx in _parse(path).context_structure for k, v in ctx.line_labels.items()}
 
 
 def _pip_installs(path: Path) -> list[list[str]]:
@@ -136,8 +144,20 @@ def test_installs_use_the_project_pins(flavour: str) -> None:
     assert project_installed
 
 
+def test_pip_installs_are_found_across_continuations_and_comments(tmp_path: Path) -> None:
+    """What the pin check reads: a pin hidden in a continued RUN line after a comment is still seen."""
+    f = tmp_path / "Dockerfile"
+    f.write_text(
+        "FROM python:3.11.14-slim\n# hadolint ignore=DL3013\nRUN apt-get update \\\n"
+        " && PIP_X=1 pip install -c /tmp/constraints.txt \\\n    numpy==2.0 \\\n && echo ok\n"
+        "ARG A_VERSION=\"1.2\"\n"
+    )
+    assert _pip_installs(f) == [["-c", "/tmp/constraints.txt", "numpy==2.0"]]
+    assert _arg_defaults(f) == {"A_VERSION": "1.2"}
+
+
 def test_build_tools_pins_match_between_images() -> None:
-    args = [dict(re.findall(r"^ARG ([A-Z_]+_VERSION)=(\S+)$", f.read_text(), re.M)) for f in FILES.values()]
+    args = [_arg_defaults(f) for f in FILES.values()]
     tools = {k: v for k, v in args[0].items() if k in ("PIP_VERSION", "SETUPTOOLS_VERSION", "WHEEL_VERSION")}
     assert len(tools) == 3 and all(args[1][k] == v for k, v in tools.items())
 
@@ -152,7 +172,7 @@ def test_image_hygiene(flavour: str) -> None:
         image = f.split()[0]
         assert ":latest" not in image
         assert image.startswith("$") or ":" in image or image in ("runtime", "uv"), image
-    args = dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)$", text, re.M))
+    args = _arg_defaults(FILES[flavour])
     for key in ("PYTHON_IMAGE", "UV_IMAGE"):
         if key in args:
             assert re.search(r":\d", args[key]), f"{key} not pinned: {args[key]}"
@@ -168,7 +188,8 @@ def test_image_hygiene(flavour: str) -> None:
     users = [rest for i, rest in instrs if i == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert "HEALTHCHECK" in text and "/healthz" in text and "EXPOSE 8000" in text
-    assert "org.opencontainers.image.version" in text
+    labels = _labels(FILES[flavour])
+    assert labels["org.opencontainers.image.version"] == "${VERSION}" and args["VERSION"], labels
     assert not re.search(r"(?i)(ARG|ENV)\s+\S*(PASSWORD|SECRET|TOKEN|ACCESS_KEY)", text), "secret in build args/env"
     ignore = (DOCKER / f"Dockerfile.{flavour}.dockerignore").read_text()
     assert ignore.splitlines()[2] == "*" or "\n*\n" in ignore  # deny by default: no .env, .venv or data in the context
