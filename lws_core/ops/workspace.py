@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,10 @@ def ensure_store(uri: str) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Cross-process lock (two pipeline runs at once must not interleave DVC or registry updates)."""
+    """Cross-process lock (two pipeline runs at once must not interleave DVC or registry updates).
+
+    Blocks until the other holder releases it; the OS drops the lock if a holder dies.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
