@@ -39,6 +39,7 @@ from lws_core.eval.metrics import (
     judge_consistent,
     score_session,
 )
+from lws_core.eval.sessions import SessionScores, add_fdb_samples, eval_set_digest
 
 # The LWS paper's writing–speaking consistency (no public definition); every report names it for comparison.
 PAPER_CONSISTENCY = 0.926
@@ -73,10 +74,11 @@ class EvalSummary:
     per_family_spoken_seen: dict[str, float] = field(default_factory=dict)
 
 
-def tally_session(tally: TaskTally, row: dict[str, Any], labels: Any, written: str, spoken: str) -> None:
-    """Grade one simulated session into ``tally``, under the family of the turn whose answer is graded."""
+def tally_session(tally: TaskTally, row: dict[str, Any], labels: Any, written: str, spoken: str) -> tuple[bool | None, bool | None]:
+    """Grade one simulated session into ``tally``, under the family of the turn whose answer is graded;
+    returns its (written, spoken) grades (None: not graded)."""
     family, answer = graded_turn(labels.meta or {}, row["task_family"], row["answer"])
-    tally.add(family, answer, written, spoken)
+    return tally.add(family, answer, written, spoken)
 
 
 def _family_key(family: str) -> str:
@@ -194,25 +196,42 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
         cons: list[bool] = []
         pairs: list[tuple[str, str]] = []
         samples: list[dict[str, Any]] = []
+        per_session = SessionScores(eval_set_digest(
+            (*(rows[i] for i in range(n)), *((seen_rows[i] for i in range(n_seen)) if seen_rows is not None else ())),
+            {"eval": cfg.eval.model_dump(mode="json"), "engine": cfg.engine.model_dump(mode="json")},
+        ))
         for row, labels, res in _simulate(engine, rows, n, progress, "evaluate test"):
             pred = res.session
+            sid = str(row["id"])
             sc = score_session(pred, labels, res.spoken_words, row["scenario"])
+            n_forced = sum(u.forced for u in res.units)
             units += sc.units
-            forced += sum(u.forced for u in res.units)
+            forced += n_forced
             state_ok += sc.state_correct
             state_err += sc.state_errors
             rtfs += [u.timings["total_ms"] / 1000.0 / res.unit_s for u in res.units]
-            tally_session(tally, row, labels, res.written, pred.spoken_text())
+            graded, spoken_ok = tally_session(tally, row, labels, res.written, pred.spoken_text())
+            per_session.add("state_accuracy", sid, sc.state_correct, sc.units)
+            per_session.add("schema_valid_rate", sid, sc.units - n_forced, sc.units)
+            if graded is not None:
+                per_session.add("task_accuracy", sid, float(graded))
+            if spoken_ok is not None:
+                per_session.add("spoken_accuracy", sid, float(spoken_ok))
             if sc.latency_s is not None:
                 latencies.append(sc.latency_s)
+                per_session.add("turn_taking_latency_s", sid, sc.latency_s)
             if sc.premature_speech is not None:
                 premature.append(sc.premature_speech)
+                per_session.add("pause_hold_rate", sid, float(not sc.premature_speech))
             if sc.barge_in_yield is not None:
                 yields.append(sc.barge_in_yield)
+                per_session.add("barge_in_yield_rate", sid, float(sc.barge_in_yield))
             if sc.backchannel_kept is not None:
                 kept.append(sc.backchannel_kept)
+                per_session.add("backchannel_keep_rate", sid, sc.backchannel_kept)
             if sc.consistent is not None:
                 cons.append(sc.consistent)
+                per_session.add("consistency_rate", sid, float(sc.consistent))
             if pred.spoken_text() and res.written.strip():
                 pairs.append((pred.spoken_text(), res.written))
             if len(samples) < 4 and row["scenario"] in ("single_turn", "pause", "barge_in", "multi_turn"):
@@ -260,6 +279,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
         metrics.update(perplexities(losses))
         if cfg.eval.fdb_probe:
             metrics.update(_fdb_probe(cfg, engine, work, progress, judge=judge))
+            add_fdb_samples(per_session, json.loads((work / "fdb" / "metrics.json").read_text()))
         for k in REQUIRED:
             metrics.setdefault(k, None)
         per_family = tally.per_family()
@@ -292,6 +312,8 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
         if liberation_md:
             with (work / "report.md").open("a") as f:
                 f.write("\n" + liberation_md)
+        per_session.write(work)  # what the promotion gate pairs with another model's scores on the same eval_set
+        clean["eval_set"] = per_session.eval_set
         (work / "metrics.json").write_text(json.dumps(clean, indent=2))
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(work.iterdir(), key=lambda p: p.name == "metrics.json"):  # metrics.json last

@@ -209,16 +209,20 @@ class TaskTally:
     written: dict[str, list[bool]] = field(default_factory=dict)
     spoken: dict[str, list[bool]] = field(default_factory=dict)
 
-    def add(self, family: str, answer: str, written: str, spoken: str) -> None:
-        """Grade one response: the written ``**Answer:**`` line exactly, the spoken one by its key facts."""
+    def add(self, family: str, answer: str, written: str, spoken: str) -> tuple[bool | None, bool | None]:
+        """Grade one response: the written ``**Answer:**`` line exactly, the spoken one by its key facts.
+
+        Returns the (written, spoken) grades, None where nothing was graded (the per-session scores)."""
         from lws_core.data.tasks import grade_written
 
         if not answer:
-            return  # no known answer (small talk, backchannel scenarios): nothing to grade
-        self.written.setdefault(family, []).append(grade_written(answer, written))
+            return None, None  # no known answer (small talk, backchannel scenarios): nothing to grade
+        graded = grade_written(answer, written)
+        self.written.setdefault(family, []).append(graded)
         ok = spoken_correct(answer, spoken)
         if ok is not None:
             self.spoken.setdefault(family, []).append(ok)
+        return graded, ok
 
     @staticmethod
     def _rates(d: dict[str, list[bool]]) -> dict[str, float]:
