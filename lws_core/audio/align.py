@@ -23,6 +23,7 @@ substitutions), but missing or extra stretches of speech are refused.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from num2words import num2words
 
 from lws_core.audio.io import SAMPLE_RATE, load_audio, pcm16_bytes, resample
 from lws_core.errors import InputError
@@ -44,6 +46,7 @@ __all__ = [
     "align_file",
     "get_aligner",
     "spell_number",
+    "spell_ordinal",
     "transcript_words",
 ]
 
@@ -66,57 +69,39 @@ class Aligner(Protocol):
 
 # ---------------------------------------------------------------- transcript normalisation
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
-_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-            "nine": "ninth", "twelve": "twelfth"}
 # Stand-alone symbols a speaker says as words (espeak says them the same way).
 _SYMBOLS = {"+": "plus", "-": "minus", "\u2212": "minus", "*": "times", "\u00d7": "times", "=": "equals",
             "%": "percent", "&": "and", "/": "slash", "\u00f7": "divided by", "@": "at", "#": "number"}
 _NUMBER = re.compile(r"^([-\u2212]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(st|nd|rd|th|%)?$")
 
 
-def _below_1000(n: int) -> list[str]:
-    out: list[str] = []
-    if n >= 100:
-        out += [_ONES[n // 100], "hundred"]
-        n %= 100
-    if n >= 20:
-        out.append(_TENS[n // 10])
-        n %= 10
-        if n:
-            out.append(_ONES[n])
-    elif n or not out:
-        out.append(_ONES[n])
-    return out
+_DIGIT_READING_FROM = 10**15  # beyond quadrillions a number is read digit by digit, like a code
+
+
+@functools.lru_cache(maxsize=4096)  # corpora repeat the same numbers; num2words is ~30 us a call
+def _dictionary_words(n: int, to: str) -> tuple[str, ...]:
+    """num2words' English ("one hundred and twenty-first") as the plain dictionary words the
+    aligner, the ASR targets and the tokenizer corpus share ("one hundred twenty first"):
+    hyphens and commas become spaces and the British "and" inside a number is dropped."""
+    spelled = num2words(n, lang="en", to=to)
+    return tuple(w for w in spelled.replace("-", " ").replace(",", " ").split() if w != "and")
 
 
 def spell_number(n: int) -> list[str]:
     """Cardinal ``n`` as dictionary words: ``1204 -> ['one', 'thousand', 'two', 'hundred', 'four']``."""
     if n < 0:
         return ["minus", *spell_number(-n)]
-    if n >= 10**15:
-        return [_ONES[int(d)] for d in str(n)]  # read digit by digit
-    out: list[str] = []
-    for value, name in _SCALES:
-        if n >= value:
-            out += [*_below_1000(n // value), name]  # n < 10**15, so n // value < 1000
-            n %= value
-    if n or not out:
-        out += _below_1000(n)
-    return out
+    if n >= _DIGIT_READING_FROM:
+        return [w for d in str(n) for w in spell_number(int(d))]
+    return list(_dictionary_words(n, "cardinal"))
 
 
-def _ordinal(words: list[str]) -> list[str]:
-    last = words[-1]
-    if last in _ORDINAL:
-        last = _ORDINAL[last]
-    elif last.endswith("y"):
-        last = last[:-1] + "ieth"
-    else:
-        last += "th"
-    return [*words[:-1], last]
+def spell_ordinal(n: int) -> list[str]:
+    """Ordinal ``n`` (n >= 0) as dictionary words: ``21 -> ['twenty', 'first']``."""
+    if n >= _DIGIT_READING_FROM:
+        *head, last = str(n)  # read digit by digit, the last one as an ordinal
+        return [*(w for d in head for w in spell_number(int(d))), *spell_ordinal(int(last))]
+    return list(_dictionary_words(n, "ordinal"))
 
 
 def _token_words(token: str) -> list[str]:
@@ -130,11 +115,10 @@ def _token_words(token: str) -> list[str]:
     m = _NUMBER.match(t)
     if m:
         sign, whole, frac, suffix = m.groups()
-        words = spell_number(int(whole.replace(",", "")))
-        if suffix in ("st", "nd", "rd", "th"):
-            words = _ordinal(words)
+        n = int(whole.replace(",", ""))
+        words = spell_ordinal(n) if suffix in ("st", "nd", "rd", "th") else spell_number(n)
         if frac:
-            words += ["point", *(_ONES[int(d)] for d in frac)]
+            words += ["point", *(w for d in frac for w in spell_number(int(d)))]
         if suffix == "%":
             words.append("percent")
         return (["minus"] if sign else []) + words

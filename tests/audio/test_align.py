@@ -122,6 +122,23 @@ def test_transcript_normalisation():
     }
 
 
+@pytest.mark.parametrize(("token", "words"), [
+    ("101", "one hundred one"),  # no British "and" inside a number
+    ("1,234,567", "one million two hundred thirty four thousand five hundred sixty seven"),  # no commas, no hyphens
+    ("999999999999999", "nine hundred ninety nine trillion nine hundred ninety nine billion nine hundred ninety nine "
+                        "million nine hundred ninety nine thousand nine hundred ninety nine"),
+    ("1000000000000000", "one zero zero zero zero zero zero zero zero zero zero zero zero zero zero zero"),  # read as digits
+    ("112th", "one hundred twelfth"), ("20th", "twentieth"), ("1000000th", "one millionth"),
+    ("-0.25", "minus zero point two five"), ("3x4", "three x four"),
+])
+def test_numbers_are_plain_dictionary_words(token, words):
+    """The spelling feeds the aligner's dictionary, the ASR targets, the tokenizer corpus and the TTS
+    text alike: lower-case words separated by single spaces, nothing else."""
+    got = transcript_words(token)[0][1]
+    assert " ".join(got) == words
+    assert all(w.isalpha() and w.islower() for w in got)
+
+
 def test_punctuation_tokens_and_inflections(aligner):
     text = "Write a function that subtracts 7 \u2014 quickly."
     sp = get_tts().synthesize(text)
