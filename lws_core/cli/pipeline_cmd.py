@@ -124,16 +124,49 @@ def compile_cmd(
     out.print(f"compiled {out_file}")
 
 
+SkipCheckOpt = Annotated[
+    bool, typer.Option("--skip-check", help="Do not run `lws pipeline check` first (e.g. endpoints reachable only inside the cluster).")
+]
+
+
+def _precheck(cfg, host: str | None, escape: str) -> None:  # noqa: ANN001
+    """`lws pipeline check`'s probes, one line each on stderr; raises (exit 2) when a part fails."""
+    from lws_core.ops.remote_check import require_remotes
+
+    console.print("lws pipeline check (before anything runs):", markup=False, highlight=False)
+    require_remotes(cfg, host, lambda c: console.print("  " + c.line(), markup=False, highlight=False, soft_wrap=True), escape)
+
+
+@app.command("check")
+def check_cmd(
+    host: Annotated[str | None, typer.Option("--host", help="KFP API URL to probe (default: pipeline.host; none: skipped).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Verify, with this environment's credentials, that every remote a run needs is reachable and writable:
+    the S3 bucket(s), the DVC remote, the MLflow tracking server and its artifact store, the KFP API.
+    One line per part; exit 2 if any fails. `submit` and `schedule` run it first."""
+    from lws_core.ops.remote_check import require_remotes
+
+    cfg = resolve_config(config, set_)
+    require_remotes(cfg, host, lambda c: out.print(c.line(), markup=False, highlight=False, soft_wrap=True))
+    out.print("all parts reachable and writable")
+
+
 @app.command("submit")
 def submit_cmd(
     host: Annotated[str, typer.Option("--host", help="KFP API URL, e.g. http://ml-pipeline.kubeflow:8888.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    skip_check: SkipCheckOpt = False,
 ) -> None:
-    """Compile and submit one run to a Kubeflow Pipelines API."""
+    """Compile and submit one run to a Kubeflow Pipelines API (after `lws pipeline check`)."""
     from workflows.remote import submit
 
-    r = submit(resolve_config(config, set_), host)
+    cfg = resolve_config(config, set_)
+    if not skip_check:
+        _precheck(cfg, host, "--skip-check submits anyway")
+    r = submit(cfg, host)
     out.print(f"submitted run {r['run_id']} (MLflow parent tag {r['run_tag']}) to {host}")
 
 
@@ -143,9 +176,13 @@ def schedule_cmd(
     cron: Annotated[str | None, typer.Option("--cron", help="6-field cron, seconds first (default: pipeline.cron).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    skip_check: SkipCheckOpt = False,
 ) -> None:
-    """Create a recurring run that retrains on a schedule."""
+    """Create a recurring run that retrains on a schedule (after `lws pipeline check`)."""
     from workflows.remote import schedule
 
-    r = schedule(resolve_config(config, set_), host, cron)
+    cfg = resolve_config(config, set_)
+    if not skip_check:
+        _precheck(cfg, host, "--skip-check schedules anyway")
+    r = schedule(cfg, host, cron)
     out.print(f"recurring run {r['recurring_run_id']} with cron '{r['cron']}' on {host}")

@@ -37,6 +37,33 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+# MLflow's UI picks the experiment's landing view from this tag; untagged, 3.x may open on the GenAI
+# traces view, which is empty for a training pipeline. The value its UI writes for "machine learning".
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def get_or_create_experiment(client, cfg) -> str:  # noqa: ANN001
+    """The project's experiment id, created on first use (with the configured artifact location) and
+    tagged so the MLflow UI opens it on its training runs. An experiment made by an older version (or
+    by hand) gets the tag the first time it is used."""
+    name = cfg.registry.experiment
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifact_location(cfg), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        except Exception:  # noqa: BLE001 - another process created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    kind = exp.tags.get(EXPERIMENT_KIND_TAG)
+    if kind is None or kind.endswith("_inferred") or kind == "no_inferred_type":  # a person's explicit choice stays
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
 class _RetryingClient:
     """An MlflowClient whose every call is retried with backoff (a server restarting, SQLite's
     "database is locked" under two concurrent pipeline runs) before failing with a ServiceError."""
@@ -76,23 +103,8 @@ class Tracker:
 
     def experiment_id(self) -> str:
         """Create the experiment once, up front (parallel first use of SQLite can lock)."""
-        name = self.cfg.registry.experiment
         raw = self.client._client  # one retry loop around the whole get-or-create, not one per call
-
-        def get_or_create() -> str:
-            exp = raw.get_experiment_by_name(name)
-            if exp is not None:
-                return exp.experiment_id
-            location = artifact_location(self.cfg)
-            try:
-                return raw.create_experiment(name, artifact_location=location)
-            except Exception:  # noqa: BLE001 - another process created it first
-                exp = raw.get_experiment_by_name(name)
-                if exp is None:
-                    raise
-                return exp.experiment_id
-
-        return with_retries(get_or_create, "MLflow experiment setup", self.uri)
+        return with_retries(lambda: get_or_create_experiment(raw, self.cfg), "MLflow experiment setup", self.uri)
 
     def start_parent(self, run_tag: str, run_name: str | None = None) -> str:
         """The pipeline's parent run (found again later by its ``lws.pipeline_run`` tag)."""
@@ -196,6 +208,28 @@ class Tracker:
         if mon is not None:
             mon.finish()  # flushes its last samples before the run ends
         self.client.set_terminated(run_id, status)
+
+
+def link_model_metrics(client, run_id: str, model_id: str, metrics: dict[str, Any]) -> int:  # noqa: ANN001
+    """Log the evaluation's finite numbers on ``run_id`` linked to the MLflow 3 logged model ``model_id``
+    (``mlflow.pyfunc.log_model(...).model_id``): the model's own page then lists them, and the
+    experiment's Models tab can compare models by them. Returns how many were linked.
+
+    For the registration step to call right after it logs the model (a metric is linked when it is
+    logged; an already-logged metric cannot be linked afterwards)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), ts, 0, model_id=model_id, run_id=run_id)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i : i + 500])
+    return len(items)
 
 
 def pipeline_run_from_env() -> str | None:
