@@ -19,6 +19,8 @@ from typing import Any
 
 from lws_core.config import LWSConfig, config_from_dict
 from lws_core.errors import InputError
+from lws_core.eval.sessions import FILENAME as SCORES_FILE
+from lws_core.eval.sessions import SessionScores
 from lws_core.ops.faults import inject_fault
 from lws_core.ops.tracking import COMPLETED_TAG, RUN_TAG, MLflowTrainCallback, Tracker, pipeline_run_from_env
 
@@ -361,6 +363,10 @@ def run_register(
         if not metrics_file.is_file():
             raise InputError(f"evaluation wrote no metrics: {metrics_file}")
         metrics = json.loads(metrics_file.read_text())
+        if not (Path(eval_path) / SCORES_FILE).is_file():
+            raise InputError(f"evaluation wrote no per-session scores ({Path(eval_path) / SCORES_FILE}): the gate pairs "
+                             "them with the champion's; re-run `lws eval run` with this version of lws")
+        scores = SessionScores.read(eval_path)
         tr.log_metrics(parent, metrics)
         model_hash = version_path(cfg, model_path, "model")
         lineage = {
@@ -372,14 +378,15 @@ def run_register(
             "teacher": cfg.data.teacher.kind + (f":{cfg.data.teacher.model}" if cfg.data.teacher.model else ""),
             "pipeline_run": run_tag,
             "mlflow_run": parent,
-            "eval_summary": ", ".join(f"{r.metric}={metrics.get(r.metric)}" for r in cfg.registry.gate),
+            "eval_set": scores.eval_set,
         }
         started = {}
         for kind, path, run in ((("backbone", backbone_path, backbone_run)), ("encoder", encoder_path, encoder_run)):
             tag, extra = pretrained_lineage(cfg, kind, path, run)
             started.update(tag)
             lineage.update(extra)
-        reg = register_model(cfg, model_path, metrics, lineage, run_id=rid, tags=started)
+        reg = register_model(cfg, model_path, scores, lineage, run_id=rid, tags=started,
+                             evaluate_champion=champion_evaluator(cfg, dataset_hash, run_tag))
         result = {
             "name": reg.name,
             "version": reg.version,
@@ -417,6 +424,30 @@ def run_register(
     except BaseException:
         tr.finish(rid, "FAILED")
         raise
+
+
+def champion_evaluator(cfg: LWSConfig, dataset_hash: str, run_tag: str):  # noqa: ANN201
+    """How the gate re-evaluates a champion that has no scores on the challenger's evaluation set: the
+    dataset pulled back from DVC by its hash (the set the challenger was evaluated on), the champion
+    loaded from the registry, the same evaluation (config, limit, engine settings)."""
+
+    def evaluate_champion(model_uri: str) -> SessionScores:
+        import shutil
+
+        from lws_core.eval import evaluate
+        from lws_core.ops.registry import resolve_model_uri
+        from lws_core.ops.versioning import pull_version
+        from lws_core.ops.workspace import Workspace
+
+        work = Workspace.from_config(cfg).root / "gate" / run_tag
+        shutil.rmtree(work, ignore_errors=True)
+        data = pull_version(cfg, dataset_hash, work / "dataset")
+        evaluate(cfg, resolve_model_uri(model_uri, cfg), data, work / "champion_eval", progress=False)
+        scores = SessionScores.read(work / "champion_eval")
+        shutil.rmtree(work, ignore_errors=True)
+        return scores
+
+    return evaluate_champion
 
 
 def pretrained_lineage(cfg: LWSConfig, kind: str, path: str | None, run_id: str | None) -> tuple[dict[str, str], dict[str, str]]:

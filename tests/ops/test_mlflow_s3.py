@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import boto3
 
+from tests.ops.planted import planted
+
 
 def test_registered_model_artifacts_live_in_s3(tiny_cfg, tiny_model, s3_server, aws_env, tmp_path, monkeypatch):
     import numpy as np
@@ -19,8 +21,7 @@ def test_registered_model_artifacts_live_in_s3(tiny_cfg, tiny_model, s3_server, 
         "registry.artifact_location": "s3://lws-mlflow/experiments",
         "registry.s3_endpoint_url": s3_server,
     })
-    reg = register_model(cfg, tiny_model, {"schema_valid_rate": 1.0, "state_accuracy": 0.9, "task_accuracy": 0.5},
-                         {"dataset_dvc_hash": "x.dir"})
+    reg = register_model(cfg, tiny_model, planted(0), {"dataset_dvc_hash": "x.dir"})
     assert reg.aliases == ["challenger", "champion"]
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="lws-mlflow")["Contents"]]
     assert any(k.endswith("lws_model.json") for k in keys), keys[:10]
@@ -84,7 +85,7 @@ def test_unreachable_s3_artifact_endpoint_is_retried_then_named(tiny_cfg, tiny_m
             "registry.s3_endpoint_url": dead.url,
         })
         with pytest.raises(ServiceError, match=r"MLflow model logging failed after 4 attempts: " + dead.url):
-            register_model(cfg, tiny_model, {"schema_valid_rate": 1.0, "state_accuracy": 1.0, "task_accuracy": 1.0}, {})
+            register_model(cfg, tiny_model, planted(0), {})
     finally:
         dead.close()
     assert waits == [0.5, 1.0, 2.0]

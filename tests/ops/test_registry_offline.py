@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.ops.conftest import start_mlflow_server, stop_server
+from tests.ops.planted import planted
 
 
 def test_champion_loads_offline_through_the_cli(tiny_cfg, tiny_model, tmp_path, monkeypatch):
@@ -23,8 +24,7 @@ def test_champion_loads_offline_through_the_cli(tiny_cfg, tiny_model, tmp_path, 
     proc, url = start_mlflow_server(tmp_path / "server")
     try:
         cfg = tiny_cfg.with_overrides({"registry.tracking_uri": url, "pipeline.workspace": str(tmp_path / "ws")})
-        best = {"schema_valid_rate": 1.0, "state_accuracy": 1.0, "task_accuracy": 1.0}
-        reg = register_model(cfg, tiny_model, best, {})
+        reg = register_model(cfg, tiny_model, planted(0), {})
         online = resolve_model_uri("models:/lws@champion", cfg)  # resolved once while the registry is up
     finally:
         stop_server(proc)
