@@ -61,7 +61,7 @@ def run(
 @app.command("register")
 def register_cmd(
     model: Annotated[Path, typer.Option("--model", help="Trained LWS model directory.")],
-    eval_dir: Annotated[Path, typer.Option("--eval", help="Evaluation output directory (its metrics.json is gated).")],
+    eval_dir: Annotated[Path, typer.Option("--eval", help="Evaluation output directory (its session_scores.json is gated).")],
     dataset_hash: Annotated[
         str | None, typer.Option("--dataset-hash", help="DVC hash of the training data (lineage); or use --dataset-hash-file.")
     ] = None,
@@ -75,7 +75,7 @@ def register_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Register a trained model in MLflow and gate it (challenger; champion if no gated metric is worse).
+    """Register a trained model in MLflow and gate it (challenger; champion only if better beyond noise, worse on none).
 
     The pipeline's last step on its own, for `dvc repro` and for models trained outside the pipeline:
     it versions the model with DVC, records lineage, and moves aliases only if everything else succeeded."""
@@ -103,10 +103,42 @@ def register_cmd(
         raise
     if out_file is not None:
         write_text_atomic(out_file, json.dumps(res, indent=2, sort_keys=True) + "\n")
-    decision = "promoted to champion" if res["promoted"] else "kept as challenger"
+    decision = "promoted to champion" if res["promoted"] else "kept as challenger; the champion stays"
     out.print(f"registered {res['name']} v{res['version']} ({', '.join(res['aliases'])}): {decision}")
     for reason in res["reasons"]:
         console.print(f"  {reason}", markup=False, highlight=False)
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded on the version as a tag, visible in the MLflow UI).")]
+
+
+@app.command("promote")
+def promote_cmd(
+    version: Annotated[str, typer.Option("--version", help="Registered version to make champion.")],
+    reason: ReasonOpt,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Make a version champion by hand, whatever the gate said; tags `promotion.reason/by/at` on it."""
+    from lws_core.ops.registry import promote
+
+    cfg = resolve_config(config, set_)
+    prev, new = promote(cfg, version, reason)
+    out.print(f"{cfg.registry.model_name}@champion: v{prev or '-'} -> v{new} ({reason})")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    reason: ReasonOpt,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Put the champion alias back on the version the current champion replaced; tags `rollback.*` on it."""
+    from lws_core.ops.registry import rollback
+
+    cfg = resolve_config(config, set_)
+    old, new = rollback(cfg, reason)
+    out.print(f"{cfg.registry.model_name}@champion: v{old} -> v{new} (rolled back: {reason})")
 
 
 @app.command("compile")
