@@ -147,6 +147,7 @@ def recorded_scores(client, run_id: str | None, eval_set: str, endpoint: str) ->
     """The scores a version's run recorded on exactly ``eval_set``, or None."""
     if not run_id:
         return None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     want = f"{SCORES_DIR}/{scores_artifact(eval_set)}"
     listed = registry_call(lambda: [a.path for a in client.list_artifacts(run_id, SCORES_DIR)], "listing recorded scores", endpoint)
     if want not in listed:

@@ -135,12 +135,15 @@ def test_main_job_end_to_end(tmp_path):
     client = MlflowClient(uri, uri)
     exp = client.get_experiment_by_name("lws-retraining").experiment_id
     assert sorted(int(v.version) for v in client.search_model_versions("name='lws'")) == [1, 2]
-    champ = client.get_model_version_by_alias("lws", "champion")
-    tags = client.get_model_version(champ.name, champ.version).tags
+    champ = client.get_model_version_by_alias("lws", "challenger")  # the last gated (a champion needs the floors)
+    mv = client.get_model_version(champ.name, champ.version)
+    tags = mv.tags
     for k in ("lineage.dataset_dvc_hash", "lineage.model_dvc_hash", "lineage.params_digest", "lineage.code_revision",
-              "lineage.teacher", "lineage.dvc_remote", "gate.decision", "gate.reasons", "metric.state_accuracy",
+              "lineage.teacher", "lineage.dvc_remote", "lineage.eval_set",
               "lws.backbone", "lws.encoder", "lineage.backbone_dvc_hash", "lineage.encoder_run"):
         assert k in tags, k
+    assert not any(k.startswith(("metric.", "gate.")) for k in tags)  # lineage only; the gate's table is the description
+    assert "| state_accuracy | higher |" in mv.description
     # where the version started from: the pretrain step runs and the checkpoints' DVC hashes
     assert tags["lws.backbone"] == f"run:{tags['lineage.backbone_run']} dvc:{tags['lineage.backbone_dvc_hash']}"
     assert tags["lws.encoder"] == f"run:{tags['lineage.encoder_run']} dvc:{tags['lineage.encoder_dvc_hash']}"
