@@ -54,6 +54,11 @@ def run(
     t.add_row("MLflow UI", ui_command(cfg))
     out.print(t)
     out.print(f"open the MLflow UI on this run: {ui_command(cfg)}", soft_wrap=True)
+    if res.parent_run_id:  # the link opens the model-training view (MLflow 3's UI defaults to GenAI)
+        from lws_core.ops.tracking import Tracker, ui_url
+
+        base = cfg.registry.tracking_uri if (cfg.registry.tracking_uri or "").startswith("http") else "http://127.0.0.1:5000"
+        out.print(f"  then: {ui_url(base, Tracker(cfg).experiment_id(), res.parent_run_id)}", soft_wrap=True)
     if res.status != "FINISHED":
         sys.exit(1)
 

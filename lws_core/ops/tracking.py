@@ -43,6 +43,18 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
+# MLflow 3.17's UI chooses between its GenAI and model-training views by a per-browser setting that
+# defaults to GenAI and ignores the experiment's kind tag; this query parameter overrides it per link
+ML_VIEW_QUERY = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """A link into the MLflow UI that opens on the training runs (or on ``run_id``'s page), not on the
+    GenAI traces overview: every link the project prints goes through here."""
+    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}/{path}?{ML_VIEW_QUERY}"
+
+
 def get_or_create_experiment(client, cfg) -> str:  # noqa: ANN001
     """The project's experiment id, created on first use (with the configured artifact location) and
     tagged so the MLflow UI opens it on its training runs. An experiment made by an older version (or
