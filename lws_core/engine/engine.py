@@ -167,10 +167,10 @@ class Engine:
         policy: Policy | None = None,
         heard: list[list[int]] | None = None,
     ) -> Iterator[tuple[np.ndarray, UnitOutput]]:
-        from tqdm.auto import tqdm
+        from lws_core.progress import progress as bar
 
         with self.session(system=system, naive=naive, policy=policy) as sess:
-            for i, block in enumerate(tqdm(blocks, total=total, unit="unit", disable=not progress, desc="simulate")):
+            for i, block in enumerate(bar(blocks, total=total, unit="unit", disable=not progress, desc="simulate")):
                 slots = None if heard is None else (heard[i] if i < len(heard) else [self.model.tokenizer.special.audio] * self.model.spec.audio_tokens_per_unit)
                 yield block, sess.step(block, heard=slots)
 

@@ -413,13 +413,13 @@ def evaluate_tree(
     Several folders of one task (e.g. candor_ and synthetic_pause_handling) get the
     folder name as a suffix after the first.  Writes ``metrics.json`` in ``root``.
     """
-    from tqdm.auto import tqdm
+    from lws_core.progress import progress as bar
 
     reference = load_reference(reference_path)
     ref_name = f"official ({Path(reference_path).name})" if reference_path else ""
     flat: dict[str, Any] = {}
     per_task: dict[str, Any] = {}
-    for td in tqdm(task_dirs(Path(root)), desc="fdb-metrics", unit="task", disable=not progress):
+    for td in bar(task_dirs(Path(root)), desc="fdb-metrics", unit="task", disable=not progress):
         if detect_task(sample_dirs(td)[0]) == "v1.5":
             per_task[td.name] = {"task": "v1.5", "note": "v1.5 behaviour/timing need the official judge- and VAD-based scripts; not computed"}
             continue

@@ -81,11 +81,10 @@ class _Track:
 
 def build_probe(out: str | Path, per_task: int = 4, seed: int = 0, progress: bool = True) -> Path:
     """Write the probe tree to ``out`` atomically (a temp dir renamed at the end); returns ``out``."""
-    from tqdm.auto import tqdm
-
     from lws_core.audio.io import write_wav
     from lws_core.audio.tts import VoiceSpec, english_voices, get_tts
     from lws_core.data.tasks import FAMILIES, make_question
+    from lws_core.progress import progress as bar
 
     if per_task < 1:
         raise InputError(f"--per-task must be >= 1 (got {per_task})")
@@ -111,7 +110,7 @@ def build_probe(out: str | Path, per_task: int = 4, seed: int = 0, progress: boo
         return d
 
     try:
-        for i in tqdm(range(per_task), desc="fdb-probe", unit="sample x4", disable=not progress):
+        for i in bar(range(per_task), desc="fdb-probe", unit="sample x4", disable=not progress):
             v = voice(i)
             # pause handling: a question cut by a long mid-turn pause
             words = question(i).split()

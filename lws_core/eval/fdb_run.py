@@ -109,7 +109,7 @@ def run_fdb(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every task folder of ``root`` (at most ``limit`` samples each) into the tree ``out``; returns a summary."""
-    from tqdm.auto import tqdm
+    from lws_core.progress import progress as bar
 
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve():
@@ -130,7 +130,7 @@ def run_fdb(
     tmp.mkdir(parents=True)
     rows = []
     try:
-        for src, rel in tqdm(jobs, desc="fdb", unit="sample", disable=not progress):
+        for src, rel in bar(jobs, desc="fdb", unit="sample", disable=not progress):
             dst = tmp / rel
             dst.mkdir(parents=True)
             for f in src.iterdir():

@@ -95,11 +95,10 @@ def family_metrics(tally: TaskTally, suffix: str = "") -> dict[str, float]:
 
 def _simulate(engine, rows, n: int, progress: bool, desc: str) -> Iterator[tuple[dict[str, Any], Any, Any]]:  # noqa: ANN001
     """(row, labels, engine result) for the first ``n`` rows, streamed through the engine."""
-    from tqdm.auto import tqdm
-
     from lws_core.data.dataset import row_audio, row_session
+    from lws_core.progress import progress as bar
 
-    for i in tqdm(range(n), desc=desc, unit="session", disable=not progress):
+    for i in bar(range(n), desc=desc, unit="session", disable=not progress):
         row = rows[i]
         yield row, row_session(row), engine.simulate(row_audio(row))
 

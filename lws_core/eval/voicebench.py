@@ -195,7 +195,7 @@ def run_voicebench(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Answer every row, write ``<subset>-responses.jsonl`` (+ judged ``result-...``) and ``metrics.json``."""
-    from tqdm.auto import tqdm
+    from lws_core.progress import progress as bar
 
     compose_response("", "", response)  # validate the mode before any work
     rows = load_rows(data, subset)[: limit if limit is not None else None]
@@ -203,7 +203,7 @@ def run_voicebench(
     out_dir.mkdir(parents=True, exist_ok=True)
     pad = np.zeros(int(answer_s * 16000), dtype=np.float32)
     results = []
-    for r in tqdm(rows, desc=f"voicebench {subset}", unit="prompt", disable=not progress):
+    for r in bar(rows, desc=f"voicebench {subset}", unit="prompt", disable=not progress):
         res = engine.simulate(np.concatenate([r.pop("_audio"), pad]), system=system)
         spoken = " ".join(w.text for w in res.spoken_words) or res.session.spoken_text()
         row = {k: v for k, v in r.items() if not k.startswith("_")}

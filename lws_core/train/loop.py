@@ -31,9 +31,9 @@ class LossLog:
         self.losses: list[tuple[int, float]] = []
         self.bar = None
         if progress:
-            from tqdm import tqdm
+            from lws_core.progress import progress as bar
 
-            self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+            self.bar = bar(total=total, desc=desc, unit="step")
 
     def update(self, step: int, loss: torch.Tensor) -> None:
         lv = float(loss.detach())

@@ -108,9 +108,9 @@ def teacher_forced_metrics(
     graded = written_ok = gold_ok = 0
     it = range(n)
     if progress:
-        from tqdm import tqdm
+        from lws_core.progress import progress as bar
 
-        it = tqdm(it, desc="teacher-forced decode", unit="session")
+        it = bar(it, desc="teacher-forced decode", unit="session")
     for i in it:
         row = rows[i]
         enc = col.encode(row)

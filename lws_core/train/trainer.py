@@ -155,6 +155,26 @@ def _trainer_class():  # noqa: ANN202
     return LWSTrainer
 
 
+def _use_log_friendly_progress(trainer) -> None:  # noqa: ANN001
+    """Replace the Trainer's own tqdm bar by :func:`lws_core.progress.progress`.
+
+    The Trainer's ProgressCallback draws a live ``\\r`` bar even into a log file or a
+    TrainJob's log; ours is the same bar on a terminal and plain lines elsewhere.
+    """
+    from transformers.trainer_callback import ProgressCallback
+
+    from lws_core.progress import progress as bar
+
+    class _Progress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            if state.is_world_process_zero:
+                self.training_bar = bar(total=state.max_steps, desc="train", unit="step")
+            self.current_step = 0
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_Progress())
+
+
 def _load_data(data_dir: Path):  # noqa: ANN202
     """Train and validation rows; an empty split is refused here, before a model is built.
 
@@ -329,6 +349,8 @@ def train(
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=train_rows, data_collator=col, lws_callbacks=callbacks
         )
+        if progress:
+            _use_log_friendly_progress(trainer)
         trainer.lws_model, trainer.hold_steps = (model, hold) if hold else (None, 0)
         trainer.joint_lr_scale, trainer.rewarm_steps = cfg.pretrain.warmup.joint_lr_scale, cfg.pretrain.warmup.rewarm_steps
         if not resume:
