@@ -28,18 +28,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lws_core.engine.cache import kept_cache
-from lws_core.engine.types import EngineConfig, UnitOutput
+from lws_core.engine.types import EngineConfig, SessionHost, UnitOutput
 from lws_core.errors import InputError
 from lws_core.schema import Phase, UnitParser, Word
-
-if TYPE_CHECKING:
-    from lws_core.engine.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ class StreamingSession:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: SessionHost,
         system: str | None = None,
         naive: bool = False,
         policy: Policy | None = None,

@@ -1,14 +1,26 @@
-"""What the engine returns: one UnitOutput per step, and a SimulationResult for a whole recording."""
+"""The engine's shared types: its config, what a session needs from the engine (:class:`SessionHost`),
+and what it returns (one UnitOutput per step, a SimulationResult for a whole recording).
+
+Both ``engine.py`` and ``session.py`` import from here and never from each other's
+types: the engine creates sessions, a session only sees the :class:`SessionHost` interface.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lws_core.schema import Session, Word
+
+if TYPE_CHECKING:
+    import torch
+
+    from lws_core.audio.tts import TTS
+    from lws_core.engine.fastpath import FastPath
+    from lws_core.model import LWSModel
 
 
 class EngineConfig(BaseModel):
@@ -56,6 +68,24 @@ class EngineConfig(BaseModel):
                 f"engine.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
             raise ConfigError(f"invalid config: {msg}") from None
+
+
+class SessionHost(Protocol):
+    """What a :class:`~lws_core.engine.session.StreamingSession` uses of the engine that made it:
+    the shared model and its settings, the CPU fast path, the grammar masks (cached across
+    sessions) and the speech synthesizer. :class:`~lws_core.engine.engine.Engine` is the one."""
+
+    model: LWSModel
+    config: EngineConfig
+    fast_path: FastPath | None
+
+    @property
+    def speaks(self) -> bool: ...
+
+    @property
+    def tts(self) -> TTS: ...
+
+    def allowed_mask(self, allowed: frozenset[int], text_ok: bool) -> torch.Tensor: ...
 
 
 @dataclass
