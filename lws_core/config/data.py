@@ -19,7 +19,19 @@ class TeacherConfig(Section):
     model: str | None = Field(None, description="Model name at the endpoint, or local path (kind=hf).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, description="Retries after a timeout or 5xx (429s are waited out up to rate_limit_patience_s).")
+    backoff_s: float = Field(0.5, ge=0, description="First retry wait; doubles per retry (Retry-After wins when given).")
+    max_backoff_s: float = Field(60.0, gt=0, description="Longest single wait, Retry-After included.")
+    rate_limit_patience_s: float = Field(900.0, ge=0, description="How long one request keeps waiting out 429s before it is rejected.")
+    temperature: float = Field(0.2, ge=0.0)
+    concurrency: int = Field(64, ge=1, description="Teacher requests in flight per pod (kind=openai).")
+    requests_per_minute: int | None = Field(None, ge=1, description="Shared request budget per pod (None = no client-side limit).")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Shared token budget per pod, prompt + completion (None = no limit).")
+    cache_dir: str | None = Field(
+        None, description="Response cache (content-addressed, on disk); default: <pipeline.workspace>/teacher_cache."
+    )
+    usd_per_1k_input: float = Field(0.0, ge=0, description="Price for the cost counter in the dataset card (0 = unknown).")
+    usd_per_1k_output: float = Field(0.0, ge=0)
 
 
 class SourceConfig(Section):

@@ -17,6 +17,32 @@ SPLIT_NOTES = {
 }
 
 
+def teacher_lines(u: dict[str, Any] | None) -> list[str]:
+    """README lines for the teacher's spend (none for an offline teacher)."""
+    if not u:
+        return []
+    return [
+        f"Teacher `{u['model']}`: {u['requests_paid']} paid requests, {u['cache_hits']} answered from the response cache, "
+        f"{u['retries']} retries ({u['rate_limited']} rate-limited), {u['failures']} failed.",
+        f"Tokens for this dataset: {u['dataset_prompt_tokens']} prompt + {u['dataset_completion_tokens']} completion, "
+        f"${u['dataset_cost_usd']:.2f}; paid in this run: {u['paid_prompt_tokens']} + {u['paid_completion_tokens']}, "
+        f"${u['paid_cost_usd']:.2f}.",
+        "",
+    ]
+
+
+def shard_lines(shards: list[dict[str, Any]]) -> list[str]:
+    """README table of a merged dataset's shards: sessions, rows, rejects and where the time went."""
+    if not shards:
+        return []
+    rows = [
+        f"| {s['shard'][0]} | {s['sessions'][0]}-{s['sessions'][1] - 1} | {s['rows']} | {s['rejects']} | "
+        f"{s['timings'].get('scripts_s', 0):g} | {s['timings'].get('sessions_s', 0):g} | {s['timings'].get('wall_s', 0):g} |"
+        for s in shards
+    ]
+    return ["| shard | sessions | rows | rejects | scripts s | sessions s | wall s |", "|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> dict[str, Any]:  # noqa: ANN001
     """Write card.json (machine-readable) and README.md (the same facts for people); return the card."""
     card = {
@@ -41,6 +67,12 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         "budget_tokenizer": "tokenizer/ (byte-level BPE, vocab 512, trained from template text)",
         "scenario_weights": dict(cfg.data.scenarios),
         "wall_s": summary.wall_s,
+        # teacher spend: paid in this run and what the dataset's replies cost (cache hits included)
+        "teacher_usage": summary.extra.get("teacher_usage"),
+        "sessions": summary.extra.get("sessions"),  # [first, last + 1) session indices planned
+        "shard": summary.extra.get("shard"),  # [k, N] for one shard of a fan-out, else None
+        "timings": summary.extra.get("timings", {}),
+        "shards": summary.extra.get("shards", []),  # a merged dataset: each shard's rows, rejects and timings
         "data_config": cfg.to_dict()["data"],
     }
     (directory / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
@@ -75,6 +107,8 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in card["voices"].items()],
         "",
+        *teacher_lines(card["teacher_usage"]),
+        *shard_lines(card["shards"]),
         "| rejected because | count |",
         "|---|---|",
         *([f"| {k} | {v} |" for k, v in summary.rejects.items()] or ["| (none) | 0 |"]),

@@ -8,14 +8,15 @@ timeout...), so garbage is never written and never silently lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import time
 from typing import Any, Protocol
 
 from lws_core.data.tasks import grade_written, key_facts
 from lws_core.data.types import Note, Question, Reject, Script
+from lws_core.schema import SCHEMA_VERSION
 
 MAX_NOTES = 8
 MAX_SPOKEN_WORDS = 60
@@ -122,9 +123,11 @@ def _user_prompt(question: Question) -> str:
 class OpenAITeacher:
     """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, TGI, a hosted API), JSON-schema output.
 
-    Transport failures (timeouts, 429, 5xx) are retried with exponential backoff;
-    a reply that arrives but is malformed or inconsistent is rejected at once
-    (asking again rarely fixes a model's misunderstanding and costs money).
+    Calls go through :class:`~lws_core.data.teacher_client.LLMClient` (the judge's client too):
+    many in flight, rate-limited, retried on 429/5xx/timeouts honouring ``Retry-After``, and cached
+    by content, so a rerun or a resumed shard pays nothing twice. A reply that arrives but is
+    malformed or inconsistent is rejected at once (asking again rarely fixes a model's
+    misunderstanding and costs money); its raw reply stays cached, so a rerun rejects it for free.
     """
 
     name = "openai"
@@ -138,56 +141,40 @@ class OpenAITeacher:
         max_retries: int = 3,
         backoff_s: float = 0.5,
         temperature: float = 0.2,
+        **client_options: Any,
     ) -> None:
-        self.url = endpoint.rstrip("/")
-        if not self.url.endswith("/chat/completions"):
-            self.url += "/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions"
-        self.model, self.api_key = model, api_key
-        self.timeout_s, self.max_retries, self.backoff_s, self.temperature = timeout_s, max_retries, backoff_s, temperature
-        self._client = None
-        self._pid = -1
+        from lws_core.data.teacher_client import LLMClient
 
-    def _http(self):  # noqa: ANN202 - httpx.Client, created per process (safe after fork)
-        import httpx
+        self.temperature = temperature
+        self.client = LLMClient(
+            endpoint, model, api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s,
+            remember_failures=True, **client_options,
+        )
+        self.concurrency = self.client.concurrency
 
-        if self._client is None or self._pid != os.getpid():
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
-            self._pid = os.getpid()
-        return self._client
+    @property
+    def model(self) -> str:
+        return self.client.model
+
+    def messages(self, question: Question) -> list[dict[str, str]]:
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": _user_prompt(question)}]
 
     def script(self, question: Question) -> Script:
-        import httpx
+        from lws_core.data.teacher_client import CallFailed
 
-        body = {
-            "model": self.model,
-            "temperature": self.temperature,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": _user_prompt(question)}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "lws_script", "strict": True, "schema": SCRIPT_SCHEMA}},
-        }
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                r = self._http().post(self.url, json=body)
-            except httpx.TimeoutException:
-                last = "timeout"
-                continue
-            except httpx.HTTPError as e:
-                last = f"http error {type(e).__name__}"
-                continue
-            if r.status_code == 429 or r.status_code >= 500:
-                last = f"http {r.status_code}"
-                continue
-            if r.status_code != 200:
-                raise Reject("http_error", f"http {r.status_code}")
-            try:
-                content = r.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise Reject("malformed", "reply is not a chat completion") from None
-            return check_script(content if content is not None else "", question)
-        raise Reject("timeout" if last == "timeout" else "unreachable", f"{last} after {self.max_retries + 1} tries")
+        try:
+            reply = self.client.complete(
+                self.messages(question), temperature=self.temperature, response_format=RESPONSE_FORMAT, salt=CACHE_SALT
+            )
+        except CallFailed as e:
+            raise Reject(_REJECT_KIND.get(e.kind, e.kind), e.detail) from None
+        return check_script(reply.content, question)
+
+
+# a cached reply is valid only for this schema (the session schema and the script's JSON schema)
+CACHE_SALT = SCHEMA_VERSION + ":" + hashlib.sha256(json.dumps(SCRIPT_SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "lws_script", "strict": True, "schema": SCRIPT_SCHEMA}}
+_REJECT_KIND = {"http": "http_error"}
 
 
 class HFTeacher:
@@ -231,8 +218,12 @@ class HFTeacher:
         return check_script(text, question)
 
 
-def make_teacher(cfg) -> Teacher:  # noqa: ANN001 - TeacherConfig
-    """Build the configured teacher; a missing endpoint/model is a one-line ConfigError."""
+def make_teacher(cfg, cache_dir: str | None = None) -> Teacher:  # noqa: ANN001 - TeacherConfig
+    """Build the configured teacher; a missing endpoint/model is a one-line ConfigError.
+
+    ``cache_dir``: where the response cache lives when ``cfg.cache_dir`` is unset (synthesis passes
+    the workspace, so a resumed shard finds what the killed one paid for).
+    """
     from lws_core.errors import ConfigError
 
     if cfg.kind == "template":
@@ -240,7 +231,23 @@ def make_teacher(cfg) -> Teacher:  # noqa: ANN001 - TeacherConfig
     if cfg.kind == "openai":
         if not cfg.endpoint or not cfg.model:
             raise ConfigError("data.teacher: kind=openai needs endpoint and model")
-        return OpenAITeacher(cfg.endpoint, cfg.model, os.environ.get(cfg.api_key_env), cfg.timeout_s, cfg.max_retries)
+        return OpenAITeacher(
+            cfg.endpoint,
+            cfg.model,
+            os.environ.get(cfg.api_key_env),
+            cfg.timeout_s,
+            cfg.max_retries,
+            cfg.backoff_s,
+            cfg.temperature,
+            concurrency=cfg.concurrency,
+            requests_per_minute=cfg.requests_per_minute,
+            tokens_per_minute=cfg.tokens_per_minute,
+            max_backoff_s=cfg.max_backoff_s,
+            rate_limit_patience_s=cfg.rate_limit_patience_s,
+            cache_dir=cfg.cache_dir or cache_dir,
+            usd_per_1k_input=cfg.usd_per_1k_input,
+            usd_per_1k_output=cfg.usd_per_1k_output,
+        )
     if not cfg.model:
         raise ConfigError("data.teacher: kind=hf needs model (a local directory)")
     return HFTeacher(cfg.model)

@@ -53,7 +53,7 @@ def test_client_errors_fail_fast_and_exhausted_retries_raise(endpoint, tmp_path)
 
 def test_unreachable_and_unconfigured(tmp_path):
     j = JudgeClient("http://127.0.0.1:9", "m", max_retries=1, backoff_s=0.0, timeout_s=2)
-    with pytest.raises(ServiceError, match="ConnectError|Transport"):
+    with pytest.raises(ServiceError, match="connection failed"):
         j("s", "u")
     assert JudgeClient.from_config(LWSConfig().eval.judge) is None
     with pytest.raises(ConfigError, match="eval.judge.model"):
