@@ -102,20 +102,23 @@ def _question(rng: np.random.Generator, split: str, i: int, families: list[str],
     return make_question(str(rng.choice(families)), rng, split)
 
 
-def synth_one(i: int) -> dict[str, Any]:
-    """Build row ``i`` or raise Reject with a counted reason."""
-    cfg, teacher, source, tts = _ENV["cfg"], _ENV["teacher"], _ENV["source"], _ENV["tts"]
-    d, sc = cfg.data, cfg.schema_
+def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, Any]:
+    """Stage 1 of session ``i``: its split, scenario, voice, questions and teacher scripts.
+
+    Needs no TTS, so it can run ahead of the workers (see :func:`_prefetch_scripts`); it draws
+    from the session's generator in a fixed order and returns the generator for stage 2, so a
+    session is the same whether its scripts came from the network or from the cache.
+    """
+    cfg, teacher, source = _ENV["cfg"], _ENV["teacher"], _ENV["source"]
+    d = cfg.data
     seed = d.seed
     rng = np.random.default_rng([seed, i])
-    tts.reseed(int(np.random.default_rng([seed, i, 11]).integers(2**31)))
     split = split_of(seed, i, d.validation_fraction, d.test_fraction, d.test_seen_fraction)
     qsplit = phrasing_split(split)
     names = list(d.scenarios)
     w = np.array([d.scenarios[n] for n in names], dtype=float)
     scenario = str(rng.choice(names, p=w / w.sum()))
     voice = choose_voice(rng, english_voices(held_out=split in HELD_OUT_VOICE_SPLITS))
-    tl = Timeline(sc.unit_s, sc.max_write_tokens, sc.max_say_tokens, tts)
     q1, s1, extra = Question(text=""), None, None
     if scenario != "silence":
         q1 = _question(rng, qsplit, i, d.task_families, source)
@@ -129,6 +132,17 @@ def synth_one(i: int) -> dict[str, Any]:
             first = Question(q1.text, q1.answer or written_answer(s1.written), q1.task_family, q1.words, q1.phrasing, s1)
             q2 = make_followup(first, rng)
             extra = (q2, teacher.script(q2))  # the template teacher returns q2's own script
+    return rng, split, scenario, voice, q1, s1, extra
+
+
+def synth_one(i: int) -> dict[str, Any]:
+    """Build row ``i`` or raise Reject with a counted reason."""
+    cfg, teacher, tts = _ENV["cfg"], _ENV["teacher"], _ENV["tts"]
+    d, sc = cfg.data, cfg.schema_
+    seed = d.seed
+    tts.reseed(int(np.random.default_rng([seed, i, 11]).integers(2**31)))
+    rng, split, scenario, voice, q1, s1, extra = _plan(i)
+    tl = Timeline(sc.unit_s, sc.max_write_tokens, sc.max_say_tokens, tts)
     session, audio, meta = build_session(scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db)
     final_q = extra[0] if extra is not None else q1
     answer = final_q.answer or ""
@@ -256,6 +270,57 @@ def _run_chunks(chunks: list[tuple[int, int]], workers: int) -> Iterator[tuple[t
             conn.close()
 
 
+def shard_chunks(n: int, chunk_sessions: int, shard: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """The work chunks of one shard: shard ``k`` of ``N`` takes a contiguous run of the unsharded run's chunks.
+
+    Chunks, not sessions, are dealt out: a session's audio depends on the sessions before it in
+    its chunk (espeak-ng carries state), so the shards together make exactly the unsharded chunks
+    and their rows are byte-identical to the unsharded run's.
+    """
+    chunks = [(s, min(s + chunk_sessions, n)) for s in range(0, n, chunk_sessions)]
+    if shard is None:
+        return chunks
+    k, count = shard
+    if not 0 <= k < count:
+        raise InputError(f"shard {k} of {count}: the index must be in 0..{count - 1}")
+    lo, hi = len(chunks) * k // count, len(chunks) * (k + 1) // count
+    return chunks[lo:hi]
+
+
+def _prefetch_scripts(chunks: list[tuple[int, int]], concurrency: int, bar: Any = None) -> None:  # noqa: ANN401
+    """Stage 1 ahead of the workers: every session's teacher calls, ``concurrency`` at a time.
+
+    Threads run :func:`_plan` (the same code the workers run) against the teacher's client,
+    whose one event loop holds the rate limit and the requests in flight; the replies land in
+    the response cache, so the forked workers script each session from the cache (no network,
+    same bytes) and a killed run resumes paying only for what it had not received.
+    """
+    import threading
+
+    todo = (i for a, b in chunks for i in range(a, b))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                _plan(i)
+            except Reject:
+                pass  # the worker meets the same reject (cached reply or remembered failure) and counts it
+            if bar is not None:
+                with lock:
+                    bar.update(1)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, concurrency))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def synthesize(
     cfg,  # noqa: ANN001 - LWSConfig
     out_dir: str | Path,
@@ -264,6 +329,7 @@ def synthesize(
     progress: bool = True,
     teacher: Teacher | None = None,
     text_only: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> SynthSummary:
     """Synthesize ``sessions`` sessions into a DatasetDict at ``out_dir`` (+ card.json, README.md, tokenizer/).
 
@@ -273,6 +339,13 @@ def synthesize(
     a full run with the same seed; the audio statistics count the synthesized length
     (units × unit_s) and ``card.json`` records ``text_only: true``. Anything that reads
     audio from such a dataset fails loudly (an empty unit).
+
+    ``shard=(k, N)``: only shard ``k`` of ``N`` of the ``sessions`` (see :func:`shard_chunks`);
+    :func:`lws_core.data.shards.merge_shards` puts the N shard datasets back together.
+
+    A teacher with an LLM client (``kind=openai``) is called for every session first, many
+    requests in flight (:func:`_prefetch_scripts`), before the workers fork; its token and cost
+    counts go into the card.
     """
     from datasets import Dataset, DatasetDict
     from datasets.arrow_writer import ArrowWriter
@@ -286,7 +359,7 @@ def synthesize(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
-    teacher = teacher or make_teacher(d.teacher)
+    teacher = teacher or make_teacher(d.teacher, cache_dir=str(Path(cfg.pipeline.workspace) / "teacher_cache"))
     source = None
     if d.source.kind == "file":
         if not d.source.path:
@@ -312,14 +385,29 @@ def synthesize(
     voices: collections.Counter[str] = collections.Counter()
     total_units = 0
     audio_s = 0.0
-    size = d.chunk_sessions
-    chunks = [(s, min(s + size, n)) for s in range(0, n, size)]
+    chunks = shard_chunks(n, d.chunk_sessions, shard)
+    planned = sum(b - a for a, b in chunks)
+    client = getattr(teacher, "client", None)
+    scripts_s = 0.0
     bar = None
-    if progress:
-        from lws_core.progress import progress as progress_bar
-
-        bar = progress_bar(total=n, desc="synth", unit="session")
     try:
+        if client is not None:
+            t_scripts = time.time()
+            if progress:
+                from lws_core.progress import progress as progress_bar
+
+                bar = progress_bar(total=planned, desc="scripts", unit="session")
+            _prefetch_scripts(chunks, client.concurrency, bar)
+            client.close()  # no client thread may live across the fork
+            scripts_s = time.time() - t_scripts
+            if bar is not None:
+                bar.close()
+                bar = None
+        t_sessions = time.time()
+        if progress:
+            from lws_core.progress import progress as progress_bar
+
+            bar = progress_bar(total=planned, desc="synth", unit="session")
         for c, (rows, rej, ex) in _run_chunks(chunks, w):
             rejects.update(rej)
             examples += ex[: max(0, 10 - len(examples))]
@@ -368,9 +456,14 @@ def synthesize(
                 "voices": dict(sorted(voices.items())),
                 "workers": w,
                 "text_only": bool(text_only),
+                "teacher_usage": teacher_usage(client),
+                "sessions": [chunks[0][0], chunks[-1][1]] if chunks else [0, 0],
+                "shard": list(shard) if shard else None,
+                "timings": {"scripts_s": round(scripts_s, 2), "sessions_s": round(time.time() - t_sessions, 2),
+                            "wall_s": round(wall, 2)},
             },
         )
-        write_card(final, cfg, summary, teacher.name, n)
+        write_card(final, cfg, summary, teacher.name, planned)
         old = None
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -384,6 +477,31 @@ def synthesize(
             bar.close()
         _ENV.clear()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def teacher_usage(client: Any) -> dict[str, Any] | None:  # noqa: ANN401 - LLMClient | None
+    """The card's teacher spend: paid in this run, and what the whole dataset's replies cost (cached ones too)."""
+    if client is None:
+        return None
+    st = client.stats
+    pin, pout = client.prices
+    pt, ct = st.prompt_tokens + st.cached_prompt_tokens, st.completion_tokens + st.cached_completion_tokens
+    return {
+        "model": client.model,
+        "requests_paid": st.requests,
+        "cache_hits": st.cache_hits,
+        "retries": st.retries,
+        "rate_limited": st.rate_limited,
+        "failures": st.failures,
+        "paid_prompt_tokens": st.prompt_tokens,
+        "paid_completion_tokens": st.completion_tokens,
+        "paid_cost_usd": round(st.cost_usd, 6),
+        "dataset_prompt_tokens": pt,
+        "dataset_completion_tokens": ct,
+        "dataset_cost_usd": round(pt / 1000 * pin + ct / 1000 * pout, 6),
+        "usd_per_1k_input": pin,
+        "usd_per_1k_output": pout,
+    }
 
 
 def summary_dict(s: SynthSummary) -> dict[str, Any]:
