@@ -291,6 +291,12 @@ class LLMClient:
             self._cache.close()
         self._loop = self._thread = self._http = self._sem = self._cache = None
 
+    async def aclose(self) -> None:
+        """Close the HTTP session from the event loop that used :meth:`acomplete` directly."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = self._sem = None
+
     # -- keys -------------------------------------------------------------------------------------
     def key(self, messages: list[dict[str, str]], temperature: float, seed: int | None = None,
             response_format: dict[str, Any] | None = None, salt: str = "") -> str:
