@@ -17,6 +17,7 @@ from lws_core.ops.steps import (
     run_train,
 )
 from tests.model.test_local_backbone import dirs  # noqa: F401 - the tiny Qwen3 + Whisper checkpoints fixture
+from tests.ops.planted import planted
 
 # tiny stand-ins: the same code paths in seconds
 PRETRAIN = {
@@ -85,6 +86,7 @@ def test_pretrain_steps_log_skip_and_record_lineage(tiny_cfg, tiny_dataset, tmp_
     ev = tmp_path / "eval"
     ev.mkdir()
     (ev / "metrics.json").write_text(json.dumps({"schema_valid_rate": 1.0, "state_accuracy": 0.5, "task_accuracy": 0.0}))
+    planted(0).write(ev)  # the per-session scores the gate reads (planted: this test is about lineage)
     made = run_register(cj, "run-made", str(model), str(ev), "0" * 32 + ".dir", [bb_run, enc_run], backbone_path=str(bb),
                         encoder_path=str(enc), backbone_run=bb_run, encoder_run=enc_run)
     tags = client.get_model_version("lws", made["version"]).tags
