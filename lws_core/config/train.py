@@ -24,7 +24,6 @@ class TrainConfig(Section):
     seed: int = 0
     logging_steps: int = Field(20, ge=1)
     save_steps: int = Field(100, ge=1)
-    eval_steps: int = Field(200, ge=1)
     max_length: int = Field(2048, ge=64, description="Longest training sequence (tokens); longer sessions are cut at a unit boundary.")
     max_memory_gb: float | None = Field(
         None, gt=0,
