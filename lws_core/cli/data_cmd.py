@@ -49,6 +49,72 @@ def synth_cmd(
     out.print(t)
 
 
+@app.command("plan")
+def plan_cmd(
+    sessions: Annotated[int, typer.Option("--sessions", help="Sessions to synthesize (all shards).")] = 500_000,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    latency_s: Annotated[float, typer.Option("--latency-s", help="Teacher latency per call, seconds.")] = 2.5,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight per pod (default: data.teacher.concurrency).")] = None,
+    shards: Annotated[int | None, typer.Option("--shards", help="Shards (default: data.shards, at least one per --sessions-per-shard).")] = None,
+    sessions_per_shard: Annotated[int, typer.Option("--sessions-per-shard", help="Largest shard when --shards is not given.")] = 25_000,
+    parallelism: Annotated[int | None, typer.Option("--parallelism", help="Shards at once (default: data.shard_parallelism).")] = None,
+    price_per_1k_tokens: Annotated[float | None, typer.Option("--price-per-1k-tokens", help="USD per 1k tokens, prompt and completion alike (default: data.teacher.usd_per_1k_*).")] = None,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Prompt tokens per teacher call.")] = 300,
+    completion_tokens: Annotated[int, typer.Option("--completion-tokens", help="Completion tokens per teacher call.")] = 250,
+    build_rate: Annotated[float, typer.Option("--build-sessions-per-s", help="TTS stage rate per pod (benchmarks/results/data.md).")] = 90.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Shard count, expected wall time and teacher cost of a synthesis, before paying for it."""
+    import json
+    import math
+
+    from rich.table import Table
+
+    from lws_core.data.plan import plan
+    from lws_core.errors import InputError
+
+    for name, v in (("--sessions", sessions), ("--concurrency", concurrency), ("--shards", shards),
+                    ("--parallelism", parallelism), ("--sessions-per-shard", sessions_per_shard)):
+        if v is not None and v < 1:
+            raise InputError(f"{name} must be >= 1, got {v}")
+    if latency_s <= 0 or build_rate <= 0:
+        raise InputError("--latency-s and --build-sessions-per-s must be > 0")
+    if price_per_1k_tokens is not None and price_per_1k_tokens < 0:
+        raise InputError(f"--price-per-1k-tokens must be >= 0, got {price_per_1k_tokens}")
+    cfg = resolve_config(config, sets)
+    d, t = cfg.data, cfg.data.teacher
+    n_shards = shards or max(d.shards, math.ceil(sessions / sessions_per_shard))
+    p = plan(
+        sessions, dict(d.scenarios), latency_s=latency_s, concurrency=concurrency or t.concurrency, shards=n_shards,
+        parallelism=parallelism or d.shard_parallelism, requests_per_minute=t.requests_per_minute,
+        tokens_per_minute=t.tokens_per_minute, prompt_tokens_per_call=prompt_tokens,
+        completion_tokens_per_call=completion_tokens,
+        usd_per_1k_input=t.usd_per_1k_input if price_per_1k_tokens is None else price_per_1k_tokens,
+        usd_per_1k_output=t.usd_per_1k_output if price_per_1k_tokens is None else price_per_1k_tokens,
+        build_sessions_per_s=build_rate,
+    )
+    if as_json:
+        out.print_json(json.dumps(p.as_dict()))
+        return
+    tb = Table(title=f"synthesis plan: {sessions} sessions")
+    tb.add_column("what")
+    tb.add_column("value", justify="right")
+    hours = p.wall_s / 3600
+    for k, v in [
+        ("shards", f"{p.shards} ({p.sessions_per_shard} sessions each, {p.parallelism} at once)"),
+        ("teacher calls", f"{p.teacher_calls} ({p.calls_per_session:g} per session)"),
+        ("calls/s per pod", f"{p.calls_per_s_per_pod:g} (limited by {p.limited_by})"),
+        ("per shard", f"scripts {p.scripts_s_per_shard:g} s + sessions {p.build_s_per_shard:g} s"),
+        ("expected wall time", f"{p.wall_s:g} s ({hours:.2f} h)"),
+        ("provider sees", f"{p.provider_requests_per_minute:g} requests/min"),
+        ("teacher tokens", f"{p.prompt_tokens} prompt + {p.completion_tokens} completion"),
+        ("expected teacher cost", f"${p.cost_usd:,.2f}"),
+    ]:
+        tb.add_row(k, v)
+    out.print(tb)
+
+
 @app.command("show")
 def show_cmd(
     dataset: Annotated[Path, typer.Argument(help="Dataset directory written by `lws data synth`.")],

@@ -74,6 +74,10 @@ class DataConfig(Section):
         25, ge=1, description="Sessions per work chunk; each chunk runs in a fresh forked process (reproducible TTS)."
     )
     noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (dB); None = clean.")
+    shards: int = Field(
+        1, ge=1, description="Pipeline fan-out: synthesize as this many shards (one pod each, dsl.ParallelFor), then merge."
+    )
+    shard_parallelism: int = Field(8, ge=1, description="Shards running at once (ParallelFor parallelism).")
 
     @field_validator("scenarios")
     @classmethod
