@@ -221,6 +221,7 @@ class LLMClient:
         self.stats = ClientStats()
         self.remember_failures = remember_failures
         self.failed: dict[str, CallFailed] = {}  # terminal failures by key (inherited by forked workers)
+        self._inflight: dict[str, asyncio.Future] = {}
         self._stats_lock = threading.Lock()
         self._init_lock = threading.RLock()
         self._pid = -1
@@ -236,6 +237,7 @@ class LLMClient:
             return
         self._pid = os.getpid()
         self._init_lock = threading.RLock()  # a lock held at fork time would stay held in the child
+        self._inflight = {}
         self._loop = self._thread = self._http = self._sem = self._cache = None
         self.limiter = RateLimiter(self.limiter.rpm or None, self.limiter.tpm or None, self.limiter.burst_s)
 
@@ -344,14 +346,41 @@ class LLMClient:
         """The completion for one request: from the cache, or paid once (with retries) and then cached.
 
         Raises :class:`CallFailed` (timeout, unreachable, http, malformed) when no completion came.
+        Identical requests in flight at once are sent once.
         """
-        from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-
         self._ensure_process()
         key = self.key(messages, temperature, seed, response_format, salt)
         hit = self._hit(key)
         if hit is not None:
             return hit
+        twin = self._inflight.get(key)
+        if twin is not None:  # the same request is already on its way: share its answer, pay once
+            result = await asyncio.shield(twin)
+            with self._stats_lock:
+                self.stats.cache_hits += 1
+                self.stats.cached_prompt_tokens += result.prompt_tokens
+                self.stats.cached_completion_tokens += result.completion_tokens
+            return Completion(result.content, result.prompt_tokens, result.completion_tokens, True)
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waiting is fine
+        self._inflight[key] = fut
+        try:
+            result = await self._pay(key, messages, temperature, seed, response_format)
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
+            raise
+        else:
+            fut.set_result(result)
+            return result
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _pay(self, key: str, messages: list[dict[str, str]], temperature: float, seed: int | None,
+                   response_format: dict[str, Any] | None) -> Completion:
+        """One request paid for (with retries) and cached."""
+        from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
         self._client()
         estimate = sum(len(m.get("content") or "") for m in messages) // 4 + (self.max_tokens or 256)
 

@@ -34,11 +34,12 @@ def _cfg(url: str, cache: Path, **teacher: object) -> LWSConfig:
     return LWSConfig().with_overrides(over)
 
 
-def _ask(client: LLMClient, n: int, tag: str = "q") -> list:
+def _ask(client: LLMClient, n: int, tag: str = "q", distinct: int | None = None) -> list:
     async def go() -> list:
         try:
             return await asyncio.gather(
-                *[client.acomplete([{"role": "user", "content": f"{tag} {i} Reference answer: {i}"}]) for i in range(n)],
+                *[client.acomplete([{"role": "user", "content": f"{tag} {i % (distinct or n)} Reference answer: {i % (distinct or n)}"}])
+                  for i in range(n)],
                 return_exceptions=True,
             )
         finally:
@@ -60,9 +61,13 @@ def test_429_storm_survived_and_paid_once(tmp_path):
         c = LLMClient(srv.url, "m", concurrency=16, max_retries=0, backoff_s=0.05, cache_dir=tmp_path / "c")
         out = _ask(c, 150)
         st = srv.stats()
-    assert not [o for o in out if isinstance(o, BaseException)]
+        # the same prompt asked 3 times at once (a repeated template question) is paid once
+        same = _ask(LLMClient(srv.url, "m", concurrency=16, max_retries=0, backoff_s=0.05), 60, "twin", distinct=20)
+        st2 = srv.stats()
+    assert not [o for o in out + same if isinstance(o, BaseException)]
     assert st["rate_limited"] > 0 and c.stats.rate_limited == st["rate_limited"]
     assert c.stats.failures == 0 and st["paid"] == st["prompts"] == 150 and st["duplicated"] == 0
+    assert st2["paid"] - st["paid"] == 20 and st2["duplicated"] == 0
     # with max_retries=0 every refused request would have been lost: 429s are waited out (Retry-After, one shared
     # pause for the whole client), not counted against max_retries
     assert c.stats.retries == c.stats.rate_limited
