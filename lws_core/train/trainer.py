@@ -25,6 +25,7 @@ from lws_core.train.deepspeed_config import (
     resolve_precision,
     restore_env,
 )
+from lws_core.train.resume import check_resumable, run_record, write_run_record
 
 SUMMARY_FILE = "train_summary.json"
 _QWEN_VOCAB = 151_665  # Qwen2.5's tokenizer: sizes the qwen presets' embeddings before a tokenizer exists
@@ -279,7 +280,9 @@ def train(
     length, model paths, memory) runs before the first step. Checkpoints go to a
     hidden directory beside ``out_dir`` every ``train.save_steps``; with
     ``resume`` a killed run continues from the last one and ends with the same
-    weights as an uninterrupted run.
+    weights as an uninterrupted run. Checkpoints of a run with another training
+    config or dataset are refused (ConfigError naming what differs), not resumed
+    (:mod:`lws_core.train.resume`).
     """
     from transformers import TrainingArguments
 
@@ -292,6 +295,13 @@ def train(
         raise InputError(f"output path exists and is not a directory: {out_dir}")
     _, train_rows, val_rows = _load_data(data_dir)
     _check_rows(cfg, train_rows)
+    ckpt_dir = checkpoint_dir_for(out_dir)
+    if not resume:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    run = run_record(cfg, data_dir)
+    last = last_complete_checkpoint(ckpt_dir)
+    if last is not None:
+        check_resumable(ckpt_dir, last, run, out_dir)  # before a model is built: refusing is cheap
     on_gpu = torch.cuda.is_available()
     precision = resolve_precision(tc.precision, on_gpu)
     if precision in ("bf16", "fp16") and not on_gpu:
@@ -308,7 +318,8 @@ def train(
         model.hold_pretrained()
     col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
 
-    ckpt_dir = checkpoint_dir_for(out_dir)
+    if is_main_process():
+        write_run_record(ckpt_dir, run)  # every checkpoint written below belongs to this run
     ds_cfg = None
     # the Trainer and DeepSpeed set process-wide variables (ACCELERATE_USE_DEEPSPEED, rank variables);
     # undo them afterwards so later runs in this process, and child processes, start clean
@@ -353,9 +364,6 @@ def train(
             _use_log_friendly_progress(trainer)
         trainer.lws_model, trainer.hold_steps = (model, hold) if hold else (None, 0)
         trainer.joint_lr_scale, trainer.rewarm_steps = cfg.pretrain.warmup.joint_lr_scale, cfg.pretrain.warmup.rewarm_steps
-        if not resume:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        last = last_complete_checkpoint(ckpt_dir) if resume else None
         t0 = time.time()
         result = trainer.train(resume_from_checkpoint=last)
         seconds = time.time() - t0
