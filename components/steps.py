@@ -9,7 +9,7 @@ KFP reads the artifact annotations at definition time.)
 
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, List, NamedTuple  # noqa: UP035 - KFP reads typing.List annotations
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -34,6 +34,18 @@ def synthesize(config_json: str, dataset: Output[Dataset]) -> str:
     from lws_core.ops.steps import run_synthesize
 
     return run_synthesize(config_json, dataset.path)
+
+
+def synthesize_shard(config_json: str, shard: int, shards: int) -> str:
+    from lws_core.ops.steps import run_synthesize_shard
+
+    return run_synthesize_shard(config_json, shard, shards)
+
+
+def merge_shards(config_json: str, shard_paths: List[str], dataset: Output[Dataset]) -> str:  # noqa: UP006
+    from lws_core.ops.steps import run_merge_shards
+
+    return run_merge_shards(config_json, shard_paths, dataset.path)
 
 
 def version_data(config_json: str, dataset: Input[Dataset]) -> str:
@@ -120,6 +132,8 @@ def finalize(config_json: str, run_tag: str, job_id: str) -> str:
 class Components:
     step_configs: Any
     synthesize: Any
+    synthesize_shard: Any
+    merge_shards: Any
     version_data: Any
     pretrain_backbone: Any
     pretrain_encoder: Any
@@ -136,6 +150,8 @@ def build_components(base_image: str, train_image: str) -> Components:
     return Components(
         step_configs=make(step_configs, base_image),
         synthesize=make(synthesize, base_image),
+        synthesize_shard=make(synthesize_shard, base_image),
+        merge_shards=make(merge_shards, base_image),
         version_data=make(version_data, base_image),
         # the stand-ins train like the LWS stage does: on the training image (GPUs only where asked)
         pretrain_backbone=make(pretrain_backbone, train_image),

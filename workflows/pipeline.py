@@ -9,6 +9,7 @@ YAML's Kubernetes platform spec; the local runner ignores them (with a warning).
 import json
 
 from kfp import dsl, kubernetes
+from kfp.dsl import Dataset
 
 from components import build_components
 from lws_core.config import LWSConfig
@@ -17,6 +18,39 @@ PIPELINE_NAME = "lws-retraining"
 CHECKPOINT_MOUNT = "/mnt/lws"
 S3_ENV = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"}
 MLFLOW_ENV = {"tracking_username": "MLFLOW_TRACKING_USERNAME", "tracking_password": "MLFLOW_TRACKING_PASSWORD"}
+
+
+def synth_tasks(cfg: LWSConfig, c, config_json, cluster):  # noqa: ANN001, ANN201
+    """The synthesize step: one task, or (``data.shards`` > 1, ``data.shard_fanout=parallel_for``) one task
+    per shard under ``dsl.ParallelFor`` (``data.shard_parallelism`` at once) whose fan-in passes only the
+    shards' paths on the workspace PVC to a merge task (one dataset, dedup, summed card). Returns the
+    task whose ``dataset`` output and MLflow run id the later steps use.
+
+    ``shard_fanout=in_step`` is the fallback for backends where a ParallelFor inside an ExitHandler fails
+    (kubeflow/pipelines#12390): the same shards and merge, run one after another inside the synthesize step.
+    """
+    d, pc = cfg.data, cfg.pipeline
+    if d.shards > 1 and d.shard_fanout == "parallel_for":
+        with dsl.ParallelFor(items=list(range(d.shards)), parallelism=d.shard_parallelism) as k:
+            shard = cluster(c.synthesize_shard(config_json=config_json, shard=k, shards=d.shards))
+            shard.set_caching_options(pc.caching)  # a shard is cached by its inputs: config view + index
+        synth = cluster(c.merge_shards(config_json=config_json, shard_paths=dsl.Collected(shard.output)))
+    else:
+        synth = cluster(c.synthesize(config_json=config_json))
+    synth.set_caching_options(pc.caching)
+    return synth
+
+
+def build_synth_pipeline(cfg: LWSConfig):  # noqa: ANN201
+    """Synthesis alone (the same tasks as the retraining pipeline's first step), for a dataset without a model."""
+    c = build_components(cfg.pipeline.base_image, cfg.pipeline.train_image)
+    default_config = json.dumps(cfg.to_dict(), sort_keys=True)
+
+    @dsl.pipeline(name=f"{PIPELINE_NAME}-synthesize", description="LWS data synthesis (sharded when data.shards > 1).")
+    def lws_synth_pipeline(config_json: str = default_config) -> Dataset:
+        return synth_tasks(cfg, c, config_json, lambda t: t).outputs["dataset"]
+
+    return lws_synth_pipeline
 
 
 def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
@@ -51,8 +85,7 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
             # (keyed on inputs) reruns exactly the steps a config change affects
             views = c.step_configs(config_json=config_json)
             views.set_caching_options(pc.caching)
-            synth = cluster(c.synthesize(config_json=views.outputs["synthesize"]))
-            synth.set_caching_options(pc.caching)
+            synth = synth_tasks(cfg, c, views.outputs["synthesize"], cluster)
             version = cluster(c.version_data(config_json=config_json, dataset=synth.outputs["dataset"]))
             version.set_caching_options(False)
             # the stand-ins for a pretrained LLM and speech encoder (each skipped when model.backbone_path /

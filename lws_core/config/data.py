@@ -78,6 +78,11 @@ class DataConfig(Section):
         1, ge=1, description="Pipeline fan-out: synthesize as this many shards (one pod each, dsl.ParallelFor), then merge."
     )
     shard_parallelism: int = Field(8, ge=1, description="Shards running at once (ParallelFor parallelism).")
+    shard_fanout: Literal["parallel_for", "in_step"] = Field(
+        "parallel_for",
+        description="parallel_for: a pod per shard; in_step: the shards one after another in the synthesize step "
+        "(fallback where a ParallelFor inside an ExitHandler fails, kubeflow/pipelines#12390).",
+    )
 
     @field_validator("scenarios")
     @classmethod

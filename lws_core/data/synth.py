@@ -115,7 +115,7 @@ def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, An
     rng = np.random.default_rng([seed, i])
     split = split_of(seed, i, d.validation_fraction, d.test_fraction, d.test_seen_fraction)
     qsplit = phrasing_split(split)
-    names = list(d.scenarios)
+    names = sorted(d.scenarios)  # not dict order: a config that went through JSON (sort_keys, the pipeline) draws alike
     w = np.array([d.scenarios[n] for n in names], dtype=float)
     scenario = str(rng.choice(names, p=w / w.sum()))
     voice = choose_voice(rng, english_voices(held_out=split in HELD_OUT_VOICE_SPLITS))

@@ -105,13 +105,65 @@ def run_synthesize(config_json: str, out_path: str) -> str:
     rid = _step_run(tr, "synthesize")
     sm = _SystemMetrics()
     try:
-        s = synthesize(cfg, Path(out_path), progress=False)
+        if cfg.data.shards > 1:  # the in-step fan-out (data.shard_fanout=in_step): the same shards and merge
+            from lws_core.data.shards import merge_shards
+
+            paths = [run_synthesize_shard(config_json, k, cfg.data.shards) for k in range(cfg.data.shards)]
+            s = merge_shards(cfg, paths, Path(out_path))
+        else:
+            s = synthesize(cfg, Path(out_path), progress=False)
         flat = {"audio_hours": s.audio_hours, "units": s.units, "wall_s": s.wall_s, "audio_s_per_s": s.audio_s_per_s}
         flat.update({f"rows_{k}": v for k, v in s.rows.items()})
         flat.update({f"rejects_{k}": v for k, v in s.rejects.items()})
         tr.log_metrics(rid, flat)
         if (Path(out_path) / "card.json").is_file():
             tr.client.log_artifact(rid, str(Path(out_path) / "card.json"))
+        tr.log_metrics(rid, sm.values())
+        tr.finish(rid)
+        return rid
+    except BaseException:
+        tr.finish(rid, "FAILED")
+        raise
+
+
+def shard_dir(cfg: LWSConfig, shard: int, shards: int) -> Path:
+    """Where shard ``k`` of ``N`` lives: in the workspace (the PVC every pod mounts), by config digest, so
+    the fan-in passes only this path and a rerun with the same config finds the finished shard."""
+    return Path(cfg.pipeline.workspace) / "synth_shards" / cfg.digest() / f"shard-{shard:04d}-of-{shards:04d}"
+
+
+def run_synthesize_shard(config_json: str, shard: int, shards: int) -> str:
+    """One shard of a fan-out synthesis (no MLflow run of its own: the merge step logs the whole);
+    returns the shard's directory. A finished shard is not made again; a killed one resumes from the
+    teacher's response cache."""
+    from lws_core.data import synthesize
+
+    cfg = _cfg(config_json)
+    out = shard_dir(cfg, shard, shards)
+    if not (out / "card.json").is_file():
+        synthesize(cfg, out, shard=(shard, shards), progress=False)
+    return str(out)
+
+
+def run_merge_shards(config_json: str, shard_paths: list[str], out_path: str) -> str:
+    """The fan-in: merge the shards into one dataset at ``out_path``; logs the synthesize step's MLflow run."""
+    from lws_core.data.shards import merge_shards
+
+    cfg = _cfg(config_json)
+    tr = Tracker(cfg)
+    rid = _step_run(tr, "synthesize")
+    sm = _SystemMetrics()
+    try:
+        s = merge_shards(cfg, shard_paths, Path(out_path))
+        flat = {"audio_hours": s.audio_hours, "units": s.units, "merge_s": s.wall_s, "shards": len(shard_paths)}
+        flat.update({f"rows_{k}": v for k, v in s.rows.items()})
+        flat.update({f"rejects_{k}": v for k, v in s.rejects.items()})
+        for k, sh in enumerate(s.extra["shards"]):
+            flat.update({f"shard_{k}_{t}": v for t, v in sh["timings"].items() if isinstance(v, (int, float))})
+        if u := s.extra.get("teacher_usage"):
+            flat.update({f"teacher_{k}": v for k, v in u.items() if isinstance(v, (int, float))})
+        tr.log_metrics(rid, flat)
+        tr.client.log_artifact(rid, str(Path(out_path) / "card.json"))
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
         return rid
