@@ -55,3 +55,15 @@ def test_compiled_fan_out_structure_and_fallback(tmp_path):
                                     str(tmp_path / "f.yaml"))))
     assert not [n for n in fb["components"]["comp-exit-handler-1"]["dag"]["tasks"] if n.startswith("for-loop")]
     assert "synthesize" in fb["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
+def test_in_step_fallback_runs_the_same_shards_and_merge(tmp_path):
+    """data.shard_fanout=in_step (no ParallelFor): the synthesize step runs the shards and the merge itself."""
+    from lws_core.ops.steps import run_synthesize
+
+    cfg = LWSConfig().with_overrides({**SMALL, "data.sessions": 24, "data.shards": 4, "data.shard_fanout": "in_step",
+                                      "pipeline.workspace": str(tmp_path / "ws")})
+    run_synthesize(json.dumps(cfg.to_dict(), sort_keys=True), str(tmp_path / "out"))
+    synthesize(LWSConfig().with_overrides({**SMALL, "data.sessions": 24}), tmp_path / "whole", progress=False)
+    assert _rows(tmp_path / "out") == _rows(tmp_path / "whole")
+    assert len(json.loads((tmp_path / "out" / "card.json").read_text())["shards"]) == 4
