@@ -22,7 +22,8 @@ def _client(host: str):  # noqa: ANN202
         return kfp.Client(host=host)
 
 
-def _cron_ok(cron: str) -> None:
+def cron_ok(cron: str) -> None:
+    """Refuse a cron string KFP would reject (it wants 6 fields, seconds first), in one line."""
     if len(cron.split()) != 6:
         raise InputError(f"cron must have 6 fields (seconds first, KFP's format), got {cron!r}; e.g. '0 0 3 * * *'")
 
@@ -52,7 +53,7 @@ def schedule(cfg: LWSConfig, host: str, cron: str | None = None, experiment: str
     """A recurring run that retrains on a schedule. Caching is off so each run synthesizes and trains anew;
     each run's MLflow parent is keyed by its KFP job id (run_tag left empty)."""
     cron = cron or cfg.pipeline.cron
-    _cron_ok(cron)
+    cron_ok(cron)
     with tempfile.TemporaryDirectory() as d:
         path = compile_pipeline(cfg, str(Path(d) / "lws_pipeline.yaml"))
 

@@ -216,9 +216,10 @@ def schedule_cmd(
     skip_check: SkipCheckOpt = False,
 ) -> None:
     """Create a recurring run that retrains on a schedule (after `lws pipeline check`)."""
-    from workflows.remote import schedule
+    from workflows.remote import cron_ok, schedule
 
     cfg = resolve_config(config, set_)
+    cron_ok(cron or cfg.pipeline.cron)  # a typo is the user's to fix before any endpoint is probed
     if not skip_check:
         _precheck(cfg, host, "--skip-check schedules anyway")
     r = schedule(cfg, host, cron)

@@ -227,9 +227,13 @@ def test_cli_errors_are_one_line(tmp_path):
     """User-facing failures of the pipeline/data commands: one `error:` line naming the endpoint or value, exit 2."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     base = [sys.executable, "-m", "lws_core.cli.main"]
-    p = subprocess.run([*base, "pipeline", "submit", "--host", "http://127.0.0.1:9"], capture_output=True, text=True, env=env)
+    p = subprocess.run([*base, "pipeline", "submit", "--host", "http://127.0.0.1:9", "--skip-check"], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "127.0.0.1:9" in p.stderr, p.stderr[-2000:]
     assert len(p.stderr.strip().splitlines()) == 1
+    # without --skip-check the pre-flight check speaks first: one line per part, then one error line
+    p = subprocess.run([*base, "pipeline", "submit", "--host", "http://127.0.0.1:9"], capture_output=True, text=True, env=env)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert p.returncode == 2 and len(errors) == 1 and "127.0.0.1:9" in p.stderr, p.stderr[-2000:]
     p = subprocess.run([*base, "pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * *"],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 2 and "6 fields" in p.stderr
