@@ -17,6 +17,8 @@ the LWS projector turns into the unit's K audio embeddings.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,11 +272,41 @@ def ctc_loss(log_probs: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
     )
 
 
+_NUMERAL = re.compile(r"^[-\u2212]?(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(st|nd|rd|th)?$")
+_EDGE_PUNCT = ".,;:!?\"'()[]{}<>\u201c\u201d\u2026"
+
+
+def heard_form(words: list[str]) -> str:
+    """What a recogniser writes for spoken words: lower case, no punctuation, numbers as digits.
+
+    "What is 42 + 7?" -> "what is 42 plus 7". This is the normalised transcript a
+    Whisper-class ASR emits (it writes "42", not "forty two"), and it is the text
+    the LLM reads in the audio slots: spelling numbers out would make a small
+    backbone learn number words -> digits before it can compute anything (the
+    measured stand-in copied "ninety or fifty nine" as "97 vs 59"). Everything
+    but numerals keeps :func:`spoken_form`'s spelling (symbols said as words).
+    """
+    out: list[str] = []
+    for token in " ".join(words).split():
+        t = unicodedata.normalize("NFKC", token).lower().strip(_EDGE_PUNCT)
+        m = _NUMERAL.match(t)
+        if m:
+            sign = "minus " if t[0] in "-\u2212" else ""
+            out.append(sign + t.lstrip("-\u2212").replace(",", ""))
+        elif t.endswith("%") and _NUMERAL.match(t[:-1]):
+            out.append(t[:-1].replace(",", "") + " percent")
+        else:
+            spelled = spoken_form([token])
+            if spelled:
+                out.append(spelled)
+    return " ".join(out)
+
+
 def heard_speech(session) -> list[str]:  # noqa: ANN001 - schema.Session
-    """Per unit, the spoken form of the user words heard in it ("what is forty two")."""
+    """Per unit, the transcript of the user words heard in it ("what is 42")."""
     from lws_core.schema import heard_words
 
-    return [spoken_form(ws) for ws in heard_words(session)]
+    return [heard_form(ws) for ws in heard_words(session)]
 
 
 def place_in_slots(items: list[tuple[list[int], float]], k: int, filler: int) -> list[int]:
@@ -299,7 +331,7 @@ def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - sche
     """The text view of what the user said: per unit, K token ids laid out like the audio slots.
 
     A word belongs to the unit by whose end it has ended (the data pipeline's
-    "heard" rule); its spoken-form tokens sit near its end time within the unit;
+    "heard" rule); its transcript tokens (:func:`heard_form`, digits as digits) sit near its end time within the unit;
     ``<|audio|>`` fills the silent slots. The LWS audio path fills the same K
     slots from the speech encoder's CTC posteriors, so the backbone sees one
     interface from text and from speech.
@@ -308,7 +340,7 @@ def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - sche
     per_unit: list[list[tuple[list[int], float]]] = [[] for _ in range(n)]
     for w in session.user_words:
         u = max(0, int(np.ceil(w.end / u_s - 1e-9)) - 1)
-        text = spoken_form([w.text])
+        text = heard_form([w.text])
         if u >= n or not text:
             continue
         per_unit[u].append((tok.encode_text(" " + text), (w.end - u * u_s) / u_s - 1e-6))

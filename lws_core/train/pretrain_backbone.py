@@ -2,7 +2,7 @@
 
 The real LWS recipe liberates a pretrained LLM's capability; on a laptop there
 is none, so this stage makes one. It trains the tiny causal LM on the schema's
-own stream, with each unit's audio slots replaced by the spoken form of the words
+own stream, with each unit's audio slots replaced by the transcript of the words
 heard in that unit (``encode(..., heard=...)``): question → notes → written
 answer → spoken answer, with the same turn-taking. No audio is needed, so it sees
 many more sessions than the audio set. The result is saved as a plain local HF

@@ -53,8 +53,8 @@ class EncoderReport:
 @dataclass
 class _Session:
     units: np.ndarray  # [n, unit] float32
-    targets: list[str]  # spoken form per unit
-    tokens: list[list[int]]  # the LM tokens of that spoken form, per unit
+    targets: list[str]  # transcript per unit (heard_form)
+    tokens: list[list[int]]  # the LM tokens of that transcript, per unit
 
 
 def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None = None, tok=None) -> list[_Session]:  # noqa: ANN001

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lws_core.errors import InputError
-from lws_core.model.asr import CTCVocab, context_windows, greedy_decode, heard_speech, spoken_form
+from lws_core.model.asr import CTCVocab, context_windows, greedy_decode, heard_form, heard_speech, spoken_form
 from lws_core.schema import Session, Unit, Word, check_digits, encode, heard_words
 
 
@@ -53,14 +53,14 @@ def test_heard_view_puts_each_word_in_the_unit_that_hears_it() -> None:
     words = [Word(text="what", start=0.1, end=0.4), Word(text="is", start=0.5, end=1.0), Word(text="42", start=1.2, end=1.9)]
     s = Session(units=[Unit(), Unit(write="- 42\n"), Unit(state="speak", say="forty two", eot=True)], user_words=words)
     assert heard_words(s) == [["what", "is"], ["42"], []]  # a word ending exactly at 1.0 s is heard in unit 0
-    assert heard_speech(s) == ["what is", "forty two", ""]
+    assert heard_speech(s) == ["what is", "42", ""]  # numbers as digits, as a Whisper-class ASR writes them
     tok = budget_tokenizer()
     audio = tok.special.audio
     slots = heard_slots(s, tok, 10)
     assert [len(u) for u in slots] == [10, 10, 10]
     assert [t for t in slots[0] if t != audio] == tok.encode_text(" what") + tok.encode_text(" is")
     assert slots[0].index(tok.encode_text(" what")[0]) == 3  # "what" ends at 0.4 s: slot 3 of 10
-    assert [t for t in slots[1] if t != audio] == tok.encode_text(" forty two")  # spoken form, one token a word
+    assert [t for t in slots[1] if t != audio] == tok.encode_text(" 42")  # one token a digit
     assert slots[2] == [audio] * 10
     enc = encode(s, tok, 10, heard=slots)
     assert not any(enc.audio_mask)
@@ -73,6 +73,7 @@ def test_heard_view_puts_each_word_in_the_unit_that_hears_it() -> None:
 
 def test_spoken_form_and_word_ctc_vocabulary() -> None:
     assert spoken_form(["What", "is", "42", "+", "7?"]) == "what is forty two plus seven"
+    assert heard_form(["What", "is", "1,042", "+", "7?", "-3", "2.5%"]) == "what is 1042 plus 7 minus 3 2.5 percent"
     v = CTCVocab.from_texts(["what is forty two", "two plus"])  # the word vocabulary (pretrain.encoder.targets=words)
     ids = v.to_ids("what is ninety two")
     assert v.decode(ids) == "what is <unk> two"
