@@ -245,7 +245,8 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             "eval_units": units,
             "schema_valid_rate": 1.0 - forced / max(units, 1),
             "state_accuracy": state_ok / max(units, 1),
-            # the same, forgiving answer-length mismatches at the end of a speak run (see eval.metrics.state_errors)
+            # the same, forgiving answer-length mismatches within OFFSET_SLACK_UNITS of a speak run's labelled end
+            # (see eval.metrics.state_errors); a run that ends further off still counts as an error
             "state_accuracy_turn_taking": (state_ok + state_err["offset_short"] + state_err["offset_long"]) / max(units, 1),
             **{f"state_errors_{k}": state_err[k] for k in STATE_ERROR_CLASSES},
             "task_accuracy": _nan_if_none(tally.overall()),

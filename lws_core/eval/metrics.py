@@ -73,7 +73,10 @@ def turn_end_s(labels: Session) -> float | None:
     return max(ends) if ends else None
 
 
-STATE_ERROR_CLASSES = ("onset_late", "onset_early", "offset_short", "offset_long", "spurious_speak", "dropout")
+STATE_ERROR_CLASSES = ("onset_late", "onset_early", "offset_short", "offset_long", "offset_far", "spurious_speak", "dropout")
+# An answer the model phrases shorter or longer than the teacher ends a unit or two off the label; further
+# off, it is not a phrasing difference but a turn-taking error (talking on, or going quiet mid-answer).
+OFFSET_SLACK_UNITS = 2
 
 
 def _speak_runs(states: list[str]) -> list[tuple[int, int]]:
@@ -88,7 +91,7 @@ def _speak_runs(states: list[str]) -> list[tuple[int, int]]:
     return out
 
 
-def state_errors(pred: list[str], gold: list[str]) -> Counter:
+def state_errors(pred: list[str], gold: list[str], slack: int = OFFSET_SLACK_UNITS) -> Counter:
     """Put every unit whose predicted state differs from the label into one class.
 
     Why: the per-unit ``state_accuracy`` mixes turn-taking mistakes (starting to speak too
@@ -96,8 +99,10 @@ def state_errors(pred: list[str], gold: list[str]) -> Counter:
     (the model's own spoken answer is shorter/longer than the teacher's, so its speak run
     ends earlier/later). Only the first kind is a turn-taking error. Classes:
     ``onset_late``/``onset_early`` (start of a labelled speak run), ``offset_short``/``offset_long``
-    (its end), ``spurious_speak`` (speaking with no labelled run nearby), ``dropout`` (listening
-    inside a run the model did start and resume). Runs are matched by overlap.
+    (its end, within ``slack`` units of the labelled end), ``offset_far`` (an end further off than
+    that: talking on, or falling silent mid-answer, which are turn-taking errors), ``spurious_speak``
+    (speaking with no labelled run nearby), ``dropout`` (listening inside a run the model did start
+    and resume). Runs are matched by overlap.
     """
     n = min(len(pred), len(gold))
     pred, gold = pred[:n], gold[:n]
@@ -112,7 +117,7 @@ def state_errors(pred: list[str], gold: list[str]) -> Counter:
             if not overlap or i < min(r[0] for r in overlap):
                 c["onset_late"] += 1
             elif i >= max(r[1] for r in overlap):
-                c["offset_short"] += 1
+                c["offset_short" if e - i <= slack else "offset_far"] += 1
             else:
                 c["dropout"] += 1
         else:
@@ -121,7 +126,7 @@ def state_errors(pred: list[str], gold: list[str]) -> Counter:
             if near and i < min(r[0] for r in near):
                 c["onset_early"] += 1
             elif near and i >= max(r[1] for r in near):
-                c["offset_long"] += 1
+                c["offset_long" if i - max(r[1] for r in near) < slack else "offset_far"] += 1
             else:
                 c["spurious_speak"] += 1
     return c

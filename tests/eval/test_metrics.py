@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from lws_core.config.registry import GateRule
 from lws_core.eval.metrics import consistent, score_session, turn_end_s
-from lws_core.ops.gate import decide
 from lws_core.schema import Session, Unit, Word
 
 
@@ -43,17 +41,6 @@ def test_pause_and_barge_in_behaviour():
     ok = Session(units=[Unit(state="speak"), Unit(state="speak"), Unit(state="speak"), Unit()])
     assert score_session(late, b_labels, [], "barge_in").barge_in_yield is False
     assert score_session(ok, b_labels, [], "barge_in").barge_in_yield is True  # within one unit
-
-
-def test_gate_never_promotes_a_worse_model():
-    rules = [GateRule(metric="state_accuracy", direction="higher", tolerance=0.01), GateRule(metric="rtf_p95", direction="lower", tolerance=0.0)]
-    champ = {"state_accuracy": 0.9, "rtf_p95": 0.05}
-    assert decide({"state_accuracy": 0.895, "rtf_p95": 0.04}, champ, rules).promote
-    worse = decide({"state_accuracy": 0.85, "rtf_p95": 0.04}, champ, rules)
-    assert not worse.promote and any("worse" in r for r in worse.reasons)
-    assert not decide({"state_accuracy": 0.95, "rtf_p95": 0.06}, champ, rules).promote
-    assert not decide({"state_accuracy": float("nan"), "rtf_p95": 0.01}, None, rules).promote
-    assert decide({"state_accuracy": 0.1, "rtf_p95": 1.0}, None, rules).promote  # first model, finite metrics
 
 
 def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, tmp_path):
@@ -91,6 +78,10 @@ def test_state_errors_separate_turn_taking_from_answer_length():
     assert state_errors([L, L, S, S, S, L], [L, S, S, L, L, L]) == {"onset_late": 1, "offset_long": 2}
     # early start and a short answer
     assert state_errors([S, S, L, L], [L, S, S, L]) == {"onset_early": 1, "offset_short": 1}
+    # an end far from the label is a turn-taking error, not a phrasing difference: the forgiving
+    # accuracy can fail for a model that never stops talking or that stops mid-answer
+    assert state_errors([L, S, S, S, S, S, S], [L, S, L, L, L, L, L]) == {"offset_long": 2, "offset_far": 3}
+    assert state_errors([L, S, L, L, L, L, L], [L, S, S, S, S, S, S]) == {"offset_far": 3, "offset_short": 2}
     # speaking into a pause far from any labelled response; yielding in the middle of an answer
     assert state_errors([L, S, L, L, S, S, L, S, L], [L, L, L, L, S, S, S, S, L]) == {"spurious_speak": 1, "dropout": 1}
     # never answering at all is late onset for the whole run, and identical sequences have no errors
