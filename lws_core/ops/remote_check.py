@@ -242,6 +242,7 @@ def check_mlflow(cfg, failed_buckets: set[str]) -> list[PartCheck]:  # noqa: ANN
             checks.append(PartCheck(store, "failing", "its S3 bucket failed above; fix that first"))
         else:
             try:
+                _forget_mlflow_s3_clients()
                 client.log_text(run_id, "lws pipeline check\n", f"{PROBE_DIR}/probe.txt")
                 names = [a.path for a in client.list_artifacts(run_id, PROBE_DIR)]
                 if f"{PROBE_DIR}/probe.txt" not in names:
@@ -251,6 +252,24 @@ def check_mlflow(cfg, failed_buckets: set[str]) -> list[PartCheck]:  # noqa: ANN
                 checks.append(PartCheck(store, "failing", f"cannot write artifacts ({_one_line(e)}); fix: check registry.artifact_location, registry.s3_endpoint_url and the S3 credentials (of the server when it proxies artifacts)"))
         _remove_probe_run(client, run_id)
     return checks
+
+
+def _forget_mlflow_s3_clients() -> None:
+    """Drop MLflow's cached boto3 clients, so the probe uses the credentials in the environment now.
+
+    MLflow caches S3 clients (``_cached_get_s3_client``, an lru_cache) without the environment's keys in
+    the cache key, and builds them from boto3's default session, which resolves its keys once: a process
+    that logged artifacts under other keys would probe with those and report the wrong verdict. A private name, so a newer MLflow without it simply skips this.
+    """
+    import boto3
+
+    boto3.setup_default_session()  # MLflow builds its clients from boto3's default session, which keeps its first keys
+    try:
+        from mlflow.store.artifact import s3_artifact_repo
+
+        s3_artifact_repo._cached_get_s3_client.cache_clear()
+    except (ImportError, AttributeError):
+        pass
 
 
 def _remove_probe_run(client, run_id: str) -> None:  # noqa: ANN001

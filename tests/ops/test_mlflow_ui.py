@@ -58,7 +58,7 @@ def tracked(mlflow_server, tmp_path, monkeypatch):
     tr.finish(evaluate)
 
     name = f"lws-{tag}"
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)  # not a registry URI set globally by an earlier test
     client.create_registered_model(name, description=f"LWS full-duplex model {tag}")
     mv = client.create_model_version(name, f"runs:/{train}/model", run_id=train,
                                      description=f"Gate verdict {tag}: promote\n\n| metric | challenger |\n|---|---|\n| state_accuracy | 0.91 |")
