@@ -311,6 +311,12 @@ def register_model(
             )
 
     info = with_retries(log, "MLflow model logging", artifact_endpoint(cfg))
+    model_id = getattr(info, "model_id", None)
+    if model_id:  # the evaluation's figures on the logged model's own page (MLflow 3), linked as they are logged
+        from lws_core.ops.tracking import link_model_metrics
+
+        figures = {m: scores.value(m) for m in scores.metrics}
+        registry_call(lambda: link_model_metrics(client, run_id, model_id, figures), "MLflow model metrics", uri)
     record_scores(client, run_id, scores, uri)
     version_tags = {f"lineage.{k}": str(v) for k, v in lineage.items()}
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})

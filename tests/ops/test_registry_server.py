@@ -52,6 +52,12 @@ def test_gate_promotes_better_and_keeps_worse_with_the_table_as_description(tiny
     assert mv2.tags == {f"lineage.{k}": v for k, v in {**lineage, "dataset_dvc_hash": "def.dir"}.items()}
     assert client.get_model_version(name, r1.version).tags["lws.backbone"] == "path:/ckpt"
     assert client.get_model_version(name, r3.version).tags["champion.previous"] == r1.version
+    # the evaluation's figures are linked to the MLflow 3 logged model (its page in the UI lists them)
+    source = client.get_model_version(name, r3.version).source
+    assert source.startswith("models:/m-"), source  # MLflow 3: the version points at a logged model
+    logged = client.get_logged_model(source.removeprefix("models:/"))
+    linked = {m.key: m.value for m in logged.metrics or []}
+    assert abs(linked["state_accuracy"] - planted(2, state=0.92, task=0.4).value("state_accuracy")) < 1e-9
     # a gated metric missing from the scores: never promoted
     empty = planted(3)
     empty.metrics.pop("task_accuracy")
