@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lws_core.errors import InputError, LWSError, ServiceError
+from lws_core.errors import InputError, ServiceError
 from lws_core.eval.sessions import SessionScores
 from lws_core.ops.faults import inject_fault
 from lws_core.ops.gate import GateDecision, decide
-from lws_core.ops.retry import with_retries
+from lws_core.ops.retry import PERMANENT_MLFLOW_CODES, is_permanent, with_retries
 from lws_core.ops.workspace import (
     Workspace,
     artifact_endpoint,
@@ -58,8 +58,7 @@ RETRY_WAIT_S = 0.5
 QUEUE_POLL_S = 0.5
 
 T = TypeVar("T")
-_PERMANENT = {"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED",
-              "UNAUTHENTICATED", "BAD_REQUEST"}
+_PERMANENT = PERMANENT_MLFLOW_CODES | {"UNAUTHENTICATED", "BAD_REQUEST"}
 
 
 @dataclass
@@ -86,9 +85,7 @@ def _no_such(e: BaseException) -> bool:
 
 
 def _transient(e: BaseException) -> bool:
-    if isinstance(e, LWSError | TypeError | AttributeError | KeyError | ValueError | NotImplementedError):
-        return False
-    return getattr(e, "error_code", None) not in _PERMANENT
+    return not (is_permanent(e, _PERMANENT) or isinstance(e, ValueError))
 
 
 def registry_call(fn: Callable[[], T], what: str, endpoint: str) -> T:

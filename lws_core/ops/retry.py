@@ -19,25 +19,27 @@ from lws_core.errors import LWSError, ServiceError
 
 T = TypeVar("T")
 
-_PERMANENT_MLFLOW_CODES = {"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED"}
+# MLflow answers that retrying cannot change (the registry gate adds UNAUTHENTICATED and BAD_REQUEST).
+PERMANENT_MLFLOW_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED"})
 
 
-def _permanent(e: BaseException) -> bool:
+def is_permanent(e: BaseException, codes: frozenset[str] = PERMANENT_MLFLOW_CODES) -> bool:
+    """A failure that a retry cannot mend: our own errors, programming errors, or an MLflow answer in ``codes``."""
     if isinstance(e, LWSError | TypeError | AttributeError | KeyError | NotImplementedError):
         return True
     code = getattr(e, "error_code", None)
-    return isinstance(code, str) and code in _PERMANENT_MLFLOW_CODES
+    return isinstance(code, str) and code in codes
 
 
 def _transient(e: BaseException) -> bool:
     """Retry ordinary exceptions that are not known to be permanent; never KeyboardInterrupt & co."""
-    return isinstance(e, Exception) and not _permanent(e)
+    return isinstance(e, Exception) and not is_permanent(e)
 
 
 def with_retries(fn: Callable[[], T], what: str, endpoint: str, attempts: int = 4, base_delay: float = 0.5) -> T:
     """Call ``fn``; on a transient failure wait 0.5, 1, 2 ... s and retry, then raise ServiceError.
 
-    A permanent failure (see ``_permanent``) propagates unchanged on the first attempt.
+    A permanent failure (see :func:`is_permanent`) propagates unchanged on the first attempt.
     """
 
     def give_up(state: RetryCallState) -> T:
