@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lws_core.data.synth import SPLITS, SynthSummary, synthesize
+from lws_core.data.synth import SPLITS, SynthSummary, replace_dir, synthesize
 from lws_core.errors import InputError
 
 
@@ -127,13 +127,7 @@ def merge_shards(cfg, shard_dirs: list[str | Path], out_dir: str | Path) -> Synt
             },
         )
         write_card(tmp, cfg, summary, cards[0]["teacher"], sum(c["requested_sessions"] for c in cards))
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out_dir)
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

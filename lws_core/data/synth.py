@@ -321,6 +321,17 @@ def _prefetch_scripts(chunks: list[tuple[int, int]], concurrency: int, bar: Any 
         t.join()
 
 
+def replace_dir(new: Path, out_dir: Path) -> None:
+    """Move the finished ``new`` onto ``out_dir``: the old dataset is renamed aside first and removed
+    only after the rename, so a crash leaves either the old or the new dataset, never half of one."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        out_dir.rename(old)
+    new.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
 def synthesize(
     cfg,  # noqa: ANN001 - LWSConfig
     out_dir: str | Path,
@@ -464,13 +475,7 @@ def synthesize(
             },
         )
         write_card(final, cfg, summary, teacher.name, planned)
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-        final.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(final, out_dir)
         return summary
     finally:
         if bar is not None:
