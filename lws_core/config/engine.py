@@ -24,4 +24,4 @@ class EngineSection(Section):
     tts: Literal["espeak", "none"] = Field(
         "espeak", description="Speech synthesizer: espeak (espeak-ng) or none (text only, no TTS loaded)."
     )
-    fast_path: bool = Field(True, description="On CPU, decode Llama/Qwen2 with the fused-weight forward (same function).")
+    fast_path: bool = Field(True, description="Decode Llama/Qwen2/Qwen3 with the fused-weight forward (same function; batched across sessions in a server).")

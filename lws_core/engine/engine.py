@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from lws_core.engine.activity import SpeechActivity
-from lws_core.engine.fastpath import FastPath
-from lws_core.engine.session import Policy, StreamingSession
+from lws_core.engine.fastpath import FastPath, Feed
+from lws_core.engine.session import AudioRequest, FeedRequest, Policy, Request, StreamingSession
 from lws_core.engine.types import EngineConfig, SimulationResult, UnitOutput
 from lws_core.errors import InputError
 from lws_core.schema import Session, Unit, Word
@@ -50,12 +50,9 @@ class Engine:
         mask[list(tok.special_set)] = False
         self.text_mask = mask
         self._masks: dict[tuple[frozenset[int], bool], torch.Tensor] = {}
-        # CPU decoding is overhead-bound: use the fused-weight forward where the backbone allows it
-        self.fast_path = (
-            FastPath(model.lm)
-            if self.config.fast_path and device.type == "cpu" and FastPath.supports(model.lm)
-            else None
-        )
+        # decoding a small model is overhead-bound, and sessions share weight reads only in one
+        # forward: use the fused, batched forward wherever the backbone allows it
+        self.fast_path = FastPath(model.lm) if self.config.fast_path and FastPath.supports(model.lm) else None
 
     @classmethod
     def from_dir(
@@ -119,6 +116,97 @@ class Engine:
     ) -> StreamingSession:
         """A new conversation with its own cache, document, speech queue and clock."""
         return StreamingSession(self, system=system, naive=naive, policy=policy, trace=trace)
+
+    # -- model calls: one session's, or many sessions' in shared batches -------------------------
+    def execute(self, requests: Sequence[Request]) -> list[Any]:
+        """Answer sessions' model calls: every audio window in one encoder batch, every feed in one
+        fused forward (ragged: each session's tokens at its own positions, on its own cache).
+
+        Without the fused path (other backbones, LoRA) feeds run one by one through the HF forward.
+        """
+        out: list[Any] = [None] * len(requests)
+        audio = [i for i, r in enumerate(requests) if isinstance(r, AudioRequest)]
+        if audio:
+            device = self.text_mask.device
+            windows = torch.from_numpy(np.stack([requests[i].window for i in audio])).to(device)
+            emb = self.model.audio(windows).to(self.model.lm.get_input_embeddings().weight.dtype)
+            for row, i in enumerate(audio):
+                out[i] = emb[row]
+        feeds = [i for i, r in enumerate(requests) if isinstance(r, FeedRequest)]
+        if feeds and self.fast_path is not None:
+            logits = self.fast_path.forward(
+                [Feed(r.embeds[0], r.session._cache, r.start, r.want_logits) for r in (requests[i] for i in feeds)]
+            )
+            for i, lg in zip(feeds, logits, strict=True):
+                out[i] = lg
+        elif feeds:
+            for i in feeds:
+                r = requests[i]
+                res = self.model.lm(inputs_embeds=r.embeds, cache=r.session._cache, use_cache=True, logits_to_keep=1)
+                out[i] = res.logits[0, -1] if r.want_logits else None
+        return out
+
+    def step_many(
+        self,
+        pairs: Sequence[tuple[StreamingSession, np.ndarray]],
+        return_exceptions: bool = False,
+    ) -> list[UnitOutput | BaseException]:
+        """Advance several sessions by one unit each, their model calls answered together.
+
+        Each round gathers the next call of every session still working on its unit and answers
+        them in one :meth:`execute`: the audio encoder runs once for all units, and the LM's
+        weights are read once per decoded position for every session (listening sessions finish
+        after a round or two; speaking ones keep decoding). Sessions stay isolated: own cache,
+        document, speech queue, clock and sampling generator. With ``return_exceptions`` one
+        session's failure (say, a bad audio block) is returned in its place and the others go on;
+        otherwise the first failure is raised after every session has finished its unit.
+        """
+        sessions = [s for s, _ in pairs]
+        if len({id(s) for s in sessions}) != len(sessions):
+            raise ValueError("step_many: a session appears twice (one unit per session per call)")
+        results: list[UnitOutput | BaseException | None] = [None] * len(pairs)
+        locks = sorted(sessions, key=id)  # one order for everyone: no deadlock with close()/step()
+        for s in locks:
+            s._lock.acquire()
+        try:
+            with torch.inference_mode():
+                live: dict[int, tuple[Any, Request]] = {}
+                for i, (sess, audio) in enumerate(pairs):
+                    try:
+                        if sess._cache is None:
+                            raise RuntimeError("session is closed")
+                        gen = sess._step(audio)
+                        live[i] = (gen, next(gen))
+                    except StopIteration as stop:
+                        results[i] = stop.value
+                    except Exception as e:  # noqa: BLE001 - returned or re-raised below
+                        results[i] = e
+                while live:
+                    order = list(live)
+                    try:
+                        answers = self.execute([live[i][1] for i in order])
+                    except Exception as e:  # noqa: BLE001 - a shared forward failed: every session in it fails
+                        for i in order:
+                            results[i] = e
+                        break
+                    for i, ans in zip(order, answers, strict=True):
+                        gen = live[i][0]
+                        try:
+                            live[i] = (gen, gen.send(ans))
+                        except StopIteration as stop:
+                            results[i] = stop.value
+                            del live[i]
+                        except Exception as e:  # noqa: BLE001
+                            results[i] = e
+                            del live[i]
+        finally:
+            for s in locks:
+                s._lock.release()
+        if not return_exceptions:
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+        return results  # type: ignore[return-value]
 
     # -- offline simulation ----------------------------------------------------------------
     def iter_units(self, audio: np.ndarray) -> Iterator[np.ndarray]:

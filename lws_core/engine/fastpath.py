@@ -1,27 +1,51 @@
-"""A lean forward for Llama/Qwen2-family backbones on CPU, used by the streaming engine.
+"""A lean, batched forward for Llama / Qwen2 / Qwen3 backbones, used by the streaming engine.
 
-Why: a tiny model's decode step on CPU is dominated by per-op overhead, not
-FLOPs — ~29 small matrix-vector products plus mask building, position and
-cache bookkeeping per token. This path computes exactly the same function with
-fused weights (one QKV product and one gate/up product per layer), the model's
-own norm, rotary and activation modules, and SDPA over the kept cache. It
-writes into the same ``DynamicCache``; the engine's tests compare its logits
-with the HF model's own full forward. Anything it does not recognise (other
-architectures, LoRA wrappers, sliding-window or scaled attention variants) uses
-the HF forward instead.
+Why hand-fused: a tiny model's decode step is dominated by per-op overhead and
+weight reads, not FLOPs. This path computes exactly the same function as the HF
+forward with fused weights (one QKV product and one gate/up product per layer),
+the model's own norm, rotary and activation modules, and SDPA over each
+session's own :class:`~lws_core.engine.kv.StaticKV`. ``torch.compile`` was
+measured against it on the 2-core CPU (``benchmarks/decode_step.py``): inductor's
+static-shape decode step was slower than this eager path, so this one is kept.
+
+Why batched: a server advances many sessions per unit. :meth:`FastPath.forward`
+takes any number of *feeds* (one per session: its new embeddings, its cache, its
+start position) and runs the dense products once over all their tokens together
+(ragged: no padding), so each weight matrix is read once per step for every
+session instead of once per session. Only attention is per session, over that
+session's own buffer, so sessions never see each other's context. The engine's
+tests compare its logits with the HF model's own full forward, alone and batched.
+
+Anything it does not recognise (other architectures, LoRA wrappers,
+sliding-window attention) uses the HF forward instead, one session at a time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from lws_core.engine.kv import StaticKV
+
+
+@dataclass
+class Feed:
+    """One session's part of a batched forward: ``embeds`` [n, H] at positions ``start .. start+n-1``."""
+
+    embeds: torch.Tensor
+    kv: StaticKV
+    start: int
+    want_logits: bool = True
+
 
 class FastPath:
-    """Fused-weight forward over an HF ``LlamaForCausalLM`` / ``Qwen2ForCausalLM``."""
+    """Fused-weight forward over an HF ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM``."""
 
-    SUPPORTED = ("llama", "qwen2")
+    SUPPORTED = ("llama", "qwen2", "qwen3")
 
     @classmethod
     def supports(cls, lm: nn.Module) -> bool:
@@ -29,6 +53,8 @@ class FastPath:
         if cfg is None or getattr(cfg, "model_type", None) not in cls.SUPPORTED:
             return False
         if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", False):
+            return False
+        if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
             return False
         core = getattr(lm, "model", None)
         if core is None or not hasattr(core, "layers") or not hasattr(core, "rotary_emb"):
@@ -58,6 +84,8 @@ class FastPath:
                 dict(
                     ln1=layer.input_layernorm,
                     ln2=layer.post_attention_layernorm,
+                    q_norm=getattr(a, "q_norm", None),  # Qwen3: RMSNorm per head on q and k, before rotary
+                    k_norm=getattr(a, "k_norm", None),
                     qkv=qkv,
                     qkv_bias=bias,
                     o=a.o_proj,
@@ -74,42 +102,71 @@ class FastPath:
                     inter=m.gate_proj.out_features,
                 )
             )
+        first = self.layers[0]
+        self.kv_heads = first["kv"] // first["hd"]
+        self.head_dim = first["hd"]
+
+    def new_kv(self, max_tokens: int, device: torch.device, dtype: torch.dtype) -> StaticKV:
+        """A session's cache for this backbone (see :class:`StaticKV` for the sizing)."""
+        return StaticKV(len(self.layers), self.kv_heads, self.head_dim, max_tokens, dtype, device)
 
     @torch.no_grad()
-    def __call__(
-        self, embeds: torch.Tensor, cache, start: int, want_logits: bool = True
-    ) -> torch.Tensor | None:  # noqa: ANN001
-        """Feed ``embeds`` [1, n, H] at positions ``start..start+n-1``; return the last position's logits."""
-        n = embeds.shape[1]
-        pos = torch.arange(start, start + n, device=embeds.device).unsqueeze(0)
-        cos, sin = self.core.rotary_emb(embeds, pos)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        h = embeds
-        mask = None
-        total = start + n
-        if n > 1:
-            mask = torch.ones(n, total, dtype=torch.bool, device=embeds.device).tril(start)
+    def forward(self, feeds: Sequence[Feed]) -> list[torch.Tensor | None]:
+        """Feed every session its new embeddings; return each one's last-position logits (or None)."""
+        sizes = [f.embeds.shape[0] for f in feeds]
+        for f, n in zip(feeds, sizes, strict=True):
+            f.kv.length = f.start
+            f.kv.reserve(n)
+        h = feeds[0].embeds if len(feeds) == 1 else torch.cat([f.embeds for f in feeds])
+        device = h.device
+        pos = torch.cat([torch.arange(f.start, f.start + n, device=device) for f, n in zip(feeds, sizes, strict=True)])
+        h = h.unsqueeze(0)  # [1, T, H]: the model's modules expect a batch axis
+        cos, sin = self.core.rotary_emb(h, pos.unsqueeze(0))
+        cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)  # [T, 1, hd]: broadcast over heads
+        t = h.shape[1]
+        bounds = []
+        t0 = 0
+        for n in sizes:
+            bounds.append((t0, t0 + n))
+            t0 += n
+        masks = [
+            None if n == 1 else torch.ones(n, f.start + n, dtype=torch.bool, device=device).tril(f.start)
+            for f, n in zip(feeds, sizes, strict=True)
+        ]
         for i, L in enumerate(self.layers):
             hd = L["hd"]
             r = L["ln1"](h)
-            qkv = F.linear(r, L["qkv"], L["qkv_bias"])
+            qkv = F.linear(r[0], L["qkv"], L["qkv_bias"])
             q, k, v = qkv.split([L["q"], L["kv"], L["kv"]], dim=-1)
-            q = q.view(1, n, -1, hd).transpose(1, 2)
-            k = k.view(1, n, -1, hd).transpose(1, 2)
-            v = v.view(1, n, -1, hd).transpose(1, 2)
+            q, k, v = q.view(t, -1, hd), k.view(t, -1, hd), v.view(t, -1, hd)
+            if L["q_norm"] is not None:
+                q, k = L["q_norm"](q), L["k_norm"](k)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k, v = cache.update(k, v, i)
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, scale=L["scale"], enable_gqa=q.shape[1] != k.shape[1]
-            )
-            h = h + L["o"](o.transpose(1, 2).reshape(1, n, -1))
+            outs = []
+            for f, (a, b), mask in zip(feeds, bounds, masks, strict=True):
+                f.kv.write(i, f.start, k[a:b].transpose(0, 1), v[a:b].transpose(0, 1))
+                kk, vv = f.kv.view(i, f.start + (b - a))
+                qb = q[a:b].transpose(0, 1).unsqueeze(0)  # [1, heads, n, hd]
+                o = F.scaled_dot_product_attention(
+                    qb, kk, vv, attn_mask=mask, scale=L["scale"], enable_gqa=qb.shape[1] != kk.shape[1]
+                )
+                outs.append(o[0].transpose(0, 1).reshape(b - a, -1))
+            o = outs[0] if len(outs) == 1 else torch.cat(outs)
+            h = h + L["o"](o.unsqueeze(0))
             r = L["ln2"](h)
             g, u = F.linear(r, L["gu"], L["gu_bias"]).split([L["inter"], L["inter"]], dim=-1)
             h = h + L["down"](L["act"](g) * u)
-        if not want_logits:
-            return None
-        return self.lm.lm_head(self.core.norm(h[:, -1:]))[0, -1]
+        for f, n in zip(feeds, sizes, strict=True):
+            f.kv.length = f.start + n
+        want = [j for j, f in enumerate(feeds) if f.want_logits]
+        result: list[torch.Tensor | None] = [None] * len(feeds)
+        if want:
+            last = torch.tensor([bounds[j][1] - 1 for j in want], device=device)
+            logits = self.lm.lm_head(self.core.norm(h[0, last]))
+            for row, j in enumerate(want):
+                result[j] = logits[row]
+        return result
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,32 @@ class DecodeContext:
 Policy = Callable[[DecodeContext], "int | None"]
 """Returns the next token id, or None to let the model choose. Lets tests script states
 (barge-in) through the real decoding loop; the choice must obey the grammar."""
+
+
+@dataclass
+class FeedRequest:
+    """A session asks its engine to feed ``embeds`` [1, n, H] at ``start``; the answer is the
+    last position's logits (or None when ``want_logits`` is False)."""
+
+    session: StreamingSession
+    embeds: torch.Tensor
+    start: int
+    want_logits: bool
+
+
+@dataclass
+class AudioRequest:
+    """A session asks its engine to encode one unit's audio ``window`` (with its left context);
+    the answer is the unit's [K, H] audio embeddings."""
+
+    window: np.ndarray
+
+
+Request = FeedRequest | AudioRequest
+StepGen = Generator[Request, Any, Any]
+"""A unit's work as a coroutine: it yields the model calls it needs and receives their answers,
+so an engine can answer one session's calls alone (``step``) or many sessions' calls in shared
+batched forwards (``Engine.step_many``). The session's logic is the same either way."""
 
 
 @dataclass
@@ -131,7 +158,8 @@ class StreamingSession:
                 f"engine.max_context_tokens={self.cfg.max_context_tokens} is too small: the session prompt, the kept "
                 f"document and a unit need twice {need // 2}"
             )
-        self._reset_cache(self._prefix_ids([]))
+        with torch.inference_mode():
+            self._drive(self._reset_cache(self._prefix_ids([])))
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> StreamingSession:
@@ -181,16 +209,35 @@ class StreamingSession:
             return []
         return [self.ids.session, *ids, self.ids.end]
 
-    def _reset_cache(self, prefix: list[int]) -> None:
-        self._cache = kept_cache()
+    def _new_cache(self):  # noqa: ANN202 - StaticKV (fused path) or DynamicCache (HF forward)
+        """An empty cache, reusing this session's buffer when there is one (window slides, naive rebuilds)."""
+        fast = self.engine.fast_path
+        if fast is None:
+            return kept_cache()
+        if self._cache is not None:
+            self._cache.reset()
+            return self._cache
+        return fast.new_kv(self.cfg.max_context_tokens, self._device, self._dtype)
+
+    def _reset_cache(self, prefix: list[int]) -> StepGen:
+        self._cache = self._new_cache()
         self.prefix_ids = prefix
         self._n_ctx = 0
         self._fed = []
         self.trace_logits = []
         if prefix:
-            self._forward(self._embed_ids(prefix), want_logits=False)
+            yield from self._forward(self._embed_ids(prefix), want_logits=False)
 
-    def _maybe_slide(self) -> None:
+    def _drive(self, gen: StepGen) -> Any:
+        """Run a coroutine to its end, answering its calls one at a time with the engine."""
+        try:
+            req = next(gen)
+            while True:
+                req = gen.send(self.engine.execute([req])[0])
+        except StopIteration as stop:
+            return stop.value
+
+    def _maybe_slide(self) -> StepGen:
         """Sliding window: keep the cache under ``max_context_tokens``.
 
         When the next unit could overflow, the cache is rebuilt **once** from the
@@ -209,7 +256,7 @@ class StreamingSession:
             doc_tail = self.tok.encode_text(self.document.replace("<|", "< |"))[
                 -self.cfg.keep_document_tokens :
             ]
-        self._reset_cache(self._prefix_ids(doc_tail))
+        yield from self._reset_cache(self._prefix_ids(doc_tail))
         self._pending = []  # the last kept unit carries its own closing tokens
         kept = list(self._history)
         budget = self.cfg.max_context_tokens // 2 - self._n_ctx  # leave half the window free: rebuild rarely
@@ -223,7 +270,7 @@ class StreamingSession:
                     r.audio_emb.unsqueeze(0),
                     self._embed_ids(r.gen_ids),
                 ]
-            self._forward(torch.cat(parts, dim=1), want_logits=False)
+            yield from self._forward(torch.cat(parts, dim=1), want_logits=False)
         self._history = deque(kept, maxlen=self.cfg.keep_units)
         self.rebuilds += 1
 
@@ -232,8 +279,8 @@ class StreamingSession:
         t = torch.tensor([ids], dtype=torch.long, device=self._device)
         return self.model.lm.get_input_embeddings()(t)
 
-    def _forward(self, embeds: torch.Tensor, want_logits: bool = True) -> torch.Tensor | None:
-        """Feed embeddings [1, n, H] onto the context; return the next-token logits."""
+    def _forward(self, embeds: torch.Tensor, want_logits: bool = True) -> StepGen:
+        """Feed embeddings [1, n, H] onto the context; return the next-token logits (a coroutine)."""
         self.tokens_fed_last_step += embeds.shape[1]
         if self.naive or self.trace:
             self._fed.append(embeds)
@@ -242,17 +289,12 @@ class StreamingSession:
             # baseline: the first call of each unit recomputes the whole history (like generate()
             # over the transcript), then decodes within the unit on that fresh cache.
             self._new_unit = False
-            self._cache = kept_cache()
+            self._cache = self._new_cache()
             self.tokens_fed_last_step += self._n_ctx
             embeds_in, start = torch.cat(self._fed, dim=1), 0
         else:
             embeds_in = embeds
-        fast = self.engine.fast_path
-        if fast is not None:
-            logits = fast(embeds_in, self._cache, start, want_logits)
-        else:
-            out = self.model.lm(inputs_embeds=embeds_in, cache=self._cache, use_cache=True, logits_to_keep=1)
-            logits = out.logits[0, -1] if want_logits else None
+        logits = yield FeedRequest(self, embeds_in, start, want_logits)
         self._n_ctx += embeds.shape[1]
         if logits is None:
             return None
@@ -292,18 +334,19 @@ class StreamingSession:
         with self._lock:
             if self._cache is None:
                 raise RuntimeError("session is closed")
-            return self._step(audio_unit, heard)
+            with torch.inference_mode():
+                return self._drive(self._step(audio_unit, heard))
 
-    def _audio_embeddings(self, audio: np.ndarray) -> torch.Tensor:
+    def _audio_embeddings(self, audio: np.ndarray) -> StepGen:
         """[K, H] for one unit, the encoder hearing the previous unit's tail first (left context)."""
         ctx = self.spec.context_samples
         window = np.concatenate([self._audio_tail, audio]) if ctx else audio
         if ctx:
             self._audio_tail = window[-ctx:].copy()  # a context longer than a unit reaches several units back
-        return self.model.audio(torch.from_numpy(window).to(self._device).unsqueeze(0)).to(self._dtype)[0]
+        return (yield AudioRequest(window))
 
-    @torch.inference_mode()
-    def _step(self, audio_unit: np.ndarray, heard: list[int] | None = None) -> UnitOutput:
+    def _step(self, audio_unit: np.ndarray, heard: list[int] | None = None) -> StepGen:
+        """One unit's work as a coroutine (see :data:`StepGen`); ``step`` and ``Engine.step_many`` drive it."""
         t0 = self._sync()
         c0 = time.process_time()
         self.tokens_fed_last_step = 0
@@ -317,9 +360,9 @@ class StreamingSession:
             issues.append("non-finite input samples replaced by silence")
         if audio.shape[0] < n:
             audio = np.pad(audio, (0, n - audio.shape[0]))
-        self._maybe_slide()
+        yield from self._maybe_slide()
         if heard is None:
-            audio_emb = self._audio_embeddings(audio)
+            audio_emb = yield from self._audio_embeddings(audio)
         else:
             if len(heard) != self.spec.audio_tokens_per_unit:
                 raise InputError(f"heard text must fill {self.spec.audio_tokens_per_unit} slots, got {len(heard)}")
@@ -327,10 +370,10 @@ class StreamingSession:
         prefill = torch.cat([self._embed_ids([*self._pending, self.ids.unit]), audio_emb.unsqueeze(0)], dim=1)
         self._pending = []
         self._new_unit = True
-        logits = self._forward(prefill)
+        logits = yield from self._forward(prefill)
         t_prefill = self._sync()
 
-        unit, gen, n_write, n_say, forced = self._decode_unit(logits)
+        unit, gen, n_write, n_say, forced = yield from self._decode_unit(logits)
         self._history.append(_UnitRecord(audio_emb.detach(), gen))
         t_decode = self._sync()
 
@@ -377,7 +420,7 @@ class StreamingSession:
         self.index += 1
         return out
 
-    def _decode_unit(self, logits: torch.Tensor):  # noqa: ANN202 - (ParsedUnit, ids, n_write, n_say, forced)
+    def _decode_unit(self, logits: torch.Tensor) -> StepGen:  # returns (ParsedUnit, ids, n_write, n_say, forced)
         """Grammar-constrained decoding of one unit: state → write → say → end, within the budgets."""
         special = self.tok.special_set
         parser = UnitParser(self.tok, start=Phase.STATE)
@@ -416,7 +459,7 @@ class StreamingSession:
                 token = next(iter(allowed))  # the grammar forces it: no model call needed
             if token is None:
                 if stale:
-                    logits = self._forward(self._embed_ids(self._pending))
+                    logits = yield from self._forward(self._embed_ids(self._pending))
                     self._pending, stale = [], False
                 if at_budget:
                     # budget hit: close the segment; `forced` says the model still wanted text

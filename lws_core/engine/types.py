@@ -8,7 +8,7 @@ types: the engine creates sessions, a session only sees the :class:`SessionHost`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from lws_core.schema import Session, Word
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
     from lws_core.audio.tts import TTS
@@ -52,7 +54,8 @@ class EngineConfig(BaseModel):
     )
     fast_path: bool = Field(
         True,
-        description="On CPU, decode Llama/Qwen2 backbones with the fused-weight forward (same function).",
+        description="Decode Llama/Qwen2/Qwen3 backbones with the fused-weight forward (same function; batched across "
+        "sessions in a server).",
     )
 
     def with_overrides(self, overrides: dict) -> EngineConfig:
@@ -72,8 +75,9 @@ class EngineConfig(BaseModel):
 
 class SessionHost(Protocol):
     """What a :class:`~lws_core.engine.session.StreamingSession` uses of the engine that made it:
-    the shared model and its settings, the CPU fast path, the grammar masks (cached across
-    sessions) and the speech synthesizer. :class:`~lws_core.engine.engine.Engine` is the one."""
+    the shared model and its settings, the fused fast path (it owns the sessions' cache layout),
+    the grammar masks (cached across sessions), the speech synthesizer, and ``execute``, which
+    answers the model calls a session's step yields. :class:`~lws_core.engine.engine.Engine` is the one."""
 
     model: LWSModel
     config: EngineConfig
@@ -86,6 +90,8 @@ class SessionHost(Protocol):
     def tts(self) -> TTS: ...
 
     def allowed_mask(self, allowed: frozenset[int], text_ok: bool) -> torch.Tensor: ...
+
+    def execute(self, requests: Sequence[Any]) -> list[Any]: ...
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""Batched decoding across sessions: the fused forward equals the HF forward for every supported
+architecture, alone and batched with other sessions at other positions; ``Engine.step_many`` gives
+each session exactly what it would get alone; the per-session cache is allocated once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lws_core.engine import Engine, EngineConfig
+from lws_core.engine.fastpath import FastPath, Feed
+
+
+def _tiny_lm(arch: str) -> torch.nn.Module:
+    """A random-init backbone of the named family with grouped-query attention (2 kv heads for 4)."""
+    import transformers as tf
+
+    common = dict(
+        vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    )
+    cfg = {
+        "llama": lambda: tf.LlamaConfig(**common),
+        "qwen2": lambda: tf.Qwen2Config(**common),
+        "qwen3": lambda: tf.Qwen3Config(**common, head_dim=16),
+    }[arch]()
+    torch.manual_seed(1)
+    return tf.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_fused_batched_forward_equals_hf_full_forward(arch):
+    """Two sessions fed ragged chunks in shared forwards; each one's logits == HF over its own stream."""
+    lm = _tiny_lm(arch)
+    assert FastPath.supports(lm)
+    fast = FastPath(lm)
+    gen = torch.Generator().manual_seed(0)
+    streams = [torch.randn(40, 64, generator=gen), torch.randn(40, 64, generator=gen)]
+    kvs = [fast.new_kv(64, torch.device("cpu"), torch.float32) for _ in streams]
+    with torch.inference_mode():
+        refs = [lm(inputs_embeds=s.unsqueeze(0), use_cache=False).logits[0] for s in streams]
+        pos = [0, 0]
+        # ragged rounds: a prefill next to decode steps, a row without logits, one session alone
+        for sizes, want in [((7, 3), (True, True)), ((1, 5), (True, False)), ((1, 1), (True, True)),
+                            ((4, 0), (True, None)), ((1, 1), (False, True)), ((2, 9), (True, True))]:
+            feeds, who = [], []
+            for j, (n, w) in enumerate(zip(sizes, want, strict=True)):
+                if n:
+                    feeds.append(Feed(streams[j][pos[j] : pos[j] + n], kvs[j], pos[j], bool(w)))
+                    who.append((j, n, w))
+            out = fast.forward(feeds)
+            for (j, n, w), logits in zip(who, out, strict=True):
+                pos[j] += n
+                if w:
+                    torch.testing.assert_close(logits, refs[j][pos[j] - 1], atol=2e-5, rtol=1e-5)
+                else:
+                    assert logits is None
+                assert kvs[j].length == pos[j]
+
+
+def _units(audio: np.ndarray, n: int, offset: int) -> list[np.ndarray]:
+    a = np.roll(np.tile(audio, 3), -offset)
+    return [a[i * 16000 : (i + 1) * 16000] for i in range(n)]
+
+
+def test_step_many_gives_each_session_what_it_gets_alone(engine, speech):
+    """Three sessions (different prompts and audio) stepped together == each stepped alone, logit by logit."""
+    eng = Engine(engine.model, EngineConfig(temperature=1.0, seed=5), engine.tts)
+    prompts = [None, "Take notes.", "You are terse."]
+    offsets = [0, 8000, 24000]
+
+    def run(batched: bool) -> list:  # noqa: ANN001
+        sessions = [eng.session(system=p, trace=True) for p in prompts]
+        outs = [[] for _ in sessions]
+        for u in range(5):
+            blocks = [_units(speech, 5, off)[u] for off in offsets]
+            if batched:
+                res = eng.step_many(list(zip(sessions, blocks, strict=True)))
+            else:
+                res = [s.step(b) for s, b in zip(sessions, blocks, strict=True)]
+            for o, r in zip(outs, res, strict=True):
+                o.append(r)
+        return sessions, outs
+
+    alone_s, alone = run(batched=False)
+    batch_s, batch = run(batched=True)
+    for a_sess, b_sess, a_out, b_out in zip(alone_s, batch_s, alone, batch, strict=True):
+        assert [(u.state, u.write, u.say, u.eot) for u in a_out] == [(u.state, u.write, u.say, u.eot) for u in b_out]
+        assert [p for p, _ in a_sess.trace_logits] == [p for p, _ in b_sess.trace_logits]
+        for (_, la), (_, lb) in zip(a_sess.trace_logits, b_sess.trace_logits, strict=True):
+            torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
+        # and the batched session's cache equals one full recompute of its own stream
+        full = torch.cat(b_sess._fed, dim=1)
+        with torch.inference_mode():
+            ref = b_sess.model.lm(inputs_embeds=full, use_cache=False).logits[0].float()
+        for pos, logits in b_sess.trace_logits:
+            torch.testing.assert_close(logits, ref[pos], atol=2e-5, rtol=1e-5)
+
+
+def test_step_many_returns_one_sessions_error_and_serves_the_others(engine, speech):
+    from lws_core.errors import InputError
+
+    good, bad = engine.session(), engine.session()
+    res = engine.step_many(
+        [(good, speech[:16000]), (bad, np.zeros(engine.unit_samples + 1, dtype=np.float32))],
+        return_exceptions=True,
+    )
+    assert isinstance(res[1], InputError) and res[0].index == 0 and good.index == 1
+    assert bad.index == 0  # nothing of the failed unit was kept
+    with pytest.raises(InputError, match="one unit"):
+        engine.step_many([(bad, np.zeros(engine.unit_samples + 1, dtype=np.float32))])
+    with pytest.raises(ValueError, match="twice"):
+        engine.step_many([(good, speech[:16000]), (good, speech[:16000])])
+    good.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.step_many([(good, speech[:16000])])
+
+
+def test_session_cache_is_allocated_once_and_reused_by_window_slides(engine, speech):
+    """The fused path's cache is one preallocated buffer: the sliding window refills it in place."""
+    eng = Engine(engine.model, EngineConfig(max_context_tokens=400, keep_units=2, temperature=1.5, seed=1), engine.tts)
+    with eng.session() as sess:
+        kv = sess._cache
+        ptr = kv.buf.data_ptr()
+        assert kv.capacity == 400
+        for block in _units(speech, 24, 0):
+            sess.step(block)
+            assert sess.context_tokens <= 400
+        assert sess.rebuilds >= 1
+        assert sess._cache is kv and kv.allocations == 1 and kv.buf.data_ptr() == ptr
