@@ -8,23 +8,28 @@ interleaved (A B C D, then D C B A, ...) so that drift in the load of a shared
 machine hits all of them alike. Steady-state tokens/s is measured between the
 first logged step after ``--warmup`` and the last step.
 
-GPU (runs only when CUDA exists, else prints a skip line and exits 0):
-    .venv/bin/python benchmarks/train_throughput.py --gpu [--preset qwen-0.5b] [--seq 2048] [--batch 8]
-A random-init backbone of the preset's shape (vocabulary padded to Qwen's 151,936)
-with DeepSpeed ZeRO-2 bf16; reports tokens/s and model FLOPs utilization
-(6·N·tokens + attention, over the GPU's dense bf16 peak).
+GPU (runs only when CUDA exists, else prints a skip line and exits 0; part of benchmarks/gpu_check.sh):
+    .venv/bin/python benchmarks/train_throughput.py --gpu [--backbone qwen-0.5b|qwen3-0.6b] [--seq 2048] [--batch 8] [--json F]
+A random-init backbone of that shape (vocabulary padded to Qwen's 151,936, see
+gpu_common.py) with DeepSpeed ZeRO-2 bf16; reports tokens/s and model FLOPs
+utilization (6·N_lm + attention per token, over the GPU's dense bf16 peak).
+    .venv/bin/python benchmarks/train_throughput.py --smoke --device cpu --backend torch   # code check, toy sizes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_common (it adds the repo root)
+from gpu_common import write_json  # noqa: E402
 
 VARIANTS = {
     "torch": {"train.backend": "torch"},
@@ -87,46 +92,60 @@ def cpu(args: argparse.Namespace) -> dict:
     }
 
 
-H100_BF16_DENSE_TFLOPS = 989.4
-
-
 def gpu(args: argparse.Namespace) -> dict | None:
+    """ZeRO-`--zero-stage` (default 2) bf16 training of a random-init backbone through the project's Trainer.
+
+    Tokens/s are the LM tokens (attention-mask positions) per second between the first
+    logged step at or after ``--warmup`` and the last one. MFU counts model FLOPs per LM
+    token as 6 x the LM's matmul parameters (all but the embedding lookup; the LM head
+    counted once, also when tied to the embedding) plus the attention scores, 12 x layers x heads x head_dim x sequence length (the
+    non-causal PaLM convention); ``mfu_with_encoder`` adds the audio encoder's 6 x N x
+    positions per audio window. Both over the GPU's dense bf16 peak.
+    """
     import torch
+    from gpu_common import BACKBONES, build_model, device_facts, lm_shape, resolve_device
 
-    if not torch.cuda.is_available() and not args.dry_run:
-        print("skip: no CUDA GPU on this machine (GPU throughput not measured)")
-        return None
-    from transformers import TrainingArguments
-
-    from lws_core.config import LWSConfig
-    from lws_core.model import LWSModel
-    from lws_core.schema import train_bpe_tokenizer
     from lws_core.train.collator import LWSCollator
     from lws_core.train.deepspeed_config import deepspeed_config, ensure_single_process_env, resolve_precision
     from lws_core.train.trainer import _trainer_class
     from tests.model import synthetic
 
-    on_gpu = torch.cuda.is_available()
-    preset = args.preset if on_gpu else "tiny"
-    cfg = LWSConfig().with_overrides({"model.preset": preset})
-    tok = train_bpe_tokenizer(synthetic.CORPUS, vocab_size=300)
-    model = LWSModel.build(cfg, tokenizer=tok)
-    if on_gpu and preset.startswith("qwen"):
-        model.lm.resize_token_embeddings(151936)  # the real Qwen vocabulary: its logits are a large share of the FLOPs
-    # rows of about --seq tokens (whole units)
+    if args.dry_run:
+        args.device, args.smoke = "cpu", True
+    if args.device == "auto" and not torch.cuda.is_available() and not args.smoke:
+        print("skip: no CUDA GPU on this machine (GPU throughput not measured)")
+        return None
+    device = resolve_device(args.device)
+    on_gpu = device.startswith("cuda")
+    backbone = args.backbone or ("tiny-qwen3" if args.smoke else "qwen-0.5b")
+    if args.smoke:
+        args.seq, args.batch, args.steps, args.warmup = min(args.seq, 128), min(args.batch, 2), min(args.steps, 3), 1
+    if args.backend == "deepspeed" and not on_gpu and torch.cuda.is_available():
+        raise SystemExit("error: DeepSpeed on CPU needs a machine without CUDA (the Trainer would use the GPU); "
+                         "use --backend torch for a CPU run here")
+    model = build_model(backbone)
+    shape = lm_shape(model)
     n_units = max(1, args.seq // 15 + 1)  # a listen unit is K + 5 = 15 tokens: enough units, cut to --seq by the collator
     rows = [synthetic.row(synthetic.session(n_listen=n_units // 2, n_speak=n_units - n_units // 2, sid=f"g{i}"), seed=i)
-            for i in range(args.batch * 4)]
-    col = LWSCollator(tok, cfg.schema_.audio_tokens_per_unit, synthetic.UNIT_SAMPLES, max_length=args.seq)
-    seq = len(col.encode(rows[0]))
-    precision = resolve_precision("auto", on_gpu)
-    ensure_single_process_env()
-    ds = deepspeed_config(2, precision, on_gpu, model.lm.config.hidden_size)
+            for i in range(args.batch * 4)]  # epochs repeat them
+    col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, synthetic.UNIT_SAMPLES, max_length=args.seq)
+    enc0 = col.encode(rows[0])
+    seq, windows_per_row = len(enc0), int(enc0.unit_audio.shape[0])
+    precision = resolve_precision(args.precision, on_gpu)
+    ds = None
+    if args.backend == "deepspeed":
+        ensure_single_process_env()
+        ds = deepspeed_config(args.zero_stage, precision, on_gpu, model.lm.config.hidden_size)
+    from transformers import TrainingArguments
+
     targs = TrainingArguments(output_dir=str(Path(args.out) / "gpu"), max_steps=args.steps, per_device_train_batch_size=args.batch,
                               learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to=[], remove_unused_columns=False,
                               deepspeed=ds, bf16=precision == "bf16", fp16=precision == "fp16", disable_tqdm=True,
-                              gradient_checkpointing=False)
+                              gradient_checkpointing=False,
+                              dataloader_num_workers=2 if on_gpu else 0,  # collation (~10 ms a row) off the step's path
+                              use_cpu=not on_gpu and args.backend == "torch" and torch.cuda.is_available())
     marks: list[tuple[int, float, float]] = []
+    losses: list[float] = []
 
     class Clock:
         def on_log(self, step: int, metrics: dict[str, float]) -> None:
@@ -134,25 +153,49 @@ def gpu(args: argparse.Namespace) -> dict | None:
                 torch.cuda.synchronize()
             if "tokens_seen" in metrics:
                 marks.append((step, time.perf_counter(), metrics["tokens_seen"]))
+            if "loss" in metrics:
+                losses.append(metrics["loss"])
 
         def on_end(self, summary: object) -> None: ...
 
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     trainer = _trainer_class()(model=model, args=targs, train_dataset=rows, data_collator=col, lws_callbacks=[Clock()])
+    t_start = time.perf_counter()
     trainer.train()
+    wall = time.perf_counter() - t_start
     m = [x for x in marks if x[0] >= args.warmup]
+    if len(m) < 2:
+        raise SystemExit(f"error: too few logged steps after warm-up ({len(m)}): raise --steps above --warmup + 1")
     (s0, t0, k0), (s1, t1, k1) = m[0], m[-1]
     tps = (k1 - k0) / (t1 - t0)
-    lm = model.lm.config
-    n_params = sum(p.numel() for p in model.parameters())
-    flops_per_token = 6 * n_params + 12 * lm.num_hidden_layers * lm.hidden_size * seq
-    mfu = flops_per_token * tps / (H100_BF16_DENSE_TFLOPS * 1e12) if on_gpu else None
-    return {"device": torch.cuda.get_device_name() if on_gpu else "cpu (dry run, tiny preset)", "preset": preset,
-            "parameters": n_params, "seq_len": seq, "batch": args.batch, "precision": precision, "zero_stage": 2,
-            "tokens_per_s": round(tps, 1), "steps_per_s": round((s1 - s0) / (t1 - t0), 3),
-            "mfu_vs_h100_bf16_dense": None if mfu is None else round(mfu, 4)}
+    attn = 12 * shape["layers"] * shape["heads"] * shape["head_dim"] * seq
+    flops_per_token = 6 * shape["lm_matmul_parameters"] + attn
+    enc_cfg = model.audio.encoder.config
+    enc_flops_per_window = 6 * shape["audio_parameters"] * int(enc_cfg.max_source_positions)
+    enc_flops_per_token = enc_flops_per_window * windows_per_row / seq
+    facts = device_facts(device)
+    peak = facts.get("peak_bf16_dense_tflops")
+    mfu = flops_per_token * tps / (peak * 1e12) if peak and precision == "bf16" else None
+    mfu_enc = (flops_per_token + enc_flops_per_token) * tps / (peak * 1e12) if mfu is not None else None
+    return {
+        "what": "training throughput, random-init backbone, project Trainer (LWSTrainer)",
+        **facts, "smoke": bool(args.smoke), "backbone": backbone, "backbone_note": BACKBONES[backbone].note, **shape,
+        "seq_len": seq, "audio_windows_per_row": windows_per_row, "batch": args.batch, "precision": precision,
+        "backend": args.backend, "zero_stage": args.zero_stage if args.backend == "deepspeed" else None,
+        "steps": args.steps, "warmup_steps": args.warmup, "measured_steps": s1 - s0,
+        "tokens_per_s": round(tps, 1), "steps_per_s": round((s1 - s0) / (t1 - t0), 3), "wall_s": round(wall, 2),
+        "model_flops_per_token": flops_per_token, "attention_flops_per_token": attn,
+        "encoder_flops_per_token": round(enc_flops_per_token),
+        "mfu": None if mfu is None else round(mfu, 4),
+        "mfu_with_encoder": None if mfu_enc is None else round(mfu_enc, 4),
+        "mfu_formula": "(6*lm_matmul_parameters + 12*layers*heads*head_dim*seq_len) * tokens_per_s / peak_bf16_dense",
+        "losses": [round(x, 4) for x in losses], "loss_finite": bool(losses) and all(math.isfinite(x) for x in losses),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,
+    }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", help="Synthesized dataset (CPU comparison).")
     ap.add_argument("--steps", type=int, default=25)
@@ -162,20 +205,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/lws-throughput")
     ap.add_argument("--gpu", action="store_true", help="GPU path: 0.5B-class random-init backbone, ZeRO-2 bf16.")
-    ap.add_argument("--dry-run", action="store_true", help="Run the GPU path on CPU with the tiny preset (code check).")
-    ap.add_argument("--preset", default="qwen-0.5b")
+    ap.add_argument("--dry-run", action="store_true", help="The GPU path on CPU at toy sizes (= --device cpu --smoke).")
+    ap.add_argument("--smoke", action="store_true", help="Toy sizes (tiny-qwen3 backbone, seq 128, 3 steps): a code check.")
+    ap.add_argument("--device", default="auto", help="auto | cuda | cpu (GPU path)")
+    ap.add_argument("--backbone", "--preset", dest="backbone", default=None,
+                    help="qwen-0.5b (default) | qwen3-0.6b | tiny | tiny-qwen3 (see benchmarks/gpu_common.py)")
+    ap.add_argument("--backend", choices=["deepspeed", "torch"], default="deepspeed")
+    ap.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=2)
+    ap.add_argument("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32")
     ap.add_argument("--seq", type=int, default=2048)
-    a = ap.parse_args()
-    if a.gpu:
+    ap.add_argument("--json", help="Also write the GPU path's result here.")
+    a = ap.parse_args(argv)
+    if a.gpu or a.dry_run or a.smoke:
         r = gpu(a)
         if r is not None:
-            print(json.dumps(r, indent=1))
-        return
+            write_json(a.json, r)
+        return r
     if not a.data:
         raise SystemExit("--data DATA_DIR is required for the CPU comparison")
-    print(json.dumps(cpu(a), indent=1))
+    r = cpu(a)
+    print(json.dumps(r, indent=1))
+    return r
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.model.synthetic for the GPU rows
     main()
