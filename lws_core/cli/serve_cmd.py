@@ -34,7 +34,12 @@ def serve(
             help="Refuse sessions the measured engine speed cannot keep real time for (default), or only enforce --max-sessions.",
         ),
     ] = True,
-    workers: Annotated[int, typer.Option("--workers", help="Engine worker threads (1 on CPU; more can help on a GPU).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Threads for session set-up and tear-down (units run on the batching engine thread).")] = 1,
+    batch: Annotated[
+        bool,
+        typer.Option("--batch/--no-batch", help="Advance every ready session in one batched engine step (default), or one session at a time."),
+    ] = True,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Most sessions advanced in one batched step.")] = 256,
     device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -53,6 +58,8 @@ def serve(
         max_frame_bytes=max_frame_bytes,
         allowed_origins=allowed_origin or [],
         workers=workers,
+        batch=batch,
+        max_batch=max_batch,
         measured_admission=measured_admission,
     )  # refuse an open port without a token, and bad limits, before loading anything
     from lws_core.cli.common import resolve_config

@@ -1,18 +1,25 @@
 """Engine scheduling, admission control and metrics.
 
 Engine steps are CPU/GPU bound and release the GIL inside torch, so they run on
-a small thread pool while the event loop keeps every socket responsive. Each
-session submits at most one unit at a time (its next unit waits for the
-previous one), so the pool's FIFO queue is round-robin across sessions and
-earliest-deadline-first within the pool: no session can starve another by
-sending audio faster.
+engine threads while the event loop keeps every socket responsive.
 
-Admission uses *measured* capacity: the recent compute time per unit divided by
-the unit length is the real-time factor of one session; N sessions on W
-workers need N * RTF / W of the machine. A new session is refused (close 1013)
-when that would pass ``target_utilization``, or when ``max_sessions`` is
-reached. The estimate comes from the warm-up step and then from live traffic,
-so it tracks whatever else the machine is doing.
+Units are *batched across sessions* (:class:`Batcher`): one engine thread takes
+every session whose unit is ready and advances them together with
+``Engine.step_many``, so the model's weights are read once per decoded position
+for all of them, not once per session. Each session submits at most one unit at
+a time (its next unit waits for the previous one), so a round holds each ready
+session once: no session can starve another by sending audio faster, and one
+that arrives while a round runs joins the next. The rest (creating, resetting,
+closing sessions; the warm-up) runs on a small thread pool.
+
+Admission uses *measured* capacity: a round's wall time divided by the units it
+advanced is each unit's share of the engine; that share over the unit length is
+the real-time factor of one session, and N sessions need N * RTF of the engine.
+A new session is refused (close 1013) when that would pass
+``target_utilization``, or when ``max_sessions`` is reached. The estimate comes
+from the warm-up step (one session alone: the most expensive share) and then
+from live traffic, so it tracks the batch sizes the load produces and whatever
+else the machine is doing.
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lws_core.engine import Engine, StreamingSession, UnitOutput
 
 T = TypeVar("T")
 
@@ -165,17 +175,22 @@ class Scheduler:
     def queued(self) -> int:
         return self._queued
 
+    def observe_round(self, wall_s: float, units: int) -> None:
+        """Feed one batched round: each of its ``units`` cost an equal share of its wall time."""
+        if units > 0:
+            self.observe(wall_s / units)
+
     def utilization(self, sessions: int) -> float:
-        """Predicted share of the workers that ``sessions`` real-time sessions need."""
+        """Predicted share of the engine thread that ``sessions`` real-time sessions need."""
         if self._rtf_ema is None:
             return 0.0
-        return sessions * self._rtf_ema / self.workers
+        return sessions * self._rtf_ema
 
     def capacity(self) -> int | None:
         """Sessions that fit under the target utilization (None before any measurement)."""
         if not self._rtf_ema:
             return None
-        return int(self.target * self.workers / self._rtf_ema)
+        return int(self.target / self._rtf_ema)
 
     def admits(self, active: int) -> bool:
         """The first session is always admitted (a slow machine still serves one user, just late)."""
@@ -183,3 +198,92 @@ class Scheduler:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Batcher:
+    """One engine thread that advances every ready session's unit in one ``Engine.step_many``.
+
+    ``await step(session, audio)`` queues the unit and resolves when its round is done. A
+    round takes everything queued (at most ``max_batch``, one unit per session), so under
+    light load a unit runs alone at once, and under heavy load rounds grow and each weight
+    read serves more sessions. ``batch=False`` runs each queued unit on its own, in arrival
+    order (the pre-batching server; kept so benchmarks can compare the two).
+    """
+
+    def __init__(self, engine: Engine, scheduler: Scheduler, max_batch: int = 256, batch: bool = True) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.max_batch = max_batch if batch else 1
+        self._items: deque[tuple[StreamingSession, Any, asyncio.Future, asyncio.AbstractEventLoop]] = deque()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+        self.round_sizes: deque[int] = deque(maxlen=2000)
+
+    async def step(self, session: StreamingSession, audio: Any) -> UnitOutput:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError("server is shutting down")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="lws-batcher", daemon=True)
+                self._thread.start()
+            self._items.append((session, audio, fut, loop))
+            self._cond.notify()
+        return await fut
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+    def _take(self) -> list[tuple[StreamingSession, Any, asyncio.Future, asyncio.AbstractEventLoop]] | None:
+        with self._cond:
+            while not self._items and not self._stopped:
+                self._cond.wait()
+            if self._stopped:
+                return None
+            taken, seen, keep = [], set(), deque()
+            while self._items and len(taken) < self.max_batch:
+                item = self._items.popleft()
+                if id(item[0]) in seen:  # a session's second unit waits for the next round
+                    keep.append(item)
+                else:
+                    seen.add(id(item[0]))
+                    taken.append(item)
+            self._items.extendleft(reversed(keep))
+            return taken
+
+    def _loop(self) -> None:
+        while (taken := self._take()) is not None:
+            t0 = time.perf_counter()
+            try:
+                results: list[Any] = self.engine.step_many([(s, a) for s, a, _, _ in taken], return_exceptions=True)
+            except Exception as e:  # noqa: BLE001 - e.g. a session listed twice: fail the round, keep serving
+                results = [e] * len(taken)
+            self.scheduler.observe_round(time.perf_counter() - t0, len(taken))
+            self.rounds += 1
+            self.round_sizes.append(len(taken))
+            for (_, _, fut, loop), r in zip(taken, results, strict=True):
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, fut, r)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._stopped = True
+            pending = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        for _, _, fut, loop in pending:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, fut, RuntimeError("server is shutting down"))
+
+
+def _settle(fut: asyncio.Future, result: Any) -> None:
+    if fut.done():  # the connection went away and cancelled its wait
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)

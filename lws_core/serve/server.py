@@ -34,7 +34,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from lws_core.errors import LWSError
 from lws_core.serve import protocol as P
 from lws_core.serve.render import render_markdown
-from lws_core.serve.scheduler import Metrics, Scheduler
+from lws_core.serve.scheduler import Batcher, Metrics, Scheduler
 from lws_core.serve.settings import ServeSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -92,6 +92,7 @@ class LWSServer:
         self.model_name = model_name or spec.preset
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.settings.workers, self.unit_s, self.settings.target_utilization)
+        self.batcher = Batcher(engine, self.scheduler, self.settings.max_batch, batch=self.settings.batch)
         self.app = self._build_app()
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -101,6 +102,7 @@ class LWSServer:
             if self.settings.warmup:
                 await self.scheduler.run(self._warmup)
             yield
+            self.batcher.shutdown()
             self.scheduler.shutdown()
 
         app = FastAPI(title="LWS realtime server", version=P.PROTOCOL_VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -144,7 +146,9 @@ class LWSServer:
             "capacity_sessions": float(min(cap, self.settings.max_sessions)) if cap is not None else float(self.settings.max_sessions),
             "max_sessions": float(self.settings.max_sessions),
             "engine_rtf_ema": self.scheduler.rtf if self.scheduler.rtf is not None else float("nan"),
-            "engine_queue": float(self.scheduler.queued),
+            "engine_queue": float(self.scheduler.queued + self.batcher.queued),
+            "engine_rounds": float(self.batcher.rounds),
+            "engine_batch_mean": float(sum(self.batcher.round_sizes) / len(self.batcher.round_sizes)) if self.batcher.round_sizes else float("nan"),
         }
 
     def _warmup(self) -> None:
@@ -385,7 +389,7 @@ class LWSServer:
                 await self._send_json(conn.ws, conn, {"type": "reset"})
                 continue
             try:
-                out = await self.scheduler.run(conn.session.step, work.audio)
+                out = await self.batcher.step(conn.session, work.audio)
             except Exception as e:  # a bug in the engine: end this session only, never the server
                 self.metrics.error("engine")
                 raise _Closed(P.CLOSE_INTERNAL, "engine") from e
@@ -397,8 +401,7 @@ class LWSServer:
     async def _send_unit(self, conn: _Conn, out, work: _Work, prev_state: str | None) -> None:  # noqa: ANN001 - UnitOutput
         from lws_core.audio import pcm16_bytes
 
-        compute_s = out.timings.get("total_ms", 0.0) / 1000
-        self.scheduler.observe(compute_s)
+        compute_s = out.timings.get("total_ms", 0.0) / 1000  # the unit's wall time inside its batched round
         speech_s = out.speech.size / self.sample_rate
         # state first: the page stops playback the moment the model yields, before anything else arrives
         if out.state != prev_state or out.barge_in:

@@ -35,10 +35,11 @@ class FaultyEngine:
         sess = self._engine.session(system, **kw)
         if system == FAULT_PROMPT:
 
-            def broken_step(_audio: np.ndarray) -> None:
+            def broken_step(_audio: np.ndarray, heard: list[int] | None = None):  # noqa: ANN202 - a unit's coroutine
                 raise RuntimeError("injected engine fault")
+                yield  # the real one is a coroutine that the engine drives (alone or batched)
 
-            sess.step = broken_step
+            sess._step = broken_step
         return sess
 
 

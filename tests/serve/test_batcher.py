@@ -1,0 +1,80 @@
+"""The server's batching engine thread: ready sessions share rounds, one unit per session per round,
+results reach the right session, a failing session fails alone, and shutdown releases the waiters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from lws_core.serve.scheduler import Batcher, Scheduler
+
+
+def _units(speech16k: np.ndarray, n: int) -> list[np.ndarray]:
+    a = np.tile(speech16k, 2)
+    return [a[i * 8000 : i * 8000 + 16000] for i in range(n)]
+
+
+def test_queued_units_share_a_round_and_match_each_session_alone(engine, speech16k):
+    blocks = _units(speech16k, 4)
+    solo = []
+    for b in blocks:
+        with engine.session() as s:
+            solo.append(s.step(b))
+    sched = Scheduler(1, 1.0, 0.85)
+    batcher = Batcher(engine, sched)
+    sessions = [engine.session() for _ in blocks]
+
+    async def main() -> list:
+        # hold the engine thread back until every unit is queued (the lock is re-entrant: the
+        # tasks run on this thread and queue under it), so they make one round
+        with batcher._cond:
+            tasks = [asyncio.ensure_future(batcher.step(s, b)) for s, b in zip(sessions, blocks, strict=True)]
+            while batcher.queued < len(blocks):
+                await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
+
+    try:
+        outs = asyncio.run(main())
+    finally:
+        batcher.shutdown()
+    assert list(batcher.round_sizes) == [4]
+    assert [(o.state, o.write, o.say) for o in outs] == [(o.state, o.write, o.say) for o in solo]
+    assert all(s.index == 1 for s in sessions)
+    assert sched.rtf is not None and sched.capacity() is not None
+
+
+def test_a_session_appears_once_per_round_and_max_batch_holds(engine):
+    sched = Scheduler(1, 1.0, 0.85)
+    batcher = Batcher(engine, sched, max_batch=2)
+    a, b, c = object(), object(), object()
+    batcher._items.extend((s, None, None, None) for s in (a, a, b, c))
+    first = batcher._take()
+    assert [x[0] for x in first] == [a, b]  # a's second unit waits; max_batch=2
+    assert [x[0] for x in batcher._items] == [a, c]  # order kept for the next round
+    assert Batcher(engine, sched, batch=False).max_batch == 1
+
+
+def test_one_failing_session_fails_alone_and_shutdown_releases_waiters(engine, speech16k):
+    from lws_core.errors import InputError
+
+    batcher = Batcher(engine, Scheduler(1, 1.0, 0.85))
+    good, bad = engine.session(), engine.session()
+
+    async def main() -> list:
+        return await asyncio.gather(
+            batcher.step(good, speech16k[:16000]),
+            batcher.step(bad, np.zeros(engine.unit_samples + 1, dtype=np.float32)),
+            return_exceptions=True,
+        )
+
+    res = asyncio.run(main())
+    assert res[0].index == 0 and isinstance(res[1], InputError)
+    batcher.shutdown()
+
+    async def after() -> None:
+        await batcher.step(good, speech16k[:16000])
+
+    with pytest.raises(RuntimeError, match="shutting down"):
+        asyncio.run(after())
