@@ -38,7 +38,7 @@ done
 
 # What the device image (KINDS.md: python 3.12, torch, transformers 5.17, accelerate, no pydantic/deepspeed)
 # lacks for the benchmarks' imports, at the versions constraints.txt pins.
-WHEELS="pydantic pydantic_core annotated-types typing-inspection deepspeed hjson transformers espeakng-loader soxr num2words soundfile cffi pycparser"
+WHEELS="pydantic pydantic_core annotated-types typing-inspection typing_extensions deepspeed hjson transformers espeakng-loader soxr num2words soundfile cffi pycparser"
 
 if [ "$PREPARE" = 1 ]; then
   PIP="${LWS_PYTHON:-.venv/bin/python}"

@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:  # the marker, not the keyword: tests/gpu/ holds CPU tests too
             item.add_marker(skip)
 
 
