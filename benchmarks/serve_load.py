@@ -65,7 +65,7 @@ def speech_for(i: int, seconds: float) -> np.ndarray:
     return np.concatenate(parts)[: int(seconds * 16000)]
 
 
-async def client(url: str, audio: np.ndarray, frame_s: float = 0.1) -> dict:
+async def client(url: str, audio: np.ndarray, frame_s: float = 0.1, delay_s: float = 0.0) -> dict:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -73,6 +73,7 @@ async def client(url: str, audio: np.ndarray, frame_s: float = 0.1) -> dict:
 
     res: dict = {"refused": False, "behind": False, "latency_ms": [], "server_latency_ms": [], "rtf": [], "units": 0}
     sent_at: dict[int, float] = {}
+    await asyncio.sleep(delay_s)  # clients out of phase: their units come due at different moments
     try:
         async with connect(url, max_size=None) as ws:
             await ws.send(json.dumps({"type": "hello", "version": "lws.v1", "sample_rate": 16000}))
@@ -123,7 +124,9 @@ def pct(values: list[float], q: float) -> float:
 
 async def run_level(url: str, n: int, seconds: float) -> dict:
     audios = [speech_for(i, seconds) for i in range(n)]
-    results = await asyncio.gather(*(client(url, a) for a in audios))
+    # staggered over one unit: units come due spread over the second, the batcher's harder case
+    # (clients started in lockstep would hand it perfectly full rounds)
+    results = await asyncio.gather(*(client(url, a, delay_s=i / n) for i, a in enumerate(audios)))
     lat = [x for r in results for x in r["latency_ms"]]
     srv = [x for r in results for x in r["server_latency_ms"]]
     rtf = [x for r in results for x in r["rtf"]]
@@ -149,6 +152,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="Audio each client streams, in real time.")
     ap.add_argument("--max-sessions", type=int, default=64, help="Server --max-sessions (refusals then come from measured capacity).")
     ap.add_argument("--sessions-only", action="store_true", help="Serve with --sessions-only: admit up to --max-sessions whatever the load.")
+    ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="serve-load-")
@@ -162,8 +166,10 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "lws_core.cli.main", "serve", "--model", model, "--port", str(port), "--max-sessions", str(args.max_sessions)]
-        + (["--sessions-only"] if args.sessions_only else []),
+        [sys.executable, "-m", "lws_core.cli.main", "serve", "--model", model, "--port", str(port), "--max-sessions", str(args.max_sessions),
+         "--max-connections", str(max(32, max(args.clients) + 8))]
+        + (["--sessions-only"] if args.sessions_only else [])
+        + (["--no-batch"] if args.no_batch else []),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -193,7 +199,10 @@ def main() -> None:
             time.sleep(1.0)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?format=json", timeout=5) as r:
             m = json.loads(r.read())
-        print(f"first refusal at N = {first_refusal}; server refusals {m['refusals']}; load now {os.getloadavg()[0]:.1f}")
+        print(
+            f"first refusal at N = {first_refusal}; server refusals {m['refusals']}; engine rounds {m.get('engine_rounds')}, "
+            f"mean sessions per round {m.get('engine_batch_mean')}; load now {os.getloadavg()[0]:.1f}"
+        )
     finally:
         server.send_signal(signal.SIGINT)
         try:

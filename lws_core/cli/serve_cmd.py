@@ -19,8 +19,8 @@ def serve(
         str | None,
         typer.Option("--token", envvar="LWS_SERVE_TOKEN", help="Shared secret clients must send (hello.token, ?token= or Bearer header)."),
     ] = None,
-    max_sessions: Annotated[int, typer.Option("--max-sessions", help="Concurrent engine sessions; more are refused with close 1013.")] = 8,
-    max_connections: Annotated[int, typer.Option("--max-connections", help="Open WebSockets, including ones before hello.")] = 32,
+    max_sessions: Annotated[int, typer.Option("--max-sessions", help="Concurrent engine sessions (a safety cap; the measured capacity refuses first); more are refused with close 1013.")] = 256,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open WebSockets, including ones before hello.")] = 320,
     max_session_s: Annotated[float, typer.Option("--max-session-s", help="Wall-clock limit of one session (s); then close 1008.")] = 1800.0,
     max_frame_bytes: Annotated[int, typer.Option("--max-frame-bytes", help="Largest accepted frame; bigger ones get a too_large error.")] = 256 * 1024,
     allowed_origin: Annotated[

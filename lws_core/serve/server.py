@@ -152,9 +152,24 @@ class LWSServer:
         }
 
     def _warmup(self) -> None:
+        """One unit alone (loads kernels), then one batched round of ``warmup_batch`` sessions: the first
+        capacity estimate is that round's share per unit, so a burst of connections at start-up is judged
+        by what batching gives, not by a lone session's cost. Live rounds replace it within seconds."""
+        silence = np.zeros(self.unit_samples, dtype=np.float32)
         with self.engine.session() as sess:
-            out = sess.step(np.zeros(self.unit_samples, dtype=np.float32))
-        self.scheduler.observe(out.timings.get("total_ms", 0.0) / 1000)
+            out = sess.step(silence)
+        n = min(self.settings.warmup_batch, self.settings.max_sessions) if self.settings.batch else 1
+        if n <= 1:
+            self.scheduler.observe(out.timings.get("total_ms", 0.0) / 1000)
+            return
+        sessions = [self.engine.session() for _ in range(n)]
+        try:
+            t0 = time.perf_counter()
+            self.engine.step_many([(s, silence) for s in sessions])
+            self.scheduler.observe_round(time.perf_counter() - t0, n)
+        finally:
+            for s in sessions:
+                s.close()
 
     # -- WebSocket -------------------------------------------------------------------------
     async def _handle(self, ws: WebSocket) -> None:

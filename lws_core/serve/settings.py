@@ -23,8 +23,8 @@ class ServeSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     token: str | None = Field(None, description="Shared secret; required when binding beyond loopback.")
     allowed_origins: list[str] = Field(default_factory=list, description="Extra allowed Origins (the server's own is always allowed).")
-    max_sessions: int = Field(8, ge=1, description="Concurrent engine sessions.")
-    max_connections: int = Field(32, ge=1, description="Open WebSockets, including ones still before `hello`.")
+    max_sessions: int = Field(256, ge=1, description="Concurrent engine sessions (a safety cap: measured capacity refuses first).")
+    max_connections: int = Field(320, ge=1, description="Open WebSockets, including ones still before `hello`.")
     max_session_s: float = Field(1800.0, gt=0, description="Wall-clock length limit of one session.")
     max_frame_bytes: int = Field(256 * 1024, ge=1024, description="Largest accepted frame; bigger ones get `too_large` and are dropped.")
     transport_max_bytes: int = Field(4 * 1024 * 1024, ge=4096, description="Hard WebSocket message limit (close 1009 above it).")
@@ -35,7 +35,8 @@ class ServeSettings(BaseModel):
     target_utilization: float = Field(0.85, gt=0, le=1.0, description="Admission refuses when predicted load exceeds this.")
     measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
-    warmup: bool = Field(True, description="Run one unit at start-up: loads kernels and gives the first capacity estimate.")
+    warmup: bool = Field(True, description="Run one unit, then one batched round, at start-up: loads kernels and gives the first capacity estimate.")
+    warmup_batch: int = Field(32, ge=1, description="Sessions in the start-up batched round (capped by max_sessions).")
 
     @classmethod
     def from_options(cls, **values: object) -> ServeSettings:
