@@ -23,6 +23,26 @@ SetOpt = Annotated[
 ]
 
 
+_TEARDOWN_SKIPPABLE = False
+
+
+def skip_teardown() -> None:
+    """Tell the console entry point that the finished command left nothing to tear down (its outputs
+    are written and closed, no child process or server is running), so the process may end without
+    the interpreter's module teardown (:func:`lws_core.cli.main.main`). Call it last, on success."""
+    global _TEARDOWN_SKIPPABLE
+    _TEARDOWN_SKIPPABLE = True
+
+
+def teardown_skippable() -> bool:
+    """Whether the command asked for a fast exit and no other non-daemon thread is still running
+    (a normal exit would wait for such a thread; a fast exit would cut it off)."""
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    return _TEARDOWN_SKIPPABLE and not others
+
+
 def resolve_config(path: Path | None, sets: list[str] | None = None) -> LWSConfig:
     """Load the config and apply ``--set key=value`` overrides (values parsed as YAML)."""
     import yaml

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import click
 import typer
@@ -106,5 +106,44 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(rv)
 
 
+def main() -> NoReturn:
+    """Console entry point (``lws``, ``python -m lws_core.cli.main``): :func:`run`, then exit.
+
+    A command that leaves nothing behind (:func:`lws_core.cli.common.skip_teardown`, e.g.
+    ``lws simulate``) ends the process without the interpreter's teardown: freeing the ~3,000
+    modules torch and transformers bring takes 1-2 s on 2 cores (measured in
+    ``benchmarks/results/startup.md``), all of it after the outputs are published. The exit
+    handlers still run (logging, tqdm, MLflow, weakref finalizers); only the module teardown and
+    the last garbage collection are skipped, and only while no other non-daemon thread runs.
+    In-process callers (tests) use :func:`run`, which always returns or raises SystemExit.
+    """
+    from lws_core.cli.common import teardown_skippable
+
+    code: int | str | None = 0
+    try:
+        run()
+    except SystemExit as e:
+        code = e.code
+    if teardown_skippable():
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _exit_now(code: int | str | None) -> NoReturn:
+    """What ``sys.exit(code)`` does at the end of a program, less the interpreter teardown."""
+    import atexit
+
+    if isinstance(code, str):  # SystemExit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # noqa: SLF001 - the documented handlers, run as a normal exit would
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    run()
+    main()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lws_core.cli.common import ConfigOpt, out, resolve_config
+from lws_core.cli.common import ConfigOpt, out, resolve_config, skip_teardown
 
 
 def simulate(
@@ -63,6 +63,7 @@ def simulate(
         f"{len(result.units)} units ({speak_units} speaking), {len(result.spoken_words)} words spoken, "
         f"{len(result.written)} chars written, RTF p50 {result.rtf_p50:.3f} p95 {result.rtf_p95:.3f} -> {out_dir}"
     )
+    skip_teardown()  # outputs published: `lws simulate` need not wait 1-2 s for torch's module teardown
 
 
 def _resolve_model(model: str, cfg=None) -> Path:  # noqa: ANN001
