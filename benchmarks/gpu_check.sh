@@ -10,6 +10,7 @@
 #   benchmarks/gpu_check.sh                          # CUDA machine; exit 2 if torch.cuda is unavailable
 #   benchmarks/gpu_check.sh --smoke --device cpu     # toy sizes on CPU: a code check, not GPU figures
 #   benchmarks/gpu_check.sh --prepare-wheels         # here, with PyPI: wheels the device image lacks -> .whl/
+#   benchmarks/gpu_check.sh --with-tests             # then `pytest -m gpu tests/gpu` with what time is left
 #
 # Python: $LWS_PYTHON, else .venv/bin/python, else python3 — the first with torch (and CUDA, for --device
 # cuda). `make setup` runs only when .venv is missing and no candidate has torch. With a python other than
@@ -24,13 +25,15 @@ cd "$ROOT" || exit 1
 SMOKE=""
 DEVICE="cuda"
 PREPARE=0
+TESTS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE="--smoke" ;;
     --device) DEVICE="${2:?--device needs a value}"; shift ;;
     --device=*) DEVICE="${1#--device=}" ;;
     --prepare-wheels) PREPARE=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --with-tests) TESTS=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -177,6 +180,9 @@ step engine_capacity 160 60 "$PY" benchmarks/gpu_engine.py capacity $SMOKE --dev
   --budget-s 110 --json "$OUT_DIR/engine_capacity.json"
 step train_qwen3-0.6b 120 60 "$PY" benchmarks/train_throughput.py --gpu $SMOKE --device "$DEVICE" "${B2[@]}" \
   "${TRAIN_BACKEND[@]}" "${TRAIN_ARGS[@]}" --out "${TMPDIR:-/tmp}/lws-gpu-train3" --json "$OUT_DIR/train_qwen3-0.6b.json"
+if [ "$TESTS" = 1 ]; then
+  step pytest_gpu 200 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu -x -rs
+fi
 
 {
   echo "{\"device\": \"$DEVICE\", \"smoke\": $([ -n "$SMOKE" ] && echo true || echo false), \"python\": \"$PY\","

@@ -81,14 +81,18 @@ def make_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     small = {"schema.max_write_tokens": 4, "schema.max_say_tokens": 2} if args.smoke else None
     model = build_model(backbone, seed=args.seed, overrides=small)
     shape = lm_shape(model)
-    model = model.to(device=device, dtype=dtype)
+    # the backbone in the serving dtype; the audio encoder (5% of the parameters) stays fp32: its log-mel
+    # front end (lws_core.model.features.LogMel) takes fp32 buffers only, and the session casts the
+    # encoder's K embeddings to the backbone's dtype
+    model = model.to(device=device)
+    model.lm.to(dtype=dtype)
     tts = pick_tts(args.tts)
     # fast_path=False: the CPU fused forward is CPU-only; the HF forward is what runs on CUDA, and the
     # forward hook below counts its calls
     cfg = EngineConfig(max_context_tokens=args.max_context, tts=tts, fast_path=False)
     engine = Engine(model, cfg)
     info = {**device_facts(device), "smoke": bool(args.smoke), "backbone": backbone,
-            "backbone_note": BACKBONES[backbone].note, **shape, "dtype": dtype_name, "tts": tts,
+            "backbone_note": BACKBONES[backbone].note, **shape, "dtype": dtype_name, "dtype_note": f"backbone {dtype_name}, audio encoder fp32", "tts": tts,
             "unit_s": model.spec.unit_s, "audio_tokens_per_unit": model.spec.audio_tokens_per_unit,
             "max_write_tokens": model.spec.max_write_tokens, "max_say_tokens": model.spec.max_say_tokens,
             "max_context_tokens": args.max_context, "weights": "random init: every unit decodes its full budgets (worst case)"}
