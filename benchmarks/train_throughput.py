@@ -187,8 +187,8 @@ def gpu(args: argparse.Namespace) -> dict | None:
         "tokens_per_s": round(tps, 1), "steps_per_s": round((s1 - s0) / (t1 - t0), 3), "wall_s": round(wall, 2),
         "model_flops_per_token": flops_per_token, "attention_flops_per_token": attn,
         "encoder_flops_per_token": round(enc_flops_per_token),
-        "mfu": None if mfu is None else round(mfu, 4),
-        "mfu_with_encoder": None if mfu_enc is None else round(mfu_enc, 4),
+        "mfu": None if mfu is None else float(f"{mfu:.4g}"),  # significant digits: a toy model's MFU is ~1e-5
+        "mfu_with_encoder": None if mfu_enc is None else float(f"{mfu_enc:.4g}"),
         "mfu_formula": "(6*lm_matmul_parameters + 12*layers*heads*head_dim*seq_len) * tokens_per_s / peak_bf16_dense",
         "losses": [round(x, 4) for x in losses], "loss_finite": bool(losses) and all(math.isfinite(x) for x in losses),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,

@@ -44,9 +44,10 @@ def test_engine_cuda_matches_cpu_greedy() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     model = build_model("tiny", seed=1).eval()
+    on_cuda = copy.deepcopy(model).to("cuda")  # copied before the CPU engine sets up its fast path
     cfg = EngineConfig(tts="none", temperature=0.0)
     cpu = Engine(model, cfg)
-    cuda = Engine(copy.deepcopy(model).to("cuda"), cfg)
+    cuda = Engine(on_cuda, cfg)
     audio = test_audio(4.0, "none")
     a, la = _units(cpu, audio)
     b, lb = _units(cuda, audio)
