@@ -13,7 +13,7 @@
 #   benchmarks/gpu_check.sh --with-tests             # then `pytest -m gpu tests/gpu` with what time is left
 #
 # Python: $LWS_PYTHON, else .venv/bin/python, else python3 — the first with torch (and CUDA, for --device
-# cuda). `make setup` runs only when .venv is missing and no candidate has torch. With a python other than
+# cuda). `make setup` runs only when .venv is missing and no candidate has torch at all. With a python other than
 # .venv, wheels in .whl/ (--prepare-wheels; carry `.whl` to the device machine) are installed to a temporary
 # folder first: the device image has torch and transformers but not pydantic, deepspeed or espeak-ng, and its
 # transformers is older than the engine needs.
@@ -75,19 +75,24 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 log() { echo "$*" | tee -a "$LOG" >&2; }
 
 # -- python ---------------------------------------------------------------------------------------
-probe() {  # probe PY: 0 = usable for $DEVICE, 1 = no torch, 3 = torch without CUDA
+probe() {  # probe PY: 0 = usable for $DEVICE, 3 = torch without CUDA, else no torch
   "$1" -c "import sys, torch; sys.exit(3 if '$DEVICE'.startswith('cuda') and not torch.cuda.is_available() else 0)" \
     >/dev/null 2>&1
 }
 PY=""
+TORCH_SEEN=0  # some candidate has torch (without CUDA): make setup would not help
 CANDIDATES=()
 [ -n "${LWS_PYTHON:-}" ] && CANDIDATES+=("$LWS_PYTHON")
 [ -x .venv/bin/python ] && CANDIDATES+=(".venv/bin/python")
 command -v python3 >/dev/null 2>&1 && CANDIDATES+=("$(command -v python3)")
 for c in "${CANDIDATES[@]}"; do
-  if probe "$c"; then PY="$c"; break; fi
+  probe "$c"
+  case $? in
+    0) PY="$c"; break ;;
+    3) TORCH_SEEN=1 ;;
+  esac
 done
-if [ -z "$PY" ] && [ ! -e .venv ]; then
+if [ -z "$PY" ] && [ "$TORCH_SEEN" = 0 ] && [ ! -e .venv ]; then
   log "# no python with torch${DEVICE:+ for $DEVICE} found and .venv is missing: make setup (needs PyPI)"
   timeout 900 make setup >>"$LOG" 2>&1 && probe .venv/bin/python && PY=.venv/bin/python
 fi
