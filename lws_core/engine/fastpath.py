@@ -64,6 +64,8 @@ class FastPath:
         need = ("q_proj", "k_proj", "v_proj", "o_proj")
         if a is None or not all(isinstance(getattr(a, n, None), nn.Linear) for n in need):
             return False  # e.g. LoRA-wrapped projections
+        if not all(hasattr(n, "variance_epsilon") for n in (layer.input_layernorm, layer.post_attention_layernorm, core.norm)):
+            return False  # not a Llama-style RMSNorm
         mlp = getattr(layer, "mlp", None)
         return mlp is not None and all(
             isinstance(getattr(mlp, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj")
@@ -74,26 +76,31 @@ class FastPath:
         self.lm = lm
         self.core = lm.model
         self.layers = []
+        # weights pre-transposed ([in, out], contiguous): torch.mm on them skips the per-call
+        # transpose/dispatch of F.linear, measurable at a tiny model's per-op scale
         for layer in self.core.layers:
             a, m = layer.self_attn, layer.mlp
-            qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0).contiguous()
+            qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0).t().contiguous()
             bias = None
             if a.q_proj.bias is not None:
                 bias = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], 0).contiguous()
+            q_norm = getattr(a, "q_norm", None)  # Qwen3: RMSNorm per head on q and k, before rotary
             self.layers.append(
                 dict(
-                    ln1=layer.input_layernorm,
-                    ln2=layer.post_attention_layernorm,
-                    q_norm=getattr(a, "q_norm", None),  # Qwen3: RMSNorm per head on q and k, before rotary
-                    k_norm=getattr(a, "k_norm", None),
+                    ln1=_norm_params(layer.input_layernorm),
+                    ln2=_norm_params(layer.post_attention_layernorm),
+                    q_norm=None if q_norm is None else _norm_params(q_norm),
+                    k_norm=None if q_norm is None else _norm_params(a.k_norm),
                     qkv=qkv,
                     qkv_bias=bias,
-                    o=a.o_proj,
-                    gu=torch.cat([m.gate_proj.weight, m.up_proj.weight], 0).contiguous(),
+                    o=a.o_proj.weight.t().contiguous(),
+                    o_bias=a.o_proj.bias,
+                    gu=torch.cat([m.gate_proj.weight, m.up_proj.weight], 0).t().contiguous(),
                     gu_bias=None
                     if m.gate_proj.bias is None
                     else torch.cat([m.gate_proj.bias, m.up_proj.bias], 0),
-                    down=m.down_proj,
+                    down=m.down_proj.weight.t().contiguous(),
+                    down_bias=m.down_proj.bias,
                     act=m.act_fn,
                     q=a.q_proj.out_features,
                     kv=a.k_proj.out_features,
@@ -102,9 +109,27 @@ class FastPath:
                     inter=m.gate_proj.out_features,
                 )
             )
+        self.final_norm = _norm_params(self.core.norm)
         first = self.layers[0]
         self.kv_heads = first["kv"] // first["hd"]
         self.head_dim = first["hd"]
+        # rotary: a cos/sin table by position for the plain variants (the same numbers the model's
+        # rotary module computes); scaled variants that depend on the length use the module itself
+        rot = self.core.rotary_emb
+        self._table = getattr(rot, "rope_type", None) in ("default", "linear") and hasattr(rot, "inv_freq")
+        self._cos = self._sin = None
+
+    def _rotary(self, pos: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [T, 1, hd] for positions ``pos``."""
+        if not self._table:
+            cos, sin = self.core.rotary_emb(like.unsqueeze(0), pos.unsqueeze(0))
+            return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+        top = int(pos.max()) + 1
+        if self._cos is None or self._cos.shape[0] < top or self._cos.device != like.device:
+            n = max(top, 2 * (0 if self._cos is None else self._cos.shape[0]), 4096)
+            cos, sin = self.core.rotary_emb(like.unsqueeze(0), torch.arange(n, device=like.device).unsqueeze(0))
+            self._cos, self._sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+        return self._cos[pos], self._sin[pos]
 
     def new_kv(self, max_tokens: int, device: torch.device, dtype: torch.dtype) -> StaticKV:
         """A session's cache for this backbone (see :class:`StaticKV` for the sizing)."""
@@ -119,11 +144,12 @@ class FastPath:
             f.kv.reserve(n)
         h = feeds[0].embeds if len(feeds) == 1 else torch.cat([f.embeds for f in feeds])
         device = h.device
-        pos = torch.cat([torch.arange(f.start, f.start + n, device=device) for f, n in zip(feeds, sizes, strict=True)])
-        h = h.unsqueeze(0)  # [1, T, H]: the model's modules expect a batch axis
-        cos, sin = self.core.rotary_emb(h, pos.unsqueeze(0))
-        cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)  # [T, 1, hd]: broadcast over heads
-        t = h.shape[1]
+        if len(feeds) == 1:
+            pos = torch.arange(feeds[0].start, feeds[0].start + sizes[0], device=device)
+        else:
+            pos = torch.cat([torch.arange(f.start, f.start + n, device=device) for f, n in zip(feeds, sizes, strict=True)])
+        cos, sin = self._rotary(pos, h)
+        t = h.shape[0]
         bounds = []
         t0 = 0
         for n in sizes:
@@ -134,15 +160,19 @@ class FastPath:
             for f, n in zip(feeds, sizes, strict=True)
         ]
         for i, L in enumerate(self.layers):
-            hd = L["hd"]
-            r = L["ln1"](h)
-            qkv = F.linear(r[0], L["qkv"], L["qkv_bias"])
-            q, k, v = qkv.split([L["q"], L["kv"], L["kv"]], dim=-1)
-            q, k, v = q.view(t, -1, hd), k.view(t, -1, hd), v.view(t, -1, hd)
-            if L["q_norm"] is not None:
-                q, k = L["q_norm"](q), L["k_norm"](k)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            hd, nq, nkv = L["hd"], L["q"], L["kv"]
+            qkv = _mm(_rms(h, L["ln1"]), L["qkv"], L["qkv_bias"])
+            v = qkv[:, nq + nkv :].view(t, -1, hd)
+            if L["q_norm"] is None:  # q and k rotated in one go
+                qk = qkv[:, : nq + nkv].view(t, -1, hd)
+            else:
+                qk = torch.cat(
+                    [_rms(qkv[:, :nq].view(t, -1, hd), L["q_norm"]), _rms(qkv[:, nq : nq + nkv].view(t, -1, hd), L["k_norm"])],
+                    dim=1,
+                )
+            qk = qk * cos + _rotate_half(qk) * sin
+            heads = nq // hd
+            q, k = qk[:, :heads], qk[:, heads:]
             outs = []
             for f, (a, b), mask in zip(feeds, bounds, masks, strict=True):
                 f.kv.write(i, f.start, k[a:b].transpose(0, 1), v[a:b].transpose(0, 1))
@@ -153,20 +183,38 @@ class FastPath:
                 )
                 outs.append(o[0].transpose(0, 1).reshape(b - a, -1))
             o = outs[0] if len(outs) == 1 else torch.cat(outs)
-            h = h + L["o"](o.unsqueeze(0))
-            r = L["ln2"](h)
-            g, u = F.linear(r, L["gu"], L["gu_bias"]).split([L["inter"], L["inter"]], dim=-1)
-            h = h + L["down"](L["act"](g) * u)
+            h = h + _mm(o, L["o"], L["o_bias"])
+            gu = _mm(_rms(h, L["ln2"]), L["gu"], L["gu_bias"])
+            h = h + _mm(L["act"](gu[:, : L["inter"]]) * gu[:, L["inter"] :], L["down"], L["down_bias"])
         for f, n in zip(feeds, sizes, strict=True):
             f.kv.length = f.start + n
         want = [j for j, f in enumerate(feeds) if f.want_logits]
         result: list[torch.Tensor | None] = [None] * len(feeds)
         if want:
-            last = torch.tensor([bounds[j][1] - 1 for j in want], device=device)
-            logits = self.lm.lm_head(self.core.norm(h[0, last]))
+            last = [bounds[j][1] - 1 for j in want]
+            sel = h[last[0] : last[0] + 1] if len(last) == 1 else h[torch.tensor(last, device=device)]
+            logits = self.lm.lm_head(_rms(sel, self.final_norm))
             for row, j in enumerate(want):
                 result[j] = logits[row]
         return result
+
+
+def _norm_params(norm: nn.Module) -> tuple[torch.Tensor, float]:
+    """(weight, eps) of a Llama-style RMSNorm (Llama, Qwen2 and Qwen3 all use the same form)."""
+    return norm.weight, float(norm.variance_epsilon)
+
+
+def _rms(x: torch.Tensor, params: tuple[torch.Tensor, float]) -> torch.Tensor:
+    """LlamaRMSNorm's function (computed in float32, weight applied in the input's dtype)."""
+    w, eps = params
+    if x.dtype == torch.float32:
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    x32 = x.float()
+    return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
