@@ -43,10 +43,11 @@ class LogMel(nn.Module):
         return samples // HOP
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        # always in float32: a model cast to bf16 casts these buffers too, and stft has no bf16 kernel
         audio = audio.float()
-        stft = torch.stft(audio, N_FFT, HOP, window=self.window, return_complex=True)
+        stft = torch.stft(audio, N_FFT, HOP, window=self.window.float(), return_complex=True)
         power = stft[..., :-1].abs() ** 2
-        mel = self.filters @ power
+        mel = self.filters.float() @ power
         log = torch.clamp(mel, min=1e-10).log10()
         peak = log.amax(dim=(-2, -1), keepdim=True)
         log = torch.maximum(log, peak - 8.0)
