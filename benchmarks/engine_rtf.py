@@ -107,7 +107,22 @@ def _breakdown(units: list) -> dict:  # noqa: ANN001
     for key in ("prefill_ms", "decode_ms", "tts_ms", "total_ms", "write_tokens", "say_tokens"):
         vals = [u.timings[key] for u in units]
         out[key] = {"p50": round(pct(vals, 50), 2), "max": round(max(vals), 2)} if vals else None
+    per = [u.timings["decode_ms"] / u.timings["decode_forwards"] for u in units if u.timings.get("decode_forwards")]
+    out["decode_ms_per_forward"] = {"p50": round(pct(per, 50), 3), "max": round(max(per), 3)} if per else None
     return out
+
+
+def flac_case(engine, seconds: float, workdir: Path) -> dict:  # noqa: ANN001
+    """The offline path on a FLAC file (another dialogue seed): simulate_file streams it from disk."""
+    import soundfile as sf
+
+    path = workdir / f"dialogue-{seconds:.0f}s.flac"
+    sf.write(path, dialogue_audio(seconds, seed=7), 16000, subtype="PCM_16")
+    res = engine.simulate_file(path, workdir / f"out-{seconds:.0f}s", progress=False)
+    cpu = [u.timings["cpu_ms"] / 1000 / res.unit_s for u in res.units]
+    return {"seconds": seconds, "units": len(res.units), "speak_units": sum(u.state == "speak" for u in res.units),
+            "rtf_p50": res.rtf_p50, "rtf_p95": res.rtf_p95, "cpu_rtf_p50": pct(cpu, 50), "cpu_rtf_p95": pct(cpu, 95),
+            "speak_unit_breakdown_ms": _breakdown([u for u in res.units if u.state == "speak"])}
 
 
 def main() -> None:
@@ -126,6 +141,8 @@ def main() -> None:
     )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path, help="Write the figures here as JSON.")
+    ap.add_argument("--flac", type=float, nargs="*", default=[], help="Also run FLAC files of these lengths (s) through simulate_file.")
+    ap.add_argument("--window", action="store_true", help="Keep the engine's default sliding window (max_context_tokens 2048).")
     args = ap.parse_args()
 
     from lws_core.engine import Engine
@@ -142,6 +159,8 @@ def main() -> None:
         label = str(args.model)
     from lws_core.engine import EngineConfig
 
+    if args.window:
+        args.max_context = EngineConfig().max_context_tokens
     engine = Engine.from_dir(
         args.model, device=args.device, config=EngineConfig(max_context_tokens=args.max_context)
     )
@@ -175,9 +194,19 @@ def main() -> None:
         if b["total_ms"]:
             print(f"# {r['seconds']:.0f} s speaking units, p50 (max) ms: " + ", ".join(
                 f"{k} {v['p50']:.1f} ({v['max']:.1f})" for k, v in b.items() if v), flush=True)
+    flac = []
+    for d in args.flac:
+        r = flac_case(engine, d, Path(tempfile.mkdtemp(prefix="engine-flac-")))
+        flac.append(r)
+        print(f"# FLAC {d:.0f} s through simulate_file: {r['units']} units ({r['speak_units']} speak), RTF p50 / p95 "
+              f"{r['rtf_p50']:.3f} / {r['rtf_p95']:.3f} wall, {r['cpu_rtf_p50']:.3f} / {r['cpu_rtf_p95']:.3f} CPU", flush=True)
+    for r in results + flac:
+        b = r["speak_unit_breakdown_ms"].get("decode_ms_per_forward")
+        if b:
+            print(f"# {r['seconds']:.0f} s: decode per forward p50 {b['p50']:.3f} ms, max {b['max']:.3f} ms")
     print(f"load after: {os.getloadavg()}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"model": label, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"model": label, "results": results, "flac": flac}, indent=1))
 
 
 if __name__ == "__main__":

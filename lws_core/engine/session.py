@@ -350,6 +350,7 @@ class StreamingSession:
         t0 = self._sync()
         c0 = time.process_time()
         self.tokens_fed_last_step = 0
+        self._decode_forwards = 0
         n = self.spec.unit_samples
         audio = np.asarray(audio_unit, dtype=np.float32).reshape(-1)
         if audio.shape[0] > n:
@@ -411,6 +412,7 @@ class StreamingSession:
                 "cpu_ms": (time.process_time() - c0)
                 * 1000,  # CPU time: what a shared machine's load does not inflate
                 "tokens_fed": float(self.tokens_fed_last_step),
+                "decode_forwards": float(self._decode_forwards),  # model calls after the prefill
                 "write_tokens": float(n_write),
                 "say_tokens": float(n_say),
                 "context_tokens": float(self._n_ctx),
@@ -460,6 +462,7 @@ class StreamingSession:
             if token is None:
                 if stale:
                     logits = yield from self._forward(self._embed_ids(self._pending))
+                    self._decode_forwards += 1
                     self._pending, stale = [], False
                 if at_budget:
                     # budget hit: close the segment; `forced` says the model still wanted text
