@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,13 +45,18 @@ def aws_env(monkeypatch):
 
 
 def start_mlflow_server(root) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
-    """An `mlflow server` process on a free loopback port (SQLite backend, local artifacts); waits for /health."""
+    """An `mlflow server` process on a free loopback port (SQLite backend, local artifacts); waits for /health.
+
+    Its own process group, so :func:`stop_server` reaches the uvicorn child too. Job execution off:
+    MLflow 3 otherwise starts seven huey consumers per server (GenAI jobs, which LWS never submits):
+    seven more interpreter start-ups on 2 cores, orphaned and polling after a stop that ends in a kill."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
          "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -65,9 +72,16 @@ def start_mlflow_server(root) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # gunicorn/uvicorn workers can ignore SIGTERM while busy
-        proc.kill()
-        proc.wait(timeout=10)
+    """SIGTERM to the server's process group: the launcher alone only forwards it and took ~10 s to go
+    (then a kill orphaned uvicorn); the group stops in about a second. SIGKILL if it does not."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the whole group is gone (stopped before)
+            proc.wait(timeout=10)
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:  # uvicorn can ignore SIGTERM while busy
+            continue

@@ -38,6 +38,9 @@ def test_unknown_version_and_unreachable_endpoint(tiny_cfg, tiny_dataset, s3_ser
     from lws_core.ops.versioning import pull_version, version_path
 
     monkeypatch.setattr(retry.time, "sleep", lambda s: None)
+    # botocore's own retries (5 attempts, backoff) would wait ~30 s at the dead endpoint below before
+    # lws's retry loop, the part under test, sees the failure: one attempt each
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lws-empty")
     cfg = tiny_cfg.with_overrides({"registry.dvc_remote": "s3://lws-empty/dvc", "registry.s3_endpoint_url": s3_server,
                                    "pipeline.workspace": str(tmp_path / "c")})
