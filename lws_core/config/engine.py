@@ -25,3 +25,8 @@ class EngineSection(Section):
         "espeak", description="Speech synthesizer: espeak (espeak-ng) or none (text only, no TTS loaded)."
     )
     fast_path: bool = Field(True, description="Decode Llama/Qwen2/Qwen3 with the fused-weight forward (same function; batched across sessions in a server).")
+    kv_dtype: Literal["model", "bfloat16", "float16"] = Field(
+        "model",
+        description="KV-cache precision of the fused forward: the model's own (exact), or bfloat16/float16 (half the "
+        "memory and the bytes attention reads per token; logits then differ slightly from the training forward).",
+    )

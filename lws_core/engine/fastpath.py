@@ -177,11 +177,11 @@ class FastPath:
             for f, (a, b), mask in zip(feeds, bounds, masks, strict=True):
                 f.kv.write(i, f.start, k[a:b].transpose(0, 1), v[a:b].transpose(0, 1))
                 kk, vv = f.kv.view(i, f.start + (b - a))
-                qb = q[a:b].transpose(0, 1).unsqueeze(0)  # [1, heads, n, hd]
+                qb = q[a:b].transpose(0, 1).unsqueeze(0).to(kk.dtype)  # [1, heads, n, hd]; a no-op unless kv_dtype
                 o = F.scaled_dot_product_attention(
                     qb, kk, vv, attn_mask=mask, scale=L["scale"], enable_gqa=qb.shape[1] != kk.shape[1]
                 )
-                outs.append(o[0].transpose(0, 1).reshape(b - a, -1))
+                outs.append(o[0].transpose(0, 1).reshape(b - a, -1).to(h.dtype))
             o = outs[0] if len(outs) == 1 else torch.cat(outs)
             h = h + _mm(o, L["o"], L["o_bias"])
             gu = _mm(_rms(h, L["ln2"]), L["gu"], L["gu_bias"])

@@ -217,7 +217,8 @@ class StreamingSession:
         if self._cache is not None:
             self._cache.reset()
             return self._cache
-        return fast.new_kv(self.cfg.max_context_tokens, self._device, self._dtype)
+        kv_dtype = self._dtype if self.cfg.kv_dtype == "model" else getattr(torch, self.cfg.kv_dtype)
+        return fast.new_kv(self.cfg.max_context_tokens, self._device, kv_dtype)
 
     def _reset_cache(self, prefix: list[int]) -> StepGen:
         self._cache = self._new_cache()

@@ -57,6 +57,11 @@ class EngineConfig(BaseModel):
         description="Decode Llama/Qwen2/Qwen3 backbones with the fused-weight forward (same function; batched across "
         "sessions in a server).",
     )
+    kv_dtype: Literal["model", "bfloat16", "float16"] = Field(
+        "model",
+        description="KV-cache precision of the fused forward: the model's own (exact), or bfloat16/float16 (half the "
+        "memory and the bytes attention reads per token; logits then differ slightly from the training forward).",
+    )
 
     def with_overrides(self, overrides: dict) -> EngineConfig:
         """A copy with ``{field: value}`` applied; bad keys or values fail with one line (ConfigError)."""

@@ -129,3 +129,17 @@ def test_session_cache_is_allocated_once_and_reused_by_window_slides(engine, spe
             assert sess.context_tokens <= 400
         assert sess.rebuilds >= 1
         assert sess._cache is kv and kv.allocations == 1 and kv.buf.data_ptr() == ptr
+
+
+def test_half_precision_kv_cache_stays_close_to_the_exact_forward(engine, speech):
+    """kv_dtype=bfloat16 halves what attention reads per token; its logits stay near the exact forward's."""
+    eng = Engine(engine.model, EngineConfig(kv_dtype="bfloat16", temperature=1.0, seed=2), engine.tts)
+    with eng.session(system="Hi.", trace=True) as sess:
+        assert sess._cache.buf.dtype == torch.bfloat16
+        for block in _units(speech, 3, 0):
+            sess.step(block)
+        full = torch.cat(sess._fed, dim=1)
+        with torch.inference_mode():
+            ref = sess.model.lm(inputs_embeds=full, use_cache=False).logits[0].float()
+        worst = max(float((lg - ref[pos]).abs().max() / ref[pos].abs().max()) for pos, lg in sess.trace_logits)
+    assert 0 < worst < 0.05  # not exact (bf16 keys and values), but within a few percent of the logit scale
