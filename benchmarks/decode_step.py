@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--steps", type=int, default=40, help="decode steps per timed block")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="the fused path's cache precision")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (its compile takes ~10-30 s)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -70,8 +71,9 @@ def main() -> None:
     fast = FastPath(lm)
     hidden = lm.config.hidden_size
     n_params = sum(p.numel() for p in lm.parameters())
+    kvd = next(lm.parameters()).dtype if args.kv_dtype == "model" else getattr(torch, args.kv_dtype)
     print(f"model {args.model}: {type(lm).__name__}, {n_params / 1e6:.2f} M LM parameters; device {device}; "
-          f"torch threads {torch.get_num_threads()}; load {os.getloadavg()[0]:.1f}")
+          f"torch threads {torch.get_num_threads()}; fused kv {kvd}; load {os.getloadavg()[0]:.1f}")
     gen = torch.Generator().manual_seed(0)
     rows = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -97,7 +99,7 @@ def main() -> None:
             t_hf = _timed(hf_step, args.steps)
 
             # fused, one session
-            kv = fast.new_kv(total, device, emb.dtype)
+            kv = fast.new_kv(total, device, kvd)
             fast.forward([Feed(emb[0, :ctx], kv, 0, False)])
             out = fast.forward([Feed(emb[0, ctx : ctx + 1], kv, ctx)])[0]
             diff_fused = float((out.float() - ref).abs().max())
@@ -110,7 +112,7 @@ def main() -> None:
 
             batched = {}
             for b in args.batch:
-                kvs = [fast.new_kv(total, device, emb.dtype) for _ in range(b)]
+                kvs = [fast.new_kv(total, device, kvd) for _ in range(b)]
                 for k in kvs:
                     fast.forward([Feed(emb[0, :ctx], k, 0, False)])
                 outs = fast.forward([Feed(x[0], k, ctx) for k in kvs])
