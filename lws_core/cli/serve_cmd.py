@@ -68,6 +68,7 @@ def serve(
     model_dir = _resolve_model(model, config, sets)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     engine = Engine.from_dir(model_dir, cfg, device=device)  # decoding and context policy from cfg.engine
+    engine.use_threads()
     console.print(f"lws serve: {model} on http://{host}:{port}/ (WebSocket /ws, auth {'on' if settings.token else 'off'})")
     run_server(engine, settings, model_name=model)
 

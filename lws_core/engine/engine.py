@@ -77,6 +77,11 @@ class Engine:
         model = LWSModel.load(model_dir, device=device)
         return cls(model, config, tts)
 
+    def use_threads(self) -> None:
+        """Apply ``config.threads`` to torch (process-wide: for the commands that own the process)."""
+        if self.config.threads > 0 and self.text_mask.device.type == "cpu":
+            torch.set_num_threads(self.config.threads)
+
     @property
     def speaks(self) -> bool:
         """Whether say text is rendered: ``speak`` on, and a TTS given or named (``tts`` not "none")."""

@@ -57,6 +57,12 @@ class EngineConfig(BaseModel):
         description="Decode Llama/Qwen2/Qwen3 backbones with the fused-weight forward (same function; batched across "
         "sessions in a server).",
     )
+    threads: int = Field(
+        1,
+        ge=0,
+        description="torch CPU threads that `lws simulate` and `lws serve` use (0 = torch's default, one per core). "
+        "A tiny model's steps are too small to split: extra threads spin (measured: simulate 2x slower with 2).",
+    )
     kv_dtype: Literal["model", "bfloat16", "float16"] = Field(
         "model",
         description="KV-cache precision of the fused forward: the model's own (exact), or bfloat16/float16 (half the "
