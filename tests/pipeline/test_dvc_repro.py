@@ -16,9 +16,12 @@ from lws_core.config import LWSConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# the smallest run through every stage (evaluate dominates: eval.limit sessions per split, streamed three
+# times, plus 4 x fdb_probe_per_task probe samples); the full-size runs are the benchmarks' job
 TINY = {
-    "data.sessions": 40, "data.workers": 1, "train.max_steps": 4, "train.batch_size": 4, "train.logging_steps": 2,
-    "train.save_steps": 100, "train.backend": "torch", "eval.limit": 3, "eval.consistency_embedding": False,
+    "data.sessions": 40, "data.workers": 1, "train.max_steps": 2, "train.batch_size": 4, "train.logging_steps": 1,
+    "train.save_steps": 100, "train.backend": "torch", "eval.limit": 1, "eval.fdb_probe_per_task": 1,
+    "eval.consistency_embedding": False,
     "pretrain.backbone.sessions": 16, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
     "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
 }
@@ -48,7 +51,7 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     assert set(lock) == STAGES
-    assert lock["train"]["params"]["params.yaml"]["train"]["max_steps"] == 4
+    assert lock["train"]["params"]["params.yaml"]["train"]["max_steps"] == 2
     assert lock["pretrain_backbone"]["params"]["params.yaml"]["pretrain.backbone"]["max_steps"] == 2
     train_deps = {d["path"]: d["md5"] for d in lock["train"]["deps"]}
     for stage, out in (("pretrain_backbone", "models/backbone"), ("pretrain_encoder", "models/encoder")):
@@ -77,7 +80,7 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
     # nothing changed: nothing to do; a train param changes: train is stale (evaluate follows once its input
     # model changes), synthesize is not
     assert "up to date" in _dvc(work, "status").stdout.lower()
-    (work / "params.yaml").write_text(cfg.with_overrides({"train.max_steps": 5}).to_yaml())
+    (work / "params.yaml").write_text(cfg.with_overrides({"train.max_steps": 3}).to_yaml())
     status = _dvc(work, "status", "--json")
     stale = set(json.loads(status.stdout))
     assert stale == {"train"}, status.stdout
