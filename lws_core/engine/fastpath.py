@@ -101,12 +101,14 @@ class FastPath:
                     else torch.cat([m.gate_proj.bias, m.up_proj.bias], 0),
                     down=m.down_proj.weight.t().contiguous(),
                     down_bias=m.down_proj.bias,
-                    act=m.act_fn,
+                    act=F.silu if getattr(lm.config, "hidden_act", None) == "silu" else m.act_fn,
                     q=a.q_proj.out_features,
                     kv=a.k_proj.out_features,
                     hd=a.head_dim,
                     scale=a.scaling,
                     inter=m.gate_proj.out_features,
+                    heads=a.q_proj.out_features // a.head_dim,
+                    gqa=a.q_proj.out_features != a.k_proj.out_features,
                 )
             )
         self.final_norm = _norm_params(self.core.norm)
@@ -119,16 +121,23 @@ class FastPath:
         self._table = getattr(rot, "rope_type", None) in ("default", "linear") and hasattr(rot, "inv_freq")
         self._cos = self._sin = None
 
-    def _rotary(self, pos: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [T, 1, hd] for positions ``pos``."""
+    def _rotary(self, pos: torch.Tensor | None, start: int, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sign-folded sin, [T, 1, hd], for positions ``pos`` (or the range ``start .. start+n-1``).
+
+        rotate_half(x) * sin == x.roll(hd/2) * sin_folded, with the first half of sin negated:
+        one roll instead of two slices, a negation and a concatenation per layer.
+        """
         if not self._table:
-            cos, sin = self.core.rotary_emb(like.unsqueeze(0), pos.unsqueeze(0))
-            return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
-        top = int(pos.max()) + 1
+            p = pos if pos is not None else torch.arange(start, start + n, device=like.device)
+            cos, sin = self.core.rotary_emb(like.unsqueeze(0), p.unsqueeze(0))
+            return cos[0].unsqueeze(1), _fold(sin[0]).unsqueeze(1)
+        top = (int(pos.max()) if pos is not None else start + n - 1) + 1
         if self._cos is None or self._cos.shape[0] < top or self._cos.device != like.device:
-            n = max(top, 2 * (0 if self._cos is None else self._cos.shape[0]), 4096)
-            cos, sin = self.core.rotary_emb(like.unsqueeze(0), torch.arange(n, device=like.device).unsqueeze(0))
-            self._cos, self._sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+            m = max(top, 2 * (0 if self._cos is None else self._cos.shape[0]), 4096)
+            cos, sin = self.core.rotary_emb(like.unsqueeze(0), torch.arange(m, device=like.device).unsqueeze(0))
+            self._cos, self._sin = cos[0].unsqueeze(1), _fold(sin[0]).unsqueeze(1)
+        if pos is None:
+            return self._cos[start : start + n], self._sin[start : start + n]
         return self._cos[pos], self._sin[pos]
 
     def new_kv(self, max_tokens: int, device: torch.device, dtype: torch.dtype) -> StaticKV:
@@ -137,30 +146,34 @@ class FastPath:
 
     @torch.no_grad()
     def forward(self, feeds: Sequence[Feed]) -> list[torch.Tensor | None]:
-        """Feed every session its new embeddings; return each one's last-position logits (or None)."""
+        """Feed every session its new embeddings; return each one's last-position logits (or None).
+
+        Written for op count: a tiny model's decode step costs what its Python-level ops cost, so
+        the one-session path slices instead of gathering, and each layer issues as few ops as it can.
+        """
         sizes = [f.embeds.shape[0] for f in feeds]
         for f, n in zip(feeds, sizes, strict=True):
             f.kv.length = f.start
             f.kv.reserve(n)
-        h = feeds[0].embeds if len(feeds) == 1 else torch.cat([f.embeds for f in feeds])
-        device = h.device
         if len(feeds) == 1:
-            pos = torch.arange(feeds[0].start, feeds[0].start + sizes[0], device=device)
+            f = feeds[0]
+            h = f.embeds
+            cos, sin = self._rotary(None, f.start, sizes[0], h)
         else:
-            pos = torch.cat([torch.arange(f.start, f.start + n, device=device) for f, n in zip(feeds, sizes, strict=True)])
-        cos, sin = self._rotary(pos, h)
+            h = torch.cat([f.embeds for f in feeds])
+            pos = torch.cat([torch.arange(f.start, f.start + n, device=h.device) for f, n in zip(feeds, sizes, strict=True)])
+            cos, sin = self._rotary(pos, 0, 0, h)
+        device = h.device
         t = h.shape[0]
-        bounds = []
+        rows = []  # (kv, start, first token, last token + 1, mask)
         t0 = 0
-        for n in sizes:
-            bounds.append((t0, t0 + n))
+        for f, n in zip(feeds, sizes, strict=True):
+            mask = None if n == 1 else torch.ones(n, f.start + n, dtype=torch.bool, device=device).tril(f.start)
+            rows.append((f.kv, f.start, t0, t0 + n, mask))
             t0 += n
-        masks = [
-            None if n == 1 else torch.ones(n, f.start + n, dtype=torch.bool, device=device).tril(f.start)
-            for f, n in zip(feeds, sizes, strict=True)
-        ]
+        single = len(rows) == 1
         for i, L in enumerate(self.layers):
-            hd, nq, nkv = L["hd"], L["q"], L["kv"]
+            hd, nq, nkv, heads, half = L["hd"], L["q"], L["kv"], L["heads"], L["hd"] // 2
             qkv = _mm(_rms(h, L["ln1"]), L["qkv"], L["qkv_bias"])
             v = qkv[:, nq + nkv :].view(t, -1, hd)
             if L["q_norm"] is None:  # q and k rotated in one go
@@ -170,19 +183,30 @@ class FastPath:
                     [_rms(qkv[:, :nq].view(t, -1, hd), L["q_norm"]), _rms(qkv[:, nq : nq + nkv].view(t, -1, hd), L["k_norm"])],
                     dim=1,
                 )
-            qk = qk * cos + _rotate_half(qk) * sin
-            heads = nq // hd
+            qk = qk * cos + qk.roll(half, -1) * sin
             q, k = qk[:, :heads], qk[:, heads:]
             outs = []
-            for f, (a, b), mask in zip(feeds, bounds, masks, strict=True):
-                f.kv.write(i, f.start, k[a:b].transpose(0, 1), v[a:b].transpose(0, 1))
-                kk, vv = f.kv.view(i, f.start + (b - a))
-                qb = q[a:b].transpose(0, 1).unsqueeze(0).to(kk.dtype)  # [1, heads, n, hd]; a no-op unless kv_dtype
+            for kv, start, a, b, mask in rows:
+                n = b - a
+                kb, vb = kv.k[i], kv.v[i]  # [kv_heads, capacity, hd] views of the session's buffer
+                if single:
+                    kb[:, start : start + n].copy_(k.transpose(0, 1))
+                    vb[:, start : start + n].copy_(v.transpose(0, 1))
+                    qb = q.transpose(0, 1)
+                else:
+                    kb[:, start : start + n].copy_(k[a:b].transpose(0, 1))
+                    vb[:, start : start + n].copy_(v[a:b].transpose(0, 1))
+                    qb = q[a:b].transpose(0, 1)
+                if qb.dtype != kb.dtype:  # engine.kv_dtype
+                    qb = qb.to(kb.dtype)
+                # 4-D: with 3-D inputs torch takes its slow "math" attention on CPU (measured 290 µs vs ~40)
                 o = F.scaled_dot_product_attention(
-                    qb, kk, vv, attn_mask=mask, scale=L["scale"], enable_gqa=qb.shape[1] != kk.shape[1]
+                    qb.unsqueeze(0), kb[None, :, : start + n], vb[None, :, : start + n], attn_mask=mask,
+                    scale=L["scale"], enable_gqa=L["gqa"],
                 )
-                outs.append(o[0].transpose(0, 1).reshape(b - a, -1).to(h.dtype))
-            o = outs[0] if len(outs) == 1 else torch.cat(outs)
+                o = o[0].transpose(0, 1).reshape(n, nq)
+                outs.append(o if o.dtype == h.dtype else o.to(h.dtype))
+            o = outs[0] if single else torch.cat(outs)
             h = h + _mm(o, L["o"], L["o_bias"])
             gu = _mm(_rms(h, L["ln2"]), L["gu"], L["gu_bias"])
             h = h + _mm(L["act"](gu[:, : L["inter"]]) * gu[:, L["inter"] :], L["down"], L["down_bias"])
@@ -191,9 +215,9 @@ class FastPath:
         want = [j for j, f in enumerate(feeds) if f.want_logits]
         result: list[torch.Tensor | None] = [None] * len(feeds)
         if want:
-            last = [bounds[j][1] - 1 for j in want]
+            last = [rows[j][3] - 1 for j in want]
             sel = h[last[0] : last[0] + 1] if len(last) == 1 else h[torch.tensor(last, device=device)]
-            logits = self.lm.lm_head(_rms(sel, self.final_norm))
+            logits = F.linear(_rms(sel, self.final_norm), self.lm.lm_head.weight, self.lm.lm_head.bias)
             for row, j in enumerate(want):
                 result[j] = logits[row]
         return result
@@ -207,7 +231,7 @@ def _norm_params(norm: nn.Module) -> tuple[torch.Tensor, float]:
 def _rms(x: torch.Tensor, params: tuple[torch.Tensor, float]) -> torch.Tensor:
     """LlamaRMSNorm's function (computed in float32, weight applied in the input's dtype)."""
     w, eps = params
-    if x.dtype == torch.float32:
+    if x.dtype == torch.float32:  # (F.rms_norm measured slower on CPU: it is composite there, with copies)
         return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
     x32 = x.float()
     return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
@@ -217,6 +241,7 @@ def _mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.
     return torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _fold(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated (see :meth:`FastPath._rotary`)."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)

@@ -41,8 +41,14 @@ class StaticKV:
         self.shape = (layers, 2, kv_heads, head_dim)
         cap = max_tokens if max_tokens <= PREALLOCATE_MAX else INITIAL_GROWABLE
         self.buf = torch.empty((layers, 2, kv_heads, cap, head_dim), dtype=dtype, device=device)
+        self._views()
         self.length = 0
         self.allocations = 1
+
+    def _views(self) -> None:
+        """Per-layer ``[kv_heads, capacity, head_dim]`` views of keys and values (made once, not per token)."""
+        self.k = [self.buf[i, 0] for i in range(self.buf.shape[0])]
+        self.v = [self.buf[i, 1] for i in range(self.buf.shape[0])]
 
     @property
     def capacity(self) -> int:
@@ -61,6 +67,7 @@ class StaticKV:
         new = self.buf.new_empty((*self.buf.shape[:3], cap, self.buf.shape[4]))
         new[:, :, :, : self.length].copy_(self.buf[:, :, :, : self.length])
         self.buf = new
+        self._views()
         self.allocations += 1
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:

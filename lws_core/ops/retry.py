@@ -36,10 +36,18 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, Exception) and not is_permanent(e)
 
 
-def with_retries(fn: Callable[[], T], what: str, endpoint: str, attempts: int = 4, base_delay: float = 0.5) -> T:
+def with_retries(
+    fn: Callable[[], T],
+    what: str,
+    endpoint: str,
+    attempts: int = 4,
+    base_delay: float = 0.5,
+    permanent: Callable[[BaseException], bool] | None = None,
+) -> T:
     """Call ``fn``; on a transient failure wait 0.5, 1, 2 ... s and retry, then raise ServiceError.
 
-    A permanent failure (see :func:`is_permanent`) propagates unchanged on the first attempt.
+    A permanent failure (see :func:`is_permanent`, or one ``permanent`` recognises: say,
+    DVC's "missing in the remote") propagates unchanged on the first attempt.
     """
 
     def give_up(state: RetryCallState) -> T:
@@ -52,7 +60,7 @@ def with_retries(fn: Callable[[], T], what: str, endpoint: str, attempts: int = 
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=base_delay, exp_base=2),
-        retry=retry_if_exception(_transient),
+        retry=retry_if_exception(lambda e: _transient(e) and not (permanent is not None and permanent(e))),
         retry_error_callback=give_up,
         sleep=time.sleep,  # looked up per call, so tests can skip the waiting by patching time.sleep
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from lws_core.errors import InputError, ServiceError
+from lws_core.errors import InputError
 from lws_core.ops.retry import with_retries
 from lws_core.ops.workspace import Workspace, file_lock
 
@@ -97,10 +97,16 @@ def pull_version(cfg, md5: str, out_dir: str | Path) -> Path:  # noqa: ANN001
         dvcfile = restore / f"{stem}.dvc"
         dvcfile.write_text(yaml.safe_dump({"outs": [{"md5": md5, "path": stem, "hash": "md5"}]}))
         url = remote_url(cfg)
+        def absent(e: BaseException) -> bool:  # the remote answered: no such object (retrying cannot help)
+            return "missing" in str(e).lower() or "not found" in str(e).lower()
+
         try:
-            with_retries(lambda: repo.pull(targets=[str(dvcfile)]), "DVC pull", cfg.registry.s3_endpoint_url or url, attempts=3)
-        except ServiceError as e:
-            if "missing" in str(e).lower() or "not found" in str(e).lower():
+            with_retries(
+                lambda: repo.pull(targets=[str(dvcfile)]), "DVC pull", cfg.registry.s3_endpoint_url or url,
+                attempts=3, permanent=absent,
+            )
+        except Exception as e:
+            if absent(e):
                 raise InputError(f"version {md5} is not in the remote {url}") from None
             raise
         finally:

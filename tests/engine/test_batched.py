@@ -73,8 +73,8 @@ def test_step_many_gives_each_session_what_it_gets_alone(engine, speech):
     def run(batched: bool) -> list:  # noqa: ANN001
         sessions = [eng.session(system=p, trace=True) for p in prompts]
         outs = [[] for _ in sessions]
-        for u in range(5):
-            blocks = [_units(speech, 5, off)[u] for off in offsets]
+        for u in range(4):
+            blocks = [_units(speech, 4, off)[u] for off in offsets]
             if batched:
                 res = eng.step_many(list(zip(sessions, blocks, strict=True)))
             else:
@@ -124,7 +124,7 @@ def test_session_cache_is_allocated_once_and_reused_by_window_slides(engine, spe
         kv = sess._cache
         ptr = kv.buf.data_ptr()
         assert kv.capacity == 400
-        for block in _units(speech, 24, 0):
+        for block in _units(speech, 12, 0):
             sess.step(block)
             assert sess.context_tokens <= 400
         assert sess.rebuilds >= 1
