@@ -12,20 +12,27 @@ session once: no session can starve another by sending audio faster, and one
 that arrives while a round runs joins the next. The rest (creating, resetting,
 closing sessions; the warm-up) runs on a small thread pool.
 
-Admission uses *measured* capacity: a round's wall time divided by the units it
-advanced is each unit's share of the engine; that share over the unit length is
-the real-time factor of one session, and N sessions need N * RTF of the engine.
-A new session is refused (close 1013) when that would pass
-``target_utilization``, or when ``max_sessions`` is reached. The estimate comes
-from the warm-up step (one session alone: the most expensive share) and then
-from live traffic, so it tracks the batch sizes the load produces and whatever
-else the machine is doing.
+Admission uses *measured* capacity. With batching, a unit's cost depends on how many
+others share its round: a round of b units takes about ``c0 + c1 * b`` (``c0``: what
+every round pays — weight reads, per-op overhead; ``c1``: what each session adds —
+its attention, its rows, its grammar). The warm-up times a round of 1 and a round of
+``warmup_batch`` and fits both; live rounds then scale the fit by a measured slowdown
+factor ``k`` (observed / predicted wall time, an exponential moving average), which
+tracks the real mix of listening and speaking units and whatever else the machine is
+doing. N real-time sessions keep the engine busy ``k * c1 * N / unit_s`` of the time,
+and their rounds settle at ``k * c0 / (1 - k * c1 * N / unit_s)`` (units arriving during a
+round join the next). A new session is refused (close 1013) when either would pass its
+bound (``target_utilization``; half a unit of latency), or when ``max_sessions`` is
+reached. Fitting one cost per unit instead (round time / units) would judge the server
+by its small rounds at light load and refuse the very load that makes rounds, and so
+batching, pay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -143,6 +150,9 @@ class Scheduler:
         self.alpha = alpha
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lws-engine")
         self._rtf_ema: float | None = None
+        self._c0 = 0.0
+        self._c1: float | None = None
+        self._k = 1.0
         self._queued = 0
         self._lock = threading.Lock()
 
@@ -175,26 +185,66 @@ class Scheduler:
     def queued(self) -> int:
         return self._queued
 
+    def set_cost_model(self, one_s: float, batch_s: float, batch: int) -> None:
+        """Fit ``c0 + c1 * b`` from a timed round of 1 unit and one of ``batch`` units (the warm-up)."""
+        if batch > 1 and batch_s > one_s:
+            c1 = (batch_s - one_s) / (batch - 1)
+            c0 = max(0.0, one_s - c1)
+        else:  # no batching (or no measurable growth): every unit pays the lone unit's cost
+            c0, c1 = 0.0, max(one_s, batch_s / max(batch, 1), 1e-6)
+        with self._lock:
+            self._c0, self._c1, self._k = c0, c1, 1.0
+        self.observe(one_s)
+
     def observe_round(self, wall_s: float, units: int) -> None:
-        """Feed one batched round: each of its ``units`` cost an equal share of its wall time."""
-        if units > 0:
-            self.observe(wall_s / units)
+        """Feed one live round: its wall time against the cost model's prediction (and each unit's share)."""
+        if units <= 0:
+            return
+        self.observe(wall_s / units)
+        with self._lock:
+            if self._c1 is None:
+                return
+            ratio = wall_s / (self._c0 + self._c1 * units)
+            self._k = (1 - self.alpha) * self._k + self.alpha * ratio
+
+    @property
+    def cost_model(self) -> tuple[float, float, float] | None:
+        """``(c0, c1, k)`` in seconds (None before the warm-up)."""
+        return None if self._c1 is None else (self._c0, self._c1, self._k)
 
     def utilization(self, sessions: int) -> float:
         """Predicted share of the engine thread that ``sessions`` real-time sessions need."""
+        if self._c1 is not None:
+            return self._k * self._c1 * sessions / self.unit_s
         if self._rtf_ema is None:
             return 0.0
         return sessions * self._rtf_ema
 
+    def round_s(self, sessions: int) -> float:
+        """Predicted steady-state round time for ``sessions`` real-time sessions (inf past saturation)."""
+        if self._c1 is None:
+            return 0.0
+        free = 1.0 - self.utilization(sessions)
+        return math.inf if free <= 0 else self._k * self._c0 / free
+
     def capacity(self) -> int | None:
-        """Sessions that fit under the target utilization (None before any measurement)."""
+        """Sessions that fit under the target utilization and half a unit of latency (None before any measurement)."""
+        if self._c1 is not None:
+            per = self._k * self._c1 / self.unit_s  # utilization per session
+            by_load = self.target / per
+            by_latency = (1.0 - 2.0 * self._k * self._c0 / self.unit_s) / per
+            return max(0, int(min(by_load, by_latency)))
         if not self._rtf_ema:
             return None
         return int(self.target / self._rtf_ema)
 
     def admits(self, active: int) -> bool:
         """The first session is always admitted (a slow machine still serves one user, just late)."""
-        return active == 0 or self._rtf_ema is None or self.utilization(active + 1) <= self.target
+        if active == 0:
+            return True
+        if self._c1 is not None:
+            return self.utilization(active + 1) <= self.target and self.round_s(active + 1) <= self.unit_s / 2
+        return self._rtf_ema is None or self.utilization(active + 1) <= self.target
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -149,24 +149,34 @@ class LWSServer:
             "engine_queue": float(self.scheduler.queued + self.batcher.queued),
             "engine_rounds": float(self.batcher.rounds),
             "engine_batch_mean": float(sum(self.batcher.round_sizes) / len(self.batcher.round_sizes)) if self.batcher.round_sizes else float("nan"),
+            **self._cost_gauges(),
         }
 
+    def _cost_gauges(self) -> dict[str, float]:
+        cm = self.scheduler.cost_model
+        if cm is None:
+            return {"engine_round_fixed_s": float("nan"), "engine_round_per_session_s": float("nan"), "engine_slowdown": float("nan")}
+        return {"engine_round_fixed_s": cm[0], "engine_round_per_session_s": cm[1], "engine_slowdown": cm[2]}
+
     def _warmup(self) -> None:
-        """One unit alone (loads kernels), then one batched round of ``warmup_batch`` sessions: the first
-        capacity estimate is that round's share per unit, so a burst of connections at start-up is judged
-        by what batching gives, not by a lone session's cost. Live rounds replace it within seconds."""
+        """One unit alone (loads kernels), then a timed round of 1 unit and one of ``warmup_batch`` units:
+        the admission's cost model (see :mod:`lws_core.serve.scheduler`). Silent units: the estimate is
+        for listening sessions, and live rounds rescale it to the real mix within seconds."""
         silence = np.zeros(self.unit_samples, dtype=np.float32)
         with self.engine.session() as sess:
-            out = sess.step(silence)
+            sess.step(silence)
         n = min(self.settings.warmup_batch, self.settings.max_sessions) if self.settings.batch else 1
-        if n <= 1:
-            self.scheduler.observe(out.timings.get("total_ms", 0.0) / 1000)
-            return
-        sessions = [self.engine.session() for _ in range(n)]
+        sessions = [self.engine.session() for _ in range(max(n, 1))]
         try:
             t0 = time.perf_counter()
-            self.engine.step_many([(s, silence) for s in sessions])
-            self.scheduler.observe_round(time.perf_counter() - t0, n)
+            self.engine.step_many([(sessions[0], silence)])
+            one = time.perf_counter() - t0
+            many = one
+            if n > 1:
+                t0 = time.perf_counter()
+                self.engine.step_many([(s, silence) for s in sessions])
+                many = time.perf_counter() - t0
+            self.scheduler.set_cost_model(one, many, n)
         finally:
             for s in sessions:
                 s.close()

@@ -78,3 +78,22 @@ def test_one_failing_session_fails_alone_and_shutdown_releases_waiters(engine, s
 
     with pytest.raises(RuntimeError, match="shutting down"):
         asyncio.run(after())
+
+
+def test_admission_cost_model_from_round_sizes_and_live_slowdown():
+    """Rounds cost c0 + c1*b: capacity follows c1 (what a session adds), not a lone unit's cost; live rounds
+    slower than predicted shrink it; without batching every unit pays the lone unit's cost."""
+    s = Scheduler(1, 1.0, 0.85)
+    assert s.capacity() is None and s.admits(5)
+    s.set_cost_model(0.010, 0.010 + 31 * 0.002, 32)  # c0 = 8 ms, c1 = 2 ms
+    c0, c1, k = s.cost_model
+    assert abs(c0 - 0.008) < 1e-9 and abs(c1 - 0.002) < 1e-9 and k == 1.0
+    assert s.capacity() == 425  # min(0.85 / 0.002, (1 - 2 * 0.008) / 0.002)
+    assert s.admits(400) and not s.admits(425)
+    for _ in range(200):  # live rounds of 64 units take twice the prediction
+        s.observe_round(2 * (0.008 + 0.002 * 64), 64)
+    assert 1.9 < s.cost_model[2] <= 2.0 and s.capacity() in (212, 213)
+    assert not s.admits(300)
+    lone = Scheduler(1, 1.0, 0.85)
+    lone.set_cost_model(0.02, 0.02, 1)
+    assert lone.capacity() == 42
