@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--model", help="Model directory (default: a random-init tiny model built in a temp dir).")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 3, 4, 6])
     ap.add_argument("--seconds", type=float, default=10.0, help="Audio each client streams, in real time.")
-    ap.add_argument("--max-sessions", type=int, default=64, help="Server --max-sessions (refusals then come from measured capacity).")
+    ap.add_argument("--max-sessions", type=int, default=256, help="Server --max-sessions (its default; refusals then come from measured capacity).")
     ap.add_argument("--sessions-only", action="store_true", help="Serve with --sessions-only: admit up to --max-sessions whatever the load.")
     ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
     args = ap.parse_args()

@@ -46,7 +46,8 @@ class LogMel(nn.Module):
         # always in float32: a model cast to bf16 casts these buffers too, and stft has no bf16 kernel
         audio = audio.float()
         stft = torch.stft(audio, N_FFT, HOP, window=self.window.float(), return_complex=True)
-        power = stft[..., :-1].abs() ** 2
+        spec = torch.view_as_real(stft[..., :-1])
+        power = spec.pow(2).sum(-1)  # |z|^2 without the square root of abs() (a third of a batched unit's features)
         mel = self.filters.float() @ power
         log = torch.clamp(mel, min=1e-10).log10()
         peak = log.amax(dim=(-2, -1), keepdim=True)
