@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="Audio each client streams, in real time.")
     ap.add_argument("--max-sessions", type=int, default=256, help="Server --max-sessions (its default; refusals then come from measured capacity).")
     ap.add_argument("--sessions-only", action="store_true", help="Serve with --sessions-only: admit up to --max-sessions whatever the load.")
+    ap.add_argument("--threads", type=int, help="Server --set engine.threads=N (default: the config's, 1).")
     ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
     args = ap.parse_args()
 
@@ -169,7 +170,8 @@ def main() -> None:
         [sys.executable, "-m", "lws_core.cli.main", "serve", "--model", model, "--port", str(port), "--max-sessions", str(args.max_sessions),
          "--max-connections", str(max(32, max(args.clients) + 8))]
         + (["--sessions-only"] if args.sessions_only else [])
-        + (["--no-batch"] if args.no_batch else []),
+        + (["--no-batch"] if args.no_batch else [])
+        + (["--set", f"engine.threads={args.threads}"] if args.threads else []),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
