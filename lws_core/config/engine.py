@@ -1,7 +1,8 @@
 """Config section `engine`: decoding and context policy of streaming sessions (simulate, eval, serve).
 
-Mirrors ``lws_core.engine.EngineConfig`` field for field (kept separate so reading
-the config never imports torch); the engine validates it into its own type.
+The one definition of the engine's settings: ``lws_core.engine.EngineConfig`` subclasses
+it (mutable, with ``with_overrides``), and this module imports no torch, so reading the
+config stays light.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ class EngineSection(Section):
     keep_document_tokens: int = Field(128, ge=0, description="Tail of the written document re-prefilled on a slide.")
     speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
     tts: Literal["espeak", "none"] = Field(
-        "espeak", description="Speech synthesizer: espeak (espeak-ng) or none (text only, no TTS loaded)."
+        "espeak",
+        description="Speech synthesizer: espeak (espeak-ng) or none (no TTS is loaded; say text is still decided "
+        "and recorded, nothing is played). An Engine given a TTS object uses that one.",
     )
     fast_path: bool = Field(True, description="Decode Llama/Qwen2/Qwen3 with the fused-weight forward (same function; batched across sessions in a server).")
     threads: int = Field(

@@ -8,11 +8,12 @@ types: the engine creates sessions, a session only sees the :class:`SessionHost`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict
 
+from lws_core.config.engine import EngineSection
 from lws_core.schema import Session, Word
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
     from lws_core.model import LWSModel
 
 
-class EngineConfig(BaseModel):
-    """Decoding and context settings of a streaming session.
+class EngineConfig(EngineSection):
+    """Decoding and context settings of a streaming session: the project config's ``engine``
+    section (its fields, defaults and checks: one definition, ``lws_core.config.engine``), as a
+    mutable object the engine owns.
 
     ``max_context_tokens`` bounds the KV cache: when a unit would overflow it, the
     cache is rebuilt once from the session prompt, a tail of the written document
@@ -34,40 +37,7 @@ class EngineConfig(BaseModel):
     session runs in bounded memory.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int = 0
-    max_context_tokens: int = Field(
-        2048, ge=64, description="KV-cache bound; the window slides when a unit could overflow it."
-    )
-    keep_units: int = Field(16, ge=1, description="Units kept verbatim when the window slides.")
-    keep_document_tokens: int = Field(
-        128, ge=0, description="Tail of the written document re-prefilled on a slide."
-    )
-    speak: bool = Field(True, description="Render speech with the TTS (False: text only).")
-    tts: Literal["espeak", "none"] = Field(
-        "espeak",
-        description="Speech synthesizer: espeak (espeak-ng) or none (no TTS is loaded; say text is still decided "
-        "and recorded, nothing is played). An Engine given a TTS object uses that one.",
-    )
-    fast_path: bool = Field(
-        True,
-        description="Decode Llama/Qwen2/Qwen3 backbones with the fused-weight forward (same function; batched across "
-        "sessions in a server).",
-    )
-    threads: int = Field(
-        1,
-        ge=0,
-        description="torch CPU threads that `lws simulate` and `lws serve` use (0 = torch's default, one per core). "
-        "A tiny model's steps are too small to split: extra threads spin (measured: simulate 2x slower with 2).",
-    )
-    kv_dtype: Literal["model", "bfloat16", "float16"] = Field(
-        "model",
-        description="KV-cache precision of the fused forward: the model's own (exact), or bfloat16/float16 (half the "
-        "memory and the bytes attention reads per token; logits then differ slightly from the training forward).",
-    )
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     def with_overrides(self, overrides: dict) -> EngineConfig:
         """A copy with ``{field: value}`` applied; bad keys or values fail with one line (ConfigError)."""
