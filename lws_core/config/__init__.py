@@ -101,8 +101,9 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "pretrain_backbone": (
         "schema", "data", "model.preset", "model.backbone_path", "train.max_length", "pretrain.backbone", "pretrain.bf16",
     ),
+    # the extra recogniser corpus (pretrain.encoder.sessions) is synthesized from `data` like the text corpus
     "pretrain_encoder": (
-        "schema", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder", "pretrain.bf16",
+        "schema", "data", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder", "pretrain.bf16",
     ),
     "train": ("schema", "model", "train", "pretrain.warmup"),
     "evaluate": ("schema", "engine", "eval"),

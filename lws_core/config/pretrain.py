@@ -37,6 +37,12 @@ class EncoderPretrain(Section):
     )
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
     eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
+    sessions: int = Field(
+        0, ge=0,
+        description="Extra audio sessions synthesized for the recogniser alone (own seed, training voices and phrasings), "
+        "on top of the dataset's train split; 0: the train split only.",
+    )
+    corpus_seed: int = Field(2, description="Seed of that extra corpus (not the dataset's, so it holds other sessions).")
 
 
 class LWSWarmup(Section):

@@ -239,3 +239,50 @@ def test_lws_stage_from_the_stand_ins_reports_the_ceiling_and_cascade(pretrained
     assert "Capability liberation" in report and "text ceiling" in report
     assert any(k.startswith("text_ceiling_accuracy") for k in ev.metrics), sorted(ev.metrics)
     assert any(k.startswith("cascade_accuracy") for k in ev.metrics)
+
+
+def test_packed_rows_train_on_exactly_what_separate_sessions_would() -> None:
+    """Packing several sessions into one row changes nothing the model sees: per-session logits equal
+    each session run alone (block-diagonal mask, positions from 0), and each session is packed once."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lws_core.train.pretrain_backbone import pack, packed_batch
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (37, 5, 64, 20, 51, 9):
+        ids = rng.integers(10, 60, n).tolist()
+        rows.append((ids, [t if k % 2 else -100 for k, t in enumerate(ids)]))
+    groups = pack(rows, rng.permutation(len(rows)), 96)
+    assert sorted(i for g in groups for i in g) == list(range(len(rows)))
+    assert all(sum(len(rows[i][0]) for i in g) <= 96 for g in groups)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=64, pad_token_id=0)).eval()
+    batch = packed_batch(rows, groups, 0, 96)
+    with torch.no_grad():
+        packed = lm(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for r, g in enumerate(groups):
+            at = 0
+            for i in g:
+                n = len(rows[i][0])
+                alone = lm(input_ids=torch.tensor([rows[i][0]])).logits[0]
+                assert torch.allclose(packed[r, at : at + n], alone, atol=1e-5), (r, i)
+                assert batch["labels"][r, at : at + n].tolist() == rows[i][1]
+                at += n
+            assert (batch["labels"][r, at:] == -100).all()
+
+
+def test_recogniser_windows_are_built_per_session_for_the_kept_units_only() -> None:
+    """The kept units' windows equal those cut from all sessions' units at once (left context never
+    crosses a session start), without ever holding every unit's window."""
+    from lws_core.train.pretrain_encoder import _kept_windows, _Session
+
+    rng = np.random.default_rng(0)
+    sessions = [_Session(rng.standard_normal((n, 8)).astype(np.float32), [""] * n, [[]] * n) for n in (3, 1, 4)]
+    units = np.concatenate([s.units for s in sessions])
+    first = np.zeros(len(units), dtype=bool)
+    first[[0, 3, 4]] = True
+    keep = np.array([0, 2, 3, 5, 7])
+    want = context_windows(torch.from_numpy(units), first, 12)[keep]
+    assert torch.equal(_kept_windows(sessions, keep, 12), want)
