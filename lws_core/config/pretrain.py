@@ -35,6 +35,11 @@ class EncoderPretrain(Section):
     targets: Literal["tokens", "words", "letters"] = Field(
         "tokens", description="CTC output symbols: the LM's own tokens (the projector's slots are built from them), words or letters."
     )
+    aligned_weight: float = Field(
+        1.0, ge=0.0,
+        description="Weight of the dense loss: cross-entropy at every encoder position against the CTC path the "
+        "synthesizer's word timings fix (each word emitted as it ends); 0: CTC alone. Tokens targets only.",
+    )
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
     eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
     sessions: int = Field(

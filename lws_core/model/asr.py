@@ -327,14 +327,11 @@ def place_in_slots(items: list[tuple[list[int], float]], k: int, filler: int) ->
     return slots
 
 
-def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
-    """The text view of what the user said: per unit, K token ids laid out like the audio slots.
+def heard_items(session, tok) -> list[list[tuple[list[int], float]]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
+    """Per unit, each heard word as (its transcript's token ids, where its end falls in the unit, 0..1).
 
     A word belongs to the unit by whose end it has ended (the data pipeline's
-    "heard" rule); its transcript tokens (:func:`heard_form`, digits as digits) sit near its end time within the unit;
-    ``<|audio|>`` fills the silent slots. The LWS audio path fills the same K
-    slots from the speech encoder's CTC posteriors, so the backbone sees one
-    interface from text and from speech.
+    "heard" rule); its transcript is :func:`heard_form` (digits as digits).
     """
     n, u_s = len(session.units), session.unit_s
     per_unit: list[list[tuple[list[int], float]]] = [[] for _ in range(n)]
@@ -344,7 +341,48 @@ def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - sche
         if u >= n or not text:
             continue
         per_unit[u].append((tok.encode_text(" " + text), (w.end - u * u_s) / u_s - 1e-6))
-    return [place_in_slots(items, k, tok.special.audio) for items in per_unit]
+    return per_unit
+
+
+def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
+    """The text view of what the user said: per unit, K token ids laid out like the audio slots.
+
+    Each heard word's transcript tokens (:func:`heard_items`) sit near its end
+    time within the unit; ``<|audio|>`` fills the silent slots. The LWS audio
+    path fills the same K slots from the speech encoder's CTC posteriors, so the
+    backbone sees one interface from text and from speech.
+    """
+    return [place_in_slots(items, k, tok.special.audio) for items in heard_items(session, tok)]
+
+
+def aligned_path(items: list[tuple[list[int], float]], positions: int) -> list[int]:
+    """A unit's CTC path fixed by the synthesizer's word timings: each word's symbols end at the word's
+    end position, a blank between two equal symbols, blank everywhere else (what a recogniser that
+    emits each word as it ends would output; ``items`` hold CTC symbol ids).
+
+    Why: the synthesizer knows when every word ends, so the recogniser can be told *where* to emit, not
+    only *what* (dense, per-position supervision: cross-entropy against this path). CTC alone had to find
+    the alignment itself and, after 1,000 steps, still misheard half of its own training words.
+    """
+    path = [BLANK] * positions
+    nxt = 0
+    for ids, frac in items:
+        if not ids:
+            continue
+        spaced: list[int] = []
+        for t in ids:
+            if spaced and spaced[-1] == t:
+                spaced.append(BLANK)
+            spaced.append(t)
+        end = min(positions - 1, max(0, int(frac * positions)))
+        start = max(nxt, min(end - len(spaced) + 1, positions - len(spaced)))
+        if start > nxt - 1 and nxt > 0 and path[nxt - 1] == spaced[0]:
+            start = max(start, nxt + 1)
+        for j, t in enumerate(spaced):
+            if 0 <= start + j < positions:
+                path[start + j] = t
+        nxt = min(positions, start + len(spaced))
+    return path
 
 
 def slots_from_path(path: list[tuple[int, int]], vocab: CTCVocab, positions: int, k: int, filler: int) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lws_core.errors import InputError
 from lws_core.model.asr import (
@@ -25,10 +26,13 @@ from lws_core.model.asr import (
     CTCVocab,
     EncoderMeta,
     UnitSpeechEncoder,
+    aligned_path,
     context_windows,
     ctc_loss,
+    heard_items,
     heard_speech,
     transcribe_units,
+    unit_positions,
     window_positions,
 )
 from lws_core.model.presets import PRESETS
@@ -55,6 +59,7 @@ class _Session:
     units: np.ndarray  # [n, unit] float32
     targets: list[str]  # transcript per unit (heard_form)
     tokens: list[list[int]]  # the LM tokens of that transcript, per unit
+    items: list[list[tuple[list[int], float]]] = field(default_factory=list)  # per unit: (word's LM tokens, end in unit)
 
 
 def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None = None, tok=None) -> list[_Session]:  # noqa: ANN001
@@ -75,7 +80,7 @@ def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None
         a = np.pad(a, (0, max(0, n * unit_samples - a.shape[0])))[: n * unit_samples].reshape(n, unit_samples)
         texts = heard_speech(s)
         tokens = [tok.encode_text(" " + t) if (tok is not None and t) else [] for t in texts]
-        out.append(_Session(a, texts, tokens))
+        out.append(_Session(a, texts, tokens, heard_items(s, tok) if tok is not None else []))
     return out
 
 
@@ -199,6 +204,7 @@ def pretrain_encoder(
         train += _extra_corpus(cfg, Path(out_dir), unit_samples, tok, progress)
     targets = [t for s in train for t in s.targets]
     tokens = [t for s in train for t in s.tokens]
+    items = [it for s in train for it in s.items]
     if ac.targets == "tokens":
         vocab = CTCVocab.from_token_targets(tokens, tok)
         ids = [vocab.ids_for_tokens(t) for t in tokens]
@@ -211,6 +217,11 @@ def pretrain_encoder(
     windows = _kept_windows(train, keep, ctx)
     del train
     ids = [ids[i] for i in keep]
+    paths = None
+    if ac.aligned_weight > 0 and ac.targets == "tokens":
+        positions = unit_positions(unit_samples)
+        paths = torch.tensor([aligned_path([(vocab.ids_for_tokens(t), f) for t, f in items[i]], positions) for i in keep])
+    del items
     keep = np.arange(len(keep))
     rec = build_recognizer(cfg.model.preset, None, unit_samples, ctx, sc.sample_rate, vocab)
     opt = torch.optim.AdamW(rec.parameters(), lr=learning_rate, weight_decay=0.01)
@@ -223,6 +234,8 @@ def pretrain_encoder(
         with autocast(cfg.pretrain.bf16):
             log_probs = rec(windows[pick])
         loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
+        if paths is not None:
+            loss = loss + ac.aligned_weight * F.nll_loss(log_probs.float().flatten(0, 1), paths[pick].flatten())
         optimizer_step(loss, rec.parameters(), opt, sched)
         log.update(step, loss)
     rec.speech.spec_augment = False

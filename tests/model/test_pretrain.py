@@ -286,3 +286,21 @@ def test_recogniser_windows_are_built_per_session_for_the_kept_units_only() -> N
     keep = np.array([0, 2, 3, 5, 7])
     want = context_windows(torch.from_numpy(units), first, 12)[keep]
     assert torch.equal(_kept_windows(sessions, keep, 12), want)
+
+
+def test_aligned_path_emits_each_word_as_it_ends_and_decodes_to_the_transcript() -> None:
+    """The dense target: symbols end at the word's end position; equal neighbours get a blank between them,
+    so collapsing the path (greedy CTC decoding) gives back exactly the heard symbols."""
+    from lws_core.model.asr import BLANK, aligned_path
+
+    items = [([5, 5], 0.50), ([5], 0.52), ([3, 4], 0.99), ([], 0.3)]
+    path = aligned_path(items, 20)
+    assert len(path) == 20
+    assert path[10] == 5 and path[19] == 4 and path[18] == 3
+    collapsed, prev = [], BLANK
+    for s in path:
+        if s != prev and s != BLANK:
+            collapsed.append(s)
+        prev = s
+    assert collapsed == [5, 5, 5, 3, 4]
+    assert aligned_path([], 7) == [BLANK] * 7
