@@ -61,7 +61,7 @@ def test_pretrain_views_keep_single_keys():
     assert set(bb["train"]) == {"max_length"} and "data" in bb and "eval" not in bb
     enc = step_view(cfg, "pretrain_encoder")
     assert set(enc["model"]) == {"preset", "audio_context_s", "encoder_path"} and set(enc["pretrain"]) == {"encoder", "bf16"}
-    assert "data" not in enc and "train" not in enc
+    assert "data" in enc and "train" not in enc  # its extra speech corpus (pretrain.encoder.sessions) is synthesized from `data`
     assert set(step_view(cfg, "train")["pretrain"]) == {"warmup"}
     changes = {
         "train.learning_rate": 1e-4, "model.lora.r": 4, "pretrain.warmup.projector_steps": 5,
@@ -72,7 +72,7 @@ def test_pretrain_views_keep_single_keys():
         moved = {s for s in ("pretrain_backbone", "pretrain_encoder", "train") if step_view(other, s) != step_view(cfg, s)}
         want = {
             "train.learning_rate": {"train"}, "model.lora.r": {"train"}, "pretrain.warmup.projector_steps": {"train"},
-            "pretrain.encoder.max_steps": {"pretrain_encoder"}, "data.sessions": {"pretrain_backbone"},
+            "pretrain.encoder.max_steps": {"pretrain_encoder"}, "data.sessions": {"pretrain_backbone", "pretrain_encoder"},
             "model.backbone_path": {"pretrain_backbone", "train"},
         }[key]
         assert moved == want, key

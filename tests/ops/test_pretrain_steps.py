@@ -51,7 +51,7 @@ def test_pretrain_steps_log_skip_and_record_lineage(tiny_cfg, tiny_dataset, tmp_
     e = client.get_run(enc_run)
     assert e.data.tags["lws.step"] == "pretrain_encoder" and client.get_metric_history(enc_run, "ctc_loss")
     assert {"wall_s", "final_loss", "wer_sessions", "train_units"} <= set(e.data.metrics)
-    assert "pretrain.encoder.max_steps" in e.data.params and not any(k.startswith("data.") for k in e.data.params)
+    assert "pretrain.encoder.max_steps" in e.data.params and not any(k.startswith(("train.", "eval.")) for k in e.data.params)
     assert (enc / "lws_encoder.json").is_file() and (bb / "config.json").is_file()
 
     # real checkpoints configured (the stand-ins above play them): both steps skip, leaving only a marker
