@@ -28,7 +28,7 @@ class BackbonePretrain(Section):
 class EncoderPretrain(Section):
     """CTC speech-recogniser pretraining of the audio encoder on the synthesized user speech."""
 
-    max_steps: int = Field(1000, ge=1)
+    max_steps: int = Field(2000, ge=1)
     batch_size: int = Field(48, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     seed: int = 0
@@ -43,7 +43,7 @@ class EncoderPretrain(Section):
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
     eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
     sessions: int = Field(
-        0, ge=0,
+        1500, ge=0,
         description="Extra audio sessions synthesized for the recogniser alone (own seed, training voices and phrasings), "
         "on top of the dataset's train split; 0: the train split only.",
     )

@@ -9,7 +9,7 @@ import sys
 
 LWS = [sys.executable, "-m", "lws_core.cli.main"]
 TINY = ["--set", "pretrain.encoder.max_steps=2", "--set", "pretrain.encoder.batch_size=8",
-        "--set", "pretrain.encoder.eval_sessions=2"]
+        "--set", "pretrain.encoder.eval_sessions=2", "--set", "pretrain.encoder.sessions=0"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

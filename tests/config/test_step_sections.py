@@ -114,7 +114,7 @@ def test_pretrain_steps_read_only_their_keys(tiny_cfg, tiny_dataset, tmp_path):
 
     cfg = tiny_cfg.with_overrides({
         "pretrain.backbone.sessions": 24, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
-        "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
+        "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
     })
     assert build_backbone(_poisoned(cfg, "pretrain_backbone"), tmp_path / "bb", progress=False).steps == 2
     assert pretrain_encoder(_poisoned(cfg, "pretrain_encoder"), tiny_dataset, tmp_path / "enc", progress=False).steps == 2

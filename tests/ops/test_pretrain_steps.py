@@ -22,7 +22,7 @@ from tests.ops.planted import planted
 # tiny stand-ins: the same code paths in seconds
 PRETRAIN = {
     "pretrain.backbone.sessions": 16, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
-    "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
+    "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 6, "pretrain.encoder.eval_sessions": 2,
 }
 
 

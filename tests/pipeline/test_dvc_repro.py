@@ -23,7 +23,7 @@ TINY = {
     "train.save_steps": 100, "train.backend": "torch", "eval.limit": 1, "eval.fdb_probe_per_task": 1,
     "eval.consistency_embedding": False,
     "pretrain.backbone.sessions": 16, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
-    "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
+    "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
 }
 STAGES = {"synthesize", "version", "pretrain_backbone", "pretrain_encoder", "train", "evaluate", "register"}
 

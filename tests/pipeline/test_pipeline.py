@@ -27,7 +27,7 @@ TINY = [
     "pipeline.retries=0",
     # the pretrain stand-ins, tiny: the same code paths in seconds
     "pretrain.backbone.sessions=16", "pretrain.backbone.max_steps=2", "pretrain.backbone.batch_size=4",
-    "pretrain.encoder.max_steps=2", "pretrain.encoder.batch_size=8", "pretrain.encoder.eval_sessions=2",
+    "pretrain.encoder.max_steps=2", "pretrain.encoder.batch_size=8", "pretrain.encoder.sessions=0", "pretrain.encoder.eval_sessions=2",
     # the default gate, its state_accuracy floor out of reach: a tiny model that met it by chance on one
     # session became champion, and every later register then re-evaluated that champion on its own eval
     # set (an evaluate's cost each); the gate's champion paths are tests/ops/test_registry_server.py's
