@@ -101,7 +101,7 @@ def pretrained(tiny_cfg, tiny_dataset, tmp_path_factory):
 
     cfg = tiny_cfg.with_overrides({
         "pretrain.backbone.sessions": 30, "pretrain.backbone.max_steps": 4, "pretrain.backbone.batch_size": 4,
-        "pretrain.encoder.max_steps": 4, "pretrain.encoder.batch_size": 8, "pretrain.encoder.eval_sessions": 2,
+        "pretrain.encoder.max_steps": 4, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
     })
     root = tmp_path_factory.mktemp("pretrained")
     logs: list[tuple[int, dict]] = []
