@@ -1,0 +1,98 @@
+"""Score the pretrained stand-ins on their own: the backbone's text ceiling, the encoder's WER.
+
+For comparing pretraining settings without running the whole pipeline (the
+pipeline's evaluate step reports the same figures for its champion). Train the
+checkpoints with the CLI and its ``--set`` overrides, then score them here:
+
+    .venv/bin/lws data synth --out /tmp/ds
+    .venv/bin/lws pretrain backbone --out /tmp/bb --set pretrain.backbone.max_steps=900
+    .venv/bin/lws pretrain encoder --data /tmp/ds --out /tmp/enc --set pretrain.encoder.aligned_weight=0
+    .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --show 8
+    .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen
+
+``ceiling``: the backbone hears each graded session's question as text (its text
+view of each unit) on the free-running streaming engine; written task accuracy
+per family on ``test_seen`` and ``test`` (the same code as the evaluate step's
+``text_ceiling``). ``wer``: greedy per-unit transcripts joined per session, WER
+against the heard transcript (jiwer), on the first ``--sessions`` sessions of
+each split; ``train`` shows how well the recogniser fits its own voices.
+One run is one seed: quote these as single runs, not intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def ceiling(backbone: str, data: str, limit: int, show: int) -> None:
+    import numpy as np
+    from datasets import load_from_disk
+
+    from lws_core.config import LWSConfig
+    from lws_core.data.dataset import row_session
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+    from lws_core.eval.liberation import graded_rows, heard_truth, run_mode
+    from lws_core.model import LWSModel
+
+    cfg = LWSConfig().with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
+    engine = Engine(LWSModel.build(cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    splits = load_from_disk(data)
+    for split in ("test_seen", "test"):
+        t = time.time()
+        r = run_mode(engine, splits[split], "text_ceiling", split, heard_truth(engine), limit)
+        fams = " ".join(f"{k} {v:.2f}" for k, v in sorted(r.written.items()))
+        print(f"{split}: written {r.written_overall:.3f} over {r.graded} answers ({fams}); spoken {r.spoken_overall or 0:.3f}; {time.time() - t:.0f} s")
+    heard = heard_truth(engine)
+    for row in list(graded_rows(splits["test_seen"], show)):
+        labels = row_session(row)
+        res = engine.simulate(np.zeros(len(labels.units) * engine.unit_samples, dtype=np.float32), heard=heard(row, labels))
+        print(f"[{row['task_family']}] {row['question']!r} -> want {row['answer']!r}\n    wrote {res.written[-200:]!r}")
+
+
+def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
+    from pathlib import Path
+
+    from lws_core.model.asr import load_recognizer
+    from lws_core.train.pretrain_encoder import (
+        _load_split,
+        dataset_tokenizer,
+        transcribe_sessions,
+        word_error_rate,
+    )
+
+    rec = load_recognizer(encoder)
+    tok = dataset_tokenizer(Path(data))
+    for split in splits:
+        ev = _load_split(Path(data), split, rec.speech.unit_samples, limit=sessions, tok=tok)
+        hyps = transcribe_sessions(rec, ev)
+        refs = [" ".join(t for t in s.targets if t) for s in ev]
+        w = word_error_rate(refs, hyps)
+        print(f"{split}: WER {w:.3f} over {len(ev)} sessions")
+        for r, h in [(r, h) for r, h in zip(refs, hyps, strict=True) if r][:3]:
+            print(f"    ref {r!r}\n    hyp {h!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("ceiling", help="the backbone's text ceiling")
+    c.add_argument("--backbone", required=True)
+    c.add_argument("--data", required=True)
+    c.add_argument("--limit", type=int, default=100, help="graded sessions per split")
+    c.add_argument("--show", type=int, default=0, help="print this many test_seen answers")
+    w = sub.add_parser("wer", help="the encoder's word error rate")
+    w.add_argument("--encoder", required=True)
+    w.add_argument("--data", required=True)
+    w.add_argument("--splits", nargs="+", default=["test_seen"])
+    w.add_argument("--sessions", type=int, default=60)
+    a = ap.parse_args()
+    if a.what == "ceiling":
+        ceiling(a.backbone, a.data, a.limit, a.show)
+    else:
+        wer(a.encoder, a.data, a.splits, a.sessions)
+
+
+if __name__ == "__main__":
+    main()
