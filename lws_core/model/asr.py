@@ -376,8 +376,8 @@ def aligned_path(items: list[tuple[list[int], float]], positions: int) -> list[i
             spaced.append(t)
         end = min(positions - 1, max(0, int(frac * positions)))
         start = max(nxt, min(end - len(spaced) + 1, positions - len(spaced)))
-        if start > nxt - 1 and nxt > 0 and path[nxt - 1] == spaced[0]:
-            start = max(start, nxt + 1)
+        if start == nxt and nxt > 0 and path[nxt - 1] == spaced[0]:  # right after an equal symbol: a blank first
+            start += 1
         for j, t in enumerate(spaced):
             if 0 <= start + j < positions:
                 path[start + j] = t

@@ -209,9 +209,14 @@ def corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
     Train sessions use training phrasings only, so the held-out phrasings of the
     audio set's test split stay unseen by the backbone too.
     """
-    bc = cfg.pretrain.backbone
+    return train_only_corpus(cfg, cfg.pretrain.backbone.sessions, cfg.pretrain.backbone.seed)
+
+
+def train_only_corpus(cfg, sessions: int, seed: int):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
+    """The data config of a stand-in's own corpus: ``sessions`` sessions from ``seed``, all in train (training
+    voices and phrasings; the test fraction cannot be 0, and at 1e-6 no session lands there)."""
     return cfg.with_overrides({
-        "data.sessions": bc.sessions, "data.seed": bc.seed, "data.validation_fraction": 0.0,
+        "data.sessions": sessions, "data.seed": seed, "data.validation_fraction": 0.0,
         "data.test_fraction": 1e-6, "data.test_seen_fraction": 0.0,
     })
 

@@ -38,7 +38,7 @@ from lws_core.model.asr import (
 from lws_core.model.presets import PRESETS
 from lws_core.schema import Session
 from lws_core.train.loop import LossLog, optimizer_step
-from lws_core.train.pretrain_backbone import autocast
+from lws_core.train.pretrain_backbone import autocast, train_only_corpus
 
 
 @dataclass
@@ -116,11 +116,7 @@ def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) ->
 
     from lws_core.data.synth import synthesize
 
-    ac = cfg.pretrain.encoder
-    corpus_cfg = cfg.with_overrides({
-        "data.sessions": ac.sessions, "data.seed": ac.corpus_seed, "data.validation_fraction": 0.0,
-        "data.test_fraction": 1e-6, "data.test_seen_fraction": 0.0,
-    })
+    corpus_cfg = train_only_corpus(cfg, cfg.pretrain.encoder.sessions, cfg.pretrain.encoder.corpus_seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.corpus-", dir=out_dir.parent))
     try:
