@@ -23,6 +23,11 @@ class BackbonePretrain(Section):
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
+    drill_rows: int = Field(
+        1, ge=0,
+        description="Rows of arithmetic facts (products, sums, differences, comparisons of small numbers, in the "
+        "notes' syntax) added to every step: the knowledge a real pretrained LLM brings; 0: sessions only.",
+    )
 
 
 class EncoderPretrain(Section):
@@ -41,6 +46,11 @@ class EncoderPretrain(Section):
         "synthesizer's word timings fix (each word emitted as it ends); 0: CTC alone. Tokens targets only.",
     )
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
+    freq_warp: float = Field(
+        0.0, ge=0.0, lt=0.5,
+        description="Largest relative stretch of the mel axis per example while pretraining (a VTLP-style voice "
+        "perturbation for held-out voices); 0: off.",
+    )
     eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
     sessions: int = Field(
         1500, ge=0,

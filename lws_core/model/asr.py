@@ -20,6 +20,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,7 @@ class UnitSpeechEncoder(nn.Module):
         self.context_samples = context_samples
         self.positions = unit_positions(unit_samples)
         self.spec_augment = False  # on while the recogniser pretrains (its speakers are few)
+        self.freq_warp = 0.0  # likewise: the largest relative warp of the mel axis (0: off)
 
     @property
     def window_samples(self) -> int:
@@ -183,7 +185,9 @@ class UnitSpeechEncoder(nn.Module):
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         if windows.shape[-1] != self.window_samples:
             raise ValueError(f"audio window has {windows.shape[-1]} samples, expected {self.window_samples}")
-        augment = spec_augment if (self.training and self.spec_augment) else None
+        augment = None
+        if self.training and (self.spec_augment or self.freq_warp > 0):
+            augment = partial(_augment, masks=self.spec_augment, warp=self.freq_warp)
         total = window_positions(self.unit_samples, self.context_samples)
         return unit_hidden(self.featurizer, self.encoder, windows, total - self.positions, total, augment)
 
@@ -199,6 +203,31 @@ def unit_hidden(featurizer: nn.Module, encoder: nn.Module, windows: torch.Tensor
     if feats.shape[-1] < need:  # e.g. 0.25 s units: 25 frames for 13 positions
         feats = F.pad(feats, (0, need - feats.shape[-1]))
     return encoder(input_features=feats).last_hidden_state[:, start:stop]
+
+
+def _augment(feats: torch.Tensor, masks: bool, warp: float) -> torch.Tensor:
+    if warp > 0:
+        feats = freq_warp(feats, warp)
+    return spec_augment(feats) if masks else feats
+
+
+def freq_warp(feats: torch.Tensor, max_warp: float) -> torch.Tensor:
+    """Stretch or squeeze each example's mel axis by a random factor in [1 - max_warp, 1 + max_warp].
+
+    Why: a vocal-tract-length-style perturbation (VTLP, Jaitly & Hinton 2013) on
+    the mel bins. A held-out voice differs from the training voices mostly in its
+    formant positions, which is what this moves; unlike SpecAugment's masks it
+    hides nothing, so every frame still carries its word. Linear interpolation
+    between bins; bins warped past the top repeat the top bin.
+    """
+    n, m, t = feats.shape
+    alpha = 1 + (torch.rand(n, device=feats.device) * 2 - 1) * max_warp
+    src = (torch.arange(m, device=feats.device)[None] * alpha[:, None]).clamp(max=m - 1)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=m - 1)
+    w = (src - lo).to(feats.dtype)[:, :, None]
+    take = lambda idx: feats.gather(1, idx[:, :, None].expand(n, m, t))  # noqa: E731
+    return take(lo) * (1 - w) + take(hi) * w
 
 
 def spec_augment(feats: torch.Tensor, freq_masks: int = 1, freq_width: int = 4, time_masks: int = 1, time_width: int = 4) -> torch.Tensor:

@@ -29,6 +29,7 @@ from lws_core.errors import InputError
 from lws_core.model.asr import heard_slots
 from lws_core.model.presets import PRESETS, lm_config
 from lws_core.schema import IGNORE_INDEX, SchemaTokenizer, Session, encode
+from lws_core.train.drills import drill_row
 from lws_core.train.loop import LossLog, optimizer_step
 
 
@@ -173,6 +174,11 @@ def pretrain_backbone(
             packed, pos = pack(rows, rng.permutation(len(rows)), row_len), 0
         batch = packed_batch(rows, packed[pos : pos + rows_per_step], tokenizer.special.pad, row_len)
         tokens += sum(len(rows[i][0]) for g in packed[pos : pos + rows_per_step] for i in g)
+        if bc.drill_rows:
+            drills = [drill_row(rng, tokenizer.encode_text, row_len) for _ in range(bc.drill_rows)]
+            extra = packed_batch(drills, [[i] for i in range(len(drills))], tokenizer.special.pad, row_len)
+            batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
+            tokens += sum(len(d[0]) for d in drills)
         pos += rows_per_step
         with autocast(cfg.pretrain.bf16):
             loss = lm(**batch).loss

@@ -224,7 +224,7 @@ def pretrain_encoder(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.1)
     log = LossLog("ctc_loss", steps, "pretrain encoder", progress, on_log)
     rec.train()
-    rec.speech.spec_augment = ac.spec_augment
+    rec.speech.spec_augment, rec.speech.freq_warp = ac.spec_augment, ac.freq_warp
     for step in range(1, steps + 1):
         pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False)
         with autocast(cfg.pretrain.bf16):
@@ -234,7 +234,7 @@ def pretrain_encoder(
             loss = loss + ac.aligned_weight * F.nll_loss(log_probs.float().flatten(0, 1), paths[pick].flatten())
         optimizer_step(loss, rec.parameters(), opt, sched)
         log.update(step, loss)
-    rec.speech.spec_augment = False
+    rec.speech.spec_augment, rec.speech.freq_warp = False, 0.0
     log.close()
     evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions, tok=tok) if eval_sessions and _has_rows(data_dir, eval_split) else []
     wer, examples = None, []

@@ -273,6 +273,36 @@ def test_packed_rows_train_on_exactly_what_separate_sessions_would() -> None:
             assert (batch["labels"][r, at:] == -100).all()
 
 
+def test_drill_rows_hold_only_true_facts_in_the_notes_syntax_and_fit_their_row() -> None:
+    """Every drill line is a true statement (a wrong "fact" would teach the backbone a wrong answer), every
+    kind of fact occurs, and a row is filled close to ``row_len`` without passing it."""
+    import re
+
+    from lws_core.data.budget import budget_tokenizer
+    from lws_core.train.drills import drill_row, fact
+
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(2000):
+        line = fact(rng)
+        assert line.endswith("\n")
+        if m := re.fullmatch(r"(\d+) ([*+-]) (\d+) = (\d+)\n", line):
+            a, op, b, r = int(m[1]), m[2], int(m[3]), int(m[4])
+            assert r == {"*": a * b, "+": a + b, "-": a - b}[op], line
+            kinds.add(op)
+        else:
+            m = re.fullmatch(r"(\d+) vs (\d+): (\d+) is (larger|bigger|smaller)\n", line)
+            assert m, line
+            a, b, r = int(m[1]), int(m[2]), int(m[3])
+            assert r == (min(a, b) if m[4] == "smaller" else max(a, b)), line
+            kinds.add("vs")
+    assert kinds == {"*", "+", "-", "vs"}
+    tok = budget_tokenizer()
+    ids, labels = drill_row(rng, tok.encode_text, 256)
+    assert 230 <= len(ids) <= 256 and labels == ids
+    assert tok.decode_text(ids).count("\n") >= 15
+
+
 def test_recogniser_windows_are_built_per_session_for_the_kept_units_only() -> None:
     """The kept units' windows equal those cut from all sessions' units at once (left context never
     crosses a session start), without ever holding every unit's window."""
@@ -304,3 +334,28 @@ def test_aligned_path_emits_each_word_as_it_ends_and_decodes_to_the_transcript()
         prev = s
     assert collapsed == [5, 5, 5, 3, 4]
     assert aligned_path([], 7) == [BLANK] * 7
+
+
+def test_freq_warp_moves_formants_within_its_range_and_only_while_training() -> None:
+    """The voice perturbation stretches the mel axis: a peak at bin 20 lands within 20 / (1 ± w), at
+    different bins for different examples; w = 0 is the identity, and an encoder in eval mode never warps."""
+    from lws_core.model.asr import freq_warp
+    from lws_core.train.pretrain_encoder import build_recognizer
+
+    torch.manual_seed(0)
+    feats = torch.zeros(64, 40, 8)
+    feats[:, 20] = 1.0
+    assert torch.equal(freq_warp(feats, 0.0), feats)
+    peaks = freq_warp(feats, 0.1).argmax(dim=1)[:, 0]
+    assert peaks.min() >= 18 and peaks.max() <= 23 and len(set(peaks.tolist())) >= 3
+    rec = build_recognizer("tiny", None, 1600, 0, 16000)
+    rec.speech.freq_warp = 0.3
+    audio = torch.randn(2, 1600)
+    rec.eval()
+    with torch.no_grad():
+        assert torch.equal(rec.speech(audio), rec.speech(audio))
+    rec.train()
+    with torch.no_grad():
+        assert not torch.equal(rec.speech(audio), rec.speech(audio))
+        rec.speech.freq_warp = 0.0  # and the difference was the warp's (no dropout in training mode)
+        assert torch.equal(rec.speech(audio), rec.speech(audio))
