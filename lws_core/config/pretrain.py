@@ -24,9 +24,10 @@ class BackbonePretrain(Section):
     learning_rate: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
     drill_rows: int = Field(
-        1, ge=0,
+        0, ge=0,
         description="Rows of arithmetic facts (products, sums, differences, comparisons of small numbers, in the "
-        "notes' syntax) added to every step: the knowledge a real pretrained LLM brings; 0: sessions only.",
+        "notes' syntax) added to every step: the knowledge a real pretrained LLM brings; 0: sessions only "
+        "(1 row at the default 600 steps lowered the text ceiling from 0.17 / 0.22 to 0.07 / 0.07, one run).",
     )
 
 
