@@ -13,6 +13,11 @@ The ranges are generic school arithmetic (products to 12 × 12 and by common uni
 factors, sums and differences of numbers below 200). They are not drawn from the
 question generator, and they carry no phrasing and no audio, so the held-out
 phrasings and voices stay unseen.
+
+Measured, and off by default (``pretrain.backbone.drill_rows``): one drill row
+per step at the default 600 steps lowered the text ceiling from 0.165 / 0.222 to
+0.071 / 0.074 (one run each, ``benchmarks/results/pipeline.md``); the backbone
+learnt neither the facts nor copying in that budget. Kept for longer budgets.
 """
 
 from __future__ import annotations
