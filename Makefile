@@ -30,9 +30,13 @@ test-deps:
 lint: setup
 	$(BIN)/ruff check .
 
+# Two xdist workers, whole files each (module fixtures built once), in conftest's order (slowest files
+# first); `make test PYTEST_WORKERS=` runs serially.
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
+
 test: setup test-deps
 	$(BIN)/ruff check .
-	DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_WORKERS)
 
 # Container images (needs a Docker engine; prints a clear message when there is none).
 images:

@@ -9,12 +9,48 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two xdist workers on a 2-core machine: one torch thread each (and in every
+    # subprocess a test starts), or four spinning OpenMP threads share two cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+# The slowest test files, started first so that the two workers end together (measured with
+# `pytest --durations=0`: the pipeline e2e alone is about a quarter of the suite's CPU time).
+FIRST = ("tests/pipeline/test_pipeline.py", "tests/pipeline/test_dvc_repro.py", "tests/train/test_training.py")
+
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
+    """``build(dir)`` once per test session, also across xdist workers: the first worker builds under a file
+    lock in the directory all workers share, the others wait and reuse it. Returns (dir, what build returned
+    in the worker that built it, else None)."""
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name) / "out"
+        return out, build(out)
+    root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{root}.lock"):
+        if (root / ".done").exists():
+            return root / "out", None
+        shutil.rmtree(root, ignore_errors=True)  # a build that died half way
+        root.mkdir()
+        made = build(root / "out")
+        (root / ".done").touch()
+        return root / "out", made
+
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
-    """GPU tests skip cleanly on machines without CUDA."""
+    """The slowest files first (a stable sort: the order inside each file is kept); GPU tests skip cleanly
+    on machines without CUDA."""
+    rank = {f: i for i, f in enumerate(FIRST)}
+    items.sort(key=lambda it: rank.get(it.nodeid.split("::")[0], len(FIRST)))
     try:
         import torch
 
@@ -53,9 +89,7 @@ def tiny_dataset(tiny_cfg, tmp_path_factory):
     """A real synthesized dataset (espeak-ng speech, template teacher), built once per test session."""
     from lws_core.data import synthesize
 
-    out = tmp_path_factory.mktemp("data") / "ds"
-    synthesize(tiny_cfg, out, progress=False)
-    return out
+    return build_once(tmp_path_factory, "data", lambda out: synthesize(tiny_cfg, out, progress=False))[0]
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +97,8 @@ def tiny_model(tiny_cfg, tiny_dataset, tmp_path_factory):
     """A tiny model trained for a few steps with the plain-torch backend (fast, deterministic)."""
     from lws_core.train import train
 
-    out = tmp_path_factory.mktemp("model") / "m"
-    train(tiny_cfg.with_overrides({"train.backend": "torch"}), tiny_dataset, out, progress=False)
-    return out
+    cfg = tiny_cfg.with_overrides({"train.backend": "torch"})
+    return build_once(tmp_path_factory, "model", lambda out: train(cfg, tiny_dataset, out, progress=False))[0]
 
 
 # torch.distributed rank variables (in-process DeepSpeed) and MLflow URIs (mlflow.set_tracking_uri exports them)

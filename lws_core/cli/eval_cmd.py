@@ -84,13 +84,14 @@ def fdb(
 ) -> None:
     """Stream every input.wav of a Full-Duplex-Bench tree through the engine; write time-synchronous outputs."""
     from lws_core.cli.simulate_cmd import _resolve_model
-    from lws_core.engine import Engine
     from lws_core.errors import InputError
-    from lws_core.eval.fdb_run import run_fdb
 
     cfg = resolve_config(config, set_)
-    if not data.is_dir():
+    if not data.is_dir():  # before torch is imported: a mistake costs a second, not five
         raise InputError(f"Full-Duplex-Bench tree not found: {data}")
+    from lws_core.engine import Engine
+    from lws_core.eval.fdb_run import run_fdb
+
     engine = Engine.from_dir(_resolve_model(model, cfg), cfg)
     s = run_fdb(engine, data, out_dir, limit=limit, system=system, progress=not quiet)
     out.print(f"{s['samples']} samples -> {out_dir}")

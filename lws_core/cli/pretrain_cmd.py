@@ -56,11 +56,11 @@ def backbone(
     quiet: QuietOpt = False,
 ) -> None:
     """Synthesize a text-only corpus and pretrain the preset's causal LM on it (`pretrain.backbone.*`)."""
-    from lws_core.train.pretrain_backbone import build_backbone
-
-    cfg = resolve_config(config, set_)
+    cfg = resolve_config(config, set_)  # user mistakes fail here, before torch is imported (seconds)
     if _skipped(cfg, "backbone", out_dir):
         return
+    from lws_core.train.pretrain_backbone import build_backbone
+
     bc = cfg.pretrain.backbone
     console.print(
         f"pretraining the [bold]{cfg.model.preset}[/] backbone on {bc.sessions} text-only sessions for {bc.max_steps} steps"
@@ -89,13 +89,14 @@ def encoder(
 ) -> None:
     """Pretrain the audio encoder as a CTC speech recogniser on the dataset's speech (`pretrain.encoder.*`)."""
     from lws_core.errors import InputError
-    from lws_core.train.pretrain_encoder import pretrain_encoder
 
-    cfg = resolve_config(config, set_)
+    cfg = resolve_config(config, set_)  # user mistakes fail here, before torch is imported (seconds)
     if _skipped(cfg, "encoder", out_dir):
         return
     if not data.is_dir():
         raise InputError(f"dataset directory not found: {data}")
+    from lws_core.train.pretrain_encoder import pretrain_encoder
+
     ec = cfg.pretrain.encoder
     console.print(f"pretraining the [bold]{cfg.model.preset}[/] audio encoder (CTC on {ec.targets}) for {ec.max_steps} steps")
     r = pretrain_encoder(cfg, data, out_dir, progress=not quiet)

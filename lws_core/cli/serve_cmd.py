@@ -45,8 +45,8 @@ def serve(
     sets: SetOpt = None,
 ) -> None:
     """Serve a model over WebSocket (protocol lws.v1, docs/serving.md) with the web page at http://HOST:PORT/."""
-    from lws_core.engine import Engine
-    from lws_core.serve import ServeSettings, run_server
+    # light: a mistake fails before torch and the web stack are imported
+    from lws_core.serve.settings import ServeSettings
 
     settings = ServeSettings.from_options(
         host=host,
@@ -66,6 +66,9 @@ def serve(
 
     cfg = resolve_config(config, sets)
     model_dir = _resolve_model(model, config, sets)
+    from lws_core.engine import Engine
+    from lws_core.serve import run_server
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     engine = Engine.from_dir(model_dir, cfg, device=device)  # decoding and context policy from cfg.engine
     engine.use_threads()

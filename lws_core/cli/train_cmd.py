@@ -30,9 +30,8 @@ def train(
 
     from lws_core.errors import InputError
     from lws_core.ops.steps import skipped_marker
-    from lws_core.train import train as run_training
 
-    cfg = resolve_config(config, set_)
+    cfg = resolve_config(config, set_)  # user mistakes fail before torch is imported (seconds)
     given = {}
     for kind, path in (("backbone", backbone), ("encoder", encoder)):
         if path is None:
@@ -49,6 +48,8 @@ def train(
     from lws_core.model.preflight import check_model_paths
 
     check_model_paths(cfg)
+    from lws_core.train import train as run_training
+
     console.print(
         f"training preset [bold]{cfg.model.preset}[/] with {cfg.train.backend}"
         + (f" ZeRO-{cfg.train.zero_stage}" if cfg.train.backend == "deepspeed" else "")

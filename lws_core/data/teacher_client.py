@@ -13,7 +13,8 @@ rate-limit storm (wait it out) from a broken request (fail at once). Around it:
 - **a content-addressed response cache** on disk (``diskcache``: SQLite, one atomic commit per
   reply, safe for several processes): the key hashes model, messages, temperature, seed,
   response format and a caller's salt (the teacher's schema version), so a rerun or a resumed
-  shard pays for nothing twice; a torn write cannot survive a crash (SQLite journals it);
+  shard pays for nothing twice (but the replies in flight when a process is killed: billed,
+  not yet stored); a torn write cannot survive a crash (SQLite journals it);
 - **counts**: paid requests, cache hits, retries, 429s, tokens and cost, for the dataset card
   and the eval report.
 

@@ -114,7 +114,8 @@ def test_bad_replies_rejected_with_reason_and_counted(tmp_path):
 
 
 def test_kill_and_resume_pays_nothing_twice(tmp_path):
-    """A synthesis killed (SIGKILL) mid-way through its teacher calls, then rerun: no prompt paid twice."""
+    """A synthesis killed (SIGKILL) mid-way through its teacher calls, then rerun: every reply stored before the
+    kill is reused; only those in flight at the kill can be paid twice."""
     with ServerProcess(latency_s=0.2) as srv:
         cfg = _cfg(srv.url, tmp_path / "cache", concurrency=8)
         cfg_file = tmp_path / "cfg.json"
@@ -135,9 +136,12 @@ def test_kill_and_resume_pays_nothing_twice(tmp_path):
         assert 40 <= at_kill < srv.stats()["prompts"] + 200 and not (tmp_path / "ds").exists()
         s = synthesize(cfg, tmp_path / "ds", sessions=120, workers=1, progress=False, text_only=True)
         st = srv.stats()
-        assert st["duplicated"] == 0 and st["paid"] == st["prompts"]
+        # only replies in flight at the kill (billed, not yet stored) can be paid again: at most the concurrency;
+        # it is 0 on a quiet machine and was 2 under `make test`'s two workers
+        dup = st["duplicated"]
+        assert dup <= 8 and st["paid"] == st["prompts"] + dup
         assert s.extra["teacher_usage"]["requests_paid"] == st["paid"] - at_kill
-        assert s.extra["teacher_usage"]["cache_hits"] >= at_kill
+        assert s.extra["teacher_usage"]["cache_hits"] >= at_kill - dup
         # a third run pays nothing at all and makes the same rows
         again = synthesize(cfg, tmp_path / "ds2", sessions=120, workers=1, progress=False, text_only=True)
         assert srv.stats()["paid"] == st["paid"] and again.rows == s.rows and again.rejects == s.rejects
