@@ -17,10 +17,10 @@ from lws_core.config import LWSConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 # the smallest run through every stage (evaluate dominates: eval.limit sessions per split, streamed three
-# times, plus 4 x fdb_probe_per_task probe samples); the full-size runs are the benchmarks' job
+# times; the FDB probe is off here, tests/pipeline/test_pipeline.py runs it); the full-size runs are the benchmarks' job
 TINY = {
     "data.sessions": 40, "data.workers": 1, "train.max_steps": 2, "train.batch_size": 4, "train.logging_steps": 1,
-    "train.save_steps": 100, "train.backend": "torch", "eval.limit": 1, "eval.fdb_probe_per_task": 1,
+    "train.save_steps": 100, "train.backend": "torch", "eval.limit": 1, "eval.fdb_probe": False,
     "eval.consistency_embedding": False,
     "pretrain.backbone.sessions": 16, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
     "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
