@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lws_core.schema import IGNORE_INDEX
+
 # multipliers beyond the times tables: the factors of everyday unit conversions (days, hours, feet, kg, m)
 _FACTORS = (7, 12, 24, 60, 100, 1000)
 _ADJ = ("larger", "bigger", "smaller")
@@ -62,3 +64,37 @@ def drill_row(rng: np.random.Generator, encode, row_len: int) -> tuple[list[int]
             break
         ids += line
     return ids, list(ids)
+
+
+_LINKS = ("and", "vs", "or", "times", "plus", "minus", "by", "to", "of")
+
+
+def copy_row(rng: np.random.Generator, encode, filler: int, row_len: int) -> tuple[list[int], list[int]]:  # noqa: ANN001
+    """Copy episodes, up to ``row_len`` tokens: heard-style words with ``filler`` (``<|audio|>``) slots between
+    them, unlabelled, then the same words written as a note line, labelled.
+
+    Why: teacher-forced, the session-only backbone writes a heard number's first digit right 77 % of the
+    time and its later digits 66 % (``benchmarks/copy_probe.py``, ``test_seen``), where copying would give
+    nearly 100 %. Random numbers cannot be predicted, only copied, so these rows reward nothing but a
+    look-back-and-copy mechanism, in the layout the sessions use.
+
+    Measured worse, so off by default (``pretrain.backbone.copy_rows``): one row per step at the default
+    600 steps gave 43 % / 21 % on the same probe (one run each, ``benchmarks/results/pipeline.md``).
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    while True:
+        words = []
+        for i in range(int(rng.integers(2, 5))):
+            if i:
+                words.append(str(rng.choice(_LINKS)))
+            words.append(str(int(rng.integers(0, 1000 if rng.random() < 0.3 else 100))))
+        heard: list[int] = []
+        for w in words:
+            heard += encode(" " + w) + [filler] * int(rng.integers(0, 3))
+        note = encode("- " + " ".join(words) + "\n")
+        if len(ids) + len(heard) + len(note) > row_len:
+            break
+        ids += heard + note
+        labels += [IGNORE_INDEX] * len(heard) + note
+    return ids, labels

@@ -29,7 +29,7 @@ from lws_core.errors import InputError
 from lws_core.model.asr import heard_slots
 from lws_core.model.presets import PRESETS, lm_config
 from lws_core.schema import IGNORE_INDEX, SchemaTokenizer, Session, encode
-from lws_core.train.drills import drill_row
+from lws_core.train.drills import copy_row, drill_row
 from lws_core.train.loop import LossLog, optimizer_step
 
 
@@ -179,6 +179,11 @@ def pretrain_backbone(
             extra = packed_batch(drills, [[i] for i in range(len(drills))], tokenizer.special.pad, row_len)
             batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
             tokens += sum(len(d[0]) for d in drills)
+        if bc.copy_rows:
+            copies = [copy_row(rng, tokenizer.encode_text, tokenizer.special.audio, row_len) for _ in range(bc.copy_rows)]
+            extra = packed_batch(copies, [[i] for i in range(len(copies))], tokenizer.special.pad, row_len)
+            batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
+            tokens += sum(len(c[0]) for c in copies)
         pos += rows_per_step
         with autocast(cfg.pretrain.bf16):
             loss = lm(**batch).loss

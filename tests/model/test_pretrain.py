@@ -102,8 +102,8 @@ def pretrained(tiny_cfg, tiny_dataset, tmp_path_factory):
     cfg = tiny_cfg.with_overrides({
         "pretrain.backbone.sessions": 30, "pretrain.backbone.max_steps": 4, "pretrain.backbone.batch_size": 4,
         "pretrain.encoder.max_steps": 4, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
-        # the two options that are off by default run here too (drill rows beside the sessions, the mel warp)
-        "pretrain.backbone.drill_rows": 1, "pretrain.encoder.freq_warp": 0.1,
+        # the options that are off by default run here too (drill and copy rows beside the sessions, the mel warp)
+        "pretrain.backbone.drill_rows": 1, "pretrain.backbone.copy_rows": 1, "pretrain.encoder.freq_warp": 0.1,
     })
     root = tmp_path_factory.mktemp("pretrained")
     logs: list[tuple[int, dict]] = []
@@ -303,6 +303,25 @@ def test_drill_rows_hold_only_true_facts_in_the_notes_syntax_and_fit_their_row()
     ids, labels = drill_row(rng, tok.encode_text, 256)
     assert 230 <= len(ids) <= 256 and labels == ids
     assert tok.decode_text(ids).count("\n") >= 15
+
+
+def test_copy_rows_label_only_the_written_copy_of_what_was_heard() -> None:
+    """Each episode: heard words between <|audio|> slots (unlabelled), then the same words as a note line
+    (labelled), so copying is the only way to lower the loss on it; a row fits ``row_len``."""
+    from lws_core.data.budget import budget_tokenizer
+    from lws_core.schema import IGNORE_INDEX
+    from lws_core.train.drills import copy_row
+
+    tok = budget_tokenizer()
+    ids, labels = copy_row(np.random.default_rng(0), tok.encode_text, tok.special.audio, 256)
+    assert len(ids) == len(labels) and 200 <= len(ids) <= 256
+    assert tok.special.audio in ids
+    written = tok.decode_text([i for i in labels if i != IGNORE_INDEX]).splitlines()
+    heard = tok.decode_text([i for i, y in zip(ids, labels, strict=True) if y == IGNORE_INDEX and i != tok.special.audio])
+    assert len(written) >= 5 and all(line.startswith("- ") for line in written)
+    # the heard words, in order, are exactly the notes' words
+    assert heard.split() == [w for line in written for w in line[2:].split()]
+    assert all(labels[i] == ids[i] for i in range(len(ids)) if labels[i] != IGNORE_INDEX)
 
 
 def test_recogniser_windows_are_built_per_session_for_the_kept_units_only() -> None:
