@@ -25,25 +25,25 @@ import pytest
 FIRST = ("tests/pipeline/test_pipeline.py", "tests/pipeline/test_dvc_repro.py", "tests/train/test_training.py")
 
 
-def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
     """``build(dir)`` once per test session, also across xdist workers: the first worker builds under a file
-    lock in the directory all workers share, the others wait and reuse it. Returns (dir, what build returned
-    in the worker that built it, else None)."""
+    lock in the directory all workers share (this run's base), the others wait and reuse it. Returns dir."""
     from filelock import FileLock
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         out = tmp_path_factory.mktemp(name) / "out"
-        return out, build(out)
+        build(out)
+        return out
     root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{root}.lock"):
         if (root / ".done").exists():
-            return root / "out", None
+            return root / "out"
         shutil.rmtree(root, ignore_errors=True)  # a build that died half way
         root.mkdir()
-        made = build(root / "out")
+        build(root / "out")
         (root / ".done").touch()
-        return root / "out", made
+        return root / "out"
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
@@ -89,7 +89,7 @@ def tiny_dataset(tiny_cfg, tmp_path_factory):
     """A real synthesized dataset (espeak-ng speech, template teacher), built once per test session."""
     from lws_core.data import synthesize
 
-    return build_once(tmp_path_factory, "data", lambda out: synthesize(tiny_cfg, out, progress=False))[0]
+    return build_once(tmp_path_factory, "data", lambda out: synthesize(tiny_cfg, out, progress=False))
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +98,7 @@ def tiny_model(tiny_cfg, tiny_dataset, tmp_path_factory):
     from lws_core.train import train
 
     cfg = tiny_cfg.with_overrides({"train.backend": "torch"})
-    return build_once(tmp_path_factory, "model", lambda out: train(cfg, tiny_dataset, out, progress=False))[0]
+    return build_once(tmp_path_factory, "model", lambda out: train(cfg, tiny_dataset, out, progress=False))
 
 
 # torch.distributed rank variables (in-process DeepSpeed) and MLflow URIs (mlflow.set_tracking_uri exports them)
