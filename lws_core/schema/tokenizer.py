@@ -87,14 +87,33 @@ class SchemaTokenizer:
         missing = [s for s in SPECIAL_TOKENS if s not in saved]
         if missing:
             raise SchemaMismatchError(f"{directory}: schema tokens missing from metadata: {', '.join(missing)}")
-        from transformers import AutoTokenizer
-
-        hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        hf = _load_hf(Path(directory))
         actual = {s: hf.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS}
         changed = [f"{s} saved {saved[s]} now {actual[s]}" for s in SPECIAL_TOKENS if actual[s] != saved[s]]
         if changed:
             raise SchemaMismatchError(f"{directory}: schema token ids changed: {'; '.join(changed)}")
         return cls(hf, SpecialIds.from_mapping(actual))
+
+
+# tokenizer_config classes that are a plain `tokenizers` backend (the tiny/small presets' BPE)
+_PLAIN = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _load_hf(directory: Path):  # noqa: ANN202 - a transformers tokenizer
+    """The saved HF tokenizer. A plain `tokenizers` one loads through PreTrainedTokenizerFast, because
+    AutoTokenizer imports transformers' model configs and with them torch (about 3 s of `lws schema`'s 4);
+    any other class (a real backbone's) goes through AutoTokenizer."""
+    try:
+        cls = json.loads((directory / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        cls = None
+    if cls in _PLAIN:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
 
 def _ids_of(hf) -> SpecialIds:  # noqa: ANN001
