@@ -174,16 +174,12 @@ def pretrain_backbone(
             packed, pos = pack(rows, rng.permutation(len(rows)), row_len), 0
         batch = packed_batch(rows, packed[pos : pos + rows_per_step], tokenizer.special.pad, row_len)
         tokens += sum(len(rows[i][0]) for g in packed[pos : pos + rows_per_step] for i in g)
-        if bc.drill_rows:
-            drills = [drill_row(rng, tokenizer.encode_text, row_len) for _ in range(bc.drill_rows)]
-            extra = packed_batch(drills, [[i] for i in range(len(drills))], tokenizer.special.pad, row_len)
+        extra_rows = [drill_row(rng, tokenizer.encode_text, row_len) for _ in range(bc.drill_rows)]
+        extra_rows += [copy_row(rng, tokenizer.encode_text, tokenizer.special.audio, row_len) for _ in range(bc.copy_rows)]
+        if extra_rows:  # drill and copy rows, one document per row
+            extra = packed_batch(extra_rows, [[i] for i in range(len(extra_rows))], tokenizer.special.pad, row_len)
             batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
-            tokens += sum(len(d[0]) for d in drills)
-        if bc.copy_rows:
-            copies = [copy_row(rng, tokenizer.encode_text, tokenizer.special.audio, row_len) for _ in range(bc.copy_rows)]
-            extra = packed_batch(copies, [[i] for i in range(len(copies))], tokenizer.special.pad, row_len)
-            batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
-            tokens += sum(len(c[0]) for c in copies)
+            tokens += sum(len(r[0]) for r in extra_rows)
         pos += rows_per_step
         with autocast(cfg.pretrain.bf16):
             loss = lm(**batch).loss
