@@ -43,15 +43,17 @@ def iam_s3():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
+    # generous: on a fresh clone moto's first import compiles its bytecode, and under `make test`'s two
+    # workers that took over 30 s once (the server was fine; the wait was too short)
+    deadline = time.time() + 120
     while True:
         try:
             urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
             break
         except OSError:
-            if time.time() > deadline:
+            if time.time() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.fail("moto server did not start")
+                pytest.fail(f"moto server did not start (exit code {proc.poll()})")
             time.sleep(0.1)
     anon = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
     iam = boto3.client("iam", **anon)
