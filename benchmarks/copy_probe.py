@@ -3,7 +3,8 @@
 For each session of a split, the backbone reads the session's text view (each unit's heard words in its
 audio slots, as in pretraining) and predicts every labelled token from the true prefix. Each number it
 writes is classed as **copy** (the same number was heard earlier in the session) or **other** (computed,
-or from an earlier note), and its digits as **first** or **later**. A backbone that copies gets the later
+or from an earlier note), and its digit tokens as **first** or **later**; **number** counts the numbers whose
+every token is right (comparable across tokenizers that split numbers differently). A backbone that copies gets the later
 digits of a copied number nearly always right once the first is given; one that does not sits near the
 digit prior.
 
@@ -18,7 +19,7 @@ import argparse
 import collections
 import re
 
-KINDS = ("copy-first", "copy-later", "other-first", "other-later")
+KINDS = ("copy-first", "copy-later", "other-first", "other-later", "copy-number", "other-number")
 
 
 def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tuple[int, float]]:
@@ -39,7 +40,7 @@ def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tupl
         with torch.no_grad():
             pred = lm(torch.tensor([ids])).logits[0].argmax(-1).tolist()
         toks = [hf.decode([i]) for i in ids]
-        digit = [bool(re.fullmatch(r"\d", t)) for t in toks]
+        digit = [bool(re.fullmatch(r"\d+", t.strip())) for t in toks]  # a digit, a space+digit or a digit group
         t = 1
         while t < len(ids):
             if labels[t] < 0 or not digit[t]:
@@ -48,11 +49,12 @@ def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tupl
             e = t
             while e < len(ids) and digit[e] and labels[e] >= 0:
                 e += 1
-            num = "".join(toks[t:e])
+            num = "".join(toks[t:e]).strip()
             heard = "".join(x if labels[j] < 0 else " " for j, x in enumerate(toks[:t]))
             src = "copy" if re.search(rf"(?<!\d){num}(?!\d)", heard) else "other"
             for j in range(t, e):
                 stats[(f"{src}-{'first' if j == t else 'later'}", pred[j - 1] == ids[j])] += 1
+            stats[(f"{src}-number", all(pred[j - 1] == ids[j] for j in range(t, e)))] += 1
             t = e
     out = {}
     for kind in KINDS:

@@ -24,9 +24,12 @@ def test_digits_tokenize_one_per_token_whatever_the_number() -> None:
     from lws_core.data.budget import budget_tokenizer
 
     tok = budget_tokenizer()
-    for n in ("38", "15", "98", "1000"):
+    for n in ("38", "15", "98", "1000", "07"):
         pieces = tok.token_strings(tok.encode_text(f" {n}"))
-        assert pieces == ["Ġ", *n], (n, pieces)  # " 38" and " 15" split the same way
+        assert pieces == [f"Ġ{n[0]}", *n[1:]], (n, pieces)  # " 38" and " 15" split the same way
+        # a first digit (with its space) is a different token from the same digit later in a number
+        assert tok.encode_text(f" {n}")[0] != tok.encode_text(n[0])[0]
+        assert tok.token_strings(tok.encode_text(n)) == list(n)  # no space before it: digits alone
     check_digits(tok)
 
 
