@@ -9,6 +9,11 @@ checkpoints with the CLI and its ``--set`` overrides, then score them here:
     .venv/bin/lws pretrain encoder --data /tmp/ds --out /tmp/enc --set pretrain.encoder.aligned_weight=0
     .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --show 8
     .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen
+    .venv/bin/python benchmarks/stand_ins.py seeds --data /tmp/ds --seeds 1 2 3 --work /tmp/bbs
+
+``seeds``: pretrains one backbone per seed (``pretrain.backbone.seed``: its corpus and its init; the
+current params.yaml otherwise, plus ``--set``) and reports the ceiling per family as a mean with a
+95 % t-interval over the seeds (a backbone already in ``--work`` is reused).
 
 ``ceiling``: the backbone hears each graded session's question as text (its text
 view of each unit) on the free-running streaming engine; written task accuracy
@@ -51,6 +56,53 @@ def ceiling(backbone: str, data: str, limit: int, show: int) -> None:
         print(f"[{row['task_family']}] {row['question']!r} -> want {row['answer']!r}\n    wrote {res.written[-200:]!r}")
 
 
+def ceiling_of(backbone: str, data: str, limit: int) -> dict[str, dict[str, float]]:
+    """{split: {family | "overall": written accuracy}} of one backbone (the evaluate step's text ceiling)."""
+    from datasets import load_from_disk
+
+    from lws_core.config import LWSConfig
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+    from lws_core.eval.liberation import heard_truth, run_mode
+    from lws_core.model import LWSModel
+
+    cfg = LWSConfig().with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
+    engine = Engine(LWSModel.build(cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    splits = load_from_disk(data)
+    out = {}
+    for split in ("test_seen", "test"):
+        r = run_mode(engine, splits[split], "text_ceiling", split, heard_truth(engine), limit)
+        out[split] = {**r.written, "overall": r.written_overall or 0.0}
+    return out
+
+
+def seeds(data: str, seed_list: list[int], work: str, limit: int, overrides: list[str]) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from scipy.stats import t
+
+    runs = []
+    for seed in seed_list:
+        out = Path(work) / f"backbone-seed{seed}"
+        if not (out / "pretrain_report.json").is_file():
+            sets = [x for o in [*overrides, f"pretrain.backbone.seed={seed}"] for x in ("--set", o)]
+            subprocess.run([str(Path(sys.executable).with_name("lws")), "pretrain", "backbone", "--out", str(out), "--quiet", *sets], check=True)
+        runs.append(ceiling_of(str(out), data, limit))
+        print(f"seed {seed}: " + " ".join(f"{s} {runs[-1][s]['overall']:.3f}" for s in runs[-1]), flush=True)
+    for split in ("test_seen", "test"):
+        print(f"\n{split} (written task accuracy, mean ± 95 % t-interval half-width over {len(runs)} seeds)\n")
+        print("| family | " + " | ".join(f"seed {s}" for s in seed_list) + " | mean ± 95 % |")
+        print("|---|" + "---|" * len(seed_list) + "---|")
+        fams = sorted({f for r in runs for f in r[split] if f != "overall"}) + ["overall"]
+        for fam in fams:
+            v = np.array([r[split].get(fam, float("nan")) for r in runs])
+            half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+            print(f"| {fam} | " + " | ".join(f"{x:.2f}" for x in v) + f" | {v.mean():.3f} ± {half:.3f} |")
+
+
 def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
     from pathlib import Path
 
@@ -87,9 +139,17 @@ def main() -> None:
     w.add_argument("--data", required=True)
     w.add_argument("--splits", nargs="+", default=["test_seen"])
     w.add_argument("--sessions", type=int, default=60)
+    sd = sub.add_parser("seeds", help="the text ceiling over several pretraining seeds, with a 95 % interval")
+    sd.add_argument("--data", required=True)
+    sd.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    sd.add_argument("--work", default="/tmp/lws-backbone-seeds")
+    sd.add_argument("--limit", type=int, default=100, help="graded sessions per split")
+    sd.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     a = ap.parse_args()
     if a.what == "ceiling":
         ceiling(a.backbone, a.data, a.limit, a.show)
+    elif a.what == "seeds":
+        seeds(a.data, a.seeds, a.work, a.limit, a.set)
     else:
         wer(a.encoder, a.data, a.splits, a.sessions)
 

@@ -149,7 +149,7 @@ def liberation_table(results: dict[str, dict[str, ModeResult]], lws: dict[str, d
     ]
     for split, modes in results.items():
         ceil, casc = modes.get("text_ceiling"), modes.get("cascade")
-        fams = sorted(set(ceil.written if ceil else {}) | set(lws.get(split, {})))
+        fams = sorted((set(ceil.written if ceil else {}) | set(lws.get(split, {}))) - {"overall"})
         lines += [f"### {split}", "", "| family | text ceiling | cascade | LWS written | LWS / ceiling |", "|---|---|---|---|---|"]
         for fam in [*fams, "overall"]:
             def get(r: ModeResult | None, fam: str = fam) -> float | None:
