@@ -224,14 +224,19 @@ def main() -> None:
         work = Path(args.work) / f"seed{seed}"
         shutil.rmtree(work, ignore_errors=True)
         per_seed.append(one_seed(cfg, seed, work, args.limit, lambda m: print(m, flush=True), tuple(args.variants)))
+        # written after every seed, so a run cut short keeps the seeds it finished (the table says how many)
+        text = write_results(per_seed, Path(args.out), time.time() - t0)
+    print(text)
+
+
+def write_results(per_seed: list, out: Path, wall_s: float) -> str:
     agg = aggregate(per_seed)
     cmd = "python benchmarks/liberation.py " + " ".join(sys.argv[1:])
-    text = render(agg, per_seed, cmd, time.time() - t0)
-    out = Path(args.out)
+    text = render(agg, per_seed, cmd, wall_s)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"per_seed": per_seed, "aggregate": agg}, indent=2, default=str))
-    print(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -286,8 +286,9 @@ def test_half_second_units(engine, tiny_cfg, speech):
     assert all(w.start >= 0.5 for w in res.spoken_words)
 
 
-def test_tts_none_never_loads_a_synthesizer(engine, speech):
+def test_tts_none_never_loads_a_synthesizer(speaking_engine, speech):
     """engine.tts=none: units still decide and record their say text, no TTS is created, no audio is played."""
+    engine = speaking_engine
     eng = Engine(engine.model, EngineConfig(tts="none"))
     res = eng.simulate(speech[: 16000 * 2])
     assert eng._tts is None and not eng.speaks

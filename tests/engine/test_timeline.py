@@ -52,9 +52,10 @@ def test_activity_detector_finds_speech_not_noise(speech):
     assert silent.segments() == []
 
 
-def test_simulate_timeline_lanes_and_png(engine, speech, tmp_path):
+def test_simulate_timeline_lanes_and_png(speaking_engine, speech, tmp_path):
     """The PNG simulate writes: user lane green where the input has speech and white in the silence before it;
     the spoken lane drawn at output.json's chunk times (never in the first, silent unit); every unit's state."""
+    engine = speaking_engine
     import matplotlib.image as mpimg
 
     audio = np.concatenate([np.zeros(24000, dtype=np.float32), speech])  # speech from 1.5 s
