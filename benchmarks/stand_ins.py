@@ -30,19 +30,25 @@ import argparse
 import time
 
 
+def text_engine(backbone: str):  # noqa: ANN201 - an Engine
+    """The streaming engine on ``backbone`` alone (no encoder), as the evaluate step builds it for the ceiling."""
+    from lws_core.config import LWSConfig
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+    from lws_core.model import LWSModel
+
+    cfg = LWSConfig().with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
+    return Engine(LWSModel.build(cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+
+
 def ceiling(backbone: str, data: str, limit: int, show: int) -> None:
     import numpy as np
     from datasets import load_from_disk
 
-    from lws_core.config import LWSConfig
     from lws_core.data.dataset import row_session
-    from lws_core.engine.engine import Engine
-    from lws_core.engine.types import EngineConfig
     from lws_core.eval.liberation import graded_rows, heard_truth, run_mode
-    from lws_core.model import LWSModel
 
-    cfg = LWSConfig().with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
-    engine = Engine(LWSModel.build(cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    engine = text_engine(backbone)
     splits = load_from_disk(data)
     for split in ("test_seen", "test"):
         t = time.time()
@@ -60,14 +66,9 @@ def ceiling_of(backbone: str, data: str, limit: int) -> dict[str, dict[str, floa
     """{split: {family | "overall": written accuracy}} of one backbone (the evaluate step's text ceiling)."""
     from datasets import load_from_disk
 
-    from lws_core.config import LWSConfig
-    from lws_core.engine.engine import Engine
-    from lws_core.engine.types import EngineConfig
     from lws_core.eval.liberation import heard_truth, run_mode
-    from lws_core.model import LWSModel
 
-    cfg = LWSConfig().with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
-    engine = Engine(LWSModel.build(cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    engine = text_engine(backbone)
     splits = load_from_disk(data)
     out = {}
     for split in ("test_seen", "test"):
@@ -82,7 +83,7 @@ def seeds(data: str, seed_list: list[int], work: str, limit: int, overrides: lis
     from pathlib import Path
 
     import numpy as np
-    from scipy.stats import t
+    from liberation import t95  # the liberation benchmark's interval, beside this script
 
     runs = []
     for seed in seed_list:
@@ -99,7 +100,7 @@ def seeds(data: str, seed_list: list[int], work: str, limit: int, overrides: lis
         fams = sorted({f for r in runs for f in r[split] if f != "overall"}) + ["overall"]
         for fam in fams:
             v = np.array([r[split].get(fam, float("nan")) for r in runs])
-            half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+            half = t95(len(v)) * float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
             print(f"| {fam} | " + " | ".join(f"{x:.2f}" for x in v) + f" | {v.mean():.3f} ± {half:.3f} |")
 
 
