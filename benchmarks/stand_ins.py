@@ -31,14 +31,11 @@ import time
 
 
 def text_engine(backbone: str):  # noqa: ANN201 - an Engine
-    """The streaming engine on ``backbone`` alone (no encoder), as the evaluate step builds it for the ceiling."""
+    """The engine on ``backbone`` alone, built as the evaluate step builds it for the ceiling."""
     from lws_core.config import LWSConfig
-    from lws_core.engine.engine import Engine
-    from lws_core.engine.types import EngineConfig
-    from lws_core.model import LWSModel
+    from lws_core.eval.liberation import text_engine as build
 
-    cfg = LWSConfig().with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
-    return Engine(LWSModel.build(cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    return build(LWSConfig(), backbone)
 
 
 def ceiling(backbone: str, data: str, limit: int, show: int) -> None:

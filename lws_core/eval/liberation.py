@@ -99,6 +99,16 @@ def heard_by(recognizer: Any, engine: Any) -> Heard:
     return heard
 
 
+def text_engine(cfg: Any, backbone: str) -> Any:
+    """The streaming engine on a backbone alone (no encoder, no TTS): the text ceiling's and the cascade's model."""
+    from lws_core.engine.engine import Engine
+    from lws_core.engine.types import EngineConfig
+    from lws_core.model import LWSModel
+
+    text_cfg = cfg.with_overrides({"model.backbone_path": backbone, "model.encoder_path": None})
+    return Engine(LWSModel.build(text_cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+
+
 def ceiling_and_cascade(cfg: Any, spec: Any, splits: dict[str, Any], limit: int | None) -> dict[str, dict[str, ModeResult]]:
     """Text ceiling and cascade on each split, when the model records the backbone and encoder it started from.
 
@@ -107,16 +117,12 @@ def ceiling_and_cascade(cfg: Any, spec: Any, splits: dict[str, Any], limit: int 
     """
     from pathlib import Path
 
-    from lws_core.engine.engine import Engine
-    from lws_core.engine.types import EngineConfig
-    from lws_core.model import LWSModel
     from lws_core.model.asr import EncoderMeta, load_recognizer
 
     b, e = spec.backbone_source, spec.encoder_source
     if not b or not Path(b).is_dir():
         return {}
-    text_cfg = cfg.with_overrides({"model.backbone_path": b, "model.encoder_path": None})
-    engine = Engine(LWSModel.build(text_cfg), EngineConfig(**{**cfg.engine.model_dump(), "tts": "none"}))
+    engine = text_engine(cfg, b)
     rec = load_recognizer(e) if e and Path(e).is_dir() and EncoderMeta.load(Path(e)) is not None else None
     out: dict[str, dict[str, ModeResult]] = {}
     for split, rows in splits.items():
