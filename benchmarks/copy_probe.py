@@ -6,7 +6,8 @@ writes is classed as **copy** (the same number was heard earlier in the session)
 or from an earlier note), and its digit tokens as **first** or **later**; **number** counts the numbers whose
 every token is right (comparable across tokenizers that split numbers differently). A backbone that copies gets the later
 digits of a copied number nearly always right once the first is given; one that does not sits near the
-digit prior.
+digit prior. **opening-number** is the subset of numbers (copied or not) that open a write/say segment or a
+line: the place where a bare first digit used to differ from every other number's.
 
     .venv/bin/python benchmarks/copy_probe.py --backbone DIR --data DATASET --split test_seen --sessions 150
 
@@ -19,7 +20,7 @@ import argparse
 import collections
 import re
 
-KINDS = ("copy-first", "copy-later", "other-first", "other-later", "copy-number", "other-number")
+KINDS = ("copy-first", "copy-later", "other-first", "other-later", "copy-number", "other-number", "opening-number")
 
 
 def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tuple[int, float]]:
@@ -27,11 +28,16 @@ def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tupl
     from transformers import AutoModelForCausalLM
 
     from lws_core.config import LWSConfig
+    from pathlib import Path
+
     from lws_core.data.budget import budget_tokenizer
+    from lws_core.schema import SchemaTokenizer
+    from lws_core.schema.tokenizer import SCHEMA_FILE
     from lws_core.train.pretrain_backbone import load_sessions, text_view
 
     lm = AutoModelForCausalLM.from_pretrained(backbone).eval()
-    tok = budget_tokenizer()
+    # the backbone's own tokenizer where it saved one, so backbones of older tokenizer rules probe as trained
+    tok = SchemaTokenizer.load(backbone) if (Path(backbone) / SCHEMA_FILE).is_file() else budget_tokenizer()
     k = LWSConfig().schema_.audio_tokens_per_unit
     hf = tok.hf
     stats: collections.Counter[tuple[str, bool]] = collections.Counter()
@@ -54,7 +60,11 @@ def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tupl
             src = "copy" if re.search(rf"(?<!\d){num}(?!\d)", heard) else "other"
             for j in range(t, e):
                 stats[(f"{src}-{'first' if j == t else 'later'}", pred[j - 1] == ids[j])] += 1
-            stats[(f"{src}-number", all(pred[j - 1] == ids[j] for j in range(t, e)))] += 1
+            whole = all(pred[j - 1] == ids[j] for j in range(t, e))
+            stats[(f"{src}-number", whole)] += 1
+            before = next((j for j in range(t - 1, -1, -1) if toks[j].strip()), 0)  # the last non-space token
+            if ids[before] in tok.special_set or "\n" in toks[before]:
+                stats[("opening-number", whole)] += 1
             t = e
     out = {}
     for kind in KINDS:

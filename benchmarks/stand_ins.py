@@ -137,7 +137,7 @@ def main() -> None:
     w.add_argument("--data", required=True)
     w.add_argument("--splits", nargs="+", default=["test_seen"])
     w.add_argument("--sessions", type=int, default=60)
-    sd = sub.add_parser("seeds", help="the text ceiling over several pretraining seeds, with a 95 % interval")
+    sd = sub.add_parser("seeds", help="the text ceiling over several pretraining seeds, with a 95 %% interval")
     sd.add_argument("--data", required=True)
     sd.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     sd.add_argument("--work", default="/tmp/lws-backbone-seeds")

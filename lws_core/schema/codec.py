@@ -109,10 +109,10 @@ def encode(
         put(ids.speak if unit.state == "speak" else ids.listen, Channel.STATE)
         put(ids.write, Channel.STATE)
         wch = Channel.WRITE_RESPOND if unit.state == "speak" else Channel.WRITE_LISTEN
-        for t in tok.encode_text(unit.write, where=f"unit {i} write"):
+        for t in tok.encode_segment(unit.write, where=f"unit {i} write"):
             put(t, wch)
         put(ids.say, wch)
-        for t in tok.encode_text(unit.say, where=f"unit {i} say"):
+        for t in tok.encode_segment(unit.say, where=f"unit {i} say"):
             put(t, Channel.SAY)
         if unit.eot:
             put(ids.eot, Channel.SAY)
@@ -206,8 +206,8 @@ class UnitParser:
     def _close(self, forced: bool) -> ParsedUnit:
         u = self.current or ParsedUnit()
         u.forced = u.forced or forced
-        u.write = self.tok.decode_text(u.write_ids)
-        u.say = self.tok.decode_text(u.say_ids)
+        u.write = self.tok.decode_segment(u.write_ids)
+        u.say = self.tok.decode_segment(u.say_ids)
         self.units.append(u)
         self.current = None
         self.phase = Phase.OUTSIDE

@@ -8,6 +8,7 @@ tokenizer from another schema (invariant 7).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from lws_core.schema.tokens import SCHEMA_VERSION, SPECIAL_TOKENS, SpecialIds
 
 SCHEMA_FILE = "lws_schema.json"
 
+# a segment that opens with a number (after any spaces); see SchemaTokenizer.encode_segment
+_LEADS_WITH_NUMBER = re.compile(r" *\d")
+_SPACED_NUMBER = re.compile(r" +\d")
+
 
 class SchemaTokenizer:
     """A Hugging Face fast tokenizer plus the schema's special ids.
@@ -23,12 +28,18 @@ class SchemaTokenizer:
     Text segments are encoded without special tokens, and text containing a
     schema token string is refused, so a user's words can never forge a unit
     boundary.
+
+    ``lead_digit_segments`` (set by :func:`train_bpe_tokenizer`, saved in
+    ``lws_schema.json``) makes a write or say segment that opens with a number
+    spell its first digit as every other number's first digit ("Ġ2"), not as a
+    bare digit; see :meth:`encode_segment`.
     """
 
-    def __init__(self, hf_tokenizer, special: SpecialIds) -> None:  # noqa: ANN001 - any HF tokenizer
+    def __init__(self, hf_tokenizer, special: SpecialIds, lead_digit_segments: bool = False) -> None:  # noqa: ANN001 - any HF tokenizer
         self.hf = hf_tokenizer
         self.special = special
         self.special_set = special.all()
+        self.lead_digit_segments = lead_digit_segments
 
     @property
     def vocab_size(self) -> int:
@@ -47,6 +58,28 @@ class SchemaTokenizer:
             return ""
         return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
+    def encode_segment(self, text: str, where: str = "text") -> list[int]:
+        r"""Encode one unit's write or say text.
+
+        Why: segments are encoded apart, so a written answer that opens a unit
+        with "92 vs 13" began with a bare "9" while the same number inside a line
+        begins with "Ġ9". Most written answers open with a number, and the tiny
+        backbone's remaining copy errors were there ("92 vs 13" written as "93
+        vs 92"). With ``lead_digit_segments`` a segment matching `` *\d`` is
+        encoded with one more space in front, and :meth:`decode_segment` drops
+        exactly that space, so every string round-trips.
+        """
+        if self.lead_digit_segments and _LEADS_WITH_NUMBER.match(text):
+            return self.encode_text(" " + text, where=where)
+        return self.encode_text(text, where=where)
+
+    def decode_segment(self, ids: list[int]) -> str:
+        """Inverse of :meth:`encode_segment`."""
+        text = self.decode_text(ids)
+        if self.lead_digit_segments and _SPACED_NUMBER.match(text):
+            return text[1:]
+        return text
+
     def count(self, text: str) -> int:
         return len(self.encode_text(text))
 
@@ -58,7 +91,11 @@ class SchemaTokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.hf.save_pretrained(str(directory))
-        meta = {"schema_version": SCHEMA_VERSION, "special_tokens": self.special.as_mapping()}
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "special_tokens": self.special.as_mapping(),
+            "lead_digit_segments": self.lead_digit_segments,
+        }
         (directory / SCHEMA_FILE).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -78,6 +115,7 @@ class SchemaTokenizer:
             meta = json.loads(meta_path.read_text())
             version = meta["schema_version"]
             saved = {str(k): int(v) for k, v in meta["special_tokens"].items()}
+            lead_digit_segments = bool(meta.get("lead_digit_segments", False))  # absent in tokenizers saved before it
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise SchemaMismatchError(f"{meta_path}: unreadable schema metadata ({e})") from None
         if version != SCHEMA_VERSION:
@@ -92,7 +130,7 @@ class SchemaTokenizer:
         changed = [f"{s} saved {saved[s]} now {actual[s]}" for s in SPECIAL_TOKENS if actual[s] != saved[s]]
         if changed:
             raise SchemaMismatchError(f"{directory}: schema token ids changed: {'; '.join(changed)}")
-        return cls(hf, SpecialIds.from_mapping(actual))
+        return cls(hf, SpecialIds.from_mapping(actual), lead_digit_segments=lead_digit_segments)
 
 
 # tokenizer_config classes that are a plain `tokenizers` backend (the tiny/small presets' BPE)
@@ -158,7 +196,7 @@ def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> Schema
         additional_special_tokens=list(SPECIAL_TOKENS[1:]),
         clean_up_tokenization_spaces=False,
     )
-    return SchemaTokenizer(hf, _ids_of(hf))
+    return SchemaTokenizer(hf, _ids_of(hf), lead_digit_segments=True)
 
 
 def extend_tokenizer(path: str | Path) -> SchemaTokenizer:
