@@ -24,12 +24,12 @@ KINDS = ("copy-first", "copy-later", "other-first", "other-later", "copy-number"
 
 
 def probe(backbone: str, data: str, split: str, sessions: int) -> dict[str, tuple[int, float]]:
+    from pathlib import Path
+
     import torch
     from transformers import AutoModelForCausalLM
 
     from lws_core.config import LWSConfig
-    from pathlib import Path
-
     from lws_core.data.budget import budget_tokenizer
     from lws_core.schema import SchemaTokenizer
     from lws_core.schema.tokenizer import SCHEMA_FILE

@@ -218,7 +218,19 @@ def extend_tokenizer(path: str | Path) -> SchemaTokenizer:
         hf.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
     if hf.pad_token is None:
         hf.pad_token = SPECIAL_TOKENS[0]
-    return SchemaTokenizer(hf, _ids_of(hf))
+    return SchemaTokenizer(hf, _ids_of(hf), lead_digit_segments=_saved_lead_digit_segments(path))
+
+
+def _saved_lead_digit_segments(path: Path) -> bool:
+    """The segment rule a backbone pretrained here was trained with (its ``lws_schema.json``); False for any other.
+
+    Why: the LWS stage loads the stand-in backbone through :func:`extend_tokenizer`, and must encode its
+    segments as the backbone learnt them.
+    """
+    try:
+        return bool(json.loads((path / SCHEMA_FILE).read_text()).get("lead_digit_segments", False))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 DIGIT_PROBES = (" 0 1 2 3 4 5 6 7 8 9", " 38 vs 98: 98", " 15 + 27 = 42", "x * 1000 = -3.5", "| 4 | 12 |")

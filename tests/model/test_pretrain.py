@@ -167,6 +167,7 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
     # the backbone's own tokenizer comes back with the very ids the data budgets were counted with
     assert m.tokenizer.special.as_mapping() == budget_tokenizer().special.as_mapping()
     assert m.tokenizer.vocab_size == budget_tokenizer().vocab_size
+    assert m.tokenizer.lead_digit_segments  # segments are encoded as the backbone learnt them
     assert m.spec.backbone_source == b.out_dir and m.spec.encoder_source == e.out_dir
     # the encoder's weights are the pretrained ones, not a fresh init
     from safetensors.torch import load_file
@@ -272,6 +273,7 @@ def test_lws_stage_from_the_stand_ins_reports_the_ceiling_and_cascade(pretrained
     assert s.steps == 4
     m = LWSModel.load(tmp_path / "m")
     assert m.spec.bridge_vocab > 0 and m.spec.audio_context_s == lws_cfg.model.audio_context_s
+    assert m.tokenizer.lead_digit_segments  # the saved model keeps its backbone's segment rule
     assert m.spec.backbone_source == b.out_dir and m.spec.encoder_source == e.out_dir
     ev = evaluate(lws_cfg, tmp_path / "m", tiny_dataset, tmp_path / "ev", progress=False)
     report = (tmp_path / "ev" / "report.md").read_text()
