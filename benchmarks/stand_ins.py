@@ -8,6 +8,7 @@ checkpoints with the CLI and its ``--set`` overrides, then score them here:
     .venv/bin/lws pretrain backbone --out /tmp/bb --set pretrain.backbone.max_steps=900
     .venv/bin/lws pretrain encoder --data /tmp/ds --out /tmp/enc --set pretrain.encoder.aligned_weight=0
     .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --show 8
+    .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --encoder /tmp/enc
     .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen
     .venv/bin/python benchmarks/stand_ins.py seeds --data /tmp/ds --seeds 1 2 3 --work /tmp/bbs
 
@@ -18,7 +19,8 @@ current params.yaml otherwise, plus ``--set``) and reports the ceiling per famil
 ``ceiling``: the backbone hears each graded session's question as text (its text
 view of each unit) on the free-running streaming engine; written task accuracy
 per family on ``test_seen`` and ``test`` (the same code as the evaluate step's
-``text_ceiling``). ``wer``: greedy per-unit transcripts joined per session, WER
+``text_ceiling``); with ``--encoder``, also the cascade (that recogniser's transcript in the
+text view's slots, the evaluate step's ``cascade``). ``wer``: greedy per-unit transcripts joined per session, WER
 against the heard transcript (jiwer), on the first ``--sessions`` sessions of
 each split; ``train`` shows how well the recogniser fits its own voices.
 One run is one seed: quote these as single runs, not intervals.
@@ -38,20 +40,26 @@ def text_engine(backbone: str):  # noqa: ANN201 - an Engine
     return build(LWSConfig(), backbone)
 
 
-def ceiling(backbone: str, data: str, limit: int, show: int) -> None:
+def ceiling(backbone: str, data: str, limit: int, show: int, encoder: str | None = None) -> None:
     import numpy as np
     from datasets import load_from_disk
 
     from lws_core.data.dataset import row_session
-    from lws_core.eval.liberation import graded_rows, heard_truth, run_mode
+    from lws_core.eval.liberation import graded_rows, heard_by, heard_truth, run_mode
+    from lws_core.model.asr import load_recognizer
 
     engine = text_engine(backbone)
     splits = load_from_disk(data)
+    modes = {"text_ceiling": heard_truth(engine)}
+    if encoder:
+        modes["cascade"] = heard_by(load_recognizer(encoder), engine)
     for split in ("test_seen", "test"):
-        t = time.time()
-        r = run_mode(engine, splits[split], "text_ceiling", split, heard_truth(engine), limit)
-        fams = " ".join(f"{k} {v:.2f}" for k, v in sorted(r.written.items()))
-        print(f"{split}: written {r.written_overall:.3f} over {r.graded} answers ({fams}); spoken {r.spoken_overall or 0:.3f}; {time.time() - t:.0f} s")
+        for mode, heard_fn in modes.items():
+            t = time.time()
+            r = run_mode(engine, splits[split], mode, split, heard_fn, limit)
+            fams = " ".join(f"{k} {v:.2f}" for k, v in sorted(r.written.items()))
+            print(f"{split} {mode}: written {r.written_overall:.3f} over {r.graded} answers ({fams}); "
+                  f"spoken {r.spoken_overall or 0:.3f}; {time.time() - t:.0f} s", flush=True)
     heard = heard_truth(engine)
     for row in list(graded_rows(splits["test_seen"], show)):
         labels = row_session(row)
@@ -132,6 +140,7 @@ def main() -> None:
     c.add_argument("--data", required=True)
     c.add_argument("--limit", type=int, default=100, help="graded sessions per split")
     c.add_argument("--show", type=int, default=0, help="print this many test_seen answers")
+    c.add_argument("--encoder", help="also the cascade: this recogniser's transcript fed to the backbone")
     w = sub.add_parser("wer", help="the encoder's word error rate")
     w.add_argument("--encoder", required=True)
     w.add_argument("--data", required=True)
@@ -145,7 +154,7 @@ def main() -> None:
     sd.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     a = ap.parse_args()
     if a.what == "ceiling":
-        ceiling(a.backbone, a.data, a.limit, a.show)
+        ceiling(a.backbone, a.data, a.limit, a.show, a.encoder)
     elif a.what == "seeds":
         seeds(a.data, a.seeds, a.work, a.limit, a.set)
     else:

@@ -57,6 +57,11 @@ class EncoderPretrain(Section):
         description="Weight of the dense loss: cross-entropy at every encoder position against the CTC path the "
         "synthesizer's word timings fix (each word emitted as it ends); 0: CTC alone. Tokens targets only.",
     )
+    align: Literal["end", "spread"] = Field(
+        "end",
+        description="Where the dense loss puts a word's tokens: 'end', all at the word's end; 'spread', token i of n "
+        "at (i+1)/n of the word's span (a two-digit number's tens digit where its tens word ends).",
+    )
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
     freq_warp: float = Field(
         0.0, ge=0.0, lt=0.5,

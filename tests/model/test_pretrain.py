@@ -378,6 +378,20 @@ def test_recogniser_windows_are_built_per_session_for_the_kept_units_only() -> N
     assert torch.equal(_kept_windows(sessions, keep, 12), want)
 
 
+def test_recogniser_on_precomputed_features_matches_it_on_audio() -> None:
+    """Pretraining computes each window's log-mel once and trains on those features: the same outputs as on
+    the audio, in training mode too (no augmentation on by default)."""
+    from lws_core.train.pretrain_encoder import _features, build_recognizer
+
+    torch.manual_seed(0)
+    rec = build_recognizer("tiny", None, 1600, 800, 16000)
+    windows = torch.randn(5, 2400) * 0.1
+    feats = _features(rec.speech.featurizer, windows, chunk=2)
+    for mode in (rec.eval, rec.train):
+        mode()
+        torch.testing.assert_close(rec.from_features(feats), rec(windows))
+
+
 def test_aligned_path_emits_each_word_as_it_ends_and_decodes_to_the_transcript() -> None:
     """The dense target: symbols end at the word's end position; equal neighbours get a blank between them,
     so collapsing the path (greedy CTC decoding) gives back exactly the heard symbols."""
@@ -394,6 +408,61 @@ def test_aligned_path_emits_each_word_as_it_ends_and_decodes_to_the_transcript()
         prev = s
     assert collapsed == [5, 5, 5, 3, 4]
     assert aligned_path([], 7) == [BLANK] * 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    words=st.lists(
+        st.tuples(st.lists(st.integers(1, 4), min_size=1, max_size=4), st.floats(0.0, 1.0), st.floats(0.0, 0.6)),
+        max_size=5,
+    ),
+    spread=st.booleans(),
+)
+def test_aligned_path_always_collapses_to_the_heard_symbols(words, spread) -> None:  # noqa: ANN001
+    """Whatever the timings (words that began in the previous unit, crowded ends, equal neighbours), greedy CTC
+    decoding of the dense target gives back exactly the unit's symbols in order, with either placement."""
+    from lws_core.model.asr import BLANK, aligned_path
+
+    items, t = [], 0.0
+    for ids, gap, dur in words:  # words in time order, each ending after the last one
+        t = min(1.0 - 1e-6, t + gap / 5)
+        items.append((ids, t, t - dur))
+    fit = sum(len(ids) * 2 for ids, *_ in items) <= 20  # room for every symbol and a blank after each
+    path = aligned_path(items, 20, spread)
+    collapsed, prev = [], BLANK
+    for s in path:
+        if s != prev and s != BLANK:
+            collapsed.append(s)
+        prev = s
+    if fit:
+        assert collapsed == [i for ids, *_ in items for i in ids]
+
+
+def test_spread_alignment_emits_a_numbers_tens_digit_where_its_tens_word_ends() -> None:
+    """'35' said over positions 6..18 ("thirty-five"): ``Ġ3`` mid-span, ``5`` at the end; the end-aligned
+    default puts both at the end. A word that began in the previous unit is spread over the unit's part."""
+    from lws_core.model.asr import BLANK, aligned_path
+
+    tens, five = 30, 5
+    end = aligned_path([([tens, five], 0.9, 0.3)], 20)
+    assert end.index(tens) == 17 and end.index(five) == 18
+    spread = aligned_path([([tens, five], 0.9, 0.3)], 20, spread=True)
+    assert spread.index(tens) == 12 and spread.index(five) == 18
+    assert aligned_path([([7, 8], 0.2, -0.5)], 20, spread=True)[:5] == [BLANK, BLANK, 7, BLANK, 8]
+    assert aligned_path([([7, 8], 0.9)], 20, spread=True) == aligned_path([([7, 8], 0.9)], 20)  # no start: at the end
+
+
+def test_cascade_slots_keep_a_words_tokens_together_where_it_ends() -> None:
+    """The cascade lays out what the recogniser emitted as the text view lays out heard words: "35" emitted
+    as ``Ġ3`` at position 5 and ``5`` at position 15 sits in two adjacent slots ending at position 15's slot."""
+    from lws_core.model.asr import CTCVocab, slots_from_path
+
+    vocab = CTCVocab("tokens", ["\u01203", "5", "\u0120by"])
+    vocab.token_ids = [103, 105, 200]
+    filler = 1
+    slots = slots_from_path([(1, 5), (2, 15), (3, 19)], vocab, 20, 10, filler)
+    assert slots == [filler] * 6 + [103, 105, filler, 200]
+    assert slots_from_path([], vocab, 20, 10, filler) == [filler] * 10
 
 
 def test_freq_warp_moves_formants_within_its_range_and_only_while_training() -> None:
