@@ -130,6 +130,42 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
         print(f"{split}: WER {w:.3f} over {len(ev)} sessions")
         for r, h in [(r, h) for r, h in zip(refs, hyps, strict=True) if r][:3]:
             print(f"    ref {r!r}\n    hyp {h!r}")
+        print("    " + breakdown(rec, ev, refs, hyps))
+
+
+def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: ANN001 - CTCRecognizer, _Session
+    """Where the words are lost: share of reference words heard right (jiwer alignment), numbers (by digits)
+    against other words; and per unit, share of words found in that unit's own hypothesis, for words
+    wholly inside the unit against words that began in the previous one (the boundary)."""
+    from collections import Counter
+
+    import jiwer
+
+    from lws_core.model.asr import greedy_path, unit_log_probs
+
+    ok, tot = Counter(), Counter()
+    for r, h in zip(refs, hyps, strict=True):
+        if not r.strip():
+            continue
+        out = jiwer.process_words(r, h)
+        for al in out.alignments[0]:
+            for word in out.references[0][al.ref_start_idx : al.ref_end_idx]:
+                kind = f"{len(word)}-digit" if word.isdigit() else "other"
+                tot[kind] += 1
+                ok[kind] += al.type == "equal"
+    at_edge = Counter()
+    for s in sessions:
+        paths = greedy_path(unit_log_probs(rec, s.units))
+        for u, items in enumerate(s.items):
+            hyp = [rec.vocab.token_ids[i - 1] for i, _ in paths[u]]
+            for ids, _end, start in items:
+                kind = "began in the previous unit" if start < 0 else "inside the unit"
+                at_edge[kind, "all"] += 1
+                at_edge[kind, "ok"] += any(hyp[i : i + len(ids)] == ids for i in range(len(hyp)))
+    words = ", ".join(f"{k} {ok[k]}/{tot[k]} ({ok[k] / tot[k]:.2f})" for k in sorted(tot))
+    edge = ", ".join(f"{k} {at_edge[k, 'ok']}/{at_edge[k, 'all']} ({at_edge[k, 'ok'] / at_edge[k, 'all']:.2f})"
+                     for k in ("inside the unit", "began in the previous unit") if at_edge[k, "all"])
+    return f"heard right: {words}\n    found in their own unit: {edge}"
 
 
 def main() -> None:
