@@ -417,8 +417,8 @@ def aligned_path(items: list[tuple], positions: int, spread: bool = False) -> li
     for ids, frac, *rest in items:
         if not ids:
             continue
-        if spread and rest and len(ids) > 1 and _place_spread(path, ids, frac, rest[0], positions, nxt):
-            nxt = max(i for i, t in enumerate(path) if t != BLANK) + 1
+        if spread and rest and len(ids) > 1 and (after := _place_spread(path, ids, frac, rest[0], positions, nxt)):
+            nxt = after
             continue
         spaced: list[int] = []
         for t in ids:
@@ -436,9 +436,10 @@ def aligned_path(items: list[tuple], positions: int, spread: bool = False) -> li
     return path
 
 
-def _place_spread(path: list[int], ids: list[int], end: float, start: float, positions: int, nxt: int) -> bool:
+def _place_spread(path: list[int], ids: list[int], end: float, start: float, positions: int, nxt: int) -> int | None:
     """Write ``ids`` into ``path`` at (i+1)/n of the span [start, end] (unit fractions), each after the last
-    symbol and a blank after an equal one; False (path untouched) when they do not fit before the unit ends."""
+    symbol and a blank after an equal one; the position after the last, or None (path untouched) when they
+    do not fit before the unit ends."""
     n, lo = len(ids), max(0.0, start)
     want = [min(positions - 1, max(0, int((lo + (end - lo) * (i + 1) / n) * positions))) for i in range(n)]
     at, prev, spots = nxt, (path[nxt - 1] if nxt > 0 else BLANK), []
@@ -447,12 +448,12 @@ def _place_spread(path: list[int], ids: list[int], end: float, start: float, pos
         if p == at and prev == t:  # right after an equal symbol: a blank between
             p += 1
         if p >= positions:
-            return False
+            return None
         spots.append(p)
         at, prev = p + 1, t
     for t, p in zip(ids, spots, strict=True):
         path[p] = t
-    return True
+    return at
 
 
 def slots_from_path(path: list[tuple[int, int]], vocab: CTCVocab, positions: int, k: int, filler: int) -> list[int]:
