@@ -127,8 +127,9 @@ def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) ->
 
 
 def _features(featurizer: torch.nn.Module, windows: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """Log-mel features of every training window, computed once (they have no weights; at every step they
-    were about a sixth of a step's time). Smaller than the audio too: 40 x 150 values for 24,000 samples."""
+    """Log-mel features of every training window, computed once: they have no weights, so recomputing them
+    at every step was waste (a sixth of a step in a profile, about 4 % of the stage's wall time as measured).
+    Smaller than the audio too: 40 x 150 values for 24,000 samples."""
     with torch.no_grad():
         return torch.cat([featurizer(windows[i : i + chunk]) for i in range(0, len(windows), chunk)])
 
