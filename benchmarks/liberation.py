@@ -50,6 +50,11 @@ def t95(n: int) -> float:
 VARIANTS = ("full", "no_write_listen", "speech_only")
 
 
+def seed_overrides(seed: int) -> dict[str, int]:
+    """One benchmark seed: the data, LWS training and both stand-ins' seeds change together."""
+    return {"data.seed": seed, "train.seed": seed, "pretrain.backbone.seed": 1000 + seed, "pretrain.encoder.seed": seed}
+
+
 def one_seed(cfg, seed: int, work: Path, limit: int, log, variants: tuple[str, ...] = VARIANTS) -> dict:  # noqa: ANN001, ANN201
     from datasets import load_from_disk
 
@@ -64,7 +69,7 @@ def one_seed(cfg, seed: int, work: Path, limit: int, log, variants: tuple[str, .
     from lws_core.train.pretrain_backbone import build_backbone
     from lws_core.train.pretrain_encoder import pretrain_encoder
 
-    cfg = cfg.with_overrides({"data.seed": seed, "train.seed": seed, "pretrain.backbone.seed": 1000 + seed, "pretrain.encoder.seed": seed})
+    cfg = cfg.with_overrides(seed_overrides(seed))
     work.mkdir(parents=True, exist_ok=True)
     t = {}
     t0 = time.time()

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -33,6 +34,7 @@ def main() -> None:
 
     import yaml
     from datasets import load_from_disk
+    from liberation import seed_overrides  # beside this script: the same seed rule as the benchmark
 
     from lws_core.config import load_config
     from lws_core.engine.engine import Engine
@@ -43,7 +45,7 @@ def main() -> None:
     d, s = a.seed_dir, a.seed
     sets = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in a.set)}
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml").with_overrides({
-        "data.seed": s, "train.seed": s, "pretrain.backbone.seed": 1000 + s, "pretrain.encoder.seed": s,  # as liberation.py
+        **seed_overrides(s),
         "model.backbone_path": str(d / "backbone"), "model.encoder_path": str(d / "encoder"), **sets,
     })
     t = time.time()
