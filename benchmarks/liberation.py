@@ -196,7 +196,7 @@ def render(agg: dict, per_seed: list[dict], cmd: str, wall: float) -> str:
         lines.append("")
     lines += ["## The claims, on the means", "", *verdicts(agg), "", "## Per seed", ""]
     for r in per_seed:
-        lines.append(f"- seed {r['seed']}: encoder WER {r['wer']}, timings {r['timings_s']}")
+        lines.append(f"- seed {r['seed']} (commit {r.get('commit', '?')}): encoder WER {r['wer']}, timings {r['timings_s']}")
     return "\n".join(lines) + "\n"
 
 
@@ -216,6 +216,9 @@ def main() -> None:
                     help="LWS models to train per seed (full LWS and the two ablations); fewer to save time")
     ap.add_argument("--work", default="/tmp/lws-liberation")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/liberation.md"))
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="the .json of an earlier run: its seeds are aggregated, not rerun (each keeps its own commit "
+                         "in the per-seed list); for finishing a run that was cut short")
     args = ap.parse_args()
     import yaml
 
@@ -224,14 +227,32 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = load_config(ROOT / "params.yaml").with_overrides(overrides)
     t0 = time.time()
-    per_seed = []
+    per_seed = reused_seeds(args.reuse, args.seeds)
+    done = {r["seed"] for r in per_seed}
     for seed in args.seeds:
+        if seed in done:
+            continue
         work = Path(args.work) / f"seed{seed}"
         shutil.rmtree(work, ignore_errors=True)
-        per_seed.append(one_seed(cfg, seed, work, args.limit, lambda m: print(m, flush=True), tuple(args.variants)))
+        r = one_seed(cfg, seed, work, args.limit, lambda m: print(m, flush=True), tuple(args.variants))
+        per_seed.append({**r, "commit": git_rev()})
         # written after every seed, so a run cut short keeps the seeds it finished (the table says how many)
         text = write_results(per_seed, Path(args.out), time.time() - t0)
     print(text)
+
+
+def reused_seeds(paths: list[Path], seeds: list[int]) -> list[dict]:
+    """Per-seed results of earlier runs for the requested seeds (the first file that has a seed wins)."""
+    out: dict[int, dict] = {}
+    for p in paths:
+        try:
+            rows = json.loads(p.read_text())["per_seed"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SystemExit(f"--reuse {p}: not a liberation result ({e})") from None
+        for r in rows:
+            if r["seed"] in seeds:
+                out.setdefault(r["seed"], {"commit": "?", **r})
+    return [out[s] for s in seeds if s in out]
 
 
 def write_results(per_seed: list, out: Path, wall_s: float) -> str:
