@@ -236,6 +236,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         r = one_seed(cfg, seed, work, args.limit, lambda m: print(m, flush=True), tuple(args.variants))
         per_seed.append({**r, "commit": git_rev()})
+        per_seed.sort(key=lambda x: args.seeds.index(x["seed"]))
         # written after every seed, so a run cut short keeps the seeds it finished (the table says how many)
         text = write_results(per_seed, Path(args.out), time.time() - t0)
     print(text)
