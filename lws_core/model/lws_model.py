@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,12 @@ class LWSOutput:
     channel_counts: dict[str, int]
 
 
+
+def encoder_frozen(cfg: Any) -> bool:
+    """Whether the audio encoder trains: not with ``model.freeze_encoder``, nor when it is a pretrained one
+    (``model.encoder_path``) and ``pretrain.warmup.freeze_encoder`` keeps it as it was pretrained."""
+    return bool(cfg.model.freeze_encoder or (cfg.model.encoder_path and cfg.pretrain.warmup.freeze_encoder))
+
 class LWSModel(nn.Module):
     """Backbone LM + UnitAudioEncoder. ``forward`` returns the total loss and one loss per channel."""
 
@@ -199,7 +206,7 @@ class LWSModel(nn.Module):
             bridge_vocab=0 if bridge is None else bridge[1].shape[0] - 1,
         )
         model = cls(lm, audio, tokenizer, spec)
-        model.apply_freezing(mc.freeze_encoder, mc.freeze_backbone)
+        model.apply_freezing(encoder_frozen(cfg), mc.freeze_backbone)
         if mc.lora.enabled:
             model.enable_lora(mc.lora.r, mc.lora.alpha, mc.lora.dropout)
         return model

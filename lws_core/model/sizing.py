@@ -63,7 +63,7 @@ def model_shape(cfg, vocab_size: int, pad_id: int = 0, token_ids: list[int] | No
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     from lws_core.model.audio_encoder import UnitAudioEncoder
-    from lws_core.model.lws_model import LWSModel
+    from lws_core.model.lws_model import LWSModel, encoder_frozen
 
     mc, sc = cfg.model, cfg.schema_
     preset = PRESETS[mc.preset]
@@ -77,7 +77,7 @@ def model_shape(cfg, vocab_size: int, pad_id: int = 0, token_ids: list[int] | No
         audio = UnitAudioEncoder(enc, wcfg.num_mel_bins, unit_samples, sc.audio_tokens_per_unit, lcfg.hidden_size, sc.sample_rate,
                                  context_samples=context_samples, normalize=True)
         model = LWSModel(lm, audio, tokenizer=None, spec=None)  # type: ignore[arg-type]
-        model.apply_freezing(mc.freeze_encoder, mc.freeze_backbone)
+        model.apply_freezing(encoder_frozen(cfg), mc.freeze_backbone)
         if mc.lora.enabled:
             model.enable_lora(mc.lora.r, mc.lora.alpha, mc.lora.dropout, token_ids=token_ids or list(range(16)))
     params = list({id(p): p for p in model.parameters()}.values())

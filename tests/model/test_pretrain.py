@@ -218,7 +218,9 @@ def test_projector_warmup_holds_the_pretrained_parts_then_releases_them(pretrain
     from lws_core.train.collator import LWSCollator
 
     cfg, b, e, _ = pretrained
-    m = LWSModel.build(cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir}))
+    # pretrain.warmup.freeze_encoder=false: the encoder joins too (the default keeps it frozen; checked below)
+    m = LWSModel.build(cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir,
+                                           "pretrain.warmup.freeze_encoder": False}))
     rows = load_from_disk(str(tiny_dataset))["train"]
     batch = LWSCollator(m.tokenizer, m.spec.audio_tokens_per_unit, m.spec.unit_samples)([rows[0], rows[1]])
 
@@ -236,6 +238,16 @@ def test_projector_warmup_holds_the_pretrained_parts_then_releases_them(pretrain
     m.release_pretrained()
     lm, enc, proj = grads()
     assert lm > 0.0 and enc > 0.0 and proj > 0.0
+
+    # the default: a pretrained encoder stays as it was pretrained after the warm-up; without one it trains
+    m = LWSModel.build(cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir}))
+    m.hold_pretrained()
+    m.release_pretrained()
+    lm, enc, proj = grads()
+    assert lm > 0.0 and enc == 0.0 and proj > 0.0
+    assert not any(p.requires_grad for p in m.audio.encoder.parameters())
+    scratch = LWSModel.build(cfg.with_overrides({"model.backbone_path": b.out_dir}))
+    assert all(p.requires_grad for p in scratch.audio.encoder.parameters())
 
 
 def test_engine_hears_text_in_place_of_audio(tiny_model) -> None:
