@@ -58,7 +58,8 @@ def main() -> None:
     out = {"set": a.set, "train_s": train_s, "val_losses": summary["val_losses"]}
     for split in ("test_seen", "test"):
         r = run_mode(engine, ds[split], "lws", split, None, a.limit)
-        out[split] = {"written": r.written_overall, "spoken": r.spoken_overall, "graded": r.graded, "per_family": r.written}
+        out[split] = {"written": r.written_overall, "spoken": r.spoken_overall, "graded": r.graded, "per_family": r.written,
+                      "per_family_spoken": r.spoken}
     print(json.dumps(out, indent=1))
 
 
