@@ -238,8 +238,8 @@ def main() -> None:
         per_seed.append({**r, "commit": git_rev()})
         per_seed.sort(key=lambda x: args.seeds.index(x["seed"]))
         # written after every seed, so a run cut short keeps the seeds it finished (the table says how many)
-        text = write_results(per_seed, Path(args.out), time.time() - t0)
-    print(text)
+        write_results(per_seed, Path(args.out), time.time() - t0)
+    print(write_results(per_seed, Path(args.out), time.time() - t0))  # also when every seed was reused
 
 
 def reused_seeds(paths: list[Path], seeds: list[int]) -> list[dict]:

@@ -123,11 +123,11 @@ class LWSOutput:
     channel_counts: dict[str, int]
 
 
-
 def encoder_frozen(cfg: Any) -> bool:
-    """Whether the audio encoder trains: not with ``model.freeze_encoder``, nor when it is a pretrained one
+    """Whether the audio encoder is frozen: with ``model.freeze_encoder``, or when it is a pretrained one
     (``model.encoder_path``) and ``pretrain.warmup.freeze_encoder`` keeps it as it was pretrained."""
     return bool(cfg.model.freeze_encoder or (cfg.model.encoder_path and cfg.pretrain.warmup.freeze_encoder))
+
 
 class LWSModel(nn.Module):
     """Backbone LM + UnitAudioEncoder. ``forward`` returns the total loss and one loss per channel."""
