@@ -27,12 +27,6 @@ class ModelConfig(Section):
     audio_context_s: float = Field(
         0.5, ge=0.0, le=2.0, description="Seconds of the previous unit the audio encoder hears before each unit (left context)."
     )
-    bridge_layout: Literal["pool", "placed"] = Field(
-        "pool",
-        description="How the CTC bridge of a pretrained `lws pretrain encoder` recogniser fills a unit's K audio slots: "
-        "'pool', each slot the posteriors of its own share of the encoder positions; 'placed', the recognised tokens "
-        "laid out word by word as the text view lays out the transcript (a word's tokens in consecutive slots).",
-    )
     freeze_encoder: bool = False
     freeze_backbone: bool = False
     lora: LoraConfig = LoraConfig()

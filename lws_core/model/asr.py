@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -357,30 +356,17 @@ def place_in_slots(items: list[tuple[list[int], float]], k: int, filler: int) ->
     time, after the previous item; nothing else fills the slots. Tokens past slot K are dropped (rare:
     a unit of fast speech holds ~5 tokens)."""
     slots = [filler] * k
-    spots = slot_spots([(len(ids), frac) for ids, frac, *_ in items], k)
-    for (ids, *_), where in zip(items, spots, strict=True):
-        for t, s in zip(ids, where, strict=True):
-            if s is not None:
-                slots[s] = t
-    return slots
-
-
-def slot_spots(items: list[tuple[int, float]], k: int) -> list[list[int | None]]:
-    """Where :func:`place_in_slots` puts each token: for items (number of tokens, end in the unit, 0..1),
-    each token's slot, or None past slot K. An item's tokens take consecutive slots ending at its end's
-    slot, after the previous item's. The text view and the placed CTC bridge
-    (:meth:`lws_core.model.audio_encoder.UnitAudioEncoder.bridge`) share this one rule."""
-    out: list[list[int | None]] = []
     nxt = 0
-    for n, frac in items:
-        if not n:
-            out.append([])
+    for ids, frac, *_ in items:
+        if not ids:
             continue
         end_slot = min(k - 1, max(0, int(frac * k)))
-        start = max(nxt, min(end_slot - n + 1, k - n))
-        out.append([start + j if start + j < k else None for j in range(n)])
-        nxt = min(k, start + n)
-    return out
+        start = max(nxt, min(end_slot - len(ids) + 1, k - len(ids)))
+        for j, t in enumerate(ids):
+            if start + j < k:
+                slots[start + j] = t
+        nxt = min(k, start + len(ids))
+    return slots
 
 
 def heard_items(session, tok) -> list[list[tuple[list[int], float, float]]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
@@ -472,35 +458,21 @@ def _place_spread(path: list[int], ids: list[int], end: float, start: float, pos
 
 def slots_from_path(path: list[tuple[int, int]], vocab: CTCVocab, positions: int, k: int, filler: int) -> list[int]:
     """A greedy CTC path over LM tokens (one unit) -> K slots laid out as the text view lays out heard words
-    (the cascade): the tokens are grouped into words (:func:`path_words`) and each word's tokens end in the
-    slot where its last token was emitted.
+    (the cascade): the tokens are grouped into words (a byte-level BPE token that opens with ``Ġ`` opens a
+    word) and each word's tokens end in the slot where its last token was emitted.
 
     Why words: a recogniser may emit a word's tokens apart (the spread alignment emits ``Ġ3`` of "35" where
     "thirty" ends); the backbone read every heard number with its digits side by side."""
     if vocab.kind != "tokens":
         return [filler] * k
-    starts = [True] + [word_start(sym) for sym in vocab.symbols]
-    words = path_words(path, starts, positions)
-    return place_in_slots([([vocab.token_ids[i - 1] for i, _ in w], frac) for w, frac in words], k, filler)
-
-
-def word_start(symbol: str) -> bool:
-    """Whether a token opens a word: a leading space (byte-level ``Ġ``, sentencepiece ``▁``)."""
-    return symbol.startswith(("\u0120", "\u2581", " "))
-
-
-def path_words(path: list[tuple[int, int]], starts: Sequence[bool], positions: int) -> list[tuple[list[tuple[int, int]], float]]:
-    """A greedy CTC path's emissions (symbol, position) grouped into words, each with where its end falls
-    in the unit (0..1, the middle of its last token's position): a symbol with ``starts[symbol]`` opens a
-    word, any other continues the word before it (or opens one at the unit's start)."""
-    words: list[tuple[list[tuple[int, int]], float]] = []
-    for sym, pos in path:
-        frac = (pos + 0.5) / positions
-        if words and not starts[sym]:
-            words[-1] = ([*words[-1][0], (sym, pos)], frac)
+    words: list[tuple[list[int], float]] = []
+    for i, pos in path:
+        sym, frac = vocab.symbols[i - 1], (pos + 0.5) / positions
+        if words and not sym.startswith("\u0120"):
+            words[-1] = ([*words[-1][0], vocab.token_ids[i - 1]], frac)
         else:
-            words.append(([(sym, pos)], frac))
-    return words
+            words.append(([vocab.token_ids[i - 1]], frac))
+    return place_in_slots(words, k, filler)
 
 
 def load_recognizer(path: str | Path) -> CTCRecognizer:

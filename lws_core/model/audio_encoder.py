@@ -50,7 +50,6 @@ class UnitAudioEncoder(nn.Module):
         normalize: bool = False,
         embed_rms: float = 1.0,
         bridge_vocab: int = 0,
-        bridge_layout: str = "pool",
     ) -> None:
         super().__init__()
         self.featurizer = LogMel(n_mels, sample_rate)
@@ -76,25 +75,16 @@ class UnitAudioEncoder(nn.Module):
             self.bridge_emb = nn.Parameter(torch.zeros(bridge_vocab + 1, lm_hidden))
             nn.init.zeros_(self.projector[2].weight)  # the free projector starts as a zero residual on the bridge
             nn.init.zeros_(self.projector[2].bias)
-        if bridge_layout not in ("pool", "placed"):
-            raise ValueError(f"bridge_layout must be 'pool' or 'placed', not {bridge_layout!r}")
-        self.bridge_layout = bridge_layout if bridge_vocab else "pool"
-        if self.bridge_layout == "placed":
-            # which CTC symbols begin a word (a leading space); saved with the model
-            self.register_buffer("bridge_word_start", torch.ones(bridge_vocab + 1, dtype=torch.bool))
 
-    def init_bridge(self, head: dict[str, torch.Tensor], rows: torch.Tensor, word_start: torch.Tensor | None = None) -> None:
-        """Load the pretrained CTC head and the LM embedding rows of its symbols (row 0: ``<|audio|>``, the blank);
-        ``word_start`` marks the symbols that begin a word (the placed layout groups a word's tokens by it)."""
+    def init_bridge(self, head: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        """Load the pretrained CTC head and the LM embedding rows of its symbols (row 0: ``<|audio|>``, the blank)."""
         self.bridge_head.load_state_dict(head)
         with torch.no_grad():
             self.bridge_emb.copy_(rows)
-            if self.bridge_layout == "placed" and word_start is not None:
-                self.bridge_word_start.copy_(word_start)
 
     def bridge(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, P, d] unit positions -> [N, K, H]: each slot is the embedding of a token the recogniser
-        hears, weighted by its posterior, and ``<|audio|>`` for the rest.
+        """[N, P, d] unit positions -> [N, K, H]: each slot is the embedding of the token the recogniser
+        hears in it, weighted by its posterior (max over the slot's positions), and ``<|audio|>`` for the rest.
 
         Why: a speech encoder pretrained as a CTC recogniser over the LM's tokens
         already says *which token* each position holds; turning its posteriors into
@@ -102,57 +92,16 @@ class UnitAudioEncoder(nn.Module):
         on in the text view, from the first step (a projector learnt from scratch had
         to discover that mapping through the LM, slowly). The free projector adds a
         learnt residual on top, and everything stays trainable end to end.
-
-        Two layouts (``bridge_layout``): ``pool`` gives slot j the posteriors of its own
-        P/K positions (max per token, summed); ``placed`` lays the recognised tokens
-        out as the text view does (:meth:`_placed`).
         """
+        n, p, _ = hidden.shape
         probs = self.bridge_head(hidden).float().softmax(-1)
-        emb = self.bridge_emb.float()
-        if self.bridge_layout == "placed":
-            return self._placed(probs, emb).to(hidden.dtype)
-        n, p, _ = probs.shape
         if p < self.padded:
             probs = torch.cat([probs, probs.new_zeros(n, self.padded - p, probs.shape[-1])], dim=1)
         grouped = probs[:, : self.padded].reshape(n, self.k, self.stack, -1)
         tokens = grouped[..., 1:].amax(dim=2)  # [N, K, V]
         mass = tokens.sum(-1, keepdim=True).clamp(max=1.0)
+        emb = self.bridge_emb.float()
         return (tokens @ emb[1:] + (1.0 - mass) * emb[0]).to(hidden.dtype)
-
-    def _placed(self, probs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """The ``placed`` layout: the greedy CTC path's tokens, grouped into words (a word begins at a
-        symbol with a leading space), in the slots :func:`~lws_core.model.asr.slot_spots` gives a word
-        ending at its last token's position: the text view's own rule. Each placed slot holds the
-        posterior-weighted embeddings at its token's position; the others ``<|audio|>``.
-
-        Why: with ``pool``, a word's tokens emitted at neighbouring positions (a two-digit number's
-        ``Ġ2``, ``4`` as the number ends) fell into one slot as the sum of two embeddings, where the
-        backbone had learnt them in two slots in order; 27 % of the recognised digit pairs did
-        (held-out voices, 60 sessions).
-        """
-        from lws_core.model.asr import greedy_path, path_words, slot_spots
-
-        n, p, _ = probs.shape
-        starts = self.bridge_word_start.tolist()
-        rows: list[int] = []
-        slots: list[int] = []
-        where: list[int] = []
-        for r, path in enumerate(greedy_path(probs)):
-            words = path_words(path, starts, p)
-            for (w, _), spots in zip(words, slot_spots([(len(w), frac) for w, frac in words], self.k), strict=True):
-                for (_, t), s in zip(w, spots, strict=True):
-                    if s is not None:
-                        rows.append(r)
-                        slots.append(s)
-                        where.append(t)
-        out = emb[0].expand(n, self.k, emb.shape[1]).clone()
-        if not rows:
-            return out
-        r_idx = torch.tensor(rows, device=probs.device)
-        sel = probs[r_idx, torch.tensor(where, device=probs.device)]  # [M, V+1]
-        mass = sel[:, 1:].sum(-1, keepdim=True)
-        vec = sel[:, 1:] @ emb[1:] + (1.0 - mass) * emb[0]
-        return out.index_put((r_idx, torch.tensor(slots, device=probs.device)), vec)
 
     @property
     def window_samples(self) -> int:
