@@ -67,11 +67,6 @@ class EncoderPretrain(Section):
         description="Where the dense loss puts a word's tokens: 'end', all at the word's end; 'spread', token i of n "
         "at (i+1)/n of the word's span (a two-digit number's tens digit where its tens word ends).",
     )
-    number_weight: float = Field(
-        0.0, ge=0.0,
-        description="Draw training windows in proportion to 1 + number_weight x (digit tokens the window's unit must "
-        "emit), so units that hear numbers (most of the answers hang on them) come up more often; 0: uniform.",
-    )
     spec_augment: bool = Field(False, description="SpecAugment masks while pretraining.")
     freq_warp: float = Field(
         0.0, ge=0.0, lt=0.5,

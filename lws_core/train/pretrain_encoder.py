@@ -229,14 +229,13 @@ def pretrain_encoder(
         paths = torch.tensor([aligned_path([(vocab.ids_for_tokens(t), *rest) for t, *rest in items[i]], positions, spread) for i in keep])
     del items
     keep = np.arange(len(keep))
-    draw = window_weights(ids, vocab, ac.number_weight)
     opt = torch.optim.AdamW(rec.parameters(), lr=learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.1)
     log = LossLog("ctc_loss", steps, "pretrain encoder", progress, on_log)
     rec.train()
     rec.speech.spec_augment, rec.speech.freq_warp = ac.spec_augment, ac.freq_warp
     for step in range(1, steps + 1):
-        pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False, p=draw)
+        pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False)
         with autocast(cfg.pretrain.bf16):
             log_probs = rec.from_features(feats[pick])
         loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
@@ -258,17 +257,6 @@ def pretrain_encoder(
                            None if wer is None else round(wer, 4), len(evals), log.losses, examples)
     (out / "pretrain_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
-
-
-def window_weights(ids: list[list[int]], vocab: CTCVocab, number_weight: float) -> np.ndarray | None:
-    """Sampling probabilities of the training windows: 1 + ``number_weight`` per digit symbol in a window's
-    target (None, uniform, at 0 or for targets without digit symbols)."""
-    digit = np.zeros(len(vocab), dtype=bool)
-    digit[1:] = [s.lstrip("\u0120\u2581 ").isdigit() for s in vocab.symbols]
-    if number_weight <= 0 or not digit.any():
-        return None
-    w = np.array([1.0 + number_weight * int(digit[t].sum()) if t else 1.0 for t in ids])
-    return w / w.sum()
 
 
 def save_encoder(rec: CTCRecognizer, out_dir: str | Path, meta: EncoderMeta) -> Path:

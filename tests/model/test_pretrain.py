@@ -141,7 +141,6 @@ def pretrained(tiny_cfg, tiny_dataset, tmp_path_factory):
         "pretrain.encoder.max_steps": 4, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
         # the options that are off by default run here too (drill and copy rows beside the sessions, the mel warp)
         "pretrain.backbone.drill_rows": 1, "pretrain.backbone.copy_rows": 1, "pretrain.encoder.freq_warp": 0.1,
-        "pretrain.encoder.number_weight": 1.0,
     })
     root = tmp_path_factory.mktemp("pretrained")
     logs: list[tuple[int, dict]] = []
@@ -505,15 +504,3 @@ def test_freq_warp_moves_formants_within_its_range_and_only_while_training() -> 
         assert not torch.equal(rec.speech(audio), rec.speech(audio))
         rec.speech.freq_warp = 0.0  # and the difference was the warp's (no dropout in training mode)
         assert torch.equal(rec.speech(audio), rec.speech(audio))
-
-
-def test_number_weight_draws_units_that_hear_digits_more_often() -> None:
-    """A unit whose target holds two digit symbols ("Ġ2", "4") weighs 1 + 2w; words and silence weigh 1;
-    at w = 0 (the default) the draw stays uniform."""
-    from lws_core.train.pretrain_encoder import window_weights
-
-    vocab = CTCVocab("tokens", ["\u01202", "4", "\u0120by"])
-    ids = [[1, 2], [3], []]
-    assert window_weights(ids, vocab, 0.0) is None
-    assert window_weights(ids, vocab, 1.0).tolist() == pytest.approx([3 / 5, 1 / 5, 1 / 5])
-    assert window_weights(ids, CTCVocab("tokens", ["\u0120by"]), 1.0) is None  # no digit symbols: uniform
