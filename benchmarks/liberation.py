@@ -229,6 +229,7 @@ def main() -> None:
     t0 = time.time()
     per_seed = reused_seeds(args.reuse, args.seeds)
     done = {r["seed"] for r in per_seed}
+    text = None
     for seed in args.seeds:
         if seed in done:
             continue
@@ -238,8 +239,10 @@ def main() -> None:
         per_seed.append({**r, "commit": git_rev()})
         per_seed.sort(key=lambda x: args.seeds.index(x["seed"]))
         # written after every seed, so a run cut short keeps the seeds it finished (the table says how many)
-        write_results(per_seed, Path(args.out), time.time() - t0)
-    print(write_results(per_seed, Path(args.out), time.time() - t0))  # also when every seed was reused
+        text = write_results(per_seed, Path(args.out), time.time() - t0)
+    if text is None:  # every seed was reused: nothing was written yet
+        text = write_results(per_seed, Path(args.out), time.time() - t0)
+    print(text)
 
 
 def reused_seeds(paths: list[Path], seeds: list[int]) -> list[dict]:
