@@ -70,7 +70,7 @@ def serve(
     from lws_core.serve import run_server
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    engine = Engine.from_dir(model_dir, cfg, device=device)  # decoding and context policy from cfg.engine
+    engine = Engine.from_dir(model_dir, cfg, device=device, lean=True)  # decoding and context policy from cfg.engine
     engine.use_threads()
     console.print(f"lws serve: {model} on http://{host}:{port}/ (WebSocket /ws, auth {'on' if settings.token else 'off'})")
     run_server(engine, settings, model_name=model)

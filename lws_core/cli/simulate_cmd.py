@@ -56,7 +56,7 @@ def simulate(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: exists and is not a directory")
     model_dir = _resolve_model(model, cfg)
-    engine = Engine.from_dir(model_dir, cfg, device=device, config=engine_cfg)
+    engine = Engine.from_dir(model_dir, cfg, device=device, config=engine_cfg, lean=True)
     engine.use_threads()
     result = engine.simulate_file(audio, out_dir, system=system, progress=not quiet)
     speak_units = sum(u.state == "speak" for u in result.units)

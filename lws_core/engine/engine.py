@@ -62,11 +62,15 @@ class Engine:
         device: str = "cpu",
         tts: TTS | None = None,
         config: EngineConfig | None = None,
+        lean: bool = False,
     ) -> Engine:
         """Load a saved LWS model directory (offline); bad directories fail with one line (InputError).
 
         Engine settings come from ``config``, else from ``cfg.engine`` when the project
-        config has that section, else the defaults.
+        config has that section, else the defaults. ``lean=True`` (the commands that only
+        decode: ``lws simulate``, ``lws serve``, the MLflow model) loads the model
+        decode-only, without transformers' modeling code, when the fused path covers the
+        backbone: seconds less start-up, and ``engine.model`` cannot run its HF forward.
         """
         from lws_core.model import LWSModel
 
@@ -74,7 +78,8 @@ class Engine:
             config = EngineConfig.model_validate(cfg.engine.model_dump())
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"device {device!r} requested but CUDA is not available")
-        model = LWSModel.load(model_dir, device=device)
+        lean = lean and (config or EngineConfig()).fast_path
+        model = LWSModel.load(model_dir, device=device, lean=lean)
         return cls(model, config, tts)
 
     def use_threads(self) -> None:

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from lws_core.engine.cache import kept_cache
 from lws_core.engine.types import EngineConfig, SessionHost, UnitOutput
 from lws_core.errors import InputError
 from lws_core.schema import Phase, UnitParser, Word
@@ -213,6 +212,9 @@ class StreamingSession:
         """An empty cache, reusing this session's buffer when there is one (window slides, naive rebuilds)."""
         fast = self.engine.fast_path
         if fast is None:
+            # transformers' cache classes: imported only for the HF forward
+            from lws_core.engine.cache import kept_cache
+
             return kept_cache()
         if self._cache is not None:
             self._cache.reset()

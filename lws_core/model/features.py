@@ -7,6 +7,7 @@ exactly the same features; normalisation is Whisper's (log10, 8-decade floor,
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,19 +15,37 @@ N_FFT = 400
 HOP = 160
 
 
-def _mel_filters(sr: int, n_mels: int) -> torch.Tensor:
-    from transformers.audio_utils import mel_filter_bank
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    mel = 3.0 * f / 200.0
+    log = f >= 1000.0
+    mel[log] = 15.0 + np.log(f[log] / 1000.0) * (27.0 / np.log(6.4))
+    return mel
 
-    fb = mel_filter_bank(
-        num_frequency_bins=1 + N_FFT // 2,
-        num_mel_filters=n_mels,
-        min_frequency=0.0,
-        max_frequency=sr / 2,
-        sampling_rate=sr,
-        norm="slaney",
-        mel_scale="slaney",
-    )
-    return torch.tensor(fb, dtype=torch.float32).T  # [n_mels, freq]
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    f = 200.0 * m / 3.0
+    log = m >= 15.0
+    f[log] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m[log] - 15.0))
+    return f
+
+
+def _mel_filters(sr: int, n_mels: int) -> torch.Tensor:
+    """Slaney-normalised triangular mel filters on the Slaney scale, [n_mels, freq] (Whisper's, librosa's default).
+
+    Hand-written (13 lines of numpy) rather than taken from ``transformers.audio_utils``:
+    importing that module costs ~0.6 s of transformers' package set-up, which the
+    streaming engine's start-up does not otherwise need. ``tests/model/test_features.py``
+    checks it equals transformers' ``mel_filter_bank`` for every size the presets use.
+    """
+    freqs = np.linspace(0, sr // 2, 1 + N_FFT // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sr / 2]))[0], n_mels + 2))
+    slopes = edges[None, :] - freqs[:, None]
+    width = np.diff(edges)
+    down = -slopes[:, :-2] / width[:-1]
+    up = slopes[:, 2:] / width[1:]
+    fb = np.maximum(0.0, np.minimum(down, up)) * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+    return torch.tensor(fb, dtype=torch.float32).T
 
 
 class LogMel(nn.Module):

@@ -86,6 +86,24 @@ def _check_encoder_meta(path: str, unit_s: float, context_s: float) -> None:
         )
 
 
+def _load_hf(directory: Path, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+    """The backbone and a (weightless) Whisper encoder through transformers' classes."""
+    from transformers import AutoModelForCausalLM, WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one model load is not "long work"; keep CLI output clean
+    lm = AutoModelForCausalLM.from_pretrained(str(directory / "lm"), local_files_only=True, dtype=dtype)
+    return lm, WhisperEncoder(WhisperConfig.from_json_file(str(directory / "encoder_config.json")))
+
+
+def _load_lean(directory: Path, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+    """The same two, decode-only, without importing transformers' modeling code (see :mod:`lws_core.model.lean`)."""
+    from lws_core.model.lean import LeanCausalLM, LeanWhisperEncoder, whisper_encoder_config
+
+    return LeanCausalLM.load(directory / "lm", dtype), LeanWhisperEncoder(whisper_encoder_config(directory / "encoder_config.json"))
+
+
 class ModelSpec(BaseModel):
     """What a saved model was trained with. Loading checks the schema version and token ids."""
 
@@ -331,11 +349,16 @@ class LWSModel(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LWSModel:
-        """Load offline; fails with one line for a missing dir or another schema version."""
+    def load(
+        cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, lean: bool = False
+    ) -> LWSModel:
+        """Load offline; fails with one line for a missing dir or another schema version.
+
+        ``lean=True`` loads a decode-only model without transformers' modeling code
+        (:mod:`lws_core.model.lean`: seconds less start-up) when the backbone allows it; its
+        backbone runs only through the engine's fused path, not ``forward`` or training.
+        """
         from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, WhisperConfig
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         directory = Path(directory)
         spec_path = directory / SPEC_FILE
@@ -354,19 +377,18 @@ class LWSModel(nn.Module):
                 "(retrain, or use the LWS release that matches the model)"
             )
         spec = ModelSpec.model_validate(raw)
-        from transformers.utils import logging as hf_logging
+        if lean:
+            from lws_core.model.lean import lean_supported
 
-        hf_logging.disable_progress_bar()  # one model load is not "long work"; keep CLI output clean
-        tok = SchemaTokenizer.load(directory / "tokenizer")
+            lean = lean_supported(directory / "lm")
+        tok = SchemaTokenizer.load(directory / "tokenizer", lean=lean)
         if tok.special.as_mapping() != spec.special_tokens:
             raise SchemaMismatchError(f"{directory}: tokenizer special ids differ from the ids the model was trained with")
         try:
-            lm = AutoModelForCausalLM.from_pretrained(str(directory / "lm"), local_files_only=True, dtype=dtype)
-            enc_cfg = WhisperConfig.from_json_file(str(directory / "encoder_config.json"))
+            lm, enc = _load_lean(directory, dtype) if lean else _load_hf(directory, dtype)
             state = load_file(str(directory / "audio.safetensors"))
-        except (OSError, ValueError, SafetensorError) as e:
+        except (OSError, ValueError, KeyError, SafetensorError) as e:
             raise InputError(f"{directory}: incomplete or corrupt model ({str(e).splitlines()[0]})") from None
-        enc = WhisperEncoder(enc_cfg)
         audio = UnitAudioEncoder(
             enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate,
             context_samples=spec.context_samples, normalize=spec.projector_norm, bridge_vocab=spec.bridge_vocab,

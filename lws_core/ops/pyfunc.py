@@ -21,7 +21,7 @@ class LWSPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:  # noqa: ANN001
         from lws_core.engine import Engine
 
-        self.engine = Engine.from_dir(context.artifacts[ARTIFACT_KEY])
+        self.engine = Engine.from_dir(context.artifacts[ARTIFACT_KEY], lean=True)
 
     def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[dict[str, str]]:  # noqa: ANN001
         from lws_core.audio import load_audio

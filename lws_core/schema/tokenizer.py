@@ -99,11 +99,13 @@ class SchemaTokenizer:
         (directory / SCHEMA_FILE).write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: str | Path) -> SchemaTokenizer:
+    def load(cls, directory: str | Path, lean: bool = False) -> SchemaTokenizer:
         """Load a tokenizer saved by :meth:`save`; fail clearly on another schema or changed ids.
 
         The metadata is checked before transformers is imported, so a mismatch is
-        reported at once instead of after seconds of import time.
+        reported at once instead of after seconds of import time. ``lean=True`` reads
+        a plain `tokenizers` one (the tiny/small presets') without importing
+        transformers at all (:class:`PlainTokenizer`); others load as usual.
         """
         directory = Path(directory)
         meta_path = directory / SCHEMA_FILE
@@ -125,7 +127,7 @@ class SchemaTokenizer:
         missing = [s for s in SPECIAL_TOKENS if s not in saved]
         if missing:
             raise SchemaMismatchError(f"{directory}: schema tokens missing from metadata: {', '.join(missing)}")
-        hf = _load_hf(Path(directory))
+        hf = _load_hf(Path(directory), lean)
         actual = {s: hf.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS}
         changed = [f"{s} saved {saved[s]} now {actual[s]}" for s in SPECIAL_TOKENS if actual[s] != saved[s]]
         if changed:
@@ -137,14 +139,59 @@ class SchemaTokenizer:
 _PLAIN = ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 
-def _load_hf(directory: Path):  # noqa: ANN202 - a transformers tokenizer
+class PlainTokenizer:
+    """The part of ``PreTrainedTokenizerFast`` that :class:`SchemaTokenizer` uses, over a bare `tokenizers` one.
+
+    Why: importing transformers' tokenizer module costs ~0.6 s of package set-up,
+    a fifth of the streaming engine's start-up goal, for a tokenizer whose whole
+    behaviour here (no special tokens added, no clean-up) is the Rust tokenizer's
+    own. ``tests/schema/test_plain_tokenizer.py`` checks it against the HF class.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.directory = directory
+        self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.unk_token_id = None
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False) -> str:  # noqa: ARG002 - never cleaned: BPE
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str | None]:
+        return [self._tok.id_to_token(int(i)) for i in ids]
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | None | list[int | None]:
+        if isinstance(tokens, str):
+            return self._tok.token_to_id(tokens)
+        return [self._tok.token_to_id(t) for t in tokens]
+
+    def save_pretrained(self, directory: str) -> None:
+        """Copy the files it was loaded from (nothing about it can have changed)."""
+        import shutil
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (self.directory / name).is_file() and (self.directory / name).resolve() != (Path(directory) / name).resolve():
+                shutil.copyfile(self.directory / name, Path(directory) / name)
+
+
+def _load_hf(directory: Path, lean: bool = False):  # noqa: ANN202 - a transformers tokenizer
     """The saved HF tokenizer. A plain `tokenizers` one loads through PreTrainedTokenizerFast, because
-    AutoTokenizer imports transformers' model configs and with them torch (about 3 s of `lws schema`'s 4);
-    any other class (a real backbone's) goes through AutoTokenizer."""
+    AutoTokenizer imports transformers' model configs and with them torch (about 3 s of `lws schema`'s 4),
+    or, ``lean``, through :class:`PlainTokenizer`; any other class (a real backbone's) goes through AutoTokenizer."""
     try:
         cls = json.loads((directory / "tokenizer_config.json").read_text()).get("tokenizer_class")
     except (OSError, ValueError):
         cls = None
+    if cls in _PLAIN and lean:
+        return PlainTokenizer(directory)
     if cls in _PLAIN:
         from transformers import PreTrainedTokenizerFast
 

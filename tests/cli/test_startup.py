@@ -16,6 +16,8 @@ import pytest
 # project layers that pull them in. matplotlib is allowed only once timeline.png is drawn.
 NEVER = ("mlflow", "dvc", "kfp", "deepspeed", "datasets", "lws_core.ops", "lws_core.train", "lws_core.data")
 NOT_AT_START = (*NEVER, "matplotlib", "lws_core.eval", "lws_core.schema.render")
+# what the decode-only (lean) load of a tiny model avoids: transformers' modeling code and what it drags in
+NOT_WHEN_LEAN = ("transformers", "torch._dynamo", "torch.distributed.tensor", "accelerate", "scipy")
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +49,25 @@ def _child(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:  # n
 
 def test_start_up_path_imports_nothing_it_does_not_use(model_dir):
     """Everything `lws simulate` and `lws serve` import before the first unit: the CLI, the engine, the
-    server, the model loaded from disk and wrapped in an engine."""
+    server, the model loaded from disk (decode-only, as both commands load it) and wrapped in an engine."""
     p = _child(
         """
         import json, sys
         import lws_core.cli.main, lws_core.cli.simulate_cmd, lws_core.cli.serve_cmd
         import lws_core.serve
         from lws_core.engine import Engine
-        engine = Engine.from_dir(sys.argv[1])
-        print(json.dumps(sorted(sys.modules)))
+        engine = Engine.from_dir(sys.argv[1], lean=True)
+        engine.session().step(__import__("numpy").zeros(engine.unit_samples, dtype="float32"))
+        print(type(engine.model.lm).__name__, json.dumps(sorted(sys.modules)))
         """,
         str(model_dir),
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    loaded = set(json.loads(p.stdout.splitlines()[-1]))
-    assert {"torch", "transformers", "lws_core.engine", "fastapi"} <= loaded  # the check saw the real path
-    bad = _hits(loaded, NOT_AT_START)
+    kind, mods = p.stdout.splitlines()[-1].split(" ", 1)
+    loaded = set(json.loads(mods))
+    assert kind == "LeanCausalLM"
+    assert {"torch", "tokenizers", "lws_core.engine", "lws_core.model.lean", "fastapi"} <= loaded  # the check saw the real path
+    bad = _hits(loaded, (*NOT_AT_START, *NOT_WHEN_LEAN))
     assert not bad, f"start-up path imports {bad[:10]}"
 
 
@@ -92,6 +97,7 @@ def test_simulate_ends_without_teardown_and_imports_no_orchestration(model_dir, 
     assert "teardown ran" not in p.stderr  # ...but the module teardown is skipped
     loaded = json.loads(p.stderr.split("atexit ran ", 1)[1].splitlines()[0])
     assert "matplotlib" in loaded and not _hits(loaded, NEVER)  # the timeline was drawn; nothing else came
+    assert not _hits(loaded, ("transformers", "torch._dynamo"))  # the model was loaded decode-only
 
 
 def test_a_failed_simulate_exits_normally(model_dir, tmp_path):

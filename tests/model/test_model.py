@@ -132,3 +132,20 @@ def test_lora_trains_adapters_and_schema_token_rows_and_saves_merged(cfg, tok, b
     assert torch.allclose(back.lm.get_input_embeddings().weight[ids], emb1[ids], atol=1e-6)  # token rows merged
     with torch.no_grad():
         assert torch.allclose(back(**batch).logits, want, atol=1e-4)
+
+
+def test_mel_filters_equal_transformers_mel_filter_bank():
+    """The hand-written Slaney filters (written to keep transformers out of the engine's start-up) are Whisper's."""
+    import warnings
+
+    from transformers.audio_utils import mel_filter_bank
+
+    from lws_core.model.features import N_FFT, _mel_filters
+
+    for sr in (8000, 16000, 24000):
+        for n in (24, 40, 80, 128):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # transformers warns of empty filters at 128 bins
+                ref = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n, min_frequency=0.0,
+                                      max_frequency=sr / 2, sampling_rate=sr, norm="slaney", mel_scale="slaney")
+            torch.testing.assert_close(_mel_filters(sr, n), torch.tensor(ref, dtype=torch.float32).T, atol=0, rtol=0)
