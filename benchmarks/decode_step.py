@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="decode steps per timed block")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="the fused path's cache precision")
+    ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16"], help="the fused path's weight precision (engine.weight_dtype)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (its compile takes ~10-30 s)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -68,12 +69,12 @@ def main() -> None:
         LWSModel.build(LWSConfig()).save(tmp)
         args.model = str(tmp)
     lm = LWSModel.load(args.model, device=str(device)).eval().lm
-    fast = FastPath(lm)
+    fast = FastPath(lm, None if args.weight_dtype == "model" else getattr(torch, args.weight_dtype))
     hidden = lm.config.hidden_size
     n_params = sum(p.numel() for p in lm.parameters())
     kvd = next(lm.parameters()).dtype if args.kv_dtype == "model" else getattr(torch, args.kv_dtype)
     print(f"model {args.model}: {type(lm).__name__}, {n_params / 1e6:.2f} M LM parameters; device {device}; "
-          f"torch threads {torch.get_num_threads()}; fused kv {kvd}; load {os.getloadavg()[0]:.1f}")
+          f"torch threads {torch.get_num_threads()}; fused kv {kvd}, weights {args.weight_dtype}; load {os.getloadavg()[0]:.1f}")
     gen = torch.Generator().manual_seed(0)
     rows = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

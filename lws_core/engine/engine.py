@@ -52,7 +52,8 @@ class Engine:
         self._masks: dict[tuple[frozenset[int], bool], torch.Tensor] = {}
         # decoding a small model is overhead-bound, and sessions share weight reads only in one
         # forward: use the fused, batched forward wherever the backbone allows it
-        self.fast_path = FastPath(model.lm) if self.config.fast_path and FastPath.supports(model.lm) else None
+        wd = None if self.config.weight_dtype == "model" else getattr(torch, self.config.weight_dtype)
+        self.fast_path = FastPath(model.lm, wd) if self.config.fast_path and FastPath.supports(model.lm) else None
 
     @classmethod
     def from_dir(

@@ -72,18 +72,35 @@ class FastPath:
         )
 
     @torch.no_grad()
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, weight_dtype: torch.dtype | None = None) -> None:
+        """``weight_dtype`` (e.g. float16): also keep half-precision copies of the dense weights, used for
+        single-token steps (see :func:`_low_mm`): a one-session decode step is bound by reading the weights."""
         self.lm = lm
         self.core = lm.model
         self.layers = []
-        # weights pre-transposed ([in, out], contiguous): torch.mm on them skips the per-call
-        # transpose/dispatch of F.linear, measurable at a tiny model's per-op scale
+        model_dtype = lm.get_input_embeddings().weight.dtype
+        self.weight_dtype = None if weight_dtype in (None, model_dtype) else weight_dtype
+
+        def dense(w: torch.Tensor) -> torch.Tensor:
+            # pre-transposed ([in, out], contiguous): torch.mm on them skips the per-call
+            # transpose/dispatch of F.linear, measurable at a tiny model's per-op scale
+            return w.t().contiguous()
+
+        def low(w: torch.Tensor | None) -> torch.Tensor | None:
+            # the single-token copy: [out, in] for F.linear, whose half-precision CPU kernel is the fast
+            # one for one row (mm on a transposed float16 weight measured 5x slower); with more rows
+            # (prefills, batched sessions) float16 products measured slower than float32 on this CPU,
+            # so those keep the exact weights
+            return None if w is None or self.weight_dtype is None else w.to(self.weight_dtype).contiguous()
+
         for layer in self.core.layers:
             a, m = layer.self_attn, layer.mlp
-            qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0).t().contiguous()
+            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0)
+            gu_w = torch.cat([m.gate_proj.weight, m.up_proj.weight], 0)
             bias = None
             if a.q_proj.bias is not None:
                 bias = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], 0).contiguous()
+            gu_bias = None if m.gate_proj.bias is None else torch.cat([m.gate_proj.bias, m.up_proj.bias], 0)
             q_norm = getattr(a, "q_norm", None)  # Qwen3: RMSNorm per head on q and k, before rotary
             self.layers.append(
                 dict(
@@ -91,16 +108,22 @@ class FastPath:
                     ln2=_norm_params(layer.post_attention_layernorm),
                     q_norm=None if q_norm is None else _norm_params(q_norm),
                     k_norm=None if q_norm is None else _norm_params(a.k_norm),
-                    qkv=qkv,
+                    qkv=dense(qkv_w),
                     qkv_bias=bias,
-                    o=a.o_proj.weight.t().contiguous(),
+                    o=dense(a.o_proj.weight),
                     o_bias=a.o_proj.bias,
-                    gu=torch.cat([m.gate_proj.weight, m.up_proj.weight], 0).t().contiguous(),
-                    gu_bias=None
-                    if m.gate_proj.bias is None
-                    else torch.cat([m.gate_proj.bias, m.up_proj.bias], 0),
-                    down=m.down_proj.weight.t().contiguous(),
+                    gu=dense(gu_w),
+                    gu_bias=gu_bias,
+                    down=dense(m.down_proj.weight),
                     down_bias=m.down_proj.bias,
+                    low={  # None: no single-token copies (weight_dtype is the model's)
+                        "qkv": (low(qkv_w), low(bias)),
+                        "o": (low(a.o_proj.weight), low(a.o_proj.bias)),
+                        "gu": (low(gu_w), low(gu_bias)),
+                        "down": (low(m.down_proj.weight), low(m.down_proj.bias)),
+                    }
+                    if self.weight_dtype is not None
+                    else None,
                     act=F.silu if getattr(lm.config, "hidden_act", None) == "silu" else m.act_fn,
                     q=a.q_proj.out_features,
                     kv=a.k_proj.out_features,
@@ -112,6 +135,7 @@ class FastPath:
                 )
             )
         self.final_norm = _norm_params(self.core.norm)
+        self.head_low = None if self.weight_dtype is None else (low(lm.lm_head.weight), low(lm.lm_head.bias))
         first = self.layers[0]
         self.kv_heads = first["kv"] // first["hd"]
         self.head_dim = first["hd"]
@@ -172,9 +196,11 @@ class FastPath:
             rows.append((f.kv, f.start, t0, t0 + n, mask))
             t0 += n
         single = len(rows) == 1
+        one_row = t == 1  # a single-token step: the half-precision copies, when there are any
         for i, L in enumerate(self.layers):
             hd, nq, nkv, heads, half = L["hd"], L["q"], L["kv"], L["heads"], L["hd"] // 2
-            qkv = _mm(_rms(h, L["ln1"]), L["qkv"], L["qkv_bias"])
+            lw = L["low"] if one_row else None
+            qkv = _mm(_rms(h, L["ln1"]), L["qkv"], L["qkv_bias"]) if lw is None else _low_mm(_rms(h, L["ln1"]), *lw["qkv"])
             v = qkv[:, nq + nkv :].view(t, -1, hd)
             if L["q_norm"] is None:  # q and k rotated in one go
                 qk = qkv[:, : nq + nkv].view(t, -1, hd)
@@ -207,9 +233,14 @@ class FastPath:
                 o = o[0].transpose(0, 1).reshape(n, nq)
                 outs.append(o if o.dtype == h.dtype else o.to(h.dtype))
             o = outs[0] if single else torch.cat(outs)
-            h = h + _mm(o, L["o"], L["o_bias"])
-            gu = _mm(_rms(h, L["ln2"]), L["gu"], L["gu_bias"])
-            h = h + _mm(L["act"](gu[:, : L["inter"]]) * gu[:, L["inter"] :], L["down"], L["down_bias"])
+            if lw is None:
+                h = h + _mm(o, L["o"], L["o_bias"])
+                gu = _mm(_rms(h, L["ln2"]), L["gu"], L["gu_bias"])
+                h = h + _mm(L["act"](gu[:, : L["inter"]]) * gu[:, L["inter"] :], L["down"], L["down_bias"])
+            else:
+                h = h + _low_mm(o, *lw["o"])
+                gu = _low_mm(_rms(h, L["ln2"]), *lw["gu"])
+                h = h + _low_mm(L["act"](gu[:, : L["inter"]]) * gu[:, L["inter"] :], *lw["down"])
         for f, n in zip(feeds, sizes, strict=True):
             f.kv.length = f.start + n
         want = [j for j, f in enumerate(feeds) if f.want_logits]
@@ -217,7 +248,11 @@ class FastPath:
         if want:
             last = [rows[j][3] - 1 for j in want]
             sel = h[last[0] : last[0] + 1] if len(last) == 1 else h[torch.tensor(last, device=device)]
-            logits = F.linear(_rms(sel, self.final_norm), self.lm.lm_head.weight, self.lm.lm_head.bias)
+            x = _rms(sel, self.final_norm)
+            if self.head_low is not None and one_row:
+                logits = _low_mm(x, *self.head_low)
+            else:
+                logits = F.linear(x, self.lm.lm_head.weight, self.lm.lm_head.bias)
             for row, j in enumerate(want):
                 result[j] = logits[row]
         return result
@@ -239,6 +274,12 @@ def _rms(x: torch.Tensor, params: tuple[torch.Tensor, float]) -> torch.Tensor:
 
 def _mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
+
+
+def _low_mm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ W.T (+ b) with a lower-precision [out, in] weight; the product comes back in the activations'
+    dtype, so norms, rotary and attention stay as they were."""
+    return F.linear(x.to(w.dtype), w, bias).to(x.dtype)
 
 
 def _fold(sin: torch.Tensor) -> torch.Tensor:

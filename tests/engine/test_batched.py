@@ -143,3 +143,29 @@ def test_half_precision_kv_cache_stays_close_to_the_exact_forward(engine, speech
             ref = sess.model.lm(inputs_embeds=full, use_cache=False).logits[0].float()
         worst = max(float((lg - ref[pos]).abs().max() / ref[pos].abs().max()) for pos, lg in sess.trace_logits)
     assert 0 < worst < 0.05  # not exact (bf16 keys and values), but within a few percent of the logit scale
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, dtype):
+    """weight_dtype halves the bytes a single-token step reads; its logits stay near the exact forward's,
+    and steps of several rows (prefills, batched sessions) keep the exact weights."""
+    eng = Engine(engine.model, EngineConfig(weight_dtype=dtype, temperature=1.0, seed=2), engine.tts)
+    fast = eng.fast_path
+    assert fast.layers[0]["low"]["qkv"][0].dtype == getattr(torch, dtype)
+    assert next(engine.model.lm.parameters()).dtype == torch.float32  # the model itself is untouched
+    with eng.session(system="Hi.", trace=True) as sess:
+        for block in _units(speech, 3, 0):
+            sess.step(block)
+        full = torch.cat(sess._fed, dim=1)
+        with torch.inference_mode():
+            ref = sess.model.lm(inputs_embeds=full, use_cache=False).logits[0].float()
+        worst = max(float((lg - ref[pos]).abs().max() / ref[pos].abs().max()) for pos, lg in sess.trace_logits)
+    assert 0 < worst < 0.05  # not exact (half-precision weights), but within a few percent of the logit scale
+    exact = FastPath(engine.model.lm)
+    n = 9
+    kv_a, kv_b = fast.new_kv(64, full.device, torch.float32), exact.new_kv(64, full.device, torch.float32)
+    prefill = fast.forward([Feed(full[0, :n], kv_a, 0)])[0]
+    torch.testing.assert_close(prefill, exact.forward([Feed(full[0, :n], kv_b, 0)])[0])  # several rows: exact
+    step = fast.forward([Feed(full[0, n : n + 1], kv_a, n)])[0]
+    step_exact = exact.forward([Feed(full[0, n : n + 1], kv_b, n)])[0]
+    assert 0 < float((step - step_exact).abs().max()) < 0.05 * float(step_exact.abs().max())  # one row: the copies
