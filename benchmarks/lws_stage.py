@@ -53,7 +53,7 @@ def main() -> None:
         train(cfg, d / "ds", a.out, progress=True, resume=False)
     train_s = round(time.time() - t)  # 0-ish when the model was already there
     summary = json.loads((a.out / "train_summary.json").read_text())
-    engine = Engine.from_dir(a.out, config=EngineConfig(tts="none"))
+    engine = Engine.from_dir(a.out, config=EngineConfig.model_validate({**cfg.engine.model_dump(), "tts": "none"}))
     ds = load_from_disk(str(d / "ds"))
     out = {"set": a.set, "train_s": train_s, "val_losses": summary["val_losses"]}
     for split in ("test_seen", "test"):

@@ -35,6 +35,10 @@ OUTPUT_FILES = ("output.wav", "output.json", "written.md", "units.jsonl", "timel
 TIMELINE_TITLE = "simulated session: user speech activity, state, writing, speech as played"
 
 
+# characters of written layout (markdown emphasis, code, tables, headings, line breaks) that speech never carries
+UNSPOKEN = frozenset("*`|#\n\t")
+
+
 class Engine:
     """Holds the model and the TTS; every conversation is a ``session()``."""
 
@@ -49,7 +53,8 @@ class Engine:
         mask[: tok.vocab_size] = True
         mask[list(tok.special_set)] = False
         self.text_mask = mask
-        self._masks: dict[tuple[frozenset[int], bool], torch.Tensor] = {}
+        self._masks: dict[tuple[frozenset[int], bool, bool], torch.Tensor] = {}
+        self._say_mask: torch.Tensor | None = None
         # decoding a small model is overhead-bound, and sessions share weight reads only in one
         # forward: use the fused, batched forward wherever the backbone allows it
         wd = None if self.config.weight_dtype == "model" else getattr(torch, self.config.weight_dtype)
@@ -108,15 +113,33 @@ class Engine:
     def unit_samples(self) -> int:
         return self.model.spec.unit_samples
 
-    def allowed_mask(self, allowed: frozenset[int], text_ok: bool) -> torch.Tensor:
-        """Boolean vocabulary mask for the grammar's current choice (cached: a handful of distinct sets)."""
-        key = (allowed, text_ok)
+    def allowed_mask(self, allowed: frozenset[int], text_ok: bool, spoken: bool = False) -> torch.Tensor:
+        """Boolean vocabulary mask for the grammar's current choice (cached: a handful of distinct sets).
+
+        ``spoken``: the text is the say channel's, which is never offered a token carrying written
+        layout (:data:`UNSPOKEN`): a small model sometimes carried its written answer's markdown
+        (``**Answer:**``) into speech, and the TTS read the asterisks' words aloud.
+        """
+        key = (allowed, text_ok, spoken)
         m = self._masks.get(key)
         if m is None:
-            m = self.text_mask.clone() if text_ok else torch.zeros_like(self.text_mask)
+            m = (self.say_text_mask if spoken else self.text_mask).clone() if text_ok else torch.zeros_like(self.text_mask)
             m[list(allowed)] = True
             self._masks[key] = m
         return m
+
+    @property
+    def say_text_mask(self) -> torch.Tensor:
+        """The text tokens the say channel may use: every text token whose text carries no written layout."""
+        if self._say_mask is None:
+            tok = self.model.tokenizer
+            ids = [i for i in range(tok.vocab_size) if bool(self.text_mask[i])]
+            m = self.text_mask.clone()
+            for i, text in zip(ids, tok.token_texts(ids), strict=True):
+                if any(c in text for c in UNSPOKEN):
+                    m[i] = False
+            self._say_mask = m
+        return self._say_mask
 
     def session(
         self,

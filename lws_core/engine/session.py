@@ -307,9 +307,9 @@ class StreamingSession:
         return logits
 
     def _choose(
-        self, logits: torch.Tensor, allowed: frozenset[int], text_ok: bool, greedy: bool = False
+        self, logits: torch.Tensor, allowed: frozenset[int], text_ok: bool, greedy: bool = False, spoken: bool = False
     ) -> int:
-        mask = self.engine.allowed_mask(allowed, text_ok)
+        mask = self.engine.allowed_mask(allowed, text_ok, spoken)
         logits = logits[: mask.shape[0]].masked_fill(~mask[: logits.shape[0]], float("-inf"))
         if greedy or self.cfg.temperature <= 0:
             return int(torch.argmax(logits))
@@ -469,10 +469,10 @@ class StreamingSession:
                     self._pending, stale = [], False
                 if at_budget:
                     # budget hit: close the segment; `forced` says the model still wanted text
-                    forced |= self._choose(logits, allowed, True, greedy=True) not in special
+                    forced |= self._choose(logits, allowed, True, greedy=True, spoken=phase == Phase.SAY) not in special
                     token = self._choose(logits, allowed, False)
                 else:
-                    token = self._choose(logits, allowed, text_ok)
+                    token = self._choose(logits, allowed, text_ok, spoken=phase == Phase.SAY)
             done = parser.feed(token)
             gen.append(token)
             self._pending.append(token)

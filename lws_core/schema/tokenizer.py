@@ -58,6 +58,10 @@ class SchemaTokenizer:
             return ""
         return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
+    def token_texts(self, ids: Iterable[int]) -> list[str]:
+        """Each id decoded on its own (what it adds to a text), in one batched call."""
+        return list(self.hf.batch_decode([[int(i)] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
     def encode_segment(self, text: str, where: str = "text") -> list[int]:
         r"""Encode one unit's write or say text.
 
@@ -163,6 +167,9 @@ class PlainTokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False) -> str:  # noqa: ARG002 - never cleaned: BPE
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, batch: list[list[int]], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False) -> list[str]:  # noqa: ARG002
+        return self._tok.decode_batch([[int(i) for i in ids] for ids in batch], skip_special_tokens=skip_special_tokens)
 
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str | None]:
         return [self._tok.id_to_token(int(i)) for i in ids]

@@ -310,3 +310,21 @@ def test_wav_of_unknown_length_is_read_to_the_end(engine, tmp_path):
     f.write_bytes(bytes(b))
     res = engine.simulate_file(f, tmp_path / "out", progress=False)
     assert res.input_samples == 16800 and len(sf.read(tmp_path / "out" / "output.wav")[0]) == 16800
+
+
+def test_say_channel_never_carries_written_layout(speaking_engine, speech):
+    """Speech is never offered a token with markdown or line breaks (``**Answer:**`` was once said aloud)."""
+    from lws_core.engine.engine import UNSPOKEN
+
+    eng = Engine(speaking_engine.model, EngineConfig(tts="none", temperature=2.0, seed=4))
+    tok = eng.model.tokenizer
+    ids = list(range(tok.vocab_size))
+    texts = tok.token_texts(ids)
+    layout = {i for i, t in zip(ids, texts, strict=True) if any(c in t for c in UNSPOKEN)}
+    assert layout and any("*" in texts[i] for i in layout) and any("\n" in texts[i] for i in layout)
+    say = eng.say_text_mask
+    for i in ids:  # exactly the text tokens without layout
+        assert bool(say[i]) == (bool(eng.text_mask[i]) and i not in layout)
+    units = eng.simulate(speech).units  # random weights, hot sampling: markup would come up if offered
+    said = "".join(u.say for u in units)
+    assert said.strip() and not any(c in said for c in UNSPOKEN)
