@@ -57,7 +57,7 @@ class Engine:
         self._say_mask: torch.Tensor | None = None
         # decoding a small model is overhead-bound, and sessions share weight reads only in one
         # forward: use the fused, batched forward wherever the backbone allows it
-        wd = None if self.config.weight_dtype == "model" else getattr(torch, self.config.weight_dtype)
+        wd = _weight_dtype(self.config.weight_dtype, model.lm.get_input_embeddings().weight)
         self.fast_path = FastPath(model.lm, wd) if self.config.fast_path and FastPath.supports(model.lm) else None
 
     @classmethod
@@ -536,3 +536,10 @@ def engine_overrides(sets: list[str] | None) -> tuple[dict[str, Any], list[str]]
         else:
             rest.append(item)
     return engine, rest
+
+
+def _weight_dtype(setting: str, weight: torch.Tensor) -> torch.dtype | None:
+    """``engine.weight_dtype`` for this model: None for the model's own weights, else the copies' precision."""
+    if setting == "auto":
+        return torch.float16 if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
+    return None if setting == "model" else getattr(torch, setting)

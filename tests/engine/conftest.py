@@ -21,8 +21,11 @@ def random_model_dir(tiny_cfg, tmp_path_factory):
 @pytest.fixture(scope="session")
 def engine(random_model_dir):
     from lws_core.engine import Engine
+    from lws_core.engine.types import EngineConfig
 
-    return Engine.from_dir(random_model_dir)
+    # the exact weights: tests on this engine compare the fused path with the HF forward to 1e-4
+    # (engine.weight_dtype's half-precision copies have their own tests, in test_batched.py)
+    return Engine.from_dir(random_model_dir, config=EngineConfig(weight_dtype="model"))
 
 
 @pytest.fixture(scope="session")

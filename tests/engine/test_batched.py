@@ -66,7 +66,7 @@ def _units(audio: np.ndarray, n: int, offset: int) -> list[np.ndarray]:
 
 def test_step_many_gives_each_session_what_it_gets_alone(engine, speech):
     """Three sessions (different prompts and audio) stepped together == each stepped alone, logit by logit."""
-    eng = Engine(engine.model, EngineConfig(temperature=1.0, seed=5), engine.tts)
+    eng = Engine(engine.model, EngineConfig(temperature=1.0, seed=5, weight_dtype="model"), engine.tts)
     prompts = [None, "Take notes.", "You are terse."]
     offsets = [0, 8000, 24000]
 

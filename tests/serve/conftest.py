@@ -28,8 +28,9 @@ def serve_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def engine(serve_model_dir):
     from lws_core.engine import Engine
+    from lws_core.engine.types import EngineConfig
 
-    return Engine.from_dir(serve_model_dir)
+    return Engine.from_dir(serve_model_dir, config=EngineConfig(weight_dtype="model"))  # as `lws serve` resolves "auto"
 
 
 @pytest.fixture(scope="session")
