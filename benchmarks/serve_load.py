@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--max-sessions", type=int, default=256, help="Server --max-sessions (its default; refusals then come from measured capacity).")
     ap.add_argument("--sessions-only", action="store_true", help="Serve with --sessions-only: admit up to --max-sessions whatever the load.")
     ap.add_argument("--threads", type=int, help="Server --set engine.threads=N (default: the config's, 1).")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="Server --set key=value, e.g. engine.batch_dtype=model (repeatable).")
     ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
     args = ap.parse_args()
 
@@ -171,7 +172,8 @@ def main() -> None:
          "--max-connections", str(max(32, max(args.clients) + 8))]
         + (["--sessions-only"] if args.sessions_only else [])
         + (["--no-batch"] if args.no_batch else [])
-        + (["--set", f"engine.threads={args.threads}"] if args.threads else []),
+        + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
+        + [x for kv in args.sets for x in ("--set", kv)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

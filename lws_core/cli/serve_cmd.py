@@ -65,10 +65,6 @@ def serve(
     from lws_core.cli.common import resolve_config
 
     cfg = resolve_config(config, sets)
-    if batch and cfg.engine.weight_dtype == "auto":
-        # batched rounds take the exact weights (several rows), single-session steps would take the half-precision
-        # copies: a session's numbers would then depend on who else was decoding. A server keeps them exact.
-        cfg = cfg.with_overrides({"engine.weight_dtype": "model"})
     model_dir = _resolve_model(model, config, sets)
     from lws_core.engine import Engine
     from lws_core.serve import run_server

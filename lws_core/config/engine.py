@@ -47,3 +47,12 @@ class EngineSection(Section):
         "model's decode step is bound by reading its weights (measured 1.5-1.8 ms against 2.4-3.0 ms per step, task "
         "accuracy unchanged: benchmarks/results/engine.md), else the model's own.",
     )
+    batch_dtype: Literal["auto", "model", "bfloat16"] = Field(
+        "auto",
+        description="Weight precision of forwards over many rows (prefills and batched rounds of at least batch_rows "
+        "tokens; the audio encoder over 8 or more windows): the model's own (exact) or bfloat16 copies, 2-3x faster "
+        "where the CPU has native bf16 dot products. auto: bfloat16 for a float32 model on such a CPU, else the "
+        "model's own. A session's logits then depend slightly on the size of the round it is decoded in.",
+    )
+    batch_rows: int = Field(32, ge=1, description="Rows (tokens over all sessions of one forward) from which batch_dtype applies.")
+

@@ -25,7 +25,7 @@ def engine(random_model_dir):
 
     # the exact weights: tests on this engine compare the fused path with the HF forward to 1e-4
     # (engine.weight_dtype's half-precision copies have their own tests, in test_batched.py)
-    return Engine.from_dir(random_model_dir, config=EngineConfig(weight_dtype="model"))
+    return Engine.from_dir(random_model_dir, config=EngineConfig(weight_dtype="model", batch_dtype="model"))
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def _units(audio: np.ndarray, n: int, offset: int) -> list[np.ndarray]:
 
 def test_step_many_gives_each_session_what_it_gets_alone(engine, speech):
     """Three sessions (different prompts and audio) stepped together == each stepped alone, logit by logit."""
-    eng = Engine(engine.model, EngineConfig(temperature=1.0, seed=5, weight_dtype="model"), engine.tts)
+    eng = Engine(engine.model, EngineConfig(temperature=1.0, seed=5, weight_dtype="model", batch_dtype="model"), engine.tts)
     prompts = [None, "Take notes.", "You are terse."]
     offsets = [0, 8000, 24000]
 
@@ -169,3 +169,29 @@ def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, 
     step = fast.forward([Feed(full[0, n : n + 1], kv_a, n)])[0]
     step_exact = exact.forward([Feed(full[0, n : n + 1], kv_b, n)])[0]
     assert 0 < float((step - step_exact).abs().max()) < 0.05 * float(step_exact.abs().max())  # one row: the copies
+
+
+def test_bfloat16_copies_serve_big_forwards_and_stay_close(engine, speech):
+    """batch_dtype: forwards of batch_rows rows or more (and the encoder over many windows) use bf16 copies,
+    within a few percent of the exact logits; smaller forwards keep the exact weights."""
+    from lws_core.engine.engine import ENCODER_BATCH_WINDOWS
+    from lws_core.engine.session import AudioRequest
+
+    eng = Engine(engine.model, EngineConfig(weight_dtype="model", batch_dtype="bfloat16", batch_rows=8), engine.tts)
+    fast, exact = eng.fast_path, FastPath(engine.model.lm)
+    assert fast.layers[0]["big"]["gu"][0].dtype == torch.bfloat16 and fast.layers[0]["low"] is None
+    h = engine.model.lm.config.hidden_size
+    x = torch.randn(12, h, generator=torch.Generator().manual_seed(0)) * 0.05
+
+    def run(fp: FastPath, n: int) -> torch.Tensor:
+        return fp.forward([Feed(x[:n], fp.new_kv(64, x.device, torch.float32), 0)])[0]
+
+    torch.testing.assert_close(run(fast, 7), run(exact, 7))  # 7 rows < batch_rows: exact
+    big, ref = run(fast, 12), run(exact, 12)
+    assert 0 < float((big - ref).abs().max()) < 0.05 * float(ref.abs().max())
+    windows = [np.asarray(speech[i * 4000 : i * 4000 + eng.model.audio.window_samples]) for i in range(ENCODER_BATCH_WINDOWS)]
+    got = eng.execute([AudioRequest(w.astype(np.float32)) for w in windows])
+    with torch.no_grad():
+        want = engine.model.audio(torch.from_numpy(np.stack(windows)))
+    for g, w in zip(got, want, strict=True):
+        assert 0 < float((g - w).abs().max()) < 0.05 * float(w.abs().max())

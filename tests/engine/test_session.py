@@ -159,7 +159,7 @@ def test_barge_in_invariant_with_real_decoding(engine, speech):
 
 
 def test_sliding_window_bounds_context_and_session_goes_on(engine, speech):
-    cfg = EngineConfig(max_context_tokens=300, keep_units=3, keep_document_tokens=16, temperature=1.0, seed=5, weight_dtype="model")
+    cfg = EngineConfig(max_context_tokens=300, keep_units=3, keep_document_tokens=16, temperature=1.0, seed=5, weight_dtype="model", batch_dtype="model")
     eng = Engine(engine.model, cfg, engine.tts)
     with eng.session(system="Notes.", trace=True) as sess:
         fed = []
@@ -199,7 +199,7 @@ def test_step_rejects_oversized_block(engine):
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_both_forward_paths_equal_hf_full_recompute(engine, speech, fast_path):
     """The fused CPU forward and the plain HF forward both match one HF full forward (no cache)."""
-    eng = Engine(engine.model, EngineConfig(fast_path=fast_path, temperature=1.0, seed=2, weight_dtype="model"), engine.tts)
+    eng = Engine(engine.model, EngineConfig(fast_path=fast_path, temperature=1.0, seed=2, weight_dtype="model", batch_dtype="model"), engine.tts)
     assert (eng.fast_path is not None) == fast_path
     with eng.session(system="Hi.", trace=True) as sess:
         for a in _units(speech, 3):

@@ -30,7 +30,8 @@ def engine(serve_model_dir):
     from lws_core.engine import Engine
     from lws_core.engine.types import EngineConfig
 
-    return Engine.from_dir(serve_model_dir, config=EngineConfig(weight_dtype="model"))  # as `lws serve` resolves "auto"
+    # exact weights in every round size: tests compare a session batched with the same session alone
+    return Engine.from_dir(serve_model_dir, config=EngineConfig(weight_dtype="model", batch_dtype="model"))
 
 
 @pytest.fixture(scope="session")
