@@ -48,11 +48,13 @@ class EngineSection(Section):
         "accuracy unchanged: benchmarks/results/engine.md), else the model's own.",
     )
     batch_dtype: Literal["auto", "model", "bfloat16"] = Field(
-        "auto",
+        "model",
         description="Weight precision of forwards over many rows (prefills and batched rounds of at least batch_rows "
-        "tokens; the audio encoder over 8 or more windows): the model's own (exact) or bfloat16 copies, 2-3x faster "
-        "where the CPU has native bf16 dot products. auto: bfloat16 for a float32 model on such a CPU, else the "
-        "model's own. A session's logits then depend slightly on the size of the round it is decoded in.",
+        "tokens; the audio encoder over 8 or more windows): the model's own (exact, the default) or bfloat16 copies. "
+        "auto: bfloat16 for a float32 model on a CPU with native bf16 dot products, else the model's own. Measured on "
+        "such a CPU: single products 2-3x faster, but whole 128-session rounds only ~10 % and served latency not "
+        "measurably (benchmarks/results/serve.md), so it is opt-in. A session's logits then depend slightly on the "
+        "size of the round it is decoded in.",
     )
     batch_rows: int = Field(32, ge=1, description="Rows (tokens over all sessions of one forward) from which batch_dtype applies.")
 
