@@ -131,17 +131,25 @@ def test_session_cache_is_allocated_once_and_reused_by_window_slides(engine, spe
         assert sess._cache is kv and kv.allocations == 1 and kv.buf.data_ptr() == ptr
 
 
-def test_half_precision_kv_cache_stays_close_to_the_exact_forward(engine, speech):
-    """kv_dtype=bfloat16 halves what attention reads per token; its logits stay near the exact forward's."""
-    eng = Engine(engine.model, EngineConfig(kv_dtype="bfloat16", temperature=1.0, seed=2), engine.tts)
+def _worst_against_full_forward(eng: Engine, speech: np.ndarray) -> tuple[float, torch.Tensor]:
+    """Three units through ``eng``; the largest logit error, relative to the logit scale, against the HF
+    model's full forward over the same embeddings (and those embeddings)."""
     with eng.session(system="Hi.", trace=True) as sess:
-        assert sess._cache.buf.dtype == torch.bfloat16
         for block in _units(speech, 3, 0):
             sess.step(block)
         full = torch.cat(sess._fed, dim=1)
         with torch.inference_mode():
             ref = sess.model.lm(inputs_embeds=full, use_cache=False).logits[0].float()
         worst = max(float((lg - ref[pos]).abs().max() / ref[pos].abs().max()) for pos, lg in sess.trace_logits)
+    return worst, full
+
+
+def test_half_precision_kv_cache_stays_close_to_the_exact_forward(engine, speech):
+    """kv_dtype=bfloat16 halves what attention reads per token; its logits stay near the exact forward's."""
+    eng = Engine(engine.model, EngineConfig(kv_dtype="bfloat16", weight_dtype="model", temperature=1.0, seed=2), engine.tts)
+    with eng.session() as sess:
+        assert sess._cache.buf.dtype == torch.bfloat16
+    worst, _ = _worst_against_full_forward(eng, speech)
     assert 0 < worst < 0.05  # not exact (bf16 keys and values), but within a few percent of the logit scale
 
 
@@ -153,13 +161,7 @@ def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, 
     fast = eng.fast_path
     assert fast.layers[0]["low"]["qkv"][0].dtype == getattr(torch, dtype)
     assert next(engine.model.lm.parameters()).dtype == torch.float32  # the model itself is untouched
-    with eng.session(system="Hi.", trace=True) as sess:
-        for block in _units(speech, 3, 0):
-            sess.step(block)
-        full = torch.cat(sess._fed, dim=1)
-        with torch.inference_mode():
-            ref = sess.model.lm(inputs_embeds=full, use_cache=False).logits[0].float()
-        worst = max(float((lg - ref[pos]).abs().max() / ref[pos].abs().max()) for pos, lg in sess.trace_logits)
+    worst, full = _worst_against_full_forward(eng, speech)
     assert 0 < worst < 0.05  # not exact (half-precision weights), but within a few percent of the logit scale
     exact = FastPath(engine.model.lm)
     n = 9
