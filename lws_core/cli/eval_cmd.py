@@ -57,6 +57,14 @@ def fdb_probe(
     out_dir: Annotated[Path, typer.Option("--out", help="New directory for the probe tree (must not exist or be empty).")],
     per_task: Annotated[int | None, typer.Option("--per-task", help="Samples per task (default: eval.fdb_probe_per_task).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (questions, voices, pause lengths).")] = 0,
+    phrasings: Annotated[
+        str,
+        typer.Option(
+            "--phrasings",
+            help="Question phrasings: test (held-out, the pipeline's probe) or train (seen in training; "
+            "separates hearing from understanding a new phrasing).",
+        ),
+    ] = "test",
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -66,8 +74,8 @@ def fdb_probe(
 
     cfg = resolve_config(config, set_)
     n = per_task if per_task is not None else cfg.eval.fdb_probe_per_task
-    path = build_probe(out_dir, per_task=n, seed=seed, progress=not quiet)
-    out.print(f"probe tree with {n} samples per task -> {path}")
+    path = build_probe(out_dir, per_task=n, seed=seed, progress=not quiet, phrasings=phrasings)
+    out.print(f"probe tree with {n} samples per task ({phrasings} phrasings) -> {path}")
 
 
 @app.command("fdb")

@@ -27,6 +27,13 @@ class EngineSection(Section):
         description="Speech synthesizer: espeak (espeak-ng) or none (no TTS is loaded; say text is still decided "
         "and recorded, nothing is played). An Engine given a TTS object uses that one.",
     )
+    speak_onset_margin: float = Field(
+        0.0,
+        description="Logit margin by which <|speak|> must beat <|listen|> for the model to take the turn after "
+        "listening (subtracted from speak's logit at onsets only; an answer under way is never cut). 0 = the "
+        "model's own decision. Higher values wait for more certainty that the user has finished: fewer "
+        "take-overs in mid-question pauses, later answers (benchmarks/turn_margin.py measures the trade-off).",
+    )
     fast_path: bool = Field(True, description="Decode Llama/Qwen2/Qwen3 with the fused-weight forward (same function; batched across sessions in a server).")
     threads: int = Field(
         1,

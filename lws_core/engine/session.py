@@ -126,6 +126,7 @@ class StreamingSession:
             torch.Tensor
         ] = []  # every embedding chunk fed since the last rebuild (naive/trace only)
         self._pending: list[int] = []  # chosen tokens not yet fed (they go with the next forward)
+        self._last_state = "listen"  # the previous unit's state: a session starts listening
         self._new_unit = False  # naive baseline: the next forward starts a unit (recompute everything)
         self._lock = threading.Lock()  # one step at a time; close() waits for it
         self._history: deque[_UnitRecord] = deque(maxlen=self.cfg.keep_units)
@@ -378,6 +379,7 @@ class StreamingSession:
         t_prefill = self._sync()
 
         unit, gen, n_write, n_say, forced = yield from self._decode_unit(logits)
+        self._last_state = unit.state
         self._history.append(_UnitRecord(audio_emb.detach(), gen))
         t_decode = self._sync()
 
@@ -467,6 +469,10 @@ class StreamingSession:
                     logits = yield from self._forward(self._embed_ids(self._pending))
                     self._decode_forwards += 1
                     self._pending, stale = [], False
+                if phase == Phase.STATE and self.cfg.speak_onset_margin and self._last_state != "speak":
+                    # taking the turn needs speak to beat listen by the margin (engine.speak_onset_margin)
+                    logits = logits.clone()
+                    logits[self.ids.speak] -= self.cfg.speak_onset_margin
                 if at_budget:
                     # budget hit: close the segment; `forced` says the model still wanted text
                     forced |= self._choose(logits, allowed, True, greedy=True, spoken=phase == Phase.SAY) not in special

@@ -79,8 +79,15 @@ class _Track:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.float32)
 
 
-def build_probe(out: str | Path, per_task: int = 4, seed: int = 0, progress: bool = True) -> Path:
-    """Write the probe tree to ``out`` atomically (a temp dir renamed at the end); returns ``out``."""
+def build_probe(
+    out: str | Path, per_task: int = 4, seed: int = 0, progress: bool = True, phrasings: str = "test"
+) -> Path:
+    """Write the probe tree to ``out`` atomically (a temp dir renamed at the end); returns ``out``.
+
+    ``phrasings``: ``test`` (the default) draws the questions from the held-out phrasings, as the
+    pipeline's probe does; ``train`` from the training phrasings (still held-out voices), so a duplex
+    miss can be split into "did not hear" and "did not understand a new phrasing".
+    """
     from lws_core.audio.io import write_wav
     from lws_core.audio.tts import VoiceSpec, english_voices, get_tts
     from lws_core.data.tasks import FAMILIES, make_question
@@ -88,6 +95,8 @@ def build_probe(out: str | Path, per_task: int = 4, seed: int = 0, progress: boo
 
     if per_task < 1:
         raise InputError(f"--per-task must be >= 1 (got {per_task})")
+    if phrasings not in ("test", "train"):
+        raise InputError(f"--phrasings must be 'test' or 'train' (got {phrasings!r})")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: exists and is not empty; choose a new probe directory")
@@ -102,7 +111,7 @@ def build_probe(out: str | Path, per_task: int = 4, seed: int = 0, progress: boo
         return VoiceSpec(name=voices[(seed + i) % len(voices)], rate_wpm=int(rng.integers(150, 190)))
 
     def question(i: int) -> str:
-        return make_question(FAMILIES[i % len(FAMILIES)], rng, split="test").text
+        return make_question(FAMILIES[i % len(FAMILIES)], rng, split=phrasings).text
 
     def sample_dir(task: str, i: int) -> Path:
         d = tmp / task / str(i)
@@ -167,8 +176,8 @@ def build_probe(out: str | Path, per_task: int = 4, seed: int = 0, progress: boo
             write_wav(d / "input.wav", tr.audio)
             (d / "transcription.json").write_text(json.dumps(_words_json(tr.words)))
         (tmp / "README.md").write_text(
-            "Full-Duplex-Bench v1-format probe synthesized with espeak-ng (held-out voices, test phrasings).\n"
-            f"per_task={per_task} seed={seed}. Not the official data: numbers are not comparable to the leaderboard.\n"
+            f"Full-Duplex-Bench v1-format probe synthesized with espeak-ng (held-out voices, {phrasings} phrasings).\n"
+            f"per_task={per_task} seed={seed} phrasings={phrasings}. Not the official data: numbers are not comparable to the leaderboard.\n"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():

@@ -328,3 +328,25 @@ def test_say_channel_never_carries_written_layout(speaking_engine, speech):
     units = eng.simulate(speech).units  # random weights, hot sampling: markup would come up if offered
     said = "".join(u.say for u in units)
     assert said.strip() and not any(c in said for c in UNSPOKEN)
+
+
+def test_speak_onset_margin_holds_the_turn_but_never_cuts_an_answer(speaking_engine, speech):
+    """``engine.speak_onset_margin`` raises the bar for *taking* the turn only.
+
+    The speaking model takes the turn at its first unit; a huge margin keeps it listening on the
+    same audio, a margin of 0 is the model's own decision, and a session that is already speaking
+    (an answer under way) decides exactly as without the margin.
+    """
+    audio = speech[: 16000 * 3]
+
+    def states(margin: float, speaking: bool = False) -> list[str]:
+        eng = Engine(speaking_engine.model, EngineConfig(tts="none", speak_onset_margin=margin))
+        with eng.session() as s:
+            if speaking:
+                s._last_state = "speak"  # the state after a speaking unit: mid-answer
+            return [s.step(audio[i * 16000 : (i + 1) * 16000]).state for i in range(3)]
+
+    own = states(0.0)
+    assert own[0] == "speak"
+    assert states(1e4) == ["listen"] * 3  # never takes the turn
+    assert states(1e4, speaking=True)[0] == states(0.0, speaking=True)[0] == "speak"  # an answer is never cut
