@@ -73,6 +73,11 @@ class DataConfig(Section):
     chunk_sessions: int = Field(
         25, ge=1, description="Sessions per work chunk; each chunk runs in a fresh forked process (reproducible TTS)."
     )
+    pause_position: Literal["middle", "anywhere"] = Field(
+        "middle",
+        description="Where a pause scenario's mid-question pause falls: after a word of the question's middle "
+        "third (middle), or after any word but the last (anywhere, e.g. 'what is 42 plus ... 7').",
+    )
     noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (dB); None = clean.")
     shards: int = Field(
         1, ge=1, description="Pipeline fan-out: synthesize as this many shards (one pod each, dsl.ParallelFor), then merge."

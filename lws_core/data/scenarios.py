@@ -189,8 +189,14 @@ def build_session(
     voice: VoiceSpec,
     rng: np.random.Generator,
     snr_db: float | None,
+    pause_position: str = "middle",
 ) -> tuple[Session, np.ndarray, dict[str, Any]]:
-    """Lay out one scenario; ``extra`` is the second request (barge-in) or follow-up (multi-turn)."""
+    """Lay out one scenario; ``extra`` is the second request (barge-in) or follow-up (multi-turn).
+
+    ``pause_position`` (``data.pause_position``): where a pause scenario's mid-question pause
+    falls: ``middle`` after a word of the question's middle third, ``anywhere`` after any word but
+    the last (a user hesitates before the second operand as well as after the first words).
+    """
     meta: dict[str, Any] = {"scenario": scenario}
     gain = float(rng.uniform(-10, 0))
     if scenario == "silence":
@@ -207,7 +213,10 @@ def build_session(
         nw = len(q1.words)
         if nw < 3:
             raise Reject("too_short", "pause needs at least 3 words")
-        k = int(rng.integers(max(0, nw // 3 - 1), max(1, (2 * nw) // 3)))
+        if pause_position == "anywhere":
+            k = int(rng.integers(0, nw - 1))  # after word k of 0..nw-2: every boundary inside the question
+        else:
+            k = int(rng.integers(max(0, nw // 3 - 1), max(1, (2 * nw) // 3)))
         k = min(max(k, 0), nw - 2)
         pause = (k, float(rng.uniform(1.0, 3.0)))
     f1 = tl.say_user(q1.text, voice, lead, gain, pause)

@@ -143,7 +143,7 @@ def synth_one(i: int) -> dict[str, Any]:
     tts.reseed(int(np.random.default_rng([seed, i, 11]).integers(2**31)))
     rng, split, scenario, voice, q1, s1, extra = _plan(i)
     tl = Timeline(sc.unit_s, sc.max_write_tokens, sc.max_say_tokens, tts)
-    session, audio, meta = build_session(scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db)
+    session, audio, meta = build_session(scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db, d.pause_position)
     final_q = extra[0] if extra is not None else q1
     answer = final_q.answer or ""
     session.id = f"{seed}-{i:07d}"

@@ -132,6 +132,25 @@ def test_pause_keeps_listening():
     assert np.abs(audio[int(p0 * 16000) + 800 : int(p1 * 16000) - 800]).max() < 1e-3  # the pause is silent
 
 
+def test_pause_position_anywhere_reaches_every_boundary():
+    """``anywhere`` pauses after any word but the last (before the second operand too); ``middle`` never
+    after the operator of a five-word question, whose last boundary the FDB probe's pauses reach."""
+    q = next(  # "What is 42 plus 7?" and its like: boundaries after words 0..3
+        q for q in (make_question("arithmetic", np.random.default_rng(s), "train") for s in range(100)) if len(q.words) == 5
+    )
+    tts = EspeakTTS(fresh=True)
+
+    def after(position: str, seed: int) -> int:
+        s, _, meta = build_session("pause", q, q.script, None, Timeline(1.0, 24, 12, tts), VoiceSpec(),
+                                   np.random.default_rng(seed), None, position)
+        return next(k for k, w in enumerate(s.user_words) if w.end == meta["pause"][0])  # the word before the pause
+
+    anywhere = {after("anywhere", s) for s in range(40)}
+    middle = {after("middle", s) for s in range(40)}
+    assert anywhere == {0, 1, 2, 3}
+    assert 3 not in middle and middle <= {0, 1, 2}
+
+
 def test_barge_in_yields_within_one_unit_and_drops_speech():
     q1, q2 = _q(1, "table"), _q(2)
     s, _, meta = build_session("barge_in", q1, q1.script, (q2, q2.script), _tl(), VoiceSpec(), np.random.default_rng(0), None)
