@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="Server --set engine.threads=N (default: the config's, 1).")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="Server --set key=value, e.g. engine.batch_dtype=model (repeatable).")
     ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
+    ap.add_argument("--continuous", action="store_true", help="Serve with --continuous: iteration-level batching.")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="serve-load-")
@@ -172,6 +173,7 @@ def main() -> None:
          "--max-connections", str(max(32, max(args.clients) + 8))]
         + (["--sessions-only"] if args.sessions_only else [])
         + (["--no-batch"] if args.no_batch else [])
+        + (["--continuous"] if args.continuous else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -40,6 +40,14 @@ def serve(
         typer.Option("--batch/--no-batch", help="Advance every ready session in one batched engine step (default), or one session at a time."),
     ] = True,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most sessions advanced in one batched step.")] = 256,
+    continuous: Annotated[
+        bool,
+        typer.Option(
+            "--continuous/--rounds",
+            help="Batching: a ready unit joins the running batch at its next model call (--continuous), or waits "
+            "for the running round to end (--rounds, default).",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -60,6 +68,7 @@ def serve(
         workers=workers,
         batch=batch,
         max_batch=max_batch,
+        continuous_batching=continuous,
         measured_admission=measured_admission,
     )  # refuse an open port without a token, and bad limits, before loading anything
     from lws_core.cli.common import resolve_config

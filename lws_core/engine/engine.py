@@ -209,47 +209,19 @@ class Engine:
         session's failure (say, a bad audio block) is returned in its place and the others go on;
         otherwise the first failure is raised after every session has finished its unit.
         """
+        from lws_core.engine.batch import UnitBatch
+
         sessions = [s for s, _ in pairs]
         if len({id(s) for s in sessions}) != len(sessions):
             raise ValueError("step_many: a session appears twice (one unit per session per call)")
         results: list[UnitOutput | BaseException | None] = [None] * len(pairs)
-        locks = sorted(sessions, key=id)  # one order for everyone: no deadlock with close()/step()
-        for s in locks:
-            s._lock.acquire()
-        try:
-            with torch.inference_mode():
-                live: dict[int, tuple[Any, Request]] = {}
-                for i, (sess, audio) in enumerate(pairs):
-                    try:
-                        if sess._cache is None:
-                            raise RuntimeError("session is closed")
-                        gen = sess._step(audio)
-                        live[i] = (gen, next(gen))
-                    except StopIteration as stop:
-                        results[i] = stop.value
-                    except Exception as e:  # noqa: BLE001 - returned or re-raised below
-                        results[i] = e
-                while live:
-                    order = list(live)
-                    try:
-                        answers = self.execute([live[i][1] for i in order])
-                    except Exception as e:  # noqa: BLE001 - a shared forward failed: every session in it fails
-                        for i in order:
-                            results[i] = e
-                        break
-                    for i, ans in zip(order, answers, strict=True):
-                        gen = live[i][0]
-                        try:
-                            live[i] = (gen, gen.send(ans))
-                        except StopIteration as stop:
-                            results[i] = stop.value
-                            del live[i]
-                        except Exception as e:  # noqa: BLE001
-                            results[i] = e
-                            del live[i]
-        finally:
-            for s in locks:
-                s._lock.release()
+        batch = UnitBatch(self)
+        # locks are taken in one order for everyone (no deadlock between two callers); each is
+        # released as soon as its session's unit ends
+        for i in sorted(range(len(pairs)), key=lambda j: id(sessions[j])):
+            batch.add(sessions[i], pairs[i][1], functools.partial(results.__setitem__, i))
+        while batch:
+            batch.tick()
         if not return_exceptions:
             for r in results:
                 if isinstance(r, BaseException):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -260,10 +261,13 @@ class Batcher:
     order (the pre-batching server; kept so benchmarks can compare the two).
     """
 
-    def __init__(self, engine: Engine, scheduler: Scheduler, max_batch: int = 256, batch: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, scheduler: Scheduler, max_batch: int = 256, batch: bool = True, continuous: bool = False
+    ) -> None:
         self.engine = engine
         self.scheduler = scheduler
         self.max_batch = max_batch if batch else 1
+        self.continuous = continuous and batch
         self._items: deque[tuple[StreamingSession, Any, asyncio.Future, asyncio.AbstractEventLoop]] = deque()
         self._cond = threading.Condition()
         self._stopped = False
@@ -278,7 +282,8 @@ class Batcher:
             if self._stopped:
                 raise RuntimeError("server is shutting down")
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="lws-batcher", daemon=True)
+                loop_fn = self._loop_continuous if self.continuous else self._loop
+                self._thread = threading.Thread(target=loop_fn, name="lws-batcher", daemon=True)
                 self._thread.start()
             self._items.append((session, audio, fut, loop))
             self._cond.notify()
@@ -319,6 +324,50 @@ class Batcher:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_settle, fut, r)
 
+    def _loop_continuous(self) -> None:
+        """Iteration-level batching (``serve.continuous_batching``): units join the shared batch at
+        the next model call and leave when they end (:class:`~lws_core.engine.batch.UnitBatch`).
+
+        A "round" in the metrics is then one batched model call. The admission model is fed
+        equivalent rounds: ``U`` units finished in ``B`` s of engine time at a mean of ``m``
+        units per call are ``U / m`` rounds of ``m`` units, each ``B * m / U`` s long.
+        """
+        from lws_core.engine.batch import UnitBatch
+
+        batch = UnitBatch(self.engine)
+        busy = live_sum = 0.0
+        calls = done = 0
+        while True:
+            with self._cond:
+                while not self._items and not len(batch) and not self._stopped:
+                    self._cond.wait()
+                if self._stopped and not len(batch):
+                    return
+                taken, keep, seen = [], deque(), set()
+                while self._items and not self._stopped and len(batch) + len(taken) < self.max_batch:
+                    item = self._items.popleft()
+                    if item[0] in batch or id(item[0]) in seen:  # a session's next unit waits for this one
+                        keep.append(item)
+                    else:
+                        seen.add(id(item[0]))
+                        taken.append(item)
+                self._items.extendleft(reversed(keep))
+            t0 = time.perf_counter()
+            for sess, audio, fut, loop in taken:
+                batch.add(sess, audio, functools.partial(_deliver, fut, loop))
+            live = len(batch)
+            done += batch.tick()
+            busy += time.perf_counter() - t0
+            live_sum += live
+            calls += 1
+            self.rounds += 1
+            self.round_sizes.append(live)
+            if done >= 8 or (done and busy >= 0.5):
+                m = live_sum / calls
+                self.scheduler.observe_round(busy * m / done, max(1, round(m)))
+                busy = live_sum = 0.0
+                calls = done = 0
+
     def shutdown(self) -> None:
         with self._cond:
             self._stopped = True
@@ -328,6 +377,12 @@ class Batcher:
         for _, _, fut, loop in pending:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, fut, RuntimeError("server is shutting down"))
+
+
+def _deliver(fut: asyncio.Future, loop: asyncio.AbstractEventLoop, result: Any) -> None:
+    """Hand a unit's result to the event loop that waits for it (from the engine thread)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, fut, result)
 
 
 def _settle(fut: asyncio.Future, result: Any) -> None:

@@ -92,7 +92,10 @@ class LWSServer:
         self.model_name = model_name or spec.preset
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.settings.workers, self.unit_s, self.settings.target_utilization)
-        self.batcher = Batcher(engine, self.scheduler, self.settings.max_batch, batch=self.settings.batch)
+        self.batcher = Batcher(
+            engine, self.scheduler, self.settings.max_batch, batch=self.settings.batch,
+            continuous=self.settings.continuous_batching,
+        )
         self.app = self._build_app()
 
     # -- HTTP ------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ class ServeSettings(BaseModel):
     workers: int = Field(1, ge=1, description="Threads for session set-up and tear-down (units run on the batching engine thread).")
     batch: bool = Field(True, description="Advance every ready session in one batched engine step (False: one session at a time).")
     max_batch: int = Field(256, ge=1, description="Most sessions advanced in one batched step.")
+    continuous_batching: bool = Field(
+        False,
+        description="Iteration-level batching: a ready unit joins the shared batch at the next model call instead of "
+        "waiting for the running round (a speaking unit's ~40 calls) to end. Needs batch.",
+    )
     target_utilization: float = Field(0.85, gt=0, le=1.0, description="Admission refuses when predicted load exceeds this.")
     measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")

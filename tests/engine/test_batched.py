@@ -117,6 +117,49 @@ def test_step_many_returns_one_sessions_error_and_serves_the_others(engine, spee
         engine.step_many([(good, speech[:16000])])
 
 
+def test_units_joining_a_running_batch_get_what_they_get_alone(engine, speech):
+    """Continuous batching: units join the shared batch between model calls (session B starts its
+    unit several calls after A, C after B) and each still gets exactly its solo decode."""
+    from lws_core.engine.batch import UnitBatch
+
+    eng = Engine(engine.model, EngineConfig(temperature=1.0, seed=3, weight_dtype="model", batch_dtype="model"), engine.tts)
+    offsets = [0, 8000, 24000]
+    blocks = [_units(speech, 3, off) for off in offsets]
+
+    def alone(k: int) -> list:
+        with eng.session() as s:
+            return [s.step(b) for b in blocks[k]]
+
+    solo = [alone(k) for k in range(3)]
+    sessions = [eng.session() for _ in offsets]
+    got: list[list] = [[] for _ in offsets]
+    batch = UnitBatch(eng)
+    start_at = {0: 0, 1: 3, 2: 5}  # calls after which each session first joins
+    sizes = []
+    for call in range(400):
+        for k, s in enumerate(sessions):
+            if call >= start_at[k] and s not in batch and len(got[k]) < 3:
+                batch.add(s, blocks[k][len(got[k])], got[k].append)
+        if not batch:
+            break
+        sizes.append(len(batch))
+        batch.tick()
+    assert not batch and [len(g) for g in got] == [3, 3, 3]
+    assert 1 in sizes and max(sizes) == 3  # A ran alone first, then the others joined it mid-unit
+    for k in range(3):
+        assert [(u.state, u.write, u.say, u.eot) for u in got[k]] == [(u.state, u.write, u.say, u.eot) for u in solo[k]]
+    with pytest.raises(ValueError, match="already"):
+        batch.add(sessions[0], blocks[0][0], got[0].append)
+        batch.add(sessions[0], blocks[0][0], got[0].append)
+    while batch:
+        batch.tick()
+    sessions[1].close()
+    errors: list = []
+    batch.add(sessions[1], blocks[1][0], errors.append)  # a closed session fails through its callback
+    assert isinstance(errors[0], RuntimeError) and not batch
+    assert sessions[1]._lock.acquire(blocking=False)  # and its lock was released
+
+
 def test_session_cache_is_allocated_once_and_reused_by_window_slides(engine, speech):
     """The fused path's cache is one preallocated buffer: the sliding window refills it in place."""
     eng = Engine(engine.model, EngineConfig(max_context_tokens=400, keep_units=2, temperature=1.5, seed=1), engine.tts)

@@ -97,3 +97,49 @@ def test_admission_cost_model_from_round_sizes_and_live_slowdown():
     lone = Scheduler(1, 1.0, 0.85)
     lone.set_cost_model(0.02, 0.02, 1)
     assert lone.capacity() == 42
+
+
+def test_continuous_batcher_streams_units_that_match_each_session_alone(engine, speech16k):
+    """``serve.continuous_batching``: sessions streaming units at their own pace share model calls as
+    they come; each unit's result equals the session run alone; the admission model gets its
+    equivalent rounds; a failing unit fails alone."""
+    from lws_core.errors import InputError
+
+    blocks = _units(speech16k, 6)
+    per = [blocks[0:3], blocks[2:5], blocks[3:6]]
+    solo = []
+    for bs in per:
+        with engine.session() as s:
+            solo.append([s.step(b) for b in bs])
+    sched = Scheduler(1, 1.0, 0.85)
+    sched.set_cost_model(0.01, 0.05, 8)
+    batcher = Batcher(engine, sched, continuous=True)
+    sessions = [engine.session() for _ in per]
+
+    async def client(k: int) -> list:
+        await asyncio.sleep(0.05 * k)  # staggered: later sessions join units under way
+        return [await batcher.step(sessions[k], b) for b in per[k]]
+
+    async def main() -> list:
+        return await asyncio.gather(*(client(k) for k in range(len(per))))
+
+    try:
+        outs = asyncio.run(main())
+        bad = engine.session()
+
+        async def failing() -> list:
+            return await asyncio.gather(
+                batcher.step(sessions[0], blocks[5]),
+                batcher.step(bad, np.zeros(engine.unit_samples + 1, dtype=np.float32)),
+                return_exceptions=True,
+            )
+
+        res = asyncio.run(failing())
+    finally:
+        batcher.shutdown()
+    for got, want in zip(outs, solo, strict=True):
+        assert [(o.state, o.write, o.say) for o in got] == [(o.state, o.write, o.say) for o in want]
+    assert max(batcher.round_sizes) >= 2  # units of different sessions shared model calls
+    assert batcher.rounds == len(batcher.round_sizes) and batcher.rounds > 9  # a "round" is one model call
+    assert sched.cost_model[2] != 1.0  # live calls fed the slowdown estimate
+    assert res[0].index == 3 and isinstance(res[1], InputError) and bad.index == 0
