@@ -38,6 +38,11 @@ class EvalConfig(Section):
         "of 0.25: one session decided the turn-taking target); the 80 probe sessions take ~40 s on 2 cores.",
     )
     fdb_probe: bool = Field(True, description="Run the Full-Duplex-Bench probe inside `lws eval run`.")
+    fdb_probe_seen_phrasing: bool = Field(
+        True,
+        description="Also run the probe's pause and turn-taking tasks on training phrasings (fdb_*_seen_phrasing): "
+        "separates misreading a new phrasing from not hearing (~20 s more).",
+    )
     judge: JudgeConfig = JudgeConfig()
     consistency_embedding: bool = True
     voicebench_samples: int = Field(3, ge=1, description="Judge samples averaged per VoiceBench response (VoiceBench uses 3).")

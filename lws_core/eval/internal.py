@@ -155,7 +155,33 @@ def _fdb_probe(cfg, engine, work: Path, progress: bool, judge: Any = None) -> di
     run_fdb(engine, probe, work / "fdb", progress=progress)
     shutil.rmtree(probe)  # the run tree holds copies of every input
     m = evaluate_tree(work / "fdb", judge=judge)
-    return {k: v for k, v in m.items() if not k.startswith("fdb_judge_")}  # the run's judge_stats already count these calls
+    out = {k: v for k, v in m.items() if not k.startswith("fdb_judge_")}  # the run's judge_stats already count these calls
+    if cfg.eval.fdb_probe_seen_phrasing:
+        out.update(_fdb_seen_phrasing(cfg, engine, work, progress))
+    return out
+
+
+SEEN_PROBE_TASKS = ("pause_handling", "smooth_turn_taking")
+
+
+def _fdb_seen_phrasing(cfg, engine, work: Path, progress: bool) -> dict[str, Any]:  # noqa: ANN001
+    """Pause handling and turn-taking again, on questions in the *training* phrasings (held-out voices).
+
+    Separates the two reasons a duplex decision fails, as ``test_seen`` does for answers: a
+    model that holds the floor in pauses of phrasings it knows but not of new ones has heard
+    the audio and misread the question (``fdb_pause_tor_seen_phrasing`` against ``fdb_pause_tor``).
+    """
+    from lws_core.eval.fdb_metrics import evaluate_tree
+    from lws_core.eval.fdb_probe import build_probe
+    from lws_core.eval.fdb_run import run_fdb
+
+    probe = build_probe(work / "fdb_probe_seen", per_task=cfg.eval.fdb_probe_per_task, progress=False, phrasings="train")
+    for task in {p.name for p in probe.iterdir() if p.is_dir()} - set(SEEN_PROBE_TASKS):
+        shutil.rmtree(probe / task)
+    run_fdb(engine, probe, work / "fdb_seen_phrasing", progress=progress)
+    shutil.rmtree(probe)
+    m = evaluate_tree(work / "fdb_seen_phrasing")
+    return {f"{k}{SEEN_SUFFIX}": v for k, v in m.items() if k.startswith(("fdb_pause_", "fdb_turn_taking_"))}
 
 
 def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, limit: int | None = None, progress: bool = True) -> EvalSummary:  # noqa: ANN001, C901

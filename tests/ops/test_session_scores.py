@@ -24,6 +24,11 @@ def test_session_scores_reproduce_the_metrics(tiny_cfg, tiny_model, tiny_dataset
         if isinstance(m.get(k), float):
             assert math.isclose(s.value(k), m[k], rel_tol=1e-9, abs_tol=1e-12), k
     assert len(s.metrics["fdb_pause_tor"]) == 1  # one probe sample per task
+    # the pause and turn-taking tasks again on training phrasings, kept apart from the pipeline's probe
+    for k in ("fdb_pause_tor_seen_phrasing", "fdb_turn_taking_tor_seen_phrasing"):
+        assert 0.0 <= m[k] <= 1.0, k
+    assert sorted(p.name for p in (tmp_path / "ev" / "fdb_seen_phrasing").iterdir() if p.is_dir()) == [
+        "pause_handling", "smooth_turn_taking"]
 
 
 def test_eval_set_names_sessions_and_settings():
