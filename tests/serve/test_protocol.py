@@ -262,3 +262,33 @@ def test_measured_capacity_refuses_sessions_it_cannot_keep_real_time(engine):
                 code, msgs = closed_with(second)
         assert code == 1013 and errors(msgs) == ["busy"]
         assert get_json(base, "/metrics?format=json")["refusals"] == {"capacity": 1}
+
+
+def test_continuous_batching_server_streams_concurrent_sessions(engine, speech16k):
+    """`lws serve --continuous`: two real-time clients on one engine thread that batches per model call;
+    every unit comes back in order to its own session, and the calls were shared."""
+    results: dict[int, list] = {}
+
+    def client(k: int) -> None:
+        with connect(f"ws://{base}/ws", subprotocols=[PROTOCOL_VERSION]) as ws:
+            ws.send(hello())
+            recv_until(ws, is_type("ready"))
+            time.sleep(0.3 * k)  # staggered: the second session's units arrive while the first's run
+            data = pcm16(speech16k[: 16000 * 3])
+            for i in range(0, len(data), 3200):
+                ws.send(data[i : i + 3200])
+                time.sleep(0.1)
+            ws.send(json.dumps({"type": "end"}))
+            results[k] = recv_until(ws, is_type("end"), timeout=90)
+
+    with running_server(engine, continuous_batching=True, max_sessions=3, measured_admission=False) as base:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        m = get_json(base, "/metrics?format=json")
+    for k in range(2):
+        units = [x for x in results[k] if is_type("unit")(x)]
+        assert [u["index"] for u in units] == [0, 1, 2] and results[k][-1]["units"] == 3
+    assert m["units_total"] >= 6 and m["engine_rounds"] > m["units_total"]  # a round is one model call
