@@ -145,43 +145,41 @@ def perplexities(losses: dict[str, float]) -> dict[str, float]:
     return {f"test_ppl_{k}": float(math.exp(min(v, 700.0))) for k, v in losses.items() if k != "state_accuracy"}
 
 
-def _fdb_probe(cfg, engine, work: Path, progress: bool, judge: Any = None) -> dict[str, Any]:  # noqa: ANN001
-    """Build the probe, run the engine over it and compute the v1 metrics (all offline; relevance by the judge if any)."""
-    from lws_core.eval.fdb_metrics import evaluate_tree
-    from lws_core.eval.fdb_probe import build_probe
-    from lws_core.eval.fdb_run import run_fdb
-
-    probe = build_probe(work / "fdb_probe", per_task=cfg.eval.fdb_probe_per_task, progress=False)
-    run_fdb(engine, probe, work / "fdb", progress=progress)
-    shutil.rmtree(probe)  # the run tree holds copies of every input
-    m = evaluate_tree(work / "fdb", judge=judge)
-    out = {k: v for k, v in m.items() if not k.startswith("fdb_judge_")}  # the run's judge_stats already count these calls
-    if cfg.eval.fdb_probe_seen_phrasing:
-        out.update(_fdb_seen_phrasing(cfg, engine, work, progress))
-    return out
-
-
 SEEN_PROBE_TASKS = ("pause_handling", "smooth_turn_taking")
 
 
-def _fdb_seen_phrasing(cfg, engine, work: Path, progress: bool) -> dict[str, Any]:  # noqa: ANN001
-    """Pause handling and turn-taking again, on questions in the *training* phrasings (held-out voices).
-
-    Separates the two reasons a duplex decision fails, as ``test_seen`` does for answers: a
-    model that holds the floor in pauses of phrasings it knows but not of new ones has heard
-    the audio and misread the question (``fdb_pause_tor_seen_phrasing`` against ``fdb_pause_tor``).
-    """
+def _run_probe(
+    cfg, engine, work: Path, name: str, progress: bool, judge: Any = None, phrasings: str = "test",  # noqa: ANN001
+    tasks: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Build a probe (only ``tasks`` kept, when given), run the engine over it into ``work/name``, return its v1 metrics."""
     from lws_core.eval.fdb_metrics import evaluate_tree
     from lws_core.eval.fdb_probe import build_probe
     from lws_core.eval.fdb_run import run_fdb
 
-    probe = build_probe(work / "fdb_probe_seen", per_task=cfg.eval.fdb_probe_per_task, progress=False, phrasings="train")
-    for task in {p.name for p in probe.iterdir() if p.is_dir()} - set(SEEN_PROBE_TASKS):
-        shutil.rmtree(probe / task)
-    run_fdb(engine, probe, work / "fdb_seen_phrasing", progress=progress)
-    shutil.rmtree(probe)
-    m = evaluate_tree(work / "fdb_seen_phrasing")
-    return {f"{k}{SEEN_SUFFIX}": v for k, v in m.items() if k.startswith(("fdb_pause_", "fdb_turn_taking_"))}
+    probe = build_probe(work / f"{name}_probe", per_task=cfg.eval.fdb_probe_per_task, progress=False, phrasings=phrasings)
+    if tasks is not None:
+        for task in {p.name for p in probe.iterdir() if p.is_dir()} - set(tasks):
+            shutil.rmtree(probe / task)
+    run_fdb(engine, probe, work / name, progress=progress)
+    shutil.rmtree(probe)  # the run tree holds copies of every input
+    return evaluate_tree(work / name, judge=judge)
+
+
+def _fdb_probe(cfg, engine, work: Path, progress: bool, judge: Any = None) -> dict[str, Any]:  # noqa: ANN001
+    """Build the probe, run the engine over it and compute the v1 metrics (all offline; relevance by the judge if any).
+
+    With ``eval.fdb_probe_seen_phrasing`` the pause and turn-taking tasks run again on questions in the
+    *training* phrasings (held-out voices), as ``test_seen`` does for answers: a model that holds the floor
+    in pauses of phrasings it knows but not of new ones heard the audio and misread the question
+    (``fdb_pause_tor_seen_phrasing`` against ``fdb_pause_tor``).
+    """
+    m = _run_probe(cfg, engine, work, "fdb", progress, judge=judge)
+    out = {k: v for k, v in m.items() if not k.startswith("fdb_judge_")}  # the run's judge_stats already count these calls
+    if cfg.eval.fdb_probe_seen_phrasing:
+        seen = _run_probe(cfg, engine, work, "fdb_seen_phrasing", progress, phrasings="train", tasks=SEEN_PROBE_TASKS)
+        out.update({f"{k}{SEEN_SUFFIX}": v for k, v in seen.items() if k.startswith(("fdb_pause_", "fdb_turn_taking_"))})
+    return out
 
 
 def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, limit: int | None = None, progress: bool = True) -> EvalSummary:  # noqa: ANN001, C901
