@@ -37,7 +37,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -299,16 +299,25 @@ class Batcher:
                 self._cond.wait()
             if self._stopped:
                 return None
-            taken, seen, keep = [], set(), deque()
-            while self._items and len(taken) < self.max_batch:
-                item = self._items.popleft()
-                if id(item[0]) in seen:  # a session's second unit waits for the next round
-                    keep.append(item)
-                else:
-                    seen.add(id(item[0]))
-                    taken.append(item)
-            self._items.extendleft(reversed(keep))
-            return taken
+            return self._pick(self.max_batch)
+
+    def _pick(
+        self, room: int, busy: Container[StreamingSession] = ()
+    ) -> list[tuple[StreamingSession, Any, asyncio.Future, asyncio.AbstractEventLoop]]:
+        """Pop up to ``room`` queued units, one per session, none of a session in ``busy``; the lock is held.
+
+        A session's later unit stays queued, in order, until its earlier one is done.
+        """
+        taken, seen, keep = [], set(), deque()
+        while self._items and len(taken) < room:
+            item = self._items.popleft()
+            if item[0] in busy or id(item[0]) in seen:
+                keep.append(item)
+            else:
+                seen.add(id(item[0]))
+                taken.append(item)
+        self._items.extendleft(reversed(keep))
+        return taken
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
@@ -343,15 +352,7 @@ class Batcher:
                     self._cond.wait()
                 if self._stopped and not len(batch):
                     return
-                taken, keep, seen = [], deque(), set()
-                while self._items and not self._stopped and len(batch) + len(taken) < self.max_batch:
-                    item = self._items.popleft()
-                    if item[0] in batch or id(item[0]) in seen:  # a session's next unit waits for this one
-                        keep.append(item)
-                    else:
-                        seen.add(id(item[0]))
-                        taken.append(item)
-                self._items.extendleft(reversed(keep))
+                taken = [] if self._stopped else self._pick(self.max_batch - len(batch), batch)
             t0 = time.perf_counter()
             for sess, audio, fut, loop in taken:
                 batch.add(sess, audio, functools.partial(_deliver, fut, loop))

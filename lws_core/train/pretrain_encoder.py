@@ -166,6 +166,19 @@ def build_recognizer(
     return CTCRecognizer(UnitSpeechEncoder(enc, cfg.num_mel_bins, unit_samples, context_samples, sample_rate), vocab)
 
 
+def set_dropout(encoder: torch.nn.Module, p: float) -> None:
+    """Set every dropout rate of a Whisper encoder (residual, activation, attention) and its config to ``p``.
+
+    The rates are plain floats on the modules, read at each forward, so they can change after construction.
+    """
+    for m in encoder.modules():
+        for name in ("dropout", "activation_dropout"):
+            if isinstance(getattr(m, name, None), float):
+                setattr(m, name, p)
+    for name in ("dropout", "activation_dropout", "attention_dropout"):
+        setattr(encoder.config, name, p)
+
+
 def transcribe_sessions(rec: CTCRecognizer, sessions: list[_Session]) -> list[str]:
     """One transcript per session: the unit hypotheses joined in order."""
     rec.eval()
@@ -219,6 +232,7 @@ def pretrain_encoder(
     speech = np.array([bool(t) for t in ids])
     keep = np.flatnonzero(speech | (rng.random(len(ids)) < 0.25))
     rec = build_recognizer(cfg.model.preset, None, unit_samples, ctx, sc.sample_rate, vocab)
+    set_dropout(rec.speech.encoder, ac.dropout)
     feats = _features(rec.speech.featurizer, _kept_windows(train, keep, ctx))
     del train
     ids = [ids[i] for i in keep]
@@ -244,6 +258,7 @@ def pretrain_encoder(
         optimizer_step(loss, rec.parameters(), opt, sched)
         log.update(step, loss)
     rec.speech.spec_augment, rec.speech.freq_warp = False, 0.0
+    set_dropout(rec.speech.encoder, 0.0)  # the saved recogniser (and any LWS stage training beside it) has none
     log.close()
     evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions, tok=tok) if eval_sessions and _has_rows(data_dir, eval_split) else []
     wer, examples = None, []

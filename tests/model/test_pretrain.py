@@ -504,3 +504,26 @@ def test_freq_warp_moves_formants_within_its_range_and_only_while_training() -> 
         assert not torch.equal(rec.speech(audio), rec.speech(audio))
         rec.speech.freq_warp = 0.0  # and the difference was the warp's (no dropout in training mode)
         assert torch.equal(rec.speech(audio), rec.speech(audio))
+
+
+def test_encoder_dropout_acts_only_while_pretraining_and_is_not_saved(tmp_path: Path) -> None:
+    """``pretrain.encoder.dropout`` perturbs the training forward; switched off, the same weights give
+    the same outputs in training and evaluation mode, and a saved recogniser's config carries none."""
+    from lws_core.train.pretrain_encoder import build_recognizer, set_dropout
+
+    torch.manual_seed(0)
+    rec = build_recognizer("tiny", None, 1600, 800, 16000)
+    windows = torch.randn(3, 2400) * 0.1
+    rec.eval()
+    ref = rec(windows)
+    set_dropout(rec.speech.encoder, 0.3)
+    rec.train()
+    assert not torch.allclose(rec(windows), ref)
+    rec.eval()
+    torch.testing.assert_close(rec(windows), ref)  # evaluation never drops
+    set_dropout(rec.speech.encoder, 0.0)
+    rec.train()
+    torch.testing.assert_close(rec(windows), ref)
+    rec.speech.encoder.save_pretrained(str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["dropout"] == saved["activation_dropout"] == saved["attention_dropout"] == 0.0
