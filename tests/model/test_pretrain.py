@@ -527,3 +527,23 @@ def test_encoder_dropout_acts_only_while_pretraining_and_is_not_saved(tmp_path: 
     rec.speech.encoder.save_pretrained(str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["dropout"] == saved["activation_dropout"] == saved["attention_dropout"] == 0.0
+
+
+def test_recogniser_features_in_session_groups_match_all_windows_at_once() -> None:
+    """The stage computes the kept windows' features a few sessions at a time (memory); the features are
+    those of every kept window cut at once, in the same order, whatever the group size."""
+    from lws_core.train.pretrain_encoder import (
+        _features,
+        _kept_features,
+        _kept_windows,
+        _Session,
+        build_recognizer,
+    )
+
+    rng = np.random.default_rng(1)
+    sessions = [_Session((0.1 * rng.standard_normal((n, 1600))).astype(np.float32), [""] * n, [[]] * n) for n in (3, 1, 4, 2, 5)]
+    keep = np.array([0, 2, 3, 5, 6, 7, 9, 12, 14])
+    rec = build_recognizer("tiny", None, 1600, 800, 16000)
+    want = _features(rec.speech.featurizer, _kept_windows(sessions, keep, 800))
+    for chunk in (1, 2, 4, 100):
+        torch.testing.assert_close(_kept_features(rec.speech.featurizer, sessions, keep, 800, chunk=chunk), want)
