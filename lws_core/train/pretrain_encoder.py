@@ -149,8 +149,7 @@ def _kept_features(featurizer: torch.nn.Module, sessions: list[_Session], keep: 
         nonlocal j
         end = int(np.searchsorted(keep, at))
         if end > j:
-            with torch.no_grad():
-                out.append(featurizer(_kept_windows(group, keep[j:end] - start, ctx)))
+            out.append(_features(featurizer, _kept_windows(group, keep[j:end] - start, ctx)))
         j = end
 
     for s in sessions:
