@@ -60,10 +60,18 @@ def build_pipeline(cfg: LWSConfig):  # noqa: ANN201
     default_config = json.dumps(cfg.to_dict(), sort_keys=True)
 
     def cluster(task, gpu: bool = False):  # noqa: ANN001, ANN202
-        """Secrets, volume and retries every task needs on a cluster; GPU placement for training."""
+        """Secrets, volume, requests/limits (``pipeline.resources``) and retries every task needs on a cluster; GPU placement for training."""
         kubernetes.use_secret_as_env(task, secret_name=pc.s3_secret, secret_key_to_env=S3_ENV, optional=True)
         kubernetes.use_secret_as_env(task, secret_name=pc.mlflow_secret, secret_key_to_env=MLFLOW_ENV, optional=True)
         kubernetes.mount_pvc(task, pvc_name=pc.pvc_name, mount_path=CHECKPOINT_MOUNT)
+        res = pc.resources.get(task.component_spec.name.replace("-", "_"))
+        if res is not None:
+            for value, setter in (
+                (res.cpu_request, task.set_cpu_request), (res.cpu_limit, task.set_cpu_limit),
+                (res.memory_request, task.set_memory_request), (res.memory_limit, task.set_memory_limit),
+            ):
+                if value is not None:
+                    setter(value)
         if pc.retries:
             task.set_retry(num_retries=pc.retries, backoff_duration="30s", backoff_factor=2.0)
         if gpu and pc.accelerator_count > 0:

@@ -19,7 +19,7 @@ from lws_core.config.data import DataConfig
 from lws_core.config.engine import EngineSection
 from lws_core.config.eval import EvalConfig
 from lws_core.config.model import ModelConfig
-from lws_core.config.pipeline import PipelineConfig
+from lws_core.config.pipeline import PipelineConfig, StepResources
 from lws_core.config.pretrain import PretrainConfig
 from lws_core.config.registry import RegistryConfig
 from lws_core.config.schema import SchemaConfig
@@ -66,6 +66,8 @@ class LWSConfig(Section):
             node = d
             parts = key.split(".")
             for depth, p in enumerate(parts[:-1]):
+                if p not in node and ".".join(parts[:depth]) in OPEN_MAPS:
+                    node[p] = OPEN_MAPS[".".join(parts[:depth])]()  # a new entry, at its defaults; its name is validated
                 if p not in node or not isinstance(node[p], dict):
                     raise ConfigError(_unknown_key(key, parts[: depth + 1], node))
                 node = node[p]
@@ -74,6 +76,10 @@ class LWSConfig(Section):
             node[parts[-1]] = value
         return config_from_dict(d)
 
+
+# Config maps whose entries a dotted override may add (``pipeline.resources.register.cpu_limit=500m``
+# where the defaults have no ``register`` entry), not only change.
+OPEN_MAPS: dict[str, Any] = {"pipeline.resources": lambda: StepResources().model_dump(mode="json")}
 
 
 def _unknown_key(key: str, parts: list[str], node: dict[str, Any]) -> str:
@@ -134,7 +140,11 @@ def step_view(cfg: LWSConfig, step: str) -> dict[str, Any]:
     """The part of ``cfg`` that ``step`` depends on (the rest is left out, and reads as defaults)."""
     if step not in STEP_SECTIONS:
         raise ConfigError(f"unknown pipeline step {step!r} (allowed: {', '.join(STEP_SECTIONS)})")
-    return pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_SECTIONS))
+    view = pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_SECTIONS))
+    # pod sizes are compiled into the pipeline spec, and no step reads them: left out, so resizing a
+    # pod does not change a step's inputs and rerun every cached step
+    view.get("pipeline", {}).pop("resources", None)
+    return view
 
 
 _FIELD_ALIASES = {"schema": "schema_"}

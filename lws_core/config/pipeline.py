@@ -4,9 +4,41 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lws_core.config.base import Section
+
+# A Kubernetes resource quantity ("2", "500m", "6Gi", "1.5G"): checked here so a typo fails at config load
+# with the key's name, not at submit time inside KFP's SDK or, worse, at pod admission on the cluster.
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+STEPS = (
+    "step_configs", "synthesize", "synthesize_shard", "merge_shards", "version_data", "pretrain_backbone",
+    "pretrain_encoder", "train", "evaluate", "register", "finalize",
+)
+
+
+class StepResources(Section):
+    """Requests and limits of one step's pod. Empty fields are left to the cluster's defaults (LimitRange)."""
+
+    cpu_request: str | None = Field(None, pattern=QUANTITY)
+    cpu_limit: str | None = Field(None, pattern=QUANTITY)
+    memory_request: str | None = Field(None, pattern=QUANTITY)
+    memory_limit: str | None = Field(None, pattern=QUANTITY)
+
+
+def _default_resources() -> dict[str, StepResources]:
+    """Requests from the peak RSS each step reached on the default config, rounded up to whole GiB
+    (benchmarks/step_memory.sh; benchmarks/results/pipeline.md, "Peak memory per step"): synthesize 0.7 GB,
+    backbone 1.3 GB, encoder 5.0-5.2 GB, train 1.5 GB, evaluate 0.8 GB. So the scheduler never puts an encoder
+    stage on a node without room for it. No limits by default: a limit set too tight kills a pod hours into a
+    run, and real checkpoints need far more than the tiny preset; set them per cluster."""
+    return {
+        "synthesize": StepResources(cpu_request="2", memory_request="1Gi"),
+        "pretrain_backbone": StepResources(cpu_request="2", memory_request="2Gi"),
+        "pretrain_encoder": StepResources(cpu_request="2", memory_request="6Gi"),
+        "train": StepResources(cpu_request="2", memory_request="2Gi"),
+        "evaluate": StepResources(cpu_request="2", memory_request="1Gi"),
+    }
 
 
 class PipelineConfig(Section):
@@ -38,3 +70,15 @@ class PipelineConfig(Section):
     kube_api_url: str | None = Field(
         None, description="Kubernetes API URL for the hand-off; empty: the pod's service account, else ~/.kube/config."
     )
+    resources: dict[str, StepResources] = Field(
+        default_factory=_default_resources,
+        description="Per-step pod requests/limits on a cluster, keyed by step name; the local runner ignores them.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _known_steps(cls, v: dict[str, StepResources]) -> dict[str, StepResources]:
+        unknown = sorted(set(v) - set(STEPS))
+        if unknown:
+            raise ValueError(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+        return v

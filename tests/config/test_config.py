@@ -82,3 +82,14 @@ def test_bad_yaml_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_step_resources_are_checked_at_load():
+    """A typo in a pod request fails at config load with its key, not at submit time on the cluster."""
+    cfg = LWSConfig().with_overrides({"pipeline.resources.train.memory_limit": "8Gi"})
+    assert cfg.pipeline.resources["train"].memory_limit == "8Gi"
+    assert cfg.pipeline.resources["pretrain_encoder"].memory_request == "6Gi"  # the other defaults are kept
+    with pytest.raises(ConfigError, match="pipeline.resources.train.memory_limit"):
+        LWSConfig().with_overrides({"pipeline.resources.train.memory_limit": "8 GB"})
+    with pytest.raises(ConfigError, match="unknown step.*trian"):
+        config_from_dict({"pipeline": {"resources": {"trian": {"cpu_request": "2"}}}})

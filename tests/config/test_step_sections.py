@@ -48,6 +48,8 @@ def test_step_view_keeps_only_the_steps_sections():
     assert config_from_dict(step_view(cfg, "evaluate")).eval.limit == 5
     assert step_view(cfg, "synthesize") == step_view(cfg.with_overrides({"eval.limit": 1, "train.max_steps": 2}), "synthesize")
     assert step_view(cfg, "train") != step_view(cfg.with_overrides({"train.learning_rate": 1e-4}), "train")
+    # resizing a pod is not a reason to retrain: no step's view holds pipeline.resources
+    assert step_view(cfg, "train") == step_view(cfg.with_overrides({"pipeline.resources.train.memory_limit": "64Gi"}), "train")
     with pytest.raises(ConfigError, match="unknown pipeline step"):
         step_view(cfg, "deploy")
 

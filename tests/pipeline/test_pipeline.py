@@ -58,10 +58,19 @@ def test_compiled_pipeline_matches_golden(tmp_path):
 
 
 def test_cluster_settings_compile_into_platform_spec(tmp_path):
-    cfg = LWSConfig().with_overrides({"pipeline.accelerator_count": 4, "pipeline.gpu_node_selector": {"gpu": "h100"}})
+    cfg = LWSConfig().with_overrides({
+        "pipeline.accelerator_count": 4, "pipeline.gpu_node_selector": {"gpu": "h100"},
+        "pipeline.resources.train.memory_limit": "48Gi", "pipeline.resources.register.cpu_limit": "500m",
+    })
     spec, platform = _docs(Path(compile_pipeline(cfg, str(tmp_path / "p.yaml"))))
-    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
     assert train["resources"]["accelerator"]["resourceCount"] == "4"
+    # pipeline.resources: the defaults (the encoder stage's measured peak) and the overrides, each on its own step
+    assert train["resources"]["resourceMemoryLimit"] == "48Gi" and train["resources"]["resourceMemoryRequest"] == "2Gi"
+    assert executors["exec-pretrain-encoder"]["container"]["resources"]["resourceMemoryRequest"] == "6Gi"
+    assert executors["exec-register"]["container"]["resources"] == {"cpuLimit": 0.5, "resourceCpuLimit": "500m"}
+    assert "resources" not in executors["exec-finalize"]["container"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert k8s["exec-train"]["nodeSelector"]["labels"] == {"gpu": "h100"}
     assert k8s["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
