@@ -11,9 +11,11 @@ from lws_core.config.base import Section
 # A Kubernetes resource quantity ("2", "500m", "6Gi", "1.5G"): checked here so a typo fails at config load
 # with the key's name, not at submit time inside KFP's SDK or, worse, at pod admission on the cluster.
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+# the steps that run in their own pods with the cluster settings (step_configs and the exit handler's
+# finalize are tiny bookkeeping tasks and take the cluster's defaults, so they are not accepted here)
 STEPS = (
-    "step_configs", "synthesize", "synthesize_shard", "merge_shards", "version_data", "pretrain_backbone",
-    "pretrain_encoder", "train", "evaluate", "register", "finalize",
+    "synthesize", "synthesize_shard", "merge_shards", "version_data", "pretrain_backbone",
+    "pretrain_encoder", "train", "evaluate", "register",
 )
 
 
