@@ -95,7 +95,17 @@ def _unknown_key(key: str, parts: list[str], node: dict[str, Any]) -> str:
     scope = f"in {where}" if where else "sections"
     return f"unknown config key {key!r} (allowed {scope}: {', '.join(node)})"
 
-# The config each cached pipeline step reads (besides SHARED_SECTIONS: where it logs and runs): whole
+# The `pipeline` keys the train step's TrainJob hand-off reads (lws_core.ops.trainjob): the pod it
+# creates (image, GPUs, placement, volume, secrets) and how it waits for it.
+TRAINJOB_KEYS: tuple[str, ...] = tuple(
+    f"pipeline.{k}"
+    for k in (
+        "train_launcher", "train_num_nodes", "trainjob_namespace", "trainjob_runtime", "trainjob_timeout_s",
+        "trainjob_poll_s", "kube_api_url", "train_image", "accelerator_type", "accelerator_count",
+        "gpu_node_selector", "gpu_tolerations", "pvc_name", "s3_secret", "mlflow_secret",
+    )
+)
+# The config each cached pipeline step reads (besides SHARED_KEYS: where it logs and runs): whole
 # sections, or single keys as ``section.key``. A step is handed only these, so KFP's cache, keyed on a
 # step's inputs, reruns it only when something it depends on changed: a new eval setting re-evaluates
 # without re-training, a new train setting re-trains without pretraining again.
@@ -111,10 +121,19 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "pretrain_encoder": (
         "schema", "data", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder", "pretrain.bf16",
     ),
-    "train": ("schema", "model", "train", "pretrain.warmup"),
+    # the train step hands off to a Kubeflow Trainer TrainJob when pipeline.train_launcher says so
+    "train": ("schema", "model", "train", "pretrain.warmup", *TRAINJOB_KEYS),
     "evaluate": ("schema", "engine", "eval"),
 }
-SHARED_SECTIONS: tuple[str, ...] = ("registry", "pipeline")
+# What every cached step reads besides its own keys: where it logs (MLflow) and its workspace. Single
+# keys, not the whole `registry` and `pipeline` sections, so that what only the compiler, the scheduler
+# or the register step reads (the promotion gate, the model name, the cron schedule, images, retries,
+# pod sizes, caching itself) can change without rerunning a cached step: tightening the gate re-gates
+# the cached model, it does not pretrain and train again.
+SHARED_KEYS: tuple[str, ...] = (
+    "registry.tracking_uri", "registry.experiment", "registry.artifact_location", "registry.s3_endpoint_url",
+    "pipeline.workspace",
+)
 
 
 def pick(d: dict[str, Any], keys: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -140,11 +159,7 @@ def step_view(cfg: LWSConfig, step: str) -> dict[str, Any]:
     """The part of ``cfg`` that ``step`` depends on (the rest is left out, and reads as defaults)."""
     if step not in STEP_SECTIONS:
         raise ConfigError(f"unknown pipeline step {step!r} (allowed: {', '.join(STEP_SECTIONS)})")
-    view = pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_SECTIONS))
-    # pod sizes are compiled into the pipeline spec, and no step reads them: left out, so resizing a
-    # pod does not change a step's inputs and rerun every cached step
-    view.get("pipeline", {}).pop("resources", None)
-    return view
+    return pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_KEYS))
 
 
 _FIELD_ALIASES = {"schema": "schema_"}
@@ -225,5 +240,5 @@ __all__ = [
     "step_view",
     "pick",
     "STEP_SECTIONS",
-    "SHARED_SECTIONS",
+    "SHARED_KEYS",
 ]

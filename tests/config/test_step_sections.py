@@ -7,9 +7,11 @@ step's science function runs on a config whose other sections raise on any read.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from lws_core.config import SHARED_SECTIONS, STEP_SECTIONS, LWSConfig, config_from_dict, step_view
+from lws_core.config import SHARED_KEYS, STEP_SECTIONS, LWSConfig, config_from_dict, step_view
 from lws_core.errors import ConfigError
 
 _ATTR = {"schema": "schema_"}
@@ -30,7 +32,7 @@ def _unreadable(section, where: str, step: str, allowed: frozenset[str] = frozen
 def _poisoned(cfg: LWSConfig, step: str) -> LWSConfig:
     """``cfg`` with everything the step must not depend on replaced by sections that raise when read:
     whole sections, or, for ``section.key`` entries, every other key of that section."""
-    keep = {*STEP_SECTIONS[step], *SHARED_SECTIONS}
+    keep = {*STEP_SECTIONS[step], *SHARED_KEYS}
     update = {}
     for name in cfg.to_dict():
         if name in keep:
@@ -95,28 +97,60 @@ def test_poison_catches_a_read():
         _ = p.pretrain.backbone
 
 
-def test_each_step_reads_only_its_sections(tiny_cfg, tmp_path):
-    from lws_core.data import synthesize
-    from lws_core.eval import evaluate
-    from lws_core.train import train
+def test_run_time_settings_leave_every_view_alone():
+    """What only the compiler, the scheduler or the register step reads (the gate, the schedule, images,
+    retries, pod sizes) is in no cached step's view: changing it reruns nothing. The train step keeps what
+    its TrainJob hand-off reads, and every step where it logs."""
+    cfg = LWSConfig()
+    runtime = {
+        "registry.gate_confidence": 0.8, "registry.gate_resamples": 500, "registry.model_name": "other",
+        "pipeline.cron": "0 30 4 * * *", "pipeline.retries": 3, "pipeline.base_image": "example.org/lws:2",
+        "pipeline.caching": False, "pipeline.host": "http://kfp:8888", "pipeline.resources.train.memory_limit": "64Gi",
+    }
+    for key, value in runtime.items():
+        other = cfg.with_overrides({key: value})
+        assert all(step_view(other, s) == step_view(cfg, s) for s in STEP_SECTIONS), key
+    gate = cfg.with_overrides({"registry.gate": [{"metric": "task_accuracy", "tolerance": 0.0}]})
+    assert all(step_view(gate, s) == step_view(cfg, s) for s in STEP_SECTIONS)
+    # where a step logs and works is its input (a run logged elsewhere is another run)
+    for key, value in {"registry.tracking_uri": "http://mlflow:5000", "pipeline.workspace": "/mnt/lws"}.items():
+        other = cfg.with_overrides({key: value})
+        assert all(step_view(other, s) != step_view(cfg, s) for s in STEP_SECTIONS), key
+    # the hand-off's settings move the train step only
+    other = cfg.with_overrides({"pipeline.train_launcher": "trainjob", "pipeline.train_image": "example.org/lws-cuda:2"})
+    assert {s for s in STEP_SECTIONS if step_view(other, s) != step_view(cfg, s)} == {"train"}
+    assert config_from_dict(step_view(other, "train")).pipeline.train_launcher == "trainjob"
+    assert "gate" not in step_view(cfg, "evaluate")["registry"] and set(step_view(cfg, "evaluate")["pipeline"]) == {"workspace"}
+
+
+def test_each_step_reads_only_its_view(tiny_cfg, tmp_path, monkeypatch):
+    """Each step as the pipeline runs it (lws_core.ops.steps: its MLflow step run, system metrics, the
+    TrainJob switch, then the science) reads nothing its view leaves out: every other section, and every
+    other key of a section it reads in part, raises when read."""
+    import lws_core.ops.steps as steps
 
     cfg = tiny_cfg.with_overrides({
-        "data.sessions": 24, "train.max_steps": 2, "train.backend": "torch", "eval.fdb_probe": False,
-        "eval.consistency_embedding": False,
-    })
-    synthesize(_poisoned(cfg, "synthesize"), tmp_path / "data", progress=False)
-    train(_poisoned(cfg, "train"), tmp_path / "data", tmp_path / "model", progress=False)
-    s = evaluate(_poisoned(cfg, "evaluate"), tmp_path / "model", tmp_path / "data", tmp_path / "ev", limit=2, progress=False)
-    assert 1 <= s.metrics["eval_sessions"] <= 2
-
-
-def test_pretrain_steps_read_only_their_keys(tiny_cfg, tiny_dataset, tmp_path):
-    from lws_core.train.pretrain_backbone import build_backbone
-    from lws_core.train.pretrain_encoder import pretrain_encoder
-
-    cfg = tiny_cfg.with_overrides({
+        "pipeline.workspace": str(tmp_path / "ws"), "data.sessions": 24, "train.max_steps": 2, "train.backend": "torch",
+        "eval.limit": 2, "eval.fdb_probe": False, "eval.consistency_embedding": False,
         "pretrain.backbone.sessions": 24, "pretrain.backbone.max_steps": 2, "pretrain.backbone.batch_size": 4,
-        "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0, "pretrain.encoder.eval_sessions": 2,
+        "pretrain.encoder.max_steps": 2, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0,
+        "pretrain.encoder.eval_sessions": 2,
     })
-    assert build_backbone(_poisoned(cfg, "pretrain_backbone"), tmp_path / "bb", progress=False).steps == 2
-    assert pretrain_encoder(_poisoned(cfg, "pretrain_encoder"), tiny_dataset, tmp_path / "enc", progress=False).steps == 2
+    cj = json.dumps(cfg.to_dict())
+
+    def as_step(step: str) -> None:
+        monkeypatch.setattr(steps, "_cfg", lambda config_json: _poisoned(config_from_dict(json.loads(config_json)), step))
+
+    data, model = tmp_path / "data", tmp_path / "model"
+    as_step("synthesize")
+    steps.run_synthesize(cj, str(data))
+    as_step("pretrain_backbone")
+    steps.run_pretrain_backbone(cj, str(tmp_path / "bb"))
+    as_step("pretrain_encoder")
+    steps.run_pretrain_encoder(cj, str(data), str(tmp_path / "enc"))
+    as_step("train")  # from scratch: given the stand-ins, the step makes a new config (pretrained_config)
+    steps.run_train(cj, str(data), str(model))
+    as_step("evaluate")
+    _, metrics = steps.run_evaluate(cj, str(model), str(data), str(tmp_path / "ev"))
+    assert 1 <= metrics["eval_sessions"] <= 2
+    assert (tmp_path / "bb" / "config.json").is_file() and (tmp_path / "enc" / "lws_encoder.json").is_file()
