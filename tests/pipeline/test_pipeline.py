@@ -212,8 +212,9 @@ def test_main_job_end_to_end(tmp_path):
     assert nested[0].data.params["eval.fdb_probe"] == "False"
 
     # the same run with the fault gone: each step's cache key holds only the config sections it reads, so
-    # KFP skips synthesize and train (finished before the failure) and evaluates again; a version is registered
-    out_c = _finish(_run_cli(ws, "eval.fdb_probe=false"))
+    # KFP skips synthesize and train (finished before the failure) and evaluates again; a version is registered.
+    # A new gate confidence and retry count (read only by the register step and the compiler) rerun nothing cached.
+    out_c = _finish(_run_cli(ws, "eval.fdb_probe=false", "registry.gate_confidence=0.9", "pipeline.retries=2"))
     assert "cached (skipped)" in out_c
     trains = client.search_runs([exp], filter_string="tags.`lws.step` = 'train'")
     assert len(trains) == 2  # no third training
