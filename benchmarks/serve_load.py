@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -156,6 +157,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="Server --set key=value, e.g. engine.batch_dtype=model (repeatable).")
     ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
     ap.add_argument("--continuous", action="store_true", help="Serve with --continuous: iteration-level batching.")
+    ap.add_argument("--compression", action="store_true", help="Serve with --compression: permessage-deflate on the WebSocket.")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="serve-load-")
@@ -174,6 +176,7 @@ def main() -> None:
         + (["--sessions-only"] if args.sessions_only else [])
         + (["--no-batch"] if args.no_batch else [])
         + (["--continuous"] if args.continuous else [])
+        + (["--compression"] if args.compression else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -190,16 +193,22 @@ def main() -> None:
                     raise SystemExit("server did not start") from None
                 time.sleep(0.5)
         print(f"server up: capacity estimate {health['capacity_sessions']} sessions; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-        print("| clients | served | refused | behind | units | latency p50 / p95 (ms, client) | server p50 / p95 (ms) | RTF p50 / p95 |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| clients | served | refused | behind | units | latency p50 / p95 (ms, client) | server p50 / p95 (ms) | RTF p50 / p95 "
+              "| CPU s: server / load generator |")
+        print("|---|---|---|---|---|---|---|---|---|")
         first_refusal = None
+        proc = psutil.Process(server.pid)
         for n in args.clients:
+            # CPU seconds each side spent on the level: the two processes share the cores, so what the load
+            # generator burns (its own WebSocket framing, say) is time the server did not get
+            srv0, gen0 = sum(proc.cpu_times()[:2]), time.process_time()
             r = asyncio.run(run_level(f"ws://127.0.0.1:{port}/ws", n, args.seconds))
+            srv_cpu, gen_cpu = sum(proc.cpu_times()[:2]) - srv0, time.process_time() - gen0
             if first_refusal is None and r["refused"]:
                 first_refusal = n
             print(
                 f"| {n} | {r['served']} | {r['refused']} | {r['behind']} | {r['units']} | {r['lat_p50']:.0f} / {r['lat_p95']:.0f} "
-                f"| {r['srv_p50']:.0f} / {r['srv_p95']:.0f} | {r['rtf_p50']:.2f} / {r['rtf_p95']:.2f} |",
+                f"| {r['srv_p50']:.0f} / {r['srv_p95']:.0f} | {r['rtf_p50']:.2f} / {r['rtf_p95']:.2f} | {srv_cpu:.1f} / {gen_cpu:.1f} |",
                 flush=True,
             )
             time.sleep(1.0)

@@ -48,6 +48,13 @@ def serve(
             "for the running round to end (--rounds, default).",
         ),
     ] = False,
+    compression: Annotated[
+        bool,
+        typer.Option(
+            "--compression/--no-compression",
+            help="Offer permessage-deflate on the WebSocket (default off: speech PCM barely compresses, and deflate costs CPU on both ends).",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -70,6 +77,7 @@ def serve(
         max_batch=max_batch,
         continuous_batching=continuous,
         measured_admission=measured_admission,
+        compression=compression,
     )  # refuse an open port without a token, and bad limits, before loading anything
     from lws_core.cli.common import resolve_config
 

@@ -499,19 +499,23 @@ def create_app(engine, settings: ServeSettings | None = None, model_name: str = 
     return app
 
 
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """The transport settings of ``uvicorn.run`` / ``uvicorn.Config`` for these settings (the tests' server
+    takes the same ones)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "ws_max_size": settings.transport_max_bytes,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "ws_per_message_deflate": settings.compression,  # off: a client that offers deflate is answered without it
+    }
+
+
 def run_server(engine, settings: ServeSettings, model_name: str = "") -> None:  # noqa: ANN001 - Engine
     """Serve until interrupted (uvicorn, one process: the model is loaded once)."""
     import uvicorn
 
     settings.check()
     app = create_app(engine, settings, model_name)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=settings.transport_max_bytes,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        log_level="info",
-        access_log=False,
-    )
+    uvicorn.run(app, **uvicorn_options(settings), log_level="info", access_log=False)

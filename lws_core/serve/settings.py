@@ -40,6 +40,11 @@ class ServeSettings(BaseModel):
     target_utilization: float = Field(0.85, gt=0, le=1.0, description="Admission refuses when predicted load exceeds this.")
     measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
+    compression: bool = Field(
+        False,
+        description="Offer permessage-deflate on the WebSocket. Off by default: PCM16 speech barely compresses, and "
+        "deflating every 100 ms frame costs CPU on both ends (benchmarks/results/serve.md, stop 33).",
+    )
     warmup: bool = Field(True, description="Run one unit, then one batched round, at start-up: loads kernels and gives the first capacity estimate.")
     warmup_batch: int = Field(32, ge=1, description="Sessions in the start-up batched round (capped by max_sessions).")
 

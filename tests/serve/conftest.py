@@ -55,12 +55,11 @@ def running_server(engine, **settings) -> Iterator[str]:  # noqa: ANN001
     import uvicorn
 
     from lws_core.serve import ServeSettings, create_app
+    from lws_core.serve.server import uvicorn_options
 
     st = ServeSettings(host="127.0.0.1", port=free_port(), **settings).check()
     app = create_app(engine, st)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=st.host, port=st.port, ws_max_size=st.transport_max_bytes, log_level="warning", lifespan="on")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(st), log_level="warning", lifespan="on"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 60

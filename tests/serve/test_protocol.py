@@ -292,3 +292,20 @@ def test_continuous_batching_server_streams_concurrent_sessions(engine, speech16
         units = [x for x in results[k] if is_type("unit")(x)]
         assert [u["index"] for u in units] == [0, 1, 2] and results[k][-1]["units"] == 3
     assert m["units_total"] >= 6 and m["engine_rounds"] > m["units_total"]  # a round is one model call
+
+
+def test_websocket_compression_is_declined_unless_asked_for(engine, speech16k):
+    """PCM speech barely deflates and deflate costs CPU on both ends, so the server answers a client that
+    offers permessage-deflate (websockets and browsers do by default) without it; ``compression`` turns it on.
+    Either way a session streams."""
+    for on in (False, True):
+        with running_server(engine, compression=on, measured_admission=False) as base:
+            with connect(f"ws://{base}/ws", subprotocols=[PROTOCOL_VERSION], compression="deflate") as ws:
+                negotiated = [type(e).__name__ for e in ws.protocol.extensions]
+                ws.send(hello(16000))
+                assert json.loads(ws.recv(timeout=20))["type"] == "ready"
+                ws.send(pcm16(speech16k[:16000]))
+                ws.send(json.dumps({"type": "end"}))
+                msgs = recv_until(ws, is_type("end"), timeout=60)
+            assert [m["index"] for m in msgs if is_type("unit")(m)] == [0]
+            assert negotiated == (["PerMessageDeflate"] if on else []), on
