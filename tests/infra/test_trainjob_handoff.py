@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lws_core.config import LWSConfig
+from lws_core.config import LWSConfig, config_from_dict, step_view
 from lws_core.errors import ConfigError, ServiceError
 from lws_core.ops.trainjob import MOUNT, render_trainjob, train_on_cluster
 from tests.infra.crd import crd_errors
@@ -182,9 +182,11 @@ def test_run_train_hands_off_to_a_trainjob_and_waits_for_it(tmp_path: Path, monk
     pvc.mkdir()
     monkeypatch.setenv("LWS_PVC_MOUNT", str(pvc))
     with fake_cluster(pvc, polls=3) as k8s:
-        cfg = _cfg(k8s.url, tmp_path, mlflow_db)
+        # the train step's own view of the config, as the pipeline hands it (lws_core.config.step_view): the
+        # hand-off's settings (nodes, the API, the namespace, the runtime) must be in it
+        cfg = config_from_dict(step_view(_cfg(k8s.url, tmp_path, mlflow_db), "train"))
         model = tmp_path / "kfp-artifacts" / "model"
-        rid = run_train(json.dumps(cfg.to_dict()), str(_dataset(tmp_path)), str(model))
+        rid = run_train(json.dumps(step_view(cfg, "train")), str(_dataset(tmp_path)), str(model))
     (job,) = k8s.jobs.values()
     assert [m for m, _ in k8s.requests[:2]] == ["POST", "GET"] and sum(m == "GET" for m, _ in k8s.requests) == 3
     assert k8s.requests[0][1] == BASE + "lws/trainjobs"  # pipeline.trainjob_namespace
