@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--flac", type=float, nargs="*", default=[], help="Also run FLAC files of these lengths (s) through simulate_file.")
     ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="engine.kv_dtype")
     ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16"], help="engine.weight_dtype")
+    ap.add_argument("--compile-decode", action="store_true", help="engine.compile_decode (its compile time is printed, not counted in the RTF)")
     ap.add_argument("--window", action="store_true", help="Keep the engine's default sliding window (max_context_tokens 2048).")
     args = ap.parse_args()
 
@@ -164,7 +165,8 @@ def main() -> None:
     if args.window:
         args.max_context = EngineConfig().max_context_tokens
     engine = Engine.from_dir(
-        args.model, device=args.device, config=EngineConfig(max_context_tokens=args.max_context, kv_dtype=args.kv_dtype, weight_dtype=args.weight_dtype)
+        args.model, device=args.device, config=EngineConfig(max_context_tokens=args.max_context, kv_dtype=args.kv_dtype, weight_dtype=args.weight_dtype,
+                            compile_decode=args.compile_decode),
     )
     engine.simulate(dialogue_audio(3))  # warm-up (allocator, TTS)
     print(
@@ -173,7 +175,8 @@ def main() -> None:
     print(
         f"# {platform.platform()}, {os.cpu_count()} cores, load {os.getloadavg()}, {time.strftime('%Y-%m-%d %H:%M')}"
     )
-    print(f"# max_context_tokens={args.max_context}, kv_dtype={args.kv_dtype}, weight_dtype={args.weight_dtype}")
+    print(f"# max_context_tokens={args.max_context}, kv_dtype={args.kv_dtype}, weight_dtype={args.weight_dtype}, "
+          f"compile_decode={args.compile_decode} (compile {engine.compile_s:.1f} s)")
     print(
         "| input | units (speak) | engine RTF p50 / p95 wall | engine RTF p50 / p95 CPU | naive RTF p50 / p95 wall | naive p50 / p95 CPU | naive / engine total (wall, CPU) | last 10 units naive / engine (CPU) "
         "| engine listen-unit CPU p50, first 10 -> last 10 | context at end (tokens) | same outputs |"

@@ -35,6 +35,13 @@ class EngineSection(Section):
         "take-overs in mid-question pauses, later answers (benchmarks/turn_margin.py measures the trade-off).",
     )
     fast_path: bool = Field(True, description="Decode Llama/Qwen2/Qwen3 with the fused-weight forward (same function; batched across sessions in a server).")
+    compile_decode: bool = Field(
+        False,
+        description="Compile the fused forward's single-token decode step with torch.compile (inductor, C++ wrapper) "
+        "when the engine starts: the same function with far fewer per-op costs (measured 1.3 against 2.1 ms a step at "
+        "100 positions on the 2-core CPU, benchmarks/results/engine.md), for a start-up that is longer by the compile "
+        "(~10-40 s the first time, less from inductor's on-disk cache). For long-running servers; needs a C++ compiler.",
+    )
     threads: int = Field(
         1,
         ge=0,

@@ -40,7 +40,11 @@ class StaticKV:
         self.max_tokens = max_tokens
         self.shape = (layers, 2, kv_heads, head_dim)
         cap = max_tokens if max_tokens <= PREALLOCATE_MAX else INITIAL_GROWABLE
-        self.buf = torch.empty((layers, 2, kv_heads, cap, head_dim), dtype=dtype, device=device)
+        # normal tensors (not inference tensors) wherever the cache is made or grown, even inside the engine's
+        # inference mode: a compiled decode step (engine.compile_decode) guards on the kind of tensor, and its
+        # in-place writes into an inference tensor measured 50 % slower (2.0 against 1.3 ms a step)
+        with torch.inference_mode(False):
+            self.buf = torch.empty((layers, 2, kv_heads, cap, head_dim), dtype=dtype, device=device)
         self._views()
         self.length = 0
         self.allocations = 1
@@ -64,8 +68,9 @@ class StaticKV:
         if need <= self.capacity:
             return
         cap = max(need, 2 * self.capacity)
-        new = self.buf.new_empty((*self.buf.shape[:3], cap, self.buf.shape[4]))
-        new[:, :, :, : self.length].copy_(self.buf[:, :, :, : self.length])
+        with torch.inference_mode(False):
+            new = self.buf.new_empty((*self.buf.shape[:3], cap, self.buf.shape[4]))
+            new[:, :, :, : self.length].copy_(self.buf[:, :, :, : self.length])
         self.buf = new
         self._views()
         self.allocations += 1

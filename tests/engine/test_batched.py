@@ -43,7 +43,8 @@ def test_fused_batched_forward_equals_hf_full_forward(arch):
         pos = [0, 0]
         # ragged rounds: a prefill next to decode steps, a row without logits, one session alone
         for sizes, want in [((7, 3), (True, True)), ((1, 5), (True, False)), ((1, 1), (True, True)),
-                            ((4, 0), (True, None)), ((1, 1), (False, True)), ((2, 9), (True, True))]:
+                            ((4, 0), (True, None)), ((1, 0), (True, None)), ((1, 1), (False, True)),
+                            ((2, 9), (True, True))]:
             feeds, who = [], []
             for j, (n, w) in enumerate(zip(sizes, want, strict=True)):
                 if n:
@@ -57,6 +58,28 @@ def test_fused_batched_forward_equals_hf_full_forward(arch):
                 else:
                     assert logits is None
                 assert kvs[j].length == pos[j]
+
+
+def test_compiled_decode_step_equals_the_hf_forward_without_recompiling():
+    """engine.compile_decode: inductor's single-token step (Qwen3: q/k norms, grouped-query attention)
+    gives the HF forward's logits at every position, across the cache growing, with no new compile."""
+    from torch._dynamo.utils import counters
+
+    lm = _tiny_lm("qwen3")
+    fast = FastPath(lm)
+    assert fast.compile_decode() > 0 and fast._compiled is not None
+    compiled = counters["stats"]["unique_graphs"]
+    kv = fast.new_kv(100_000, torch.device("cpu"), torch.float32)  # growable: 1,024 positions, then reallocates
+    first_capacity = kv.capacity
+    with torch.inference_mode():  # as the engine feeds it
+        stream = torch.randn(1100, 64, generator=torch.Generator().manual_seed(3))
+        ref = lm(inputs_embeds=stream.unsqueeze(0), use_cache=False).logits[0]
+        fast.forward([Feed(stream[:10], kv, 0)])  # a prefill: the general path
+        for p in range(10, 1100):
+            out = fast.forward([Feed(stream[p : p + 1], kv, p)])[0]
+            torch.testing.assert_close(out, ref[p], atol=2e-5, rtol=1e-5)
+    assert kv.capacity > first_capacity and kv.length == 1100
+    assert counters["stats"]["unique_graphs"] == compiled  # positions and capacity are symbolic
 
 
 def _units(audio: np.ndarray, n: int, offset: int) -> list[np.ndarray]:
