@@ -6,6 +6,8 @@ Paths, each fed the same random embeddings after a prefill of ``--context`` posi
 * ``hf-static-compiled``: the library path — the HF forward on transformers' ``StaticCache`` (fixed
   shapes) through ``torch.compile`` (inductor; CUDA graphs with ``--device cuda``);
 * ``fused``: the engine's fused forward (``lws_core.engine.fastpath``) on one session's StaticKV;
+* ``fused-compiled`` (``--compile-decode``): the same with ``engine.compile_decode`` (its single-token
+  step through ``torch.compile``, inductor with the C++ wrapper);
 * ``fused xB``: the fused forward advancing B sessions per step (ragged batch), per session-token.
 
 Every path's logits are compared with one HF full forward (no cache) over the same embeddings; the
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="the fused path's cache precision")
     ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16"], help="the fused path's weight precision (engine.weight_dtype)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (its compile takes ~10-30 s)")
+    ap.add_argument("--compile-decode", action="store_true", help="also time the fused path with engine.compile_decode")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -77,6 +80,10 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}; fused kv {kvd}, weights {args.weight_dtype}; load {os.getloadavg()[0]:.1f}")
     gen = torch.Generator().manual_seed(0)
     rows = []
+    fast_c, compile_decode_s = None, 0.0
+    if args.compile_decode:
+        fast_c = FastPath(lm, None if args.weight_dtype == "model" else getattr(torch, args.weight_dtype))
+        compile_decode_s = fast_c.compile_decode(kvd)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for ctx in args.context:
         total = ctx + args.steps + 8
@@ -110,6 +117,17 @@ def main() -> None:
                 sync()
 
             t_fused = _timed(fused_step, args.steps)
+            t_fc = diff_fc = None
+            if fast_c is not None:
+                kv_c = fast_c.new_kv(total, device, kvd)
+                fast_c.forward([Feed(emb[0, :ctx], kv_c, 0, False)])
+                diff_fc = float((fast_c.forward([Feed(emb[0, ctx : ctx + 1], kv_c, ctx)])[0].float() - ref).abs().max())
+
+                def fc_step(kv=kv_c, x=x, ctx=ctx) -> None:  # noqa: ANN001
+                    fast_c.forward([Feed(x[0], kv, ctx)])
+                    sync()
+
+                t_fc = _timed(fc_step, args.steps)
 
             batched = {}
             for b in args.batch:
@@ -151,9 +169,13 @@ def main() -> None:
             diff_c = float((out.float() - ref).abs().max())
             comp = {"ms": _timed(comp_step, args.steps) * 1e3, "compile_s": compile_s, "max_abs_diff": diff_c}
         row = {"context": ctx, "hf_ms": t_hf * 1e3, "hf_max_abs_diff": diff_hf, "fused_ms": t_fused * 1e3,
-               "fused_max_abs_diff": diff_fused, "compiled": comp, "batched": batched}
+               "fused_max_abs_diff": diff_fused, "compiled": comp, "batched": batched,
+               "fused_compiled_ms": None if t_fc is None else t_fc * 1e3, "fused_compiled_max_abs_diff": diff_fc,
+               "compile_decode_s": compile_decode_s}
         rows.append(row)
         line = (f"ctx {ctx}: hf {t_hf * 1e3:.3f} ms (diff {diff_hf:.1e}) | fused {t_fused * 1e3:.3f} ms (diff {diff_fused:.1e})")
+        if t_fc is not None:
+            line += f" | fused-compiled {t_fc * 1e3:.3f} ms (diff {diff_fc:.1e}, compile {compile_decode_s:.0f} s)"
         if comp:
             line += f" | hf-static-compiled {comp['ms']:.3f} ms (diff {comp['max_abs_diff']:.1e}, compile {comp['compile_s']:.0f} s)"
         line += " | " + ", ".join(f"fused x{b}: {v['ms_per_session_token']:.3f} ms/session-token (diff {v['max_abs_diff']:.1e})" for b, v in batched.items())
