@@ -38,9 +38,10 @@ class EngineSection(Section):
     compile_decode: bool = Field(
         False,
         description="Compile the fused forward's single-token decode step with torch.compile (inductor, C++ wrapper) "
-        "when the engine starts: the same function with far fewer per-op costs (measured 1.3 against 2.1 ms a step at "
-        "100 positions on the 2-core CPU, benchmarks/results/engine.md), for a start-up that is longer by the compile "
-        "(~10-40 s the first time, less from inductor's on-disk cache). For long-running servers; needs a C++ compiler.",
+        "when the engine starts: the same function with fewer per-op costs (measured 1.57 against 1.70 ms a step at "
+        "100 positions and 2.51 against 2.94 at 1,500 on the 2-core CPU; engine RTF not measurably changed there, "
+        "benchmarks/results/engine.md), for a start-up longer by the compile (30 s with inductor's on-disk cache warm, "
+        "up to ~4 min cold). For long-running servers and GPUs; needs a C++ compiler.",
     )
     threads: int = Field(
         1,

@@ -194,10 +194,11 @@ class FastPath:
         """Compile the single-token decode step (:meth:`_decode_one`) with inductor and run it once on a
         scratch cache, so the first session does not wait for the compile; returns the seconds it took.
 
-        Why: a tiny model's decode step costs its ~100 ops' dispatch, not their arithmetic; inductor
+        Why: a tiny model's decode step costs its ~100 ops' dispatch as much as their arithmetic; inductor
         fuses the norms, rotary and residual adds into a few C++ kernels (the C++ wrapper also drops
-        the Python launcher), measured 1.3 against 2.1 ms a step at 100 positions. Positions and the
-        cache's capacity are symbolic (``dynamic=True``), so a growing session does not recompile.
+        the Python launcher): 1.57 against 1.70 ms a step at 100 positions, 2.51 against 2.94 at 1,500
+        (``benchmarks/decode_step.py --compile-decode``). Positions and the cache's capacity are symbolic
+        (``dynamic=True``), so a growing session does not recompile.
         """
         import time
 
