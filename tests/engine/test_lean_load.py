@@ -101,6 +101,28 @@ def test_engine_lean_load_runs_the_same_session(random_model_dir, speech):
         torch.testing.assert_close(lean.model.audio(x), hf.model.audio(x), atol=1e-5, rtol=1e-4)
 
 
+def test_compiled_decode_runs_the_lean_engine_on_the_same_logits(random_model_dir, speech):
+    """engine.compile_decode in the engine `lws simulate` / `lws serve` load (lean, float16 copies on CPU):
+    compiled at start-up, it runs a session, and its decode steps give the eager steps' logits."""
+    from lws_core.engine import Engine
+    from lws_core.engine.fastpath import FastPath, Feed
+    from lws_core.engine.types import EngineConfig
+
+    eng = Engine.from_dir(random_model_dir, config=EngineConfig(tts="none", compile_decode=True), lean=True)
+    fast = eng.fast_path
+    assert eng.compile_s > 0 and fast._compiled is not None
+    assert len(eng.simulate(speech[: 3 * eng.unit_samples]).units) == 3
+    eager = FastPath(eng.model.lm, fast.weight_dtype)
+    with torch.inference_mode():
+        h = torch.randn(40, eng.model.lm.get_input_embeddings().weight.shape[1], generator=torch.Generator().manual_seed(5))
+        kv_c, kv_e = (f.new_kv(64, h.device, torch.float32) for f in (fast, eager))
+        fast.forward([Feed(h[:30], kv_c, 0, False)])
+        eager.forward([Feed(h[:30], kv_e, 0, False)])
+        for p in range(30, 40):
+            c, e = fast.forward([Feed(h[p : p + 1], kv_c, p)])[0], eager.forward([Feed(h[p : p + 1], kv_e, p)])[0]
+            torch.testing.assert_close(c, e, atol=1e-3, rtol=1e-3)
+
+
 def test_unsupported_backbone_falls_back_to_transformers(random_model_dir, tmp_path):
     """A config the lean classes do not cover (here: scaled rotary) loads through transformers, unchanged."""
     import shutil
