@@ -27,14 +27,6 @@ class ModelConfig(Section):
     audio_context_s: float = Field(
         0.5, ge=0.0, le=2.0, description="Seconds of the previous unit the audio encoder hears before each unit (left context)."
     )
-    bridge_layout: Literal["sum", "words"] = Field(
-        "sum",
-        description="How the CTC bridge (an encoder from `lws pretrain encoder`) fills each unit's audio slots: 'sum' adds "
-        "every token heard within a slot's positions; 'words' lays the recogniser's greedy transcript out as the text "
-        "view lays out heard words (a word's tokens in consecutive slots), each slot its emitting position's posterior. "
-        "'words' was worse on three seeds (written -0.08, spoken -0.07 to -0.10; docs/training.md): the soft sum keeps "
-        "the recogniser's uncertainty.",
-    )
     freeze_encoder: bool = False
     freeze_backbone: bool = False
     lora: LoraConfig = LoraConfig()

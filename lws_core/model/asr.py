@@ -351,47 +351,22 @@ def heard_speech(session) -> list[str]:  # noqa: ANN001 - schema.Session
     return [heard_form(ws) for ws in heard_words(session)]
 
 
-def slot_layout(items: list[tuple[list, float]], k: int) -> list[list[int]]:
-    """Where each item's tokens go among a unit's K slots (-1: dropped past slot K): each item (tokens,
-    where its end falls in the unit, 0..1) ends near its time, after the previous item."""
-    out: list[list[int]] = []
-    nxt = 0
-    for ids, frac, *_ in items:
-        if not ids:
-            out.append([])
-            continue
-        end_slot = min(k - 1, max(0, int(frac * k)))
-        start = max(nxt, min(end_slot - len(ids) + 1, k - len(ids)))
-        out.append([start + j if start + j < k else -1 for j in range(len(ids))])
-        nxt = min(k, start + len(ids))
-    return out
-
-
 def place_in_slots(items: list[tuple[list[int], float]], k: int, filler: int) -> list[int]:
     """K slots for one unit: each item (token ids, where its end falls in the unit, 0..1) ends near its
     time, after the previous item; nothing else fills the slots. Tokens past slot K are dropped (rare:
     a unit of fast speech holds ~5 tokens)."""
     slots = [filler] * k
-    for (ids, *_), where in zip(items, slot_layout(items, k), strict=True):
-        for t, j in zip(ids, where, strict=True):
-            if j >= 0:
-                slots[j] = t
+    nxt = 0
+    for ids, frac, *_ in items:
+        if not ids:
+            continue
+        end_slot = min(k - 1, max(0, int(frac * k)))
+        start = max(nxt, min(end_slot - len(ids) + 1, k - len(ids)))
+        for j, t in enumerate(ids):
+            if start + j < k:
+                slots[start + j] = t
+        nxt = min(k, start + len(ids))
     return slots
-
-
-def emission_slots(path: list[tuple[int, int]], opens: list[bool], positions: int, k: int) -> list[tuple[int, int]]:
-    """A unit's greedy CTC path (symbol id, position) -> (slot, position) of each emission kept, laid out as
-    the text view lays out heard words: symbols grouped into words (``opens[i]``: symbol i starts a word)
-    and each word's symbols ending in the slot where its last one was emitted (see :func:`slots_from_path`)."""
-    words: list[tuple[list[int], float]] = []
-    for i, pos in path:
-        frac = (pos + 0.5) / positions
-        if words and not opens[i]:
-            words[-1] = ([*words[-1][0], pos], frac)
-        else:
-            words.append(([pos], frac))
-    return [(j, pos) for (poss, _), where in zip(words, slot_layout(words, k), strict=True)
-            for pos, j in zip(poss, where, strict=True) if j >= 0]
 
 
 def heard_items(session, tok) -> list[list[tuple[list[int], float, float]]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer

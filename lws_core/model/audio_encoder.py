@@ -50,7 +50,6 @@ class UnitAudioEncoder(nn.Module):
         normalize: bool = False,
         embed_rms: float = 1.0,
         bridge_vocab: int = 0,
-        bridge_layout: str = "sum",
     ) -> None:
         super().__init__()
         self.featurizer = LogMel(n_mels, sample_rate)
@@ -70,12 +69,6 @@ class UnitAudioEncoder(nn.Module):
             self.out_norm = nn.LayerNorm(lm_hidden, elementwise_affine=False)
             self.out_scale = nn.Parameter(torch.tensor([float(embed_rms)]))  # 1-d: DeepSpeed cannot broadcast 0-d tensors
         self.bridge_vocab = bridge_vocab
-        self.bridge_layout = bridge_layout
-        if bridge_layout not in ("sum", "words"):
-            raise ValueError(f"bridge_layout must be 'sum' or 'words', got {bridge_layout!r}")
-        if bridge_vocab and bridge_layout == "words":
-            # which CTC symbols open a word (a leading "Ġ"): the "words" layout groups a word's tokens
-            self.register_buffer("bridge_opens", torch.zeros(bridge_vocab + 1, dtype=torch.bool))
         if bridge_vocab:
             # the CTC bridge: posteriors over the LM's own tokens (+ blank) -> those tokens' embeddings
             self.bridge_head = nn.Linear(d, bridge_vocab + 1)
@@ -83,14 +76,11 @@ class UnitAudioEncoder(nn.Module):
             nn.init.zeros_(self.projector[2].weight)  # the free projector starts as a zero residual on the bridge
             nn.init.zeros_(self.projector[2].bias)
 
-    def init_bridge(self, head: dict[str, torch.Tensor], rows: torch.Tensor, opens: torch.Tensor | None = None) -> None:
-        """Load the pretrained CTC head, the LM embedding rows of its symbols (row 0: ``<|audio|>``, the blank)
-        and which symbols open a word."""
+    def init_bridge(self, head: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        """Load the pretrained CTC head and the LM embedding rows of its symbols (row 0: ``<|audio|>``, the blank)."""
         self.bridge_head.load_state_dict(head)
         with torch.no_grad():
             self.bridge_emb.copy_(rows)
-            if opens is not None and self.bridge_layout == "words":
-                self.bridge_opens.copy_(opens)
 
     def bridge(self, hidden: torch.Tensor) -> torch.Tensor:
         """[N, P, d] unit positions -> [N, K, H]: each slot is the embedding of the token the recogniser
@@ -105,8 +95,6 @@ class UnitAudioEncoder(nn.Module):
         """
         n, p, _ = hidden.shape
         probs = self.bridge_head(hidden).float().softmax(-1)
-        if self.bridge_layout == "words":
-            return self._bridge_words(probs).to(hidden.dtype)
         if p < self.padded:
             probs = torch.cat([probs, probs.new_zeros(n, self.padded - p, probs.shape[-1])], dim=1)
         grouped = probs[:, : self.padded].reshape(n, self.k, self.stack, -1)
@@ -114,36 +102,6 @@ class UnitAudioEncoder(nn.Module):
         mass = tokens.sum(-1, keepdim=True).clamp(max=1.0)
         emb = self.bridge_emb.float()
         return (tokens @ emb[1:] + (1.0 - mass) * emb[0]).to(hidden.dtype)
-
-    def _bridge_words(self, probs: torch.Tensor) -> torch.Tensor:
-        """The ``words`` layout: [N, P, V+1] posteriors -> [N, K, H] slots holding the recogniser's greedy
-        transcript laid out as the text view lays out heard words (a word's tokens in consecutive slots,
-        ending where its last token was emitted; ``<|audio|>`` elsewhere). Each filled slot is the
-        posterior-weighted embedding at the position that emitted it, so gradients still reach the head.
-
-        Why: the ``sum`` layout adds up every token heard within one slot's positions, and a recogniser
-        emits a two-digit number's tokens at consecutive positions, i.e. mostly in one slot: "47" reached
-        the backbone as one summed slot where it had been pretrained on two ordered ones. This layout is
-        what the cascade feeds the backbone (:func:`~lws_core.model.asr.slots_from_path`), made soft.
-        """
-        from lws_core.model.asr import emission_slots, greedy_path
-
-        n, p, _ = probs.shape
-        emb = self.bridge_emb.float()
-        opens = self.bridge_opens.tolist()
-        rows: list[int] = []
-        slots: list[int] = []
-        poss: list[int] = []
-        for r, path in enumerate(greedy_path(probs.detach())):
-            for j, pos in emission_slots(path, opens, p, self.k):
-                rows.append(r)
-                slots.append(j)
-                poss.append(pos)
-        out = emb[0].expand(n, self.k, emb.shape[1])
-        if not rows:
-            return out.clone()
-        r_t, s_t, p_t = (torch.tensor(x, device=probs.device) for x in (rows, slots, poss))
-        return out.index_put((r_t, s_t), probs[r_t, p_t] @ emb)
 
     @property
     def window_samples(self) -> int:

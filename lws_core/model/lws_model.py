@@ -41,12 +41,9 @@ SPEC_FILE = "lws_model.json"
 DEFAULT_BPE_VOCAB = 1024  # upper bound of the data pipeline's budget tokenizer (lws_core.data.budget.BPE_VOCAB)
 
 
-def _ctc_bridge(
-    path: str, tokenizer: SchemaTokenizer, lm: nn.Module
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor] | None:
-    """The CTC head of an encoder made by ``lws pretrain encoder`` over LM tokens, the LM embedding rows
-    of its symbols (row 0: ``<|audio|>`` for the blank) and which symbols open a word. None for any other
-    encoder (a real Whisper).
+def _ctc_bridge(path: str, tokenizer: SchemaTokenizer, lm: nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """The CTC head of an encoder made by ``lws pretrain encoder`` over LM tokens, and the LM embedding rows
+    of its symbols (row 0: ``<|audio|>`` for the blank). None for any other encoder (a real Whisper).
 
     Symbols are matched by token string, so a backbone whose tokenizer lacks one of
     them is refused in one line rather than wired to the wrong rows.
@@ -72,8 +69,7 @@ def _ctc_bridge(
         head = load_file(str(head_file))
     except (OSError, SafetensorError) as e:
         raise InputError(f"model.encoder_path {path}: unreadable CTC head ({str(e).splitlines()[0]})") from None
-    opens = torch.tensor([False, *(sym.startswith("\u0120") for sym in vocab.symbols)])
-    return head, rows, opens
+    return head, rows
 
 
 def _check_encoder_meta(path: str, unit_s: float, context_s: float) -> None:
@@ -127,7 +123,6 @@ class ModelSpec(BaseModel):
     audio_context_s: float = 0.0  # seconds of the previous unit the encoder hears (0: models saved before it existed)
     projector_norm: bool = False  # projector output normalised to the token-embedding scale
     bridge_vocab: int = 0  # CTC-bridge symbols (0: no bridge; see UnitAudioEncoder.bridge)
-    bridge_layout: str = "sum"  # how the bridge fills the slots (model.bridge_layout; "sum" before it existed)
 
     @property
     def context_samples(self) -> int:
@@ -209,7 +204,7 @@ class LWSModel(nn.Module):
         audio = UnitAudioEncoder(
             enc, n_mels, unit_samples, sc.audio_tokens_per_unit, lm.config.hidden_size, sc.sample_rate,
             context_samples=context_samples, normalize=True, embed_rms=embed_rms,
-            bridge_vocab=0 if bridge is None else bridge[1].shape[0] - 1, bridge_layout=mc.bridge_layout,
+            bridge_vocab=0 if bridge is None else bridge[1].shape[0] - 1,
         )
         if bridge is not None:
             audio.init_bridge(*bridge)
@@ -227,7 +222,6 @@ class LWSModel(nn.Module):
             audio_context_s=mc.audio_context_s,
             projector_norm=bridge is None,
             bridge_vocab=0 if bridge is None else bridge[1].shape[0] - 1,
-            bridge_layout=mc.bridge_layout,
         )
         model = cls(lm, audio, tokenizer, spec)
         model.apply_freezing(encoder_frozen(cfg), mc.freeze_backbone)
@@ -398,7 +392,6 @@ class LWSModel(nn.Module):
         audio = UnitAudioEncoder(
             enc, spec.n_mels, spec.unit_samples, spec.audio_tokens_per_unit, lm.config.hidden_size, spec.sample_rate,
             context_samples=spec.context_samples, normalize=spec.projector_norm, bridge_vocab=spec.bridge_vocab,
-            bridge_layout=spec.bridge_layout,
         )
         audio.load_state_dict(state)
         model = cls(lm, audio, tok, spec).to(device=device, dtype=dtype)

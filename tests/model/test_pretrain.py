@@ -481,56 +481,6 @@ def test_cascade_slots_keep_a_words_tokens_together_where_it_ends() -> None:
     assert slots_from_path([], vocab, 20, 10, filler) == [filler] * 10
 
 
-def test_words_bridge_lays_out_what_the_cascade_would_and_survives_save_and_load(pretrained, tmp_path) -> None:
-    """``model.bridge_layout=words``: a word's tokens emitted at adjacent positions (one slot's worth) reach
-    two ordered slots, laid out as the cascade lays them out, each its emitting position's posterior mix
-    (so gradients reach the recogniser's head), where the ``sum`` layout adds them up in one slot."""
-    from lws_core.model import LWSModel
-    from lws_core.model.asr import emission_slots, slots_from_path
-
-    cfg, b, e, _ = pretrained
-    over = {"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir}
-    m = LWSModel.build(cfg.with_overrides({**over, "model.bridge_layout": "words"}))
-    a = m.audio
-    vocab = CTCVocab.from_json(json.loads((Path(e.out_dir) / "ctc_vocab.json").read_text()))
-    opens = [False, *(sym.startswith("\u0120") for sym in vocab.symbols)]
-    assert a.bridge_opens.tolist() == opens
-    v, p, k = a.bridge_vocab, a.positions, a.k
-    o1, o2 = [i for i in range(1, v + 1) if opens[i]][:2]
-    c = next(i for i in range(1, v + 1) if not opens[i])
-    path = [(o1, a.stack + 1), (c, a.stack + 2), (o2, p - 2)]
-    probs = torch.zeros(2, p, v + 1)
-    probs[..., 0] = 0.9
-    probs[..., 1:] = 0.1 / v
-    for sym, pos in path:
-        probs[0, pos] = 0.2 / v
-        probs[0, pos, sym] = 0.8
-    probs.requires_grad_(True)
-    out = a._bridge_words(probs)
-    emb = a.bridge_emb.detach().float()
-    placed = dict(emission_slots(path, opens, p, k))
-    # the same layout as the cascade's: slot j holds the token emitted at placed[j]
-    cascade = slots_from_path(path, vocab, p, k, -1)
-    sym_at = dict((pos, sym) for sym, pos in path)
-    assert [vocab.token_ids[sym_at[placed[j]] - 1] if j in placed else -1 for j in range(k)] == cascade
-    assert placed[1] == a.stack + 2 and placed[0] == a.stack + 1  # the word's two tokens, two ordered slots
-    for j in range(k):
-        want = probs[0, placed[j]].detach() @ emb if j in placed else emb[0]
-        assert torch.allclose(out[0, j], want, atol=1e-5), j
-    assert torch.allclose(out[1], emb[0].expand(k, -1))  # nothing said: every slot is <|audio|>
-    out.sum().backward()
-    assert probs.grad[0, a.stack + 1].abs().sum() > 0 and probs.grad[1].abs().sum() == 0
-    # the default layout is unchanged (models saved before the option load as they were)
-    s = LWSModel.build(cfg.with_overrides(over)).audio
-    assert s.bridge_layout == "sum" and not hasattr(s, "bridge_opens")
-    # saved and loaded, the model keeps its layout and which symbols open a word
-    m.save(tmp_path / "m")
-    back = LWSModel.load(tmp_path / "m")
-    assert back.spec.bridge_layout == "words" and back.audio.bridge_opens.tolist() == opens
-    with pytest.raises(Exception, match="bridge_layout"):
-        cfg.with_overrides({"model.bridge_layout": "columns"})
-
-
 def test_freq_warp_moves_formants_within_its_range_and_only_while_training() -> None:
     """The voice perturbation stretches the mel axis: a peak at bin 20 lands within 20 / (1 ± w), at
     different bins for different examples; w = 0 is the identity, and an encoder in eval mode never warps."""
