@@ -66,6 +66,9 @@ class Engine:
         )
         self.compile_s = 0.0  # seconds engine.compile_decode took at start-up
         if self.fast_path is not None and self.config.compile_decode:
+            # the compiled step is guarded on torch's thread count: set engine.threads before compiling, or the
+            # command's own use_threads() afterwards would make the first session compile again
+            self.use_threads()
             kv = None if self.config.kv_dtype == "model" else getattr(torch, self.config.kv_dtype)
             self.compile_s = self.fast_path.compile_decode(kv)
         # the audio encoder over many windows (a server's round) runs under bf16 autocast, like the LM's big forwards:

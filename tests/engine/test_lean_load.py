@@ -104,14 +104,24 @@ def test_engine_lean_load_runs_the_same_session(random_model_dir, speech):
 def test_compiled_decode_runs_the_lean_engine_on_the_same_logits(random_model_dir, speech):
     """engine.compile_decode in the engine `lws simulate` / `lws serve` load (lean, float16 copies on CPU):
     compiled at start-up, it runs a session, and its decode steps give the eager steps' logits."""
+    from torch._dynamo.utils import counters
+
     from lws_core.engine import Engine
     from lws_core.engine.fastpath import FastPath, Feed
     from lws_core.engine.types import EngineConfig
 
-    eng = Engine.from_dir(random_model_dir, config=EngineConfig(tts="none", compile_decode=True), lean=True)
-    fast = eng.fast_path
-    assert eng.compile_s > 0 and fast._compiled is not None
-    assert len(eng.simulate(speech[: 3 * eng.unit_samples]).units) == 3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a process whose torch threads differ from engine.threads (1), as the CLI's is
+    try:
+        eng = Engine.from_dir(random_model_dir, config=EngineConfig(tts="none", compile_decode=True), lean=True)
+        fast = eng.fast_path
+        assert eng.compile_s > 0 and fast._compiled is not None
+        graphs = counters["stats"]["unique_graphs"]
+        eng.use_threads()  # what `lws simulate` / `lws serve` do next: no compile inside the first session
+        assert len(eng.simulate(speech[: 3 * eng.unit_samples]).units) == 3
+        assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        torch.set_num_threads(threads)
     eager = FastPath(eng.model.lm, fast.weight_dtype)
     with torch.inference_mode():
         h = torch.randn(40, eng.model.lm.get_input_embeddings().weight.shape[1], generator=torch.Generator().manual_seed(5))
