@@ -46,7 +46,11 @@ class SourceConfig(Section):
 class DataConfig(Section):
     """Data synthesis settings; `lws data synth` and the pipeline's synthesize step read them."""
 
-    sessions: int = Field(1000, ge=1, description="Sessions to synthesize (all splits).")
+    sessions: int = Field(
+        2000, ge=1,
+        description="Sessions to synthesize (all splits). 2,000 (1,000 before stop 35): at 300 LWS steps the stage "
+        "overfitted its notes; twice the data with twice the steps is what carries a stronger backbone through.",
+    )
     seed: int = 0
     workers: int = Field(2, ge=1)
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
