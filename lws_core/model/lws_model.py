@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors import SafetensorError
 from torch import nn
 
@@ -376,7 +376,12 @@ class LWSModel(nn.Module):
                 f"{directory}: model was trained with schema {version!r}; this code speaks {SCHEMA_VERSION!r} "
                 "(retrain, or use the LWS release that matches the model)"
             )
-        spec = ModelSpec.model_validate(raw)
+        try:
+            spec = ModelSpec.model_validate(raw)
+        except ValidationError as e:
+            # a spec from another build of this schema version (a setting added or removed since): one line, not a trace
+            bad = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(root)'}: {x['msg']}" for x in e.errors()[:3])
+            raise InputError(f"{spec_path}: not a model this code can load ({bad})") from None
         if lean:
             from lws_core.model.lean import lean_supported
 

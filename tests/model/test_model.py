@@ -71,6 +71,11 @@ def test_load_refuses_other_schema_and_missing_or_broken_dirs(cfg, tok, tmp_path
     (d / "lws_model.json").write_text(json.dumps(dict(spec, special_tokens={**spec["special_tokens"], "listen": 3})))
     with pytest.raises(SchemaMismatchError, match="special ids"):
         LWSModel.load(d)
+    # a spec with a setting this build does not know (one an experiment added and later removed): one line, no trace
+    (d / "lws_model.json").write_text(json.dumps(dict(spec, bridge_layout="sum")))
+    with pytest.raises(InputError, match=r"not a model this code can load \(bridge_layout: Extra inputs") as e:
+        LWSModel.load(d)
+    assert "\n" not in str(e.value)
     (d / "lws_model.json").write_text(json.dumps(spec))
     (d / "audio.safetensors").unlink()
     with pytest.raises(InputError, match="incomplete or corrupt"):
