@@ -31,7 +31,7 @@ class StepResources(Section):
 def _default_resources() -> dict[str, StepResources]:
     """Requests from the peak RSS each step reached on the default config, rounded up to whole GiB
     (benchmarks/step_memory.sh; benchmarks/results/pipeline.md, "Peak memory per step"): synthesize 0.7 GB,
-    backbone 1.3 GB, encoder 5.0-5.2 GB, train 1.5 GB, evaluate 0.8 GB. So the scheduler never puts an encoder
+    backbone 1.3 GB, encoder 5.0-5.2 GB (5.7 GB at stop 35's 2,000 sessions), train 1.5 GB, evaluate 0.8 GB. So the scheduler never puts an encoder
     stage on a node without room for it. No limits by default: a limit set too tight kills a pod hours into a
     run, and real checkpoints need far more than the tiny preset; set them per cluster."""
     return {
