@@ -31,13 +31,14 @@ class StepResources(Section):
 def _default_resources() -> dict[str, StepResources]:
     """Requests from the peak RSS each step reached on the default config, rounded up to whole GiB
     (benchmarks/step_memory.sh; benchmarks/results/pipeline.md, "Peak memory per step"): synthesize 0.7 GB,
-    backbone 1.3 GB, encoder 5.0-5.2 GB (5.7 GB at stop 35's 2,000 sessions), train 1.5 GB, evaluate 0.8 GB. So the scheduler never puts an encoder
+    backbone 1.3 GB, encoder 5.7 GB at 2,000 sessions and 6.9 GB at the
+    default 4,000, train 1.5 GB, evaluate 0.8 GB. So the scheduler never puts an encoder
     stage on a node without room for it. No limits by default: a limit set too tight kills a pod hours into a
     run, and real checkpoints need far more than the tiny preset; set them per cluster."""
     return {
         "synthesize": StepResources(cpu_request="2", memory_request="1Gi"),
         "pretrain_backbone": StepResources(cpu_request="2", memory_request="2Gi"),
-        "pretrain_encoder": StepResources(cpu_request="2", memory_request="6Gi"),
+        "pretrain_encoder": StepResources(cpu_request="2", memory_request="7Gi"),
         "train": StepResources(cpu_request="2", memory_request="2Gi"),
         "evaluate": StepResources(cpu_request="2", memory_request="1Gi"),
     }

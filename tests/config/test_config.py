@@ -88,7 +88,7 @@ def test_step_resources_are_checked_at_load():
     """A typo in a pod request fails at config load with its key, not at submit time on the cluster."""
     cfg = LWSConfig().with_overrides({"pipeline.resources.train.memory_limit": "8Gi"})
     assert cfg.pipeline.resources["train"].memory_limit == "8Gi"
-    assert cfg.pipeline.resources["pretrain_encoder"].memory_request == "6Gi"  # the other defaults are kept
+    assert cfg.pipeline.resources["pretrain_encoder"].memory_request == "7Gi"  # the other defaults are kept
     with pytest.raises(ConfigError, match="pipeline.resources.train.memory_limit"):
         LWSConfig().with_overrides({"pipeline.resources.train.memory_limit": "8 GB"})
     with pytest.raises(ConfigError, match="unknown step.*trian"):

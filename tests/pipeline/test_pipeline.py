@@ -68,7 +68,7 @@ def test_cluster_settings_compile_into_platform_spec(tmp_path):
     assert train["resources"]["accelerator"]["resourceCount"] == "4"
     # pipeline.resources: the defaults (the encoder stage's measured peak) and the overrides, each on its own step
     assert train["resources"]["resourceMemoryLimit"] == "48Gi" and train["resources"]["resourceMemoryRequest"] == "2Gi"
-    assert executors["exec-pretrain-encoder"]["container"]["resources"]["resourceMemoryRequest"] == "6Gi"
+    assert executors["exec-pretrain-encoder"]["container"]["resources"]["resourceMemoryRequest"] == "7Gi"
     assert executors["exec-register"]["container"]["resources"] == {"cpuLimit": 0.5, "resourceCpuLimit": "500m"}
     assert "resources" not in executors["exec-finalize"]["container"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
