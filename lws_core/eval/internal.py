@@ -260,9 +260,19 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             if len(samples) < 4 and row["scenario"] in ("single_turn", "pause", "barge_in", "multi_turn"):
                 samples.append({"id": row["id"], "scenario": row["scenario"], "pred": pred, "labels": labels})
         tally_seen = TaskTally()
+        # the same engine measurements on held-out voices saying training phrasings, so that what the model
+        # cannot do on new phrasings (consistency, turn-taking) is told apart from what it cannot hear
+        seen_units = seen_ok = seen_slack = 0
+        cons_seen: list[bool] = []
         if seen_rows is not None:
             for row, labels, res in _simulate(engine, seen_rows, n_seen, progress, f"evaluate {SEEN_SPLIT}"):
                 tally_session(tally_seen, row, labels, res.written, res.session.spoken_text())
+                sc = score_session(res.session, labels, res.spoken_words, row["scenario"])
+                seen_units += sc.units
+                seen_ok += sc.state_correct
+                seen_slack += sc.state_errors["offset_short"] + sc.state_errors["offset_long"]
+                if sc.consistent is not None:
+                    cons_seen.append(sc.consistent)
 
         metrics: dict[str, Any] = {
             "eval_sessions": n,
@@ -280,6 +290,10 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
                     "eval_sessions_seen_phrasing": n_seen,
                     f"task_accuracy{SEEN_SUFFIX}": _nan_if_none(tally_seen.overall()),
                     f"spoken_accuracy{SEEN_SUFFIX}": _nan_if_none(tally_seen.overall_spoken()),
+                    f"state_accuracy{SEEN_SUFFIX}": seen_ok / max(seen_units, 1),
+                    f"state_accuracy_turn_taking{SEEN_SUFFIX}": (seen_ok + seen_slack) / max(seen_units, 1),
+                    f"consistency_rate{SEEN_SUFFIX}": _mean([float(c) for c in cons_seen]) if cons_seen else float("nan"),
+                    f"consistency_checked{SEEN_SUFFIX}": len(cons_seen),
                 }
                 if seen_rows is not None
                 else {}

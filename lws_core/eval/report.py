@@ -37,6 +37,12 @@ def _consistency_lines(metrics: dict[str, Any]) -> list[str]:
         f"| deterministic: every number said is written ({metrics.get('consistency_checked', 0)} responses) | {_pct(metrics.get('consistency_rate'))} | {paper_s} |",
         f"| judge: spoken and written agree (Yes share) | {_pct(metrics.get('consistency_judge_rate'))} | {paper_s} |",
         f"| embedding: mean cosine spoken vs written (a similarity, not a rate) | {_fmt(emb) if emb is not None else 'not computed'} | – |",
+        *(
+            [f"| deterministic, `test_seen` (held-out voices, training phrasings; {metrics.get('consistency_checked_seen_phrasing', 0)} responses) "
+             f"| {_pct(metrics.get('consistency_rate_seen_phrasing'))} | {paper_s} |"]
+            if "consistency_rate_seen_phrasing" in metrics
+            else []
+        ),
     ]
 
 

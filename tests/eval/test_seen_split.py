@@ -106,6 +106,21 @@ def test_evaluate_reports_both_splits_per_family_and_logs_them_to_mlflow(mixed_c
     if len(fams_seen) == 1:
         (f,) = fams_seen
         assert m["task_accuracy_seen_phrasing"] == m[f"task_accuracy_seen_phrasing.{f}"]
+    # state accuracy and consistency on test_seen too: the same scoring as test's, on the seen sessions
+    from lws_core.data.dataset import row_audio
+    from lws_core.engine import Engine
+    from lws_core.eval.metrics import score_session
+
+    engine = Engine.from_dir(tiny_model, cfg)
+    scores = [
+        score_session((res := engine.simulate(row_audio(r))).session, row_session(r), res.spoken_words, r["scenario"])
+        for r in (dd["test_seen"][i] for i in range(3))
+    ]
+    assert m["state_accuracy_seen_phrasing"] == pytest.approx(sum(s.state_correct for s in scores) / sum(s.units for s in scores))
+    checked = [s.consistent for s in scores if s.consistent is not None]
+    assert m["consistency_checked_seen_phrasing"] == len(checked)
+    assert m["consistency_rate_seen_phrasing"] == (pytest.approx(sum(checked) / len(checked)) if checked else None)
+    assert 0.0 <= m["state_accuracy_seen_phrasing"] <= m["state_accuracy_turn_taking_seen_phrasing"] <= 1.0
     # MLflow: the step run holds every numeric metric, the per-family ones (dotted names) included
     logged = MlflowClient(tracking_uri=uri).get_run(rid).data.metrics
     per_family = {k: v for k, v in m.items() if "." in k and isinstance(v, float)}
@@ -118,6 +133,7 @@ def test_evaluate_reports_both_splits_per_family_and_logs_them_to_mlflow(mixed_c
     for f in fams_test | fams_seen:
         assert f"| {f} | " in report
     assert "| task_accuracy_seen_phrasing |" in report and "| task_accuracy. " not in report
+    assert f"| deterministic, `test_seen` (held-out voices, training phrasings; {len(checked)} responses) |" in report
     assert not any(line.startswith(("| task_accuracy.", "| spoken_accuracy.")) for line in report.splitlines())
 
 
