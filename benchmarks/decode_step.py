@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="decode steps per timed block")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="the fused path's cache precision")
-    ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16"], help="the fused path's weight precision (engine.weight_dtype)")
+    ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16", "int8"], help="the fused path's weight precision (engine.weight_dtype)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (its compile takes ~10-30 s)")
     ap.add_argument("--compile-decode", action="store_true", help="also time the fused path with engine.compile_decode")
     ap.add_argument("--json", help="write the figures here")

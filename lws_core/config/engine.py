@@ -54,11 +54,12 @@ class EngineSection(Section):
         description="KV-cache precision of the fused forward: the model's own (exact), or bfloat16/float16 (half the "
         "memory and the bytes attention reads per token; logits then differ slightly from the training forward).",
     )
-    weight_dtype: Literal["auto", "model", "float16", "bfloat16"] = Field(
+    weight_dtype: Literal["auto", "model", "float16", "bfloat16", "int8"] = Field(
         "auto",
         description="Weight precision of the fused forward's single-token decode steps: the model's own (exact), or "
         "float16/bfloat16 copies (half the bytes a step reads; logits then differ slightly from the training forward; "
-        "prefills and batched steps keep the model's weights). auto: float16 for a float32 model on CPU, where a small "
+        "prefills and batched steps keep the model's weights), or int8 with one scale per output channel (a quarter "
+        "of the bytes, CPU only; larger logit error). auto: float16 for a float32 model on CPU, where a small "
         "model's decode step is bound by reading its weights (measured 1.5-1.8 ms against 2.4-3.0 ms per step, task "
         "accuracy unchanged: benchmarks/results/engine.md), else the model's own.",
     )

@@ -533,6 +533,8 @@ def engine_overrides(sets: list[str] | None) -> tuple[dict[str, Any], list[str]]
 
 def _weight_dtype(setting: str, weight: torch.Tensor) -> torch.dtype | None:
     """``engine.weight_dtype`` for this model: None for the model's own weights, else the copies' precision."""
+    if setting == "int8" and weight.device.type != "cpu":
+        raise InputError(f"engine.weight_dtype=int8 is a CPU decode format (aten's int8 kernel); this model is on {weight.device.type}: use float16 or model")
     if setting == "auto":
         return torch.float16 if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
     return None if setting == "model" else getattr(torch, setting)

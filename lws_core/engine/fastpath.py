@@ -86,6 +86,8 @@ class FastPath:
     ) -> None:
         """``weight_dtype`` (e.g. float16): also keep half-precision copies of the dense weights, used for
         single-token steps (see :func:`_low_mm`): a one-session decode step is bound by reading the weights.
+        ``torch.int8``: int8 copies with one scale per output channel (see :func:`_int8_rows`), a quarter of
+        the float32 bytes; CPU only.
         ``batch_dtype`` (bfloat16): copies for forwards of ``batch_rows`` rows or more, which are bound by
         arithmetic, 2-3x faster in bf16 on a CPU with native bf16 dot products."""
         self.lm = lm
@@ -108,8 +110,15 @@ class FastPath:
             # so those keep the exact weights or take the bfloat16 copies (``big``)
             return None if w is None or dtype is None else w.to(dtype).contiguous()
 
+        def copy(w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype | None) -> tuple:
+            """(weight, bias, per-channel scale or None): what :func:`_low_mm` multiplies by."""
+            if dtype == torch.int8:
+                wq, scale = _int8_rows(w)
+                return wq, b, scale
+            return low(w, dtype), low(b, dtype), None
+
         def copies(ws: dict[str, tuple[torch.Tensor, torch.Tensor | None]], dtype: torch.dtype | None) -> dict | None:
-            return None if dtype is None else {k: (low(w, dtype), low(b, dtype)) for k, (w, b) in ws.items()}
+            return None if dtype is None else {k: copy(w, b, dtype) for k, (w, b) in ws.items()}
 
         for layer in self.core.layers:
             a, m = layer.self_attn, layer.mlp
@@ -153,8 +162,8 @@ class FastPath:
                 )
             )
         self.final_norm = _norm_params(self.core.norm)
-        self.head_low = None if self.weight_dtype is None else (low(lm.lm_head.weight), low(lm.lm_head.bias))
-        self.head_big = None if self.batch_dtype is None else (low(lm.lm_head.weight, self.batch_dtype), low(lm.lm_head.bias, self.batch_dtype))
+        self.head_low = None if self.weight_dtype is None else copy(lm.lm_head.weight, lm.lm_head.bias, self.weight_dtype)
+        self.head_big = None if self.batch_dtype is None else copy(lm.lm_head.weight, lm.lm_head.bias, self.batch_dtype)
         first = self.layers[0]
         self.kv_heads = first["kv"] // first["hd"]
         self.head_dim = first["hd"]
@@ -346,20 +355,22 @@ def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decod
         if low:
             ws = tuple(t for k in ("qkv", "o", "gu", "down") for t in L["low"][k])
         else:
-            ws = (L["qkv"], L["qkv_bias"], L["o"], L["o_bias"], L["gu"], L["gu_bias"], L["down"], L["down_bias"])
+            ws = (L["qkv"], L["qkv_bias"], None, L["o"], L["o_bias"], None, L["gu"], L["gu_bias"], None, L["down"], L["down_bias"], None)
         norms = (L["ln1"][0], L["ln2"][0], *((L["q_norm"][0], L["k_norm"][0]) if qk_norm else (None, None)))
         plan.append(norms + ws)
     plan_t = tuple(plan)
     final_w = fast.final_norm[0]
     head = fast.head_low if fast.head_low is not None else (fast.lm.lm_head.weight, fast.lm.lm_head.bias)
-    prod = _low_mm if low else _mm
+
+    def prod(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
+        return _low_mm(x, w, b, scale) if low else _mm(x, w, b)
 
     def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return _rms(x, (w, eps))
 
     def step(h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Tensor], start: int) -> torch.Tensor:
-        for i, (ln1, ln2, qn, kn, qkv_w, qkv_b, o_w, o_b, gu_w, gu_b, d_w, d_b) in enumerate(plan_t):
-            qkv = prod(rms(h, ln1), qkv_w, qkv_b)
+        for i, (ln1, ln2, qn, kn, qkv_w, qkv_b, qkv_s, o_w, o_b, o_s, gu_w, gu_b, gu_s, d_w, d_b, d_s) in enumerate(plan_t):
+            qkv = prod(rms(h, ln1), qkv_w, qkv_b, qkv_s)
             v = qkv[:, nq + nkv :].view(1, -1, hd)
             if qn is None:
                 qk = qkv[:, : nq + nkv].view(1, -1, hd)
@@ -377,9 +388,9 @@ def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decod
                 qb.unsqueeze(0), kb[None, :, : start + 1], vb[None, :, : start + 1], scale=scale, enable_gqa=gqa
             )
             o = o[0].transpose(0, 1).reshape(1, nq).to(h.dtype)
-            h = h + prod(o, o_w, o_b)
-            gu = prod(rms(h, ln2), gu_w, gu_b)
-            h = h + prod(act(gu[:, :inter]) * gu[:, inter:], d_w, d_b)
+            h = h + prod(o, o_w, o_b, o_s)
+            gu = prod(rms(h, ln2), gu_w, gu_b, gu_s)
+            h = h + prod(act(gu[:, :inter]) * gu[:, inter:], d_w, d_b, d_s)
         x = rms(h, final_w)
         return (_low_mm(x, *head) if fast.head_low is not None else F.linear(x, *head))[0]
 
@@ -421,10 +432,27 @@ def _mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.
     return torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
 
 
-def _low_mm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _low_mm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W.T (+ b) with a lower-precision [out, in] weight; the product comes back in the activations'
-    dtype, so norms, rotary and attention stay as they were."""
+    dtype, so norms, rotary and attention stay as they were. With ``scale``, ``w`` is int8 (:func:`_int8_rows`)."""
+    if scale is not None:
+        # aten's weight-only int8 kernel (the one torchao and gpt-fast call on CPU); no library wraps it
+        # without tensor subclasses, whose per-op dispatch would cost more than the product at this size.
+        # Its fast path takes bfloat16 activations (float32 ones measured 10x slower)
+        y = torch._weight_int8pack_mm(x.to(torch.bfloat16), w, scale).to(x.dtype)
+        return y if bias is None else y + bias
     return F.linear(x.to(w.dtype), w, bias).to(x.dtype)
+
+
+def _int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 copy of a [out, in] weight, one bfloat16 scale per output row: w ~ q * scale[:, None].
+
+    Why: a one-session decode step reads every weight once, and on a CPU whose caches cannot hold the
+    float32 model that read is the step's cost; a chain of the tiny preset's 17 products measured 0.40 ms
+    in int8 against 0.99 in float16 and 1.65 in float32 (benchmarks/results/engine.md, stop 36)."""
+    scale = (w.detach().float().abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    q = torch.round(w.detach().float() / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    return q, scale.to(torch.bfloat16)
 
 
 def _fold(sin: torch.Tensor) -> torch.Tensor:

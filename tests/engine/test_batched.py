@@ -10,6 +10,7 @@ import torch
 
 from lws_core.engine import Engine, EngineConfig
 from lws_core.engine.fastpath import FastPath, Feed
+from lws_core.errors import InputError
 
 
 def _tiny_lm(arch: str) -> torch.nn.Module:
@@ -237,6 +238,33 @@ def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, 
     step = fast.forward([Feed(full[0, n : n + 1], kv_a, n)])[0]
     step_exact = exact.forward([Feed(full[0, n : n + 1], kv_b, n)])[0]
     assert 0 < float((step - step_exact).abs().max()) < 0.05 * float(step_exact.abs().max())  # one row: the copies
+
+
+def test_int8_weights_quantize_per_channel_and_stay_close_to_the_exact_forward(engine, speech):
+    """weight_dtype=int8: a quarter of the float32 bytes per single-token step. Each copy dequantizes to
+    its weight within half a step of its row's scale; the engine's logits stay near the exact forward's
+    (looser than float16: 7 bits per weight); several-row steps keep the exact weights."""
+    from lws_core.engine.engine import _weight_dtype
+    from lws_core.engine.fastpath import _int8_rows
+
+    w = torch.randn(48, 32, generator=torch.Generator().manual_seed(0))
+    q, scale = _int8_rows(w)
+    assert q.dtype == torch.int8 and scale.shape == (48,) and int(q.abs().max()) == 127
+    err = (q.float() * scale.float()[:, None] - w).abs().amax(dim=1)
+    assert bool((err <= 0.5 * scale.float() * 1.01 + w.abs().amax(dim=1) * 2**-8).all())  # bf16 scale: 8 bits
+
+    eng = Engine(engine.model, EngineConfig(weight_dtype="int8", temperature=1.0, seed=2), engine.tts)
+    fast = eng.fast_path
+    qkv_w, _, qkv_s = fast.layers[0]["low"]["qkv"]
+    assert qkv_w.dtype == torch.int8 and qkv_s is not None and fast.head_low[0].dtype == torch.int8
+    worst, full = _worst_against_full_forward(eng, speech)
+    assert 0 < worst < 0.15  # within some percent of the logit scale
+    exact = FastPath(engine.model.lm)
+    kv_a, kv_b = fast.new_kv(64, full.device, torch.float32), exact.new_kv(64, full.device, torch.float32)
+    n = 9
+    torch.testing.assert_close(fast.forward([Feed(full[0, :n], kv_a, 0)])[0], exact.forward([Feed(full[0, :n], kv_b, 0)])[0])
+    with pytest.raises(InputError, match="CPU decode format"):
+        _weight_dtype("int8", torch.empty(1, device="meta"))
 
 
 def test_bfloat16_copies_serve_big_forwards_and_stay_close(engine, speech):
