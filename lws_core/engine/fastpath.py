@@ -448,8 +448,9 @@ def _int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 copy of a [out, in] weight, one bfloat16 scale per output row: w ~ q * scale[:, None].
 
     Why: a one-session decode step reads every weight once, and on a CPU whose caches cannot hold the
-    float32 model that read is the step's cost; a chain of the tiny preset's 17 products measured 0.40 ms
-    in int8 against 0.99 in float16 and 1.65 in float32 (benchmarks/results/engine.md, stop 36)."""
+    float32 model that read is a large part of the step; a chain of the tiny preset's 17 products measured
+    0.40 ms in int8 against 0.99-1.10 in float16 and 0.74-1.65 in float32 (benchmarks/weight_read.py,
+    benchmarks/results/engine.md, stop 36)."""
     scale = (w.detach().float().abs().amax(dim=1) / 127.0).clamp_min(1e-12)
     q = torch.round(w.detach().float() / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
     return q, scale.to(torch.bfloat16)
