@@ -30,13 +30,12 @@ class StepResources(Section):
 
 def _default_resources() -> dict[str, StepResources]:
     """Requests from the peak RSS each step reached on the default config, rounded up to whole GiB
-    (benchmarks/step_memory.sh; benchmarks/results/pipeline.md, "Peak memory per step"): synthesize 0.7 GB,
-    backbone 1.3 GB, encoder 5.7 GB at 2,000 sessions and 6.9 GB at the
-    default 4,000, train 1.5 GB, evaluate 0.8 GB. So the scheduler never puts an encoder
-    stage on a node without room for it. No limits by default: a limit set too tight kills a pod hours into a
+    (benchmarks/step_memory.sh; benchmarks/results/pipeline.md, "Peak memory per step"), at the default 4,000
+    sessions (stop 36): synthesize 1.6 GB, backbone 1.3 GB, encoder 6.7-6.9 GB, train 1.6 GB, evaluate
+    0.9 GB. So the scheduler never puts an encoder stage on a node without room for it. No limits by default: a limit set too tight kills a pod hours into a
     run, and real checkpoints need far more than the tiny preset; set them per cluster."""
     return {
-        "synthesize": StepResources(cpu_request="2", memory_request="1Gi"),
+        "synthesize": StepResources(cpu_request="2", memory_request="2Gi"),
         "pretrain_backbone": StepResources(cpu_request="2", memory_request="2Gi"),
         "pretrain_encoder": StepResources(cpu_request="2", memory_request="7Gi"),
         "train": StepResources(cpu_request="2", memory_request="2Gi"),
