@@ -451,9 +451,13 @@ def _int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     float32 model that read is a large part of the step; a chain of the tiny preset's 17 products measured
     0.40 ms in int8 against 0.99-1.10 in float16 and 0.74-1.65 in float32 (benchmarks/weight_read.py,
     benchmarks/results/engine.md, stop 36)."""
-    scale = (w.detach().float().abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-    q = torch.round(w.detach().float() / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-    return q, scale.to(torch.bfloat16)
+    w32 = w.detach().float()
+    # the kernel takes the scale in bfloat16: nudged up by one bfloat16 step before rounding, so the rounded
+    # scale is never below the exact one (a row's largest weight then needs no clipping), and quantized against
+    # the rounded value, so every weight stays within half a step of what the kernel multiplies by
+    scale = (w32.abs().amax(dim=1) / 127.0 * (1 + 2**-8)).clamp_min(1e-12).to(torch.bfloat16)
+    q = torch.round(w32 / scale.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    return q, scale
 
 
 def _fold(sin: torch.Tensor) -> torch.Tensor:

@@ -249,9 +249,10 @@ def test_int8_weights_quantize_per_channel_and_stay_close_to_the_exact_forward(e
 
     w = torch.randn(48, 32, generator=torch.Generator().manual_seed(0))
     q, scale = _int8_rows(w)
-    assert q.dtype == torch.int8 and scale.shape == (48,) and int(q.abs().max()) == 127
+    assert q.dtype == torch.int8 and scale.dtype == torch.bfloat16 and scale.shape == (48,)
+    assert bool((q.abs().amax(dim=1) >= 125).all())  # each row's range is used (less a bf16 step of its scale)
     err = (q.float() * scale.float()[:, None] - w).abs().amax(dim=1)
-    assert bool((err <= 0.5 * scale.float() * 1.01 + w.abs().amax(dim=1) * 2**-8).all())  # bf16 scale: 8 bits
+    assert bool((err <= 0.5 * scale.float() * (1 + 1e-5)).all())  # against the scale the kernel multiplies by
 
     eng = Engine(engine.model, EngineConfig(weight_dtype="int8", temperature=1.0, seed=2), engine.tts)
     fast = eng.fast_path
