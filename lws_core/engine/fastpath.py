@@ -361,9 +361,7 @@ def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decod
     plan_t = tuple(plan)
     final_w = fast.final_norm[0]
     head = fast.head_low if fast.head_low is not None else (fast.lm.lm_head.weight, fast.lm.lm_head.bias)
-
-    def prod(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
-        return _low_mm(x, w, b, scale) if low else _mm(x, w, b)
+    prod = _low_mm if low else _mm  # the same signature: no extra call per product on the hot path
 
     def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return _rms(x, (w, eps))
@@ -428,7 +426,8 @@ def _rms(x: torch.Tensor, params: tuple[torch.Tensor, float]) -> torch.Tensor:
     return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def _mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None, scale: None = None) -> torch.Tensor:
+    """x @ W (+ b) with the exact, pre-transposed weight; ``scale`` (always None) matches :func:`_low_mm`'s signature."""
     return torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
 
 
