@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # GPU check, one script, at most ~8 minutes on one H100/H200 (see benchmarks/results/gpu.md):
 #   1. training tokens/s and MFU: DeepSpeed ZeRO-2 bf16, random-init qwen-0.5b (then qwen3-0.6b if time is left)
-#   2. engine RTF p50/p95 and per-token decode latency, one session, 1.0 s units
+#   2. engine RTF p50/p95 and per-token decode latency, one session, 1.0 s units: HF forward, then the fused one
 #   3. batched serving capacity: sessions held at real time (Engine.step_many, else a one-by-one loop)
-# Each step has its own timeout and writes JSON to ${OUT:-benchmarks/results/gpu}/ (plus gpu_check.log and
-# summary.json: at most 8 files, what the device tool brings back).
+# Each step has its own timeout and writes JSON to ${OUT:-benchmarks/results/gpu}/ (plus env.json, gpu_check.log
+# and summary.json: 8 files, what the device tool brings back at most).
 #
 # Usage, from the repository root:
 #   benchmarks/gpu_check.sh                          # CUDA machine; exit 2 if torch.cuda is unavailable
@@ -179,15 +179,19 @@ TRAIN_ARGS=(--steps 30 --warmup 10 --batch 8 --seq 2048)
 
 step train_qwen-0.5b 150 60 "$PY" benchmarks/train_throughput.py --gpu $SMOKE --device "$DEVICE" "${B1[@]}" \
   "${TRAIN_BACKEND[@]}" "${TRAIN_ARGS[@]}" --out "${TMPDIR:-/tmp}/lws-gpu-train" --json "$OUT_DIR/train_qwen-0.5b.json"
-step engine_rtf 100 45 "$PY" benchmarks/gpu_engine.py rtf $SMOKE --device "$DEVICE" "${B1[@]}" --seconds 30 \
-  --json "$OUT_DIR/engine_rtf.json"
-step engine_capacity 160 60 "$PY" benchmarks/gpu_engine.py capacity $SMOKE --device "$DEVICE" "${B1[@]}" --units 10 \
-  --budget-s 110 --json "$OUT_DIR/engine_capacity.json"
+step engine_rtf 90 45 "$PY" benchmarks/gpu_engine.py rtf $SMOKE --device "$DEVICE" "${B1[@]}" --seconds 30 \
+  --engine-path hf --json "$OUT_DIR/engine_rtf.json"
+step engine_rtf_fast 90 45 "$PY" benchmarks/gpu_engine.py rtf $SMOKE --device "$DEVICE" "${B1[@]}" --seconds 30 \
+  --engine-path fast --json "$OUT_DIR/engine_rtf_fast.json"
+CAP_PATH=fast  # the fused forward batches sessions (Engine.step_many); the HF forward if it failed above
+grep -q '"step": "engine_rtf_fast", "status": "ok"' <<<"${SUMMARY[*]}" || CAP_PATH=hf
+step engine_capacity 150 60 "$PY" benchmarks/gpu_engine.py capacity $SMOKE --device "$DEVICE" "${B1[@]}" --units 10 \
+  --engine-path "$CAP_PATH" --budget-s 100 --json "$OUT_DIR/engine_capacity.json"
+if [ "$TESTS" = 1 ]; then
+  step pytest_gpu 150 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu -x -rs
+fi
 step train_qwen3-0.6b 120 60 "$PY" benchmarks/train_throughput.py --gpu $SMOKE --device "$DEVICE" "${B2[@]}" \
   "${TRAIN_BACKEND[@]}" "${TRAIN_ARGS[@]}" --out "${TMPDIR:-/tmp}/lws-gpu-train3" --json "$OUT_DIR/train_qwen3-0.6b.json"
-if [ "$TESTS" = 1 ]; then
-  step pytest_gpu 200 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu -x -rs
-fi
 
 {
   echo "{\"device\": \"$DEVICE\", \"smoke\": $([ -n "$SMOKE" ] && echo true || echo false), \"python\": \"$PY\","

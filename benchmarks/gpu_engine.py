@@ -87,25 +87,40 @@ def make_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     model = model.to(device=device)
     model.lm.to(dtype=dtype)
     tts = pick_tts(args.tts)
-    # fast_path=False: the CPU fused forward is CPU-only; the HF forward is what runs on CUDA, and the
-    # forward hook below counts its calls
-    cfg = EngineConfig(max_context_tokens=args.max_context, tts=tts, fast_path=False)
+    # --engine-path hf: transformers' forward with its DynamicCache (the forward hook below counts its calls);
+    # fast: the engine's fused forward over a preallocated StaticKV (its calls are counted on FastPath.forward),
+    # in the model's own dtype (no low-precision copies: weight_dtype/batch_dtype "model")
+    fast = args.engine_path == "fast"
+    cfg = EngineConfig(max_context_tokens=args.max_context, tts=tts, fast_path=fast, weight_dtype="model", batch_dtype="model")
     engine = Engine(model, cfg)
+    if fast and engine.fast_path is None:
+        raise SystemExit(f"error: --engine-path fast, but the fused forward does not support {backbone}")
     info = {**device_facts(device), "smoke": bool(args.smoke), "backbone": backbone,
             "backbone_note": BACKBONES[backbone].note, **shape, "dtype": dtype_name, "dtype_note": f"backbone {dtype_name}, audio encoder fp32", "tts": tts,
             "unit_s": model.spec.unit_s, "audio_tokens_per_unit": model.spec.audio_tokens_per_unit,
             "max_write_tokens": model.spec.max_write_tokens, "max_say_tokens": model.spec.max_say_tokens,
-            "max_context_tokens": args.max_context, "weights": "random init: every unit decodes its full budgets (worst case)"}
+            "max_context_tokens": args.max_context, "engine_path": args.engine_path, "weights": "random init: every unit decodes its full budgets (worst case)"}
     return engine, info
 
 
 class ForwardCounter:
-    """Counts backbone forwards (calls of ``model.lm``) and the positions they fed."""
+    """Counts backbone forwards (calls of ``model.lm``, or of the engine's fused ``FastPath.forward``)."""
 
-    def __init__(self, lm: Any) -> None:
+    def __init__(self, engine: Any) -> None:
         self.calls = 0
         self.tokens = 0
-        self._h = lm.register_forward_hook(self._hook, with_kwargs=True)
+        self._fast = engine.fast_path
+        self._h = None
+        if self._fast is not None:  # an instance attribute shadows the method until close()
+            inner = self._fast.forward
+
+            def counted(feeds: Any, *a: Any, **k: Any) -> Any:
+                self.calls += 1
+                return inner(feeds, *a, **k)
+
+            self._fast.forward = counted
+        else:
+            self._h = engine.model.lm.register_forward_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module: Any, args: tuple, kwargs: dict, out: Any) -> None:
         self.calls += 1
@@ -121,7 +136,10 @@ class ForwardCounter:
         return c, t
 
     def close(self) -> None:
-        self._h.remove()
+        if self._h is not None:
+            self._h.remove()
+        if self._fast is not None:
+            del self._fast.forward
 
 
 def _sync(engine: Any) -> None:
@@ -138,7 +156,7 @@ def rtf(args: argparse.Namespace) -> dict[str, Any]:
     with engine.session() as warm:  # allocator, kernels, TTS: not measured
         for block in list(engine.iter_units(audio))[: args.warmup_units]:
             warm.step(block)
-    counter = ForwardCounter(engine.model.lm)
+    counter = ForwardCounter(engine)
     rows = []
     try:
         with engine.session() as s:
@@ -248,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="capacity: Engine.step_many when present (auto), or the one-by-one loop")
     ap.add_argument("--keep-going", action="store_true", help="capacity: try every N even after one fails")
     ap.add_argument("--max-context", type=int, default=2048, help="engine.max_context_tokens (the serving default)")
+    ap.add_argument("--engine-path", choices=["hf", "fast"], default="hf",
+                    help="hf: transformers' forward and DynamicCache; fast: the engine's fused forward and StaticKV")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="Toy sizes: toy Qwen3 backbone, write/say budgets 4/2, 3 s, capacity N = 1, 2.")
     ap.add_argument("--json", help="Also write the result here.")

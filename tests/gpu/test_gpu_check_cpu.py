@@ -32,6 +32,7 @@ def test_python_parts_smoke_on_cpu(tmp_path: Path) -> None:
     import train_throughput
 
     rtf = gpu_engine.main(["rtf", "--smoke", "--device", "cpu", "--json", str(tmp_path / "rtf.json")])
+    fast = gpu_engine.main(["rtf", "--smoke", "--device", "cpu", "--engine-path", "fast"])
     cap = gpu_engine.main(["capacity", "--smoke", "--device", "cpu", "--json", str(tmp_path / "cap.json")])
     tr = train_throughput.main(["--gpu", "--smoke", "--device", "cpu", "--backend", "torch",
                                 "--json", str(tmp_path / "train.json")])
@@ -42,6 +43,9 @@ def test_python_parts_smoke_on_cpu(tmp_path: Path) -> None:
     assert rtf["units"] == 3 and 0 < rtf["rtf_p50"] <= rtf["rtf_p95"]
     # the forward hook saw the decode phase: random weights fill the smoke budgets (4 write + 2 say tokens)
     assert rtf["decode_forwards_per_unit_p50"] >= 6 and rtf["decode_ms_per_token_p50"] > 0
+    # the fused path's forwards are counted on FastPath.forward: the same schedule, so the same count
+    assert fast["engine_path"] == "fast" and rtf["engine_path"] == "hf"
+    assert fast["decode_forwards_per_unit_p50"] == rtf["decode_forwards_per_unit_p50"]
     has_many = callable(getattr(__import__("lws_core.engine", fromlist=["Engine"]).Engine, "step_many", None))
     assert cap["path"] == ("step_many" if has_many else "loop")
     assert [r["sessions"] for r in cap["series"]] == [1, 2]  # smoke tries every N
