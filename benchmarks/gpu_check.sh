@@ -11,6 +11,7 @@
 #   benchmarks/gpu_check.sh --smoke --device cpu     # toy sizes on CPU: a code check, not GPU figures
 #   benchmarks/gpu_check.sh --prepare-wheels         # here, with PyPI: wheels the device image lacks -> .whl/
 #   benchmarks/gpu_check.sh --with-tests             # then `pytest -m gpu tests/gpu` with what time is left
+#   benchmarks/gpu_check.sh --steps gpu_launch,engine_rtf_fast   # only the named steps
 #
 # Python: $LWS_PYTHON, else .venv/bin/python, else python3 — the first with torch (and CUDA, for --device
 # cuda). `make setup` runs only when .venv is missing and no candidate has torch at all. With a python other than
@@ -23,6 +24,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 
 SMOKE=""
+ONLY=""  # --steps a,b: run only these steps (names as in summary.json)
 DEVICE="cuda"
 PREPARE=0
 TESTS=0
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --device=*) DEVICE="${1#--device=}" ;;
     --prepare-wheels) PREPARE=1 ;;
     --with-tests) TESTS=1 ;;
+    --steps) ONLY=",${2:?--steps needs a list},"; shift ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -151,6 +154,7 @@ declare -a SUMMARY=()
 FAILED=0
 step() {  # step NAME CAP_S MIN_S cmd...: runs with timeout min(CAP_S, what is left); skipped under MIN_S left
   local name="$1" cap="$2" min="$3"; shift 3
+  [ -z "$ONLY" ] || [[ "$ONLY" == *",$name,"* ]] || return 0
   local left=$((BUDGET_S - (SECONDS - START)))
   local t=$((cap < left ? cap : left))
   if [ "$t" -lt "$min" ]; then
@@ -177,6 +181,8 @@ else
 fi
 TRAIN_ARGS=(--steps 30 --warmup 10 --batch 8 --seq 2048)
 
+# launch and sync costs, printed to gpu_check.log only (the device tool brings back 8 files at most)
+[[ "$DEVICE" == cuda* ]] && step gpu_launch 60 20 "$PY" benchmarks/gpu_launch.py
 step train_qwen-0.5b 150 60 "$PY" benchmarks/train_throughput.py --gpu $SMOKE --device "$DEVICE" "${B1[@]}" \
   "${TRAIN_BACKEND[@]}" "${TRAIN_ARGS[@]}" --out "${TMPDIR:-/tmp}/lws-gpu-train" --json "$OUT_DIR/train_qwen-0.5b.json"
 step engine_rtf 90 45 "$PY" benchmarks/gpu_engine.py rtf $SMOKE --device "$DEVICE" "${B1[@]}" --seconds 30 \

@@ -91,7 +91,8 @@ def make_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     # fast: the engine's fused forward over a preallocated StaticKV (its calls are counted on FastPath.forward),
     # in the model's own dtype (no low-precision copies: weight_dtype/batch_dtype "model")
     fast = args.engine_path == "fast"
-    cfg = EngineConfig(max_context_tokens=args.max_context, tts=tts, fast_path=fast, weight_dtype="model", batch_dtype="model")
+    cfg = EngineConfig(max_context_tokens=args.max_context, tts=tts, fast_path=fast, weight_dtype="model", batch_dtype="model",
+                       cuda_graphs=not args.no_cuda_graphs)
     engine = Engine(model, cfg)
     if fast and engine.fast_path is None:
         raise SystemExit(f"error: --engine-path fast, but the fused forward does not support {backbone}")
@@ -99,7 +100,8 @@ def make_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "backbone_note": BACKBONES[backbone].note, **shape, "dtype": dtype_name, "dtype_note": f"backbone {dtype_name}, audio encoder fp32", "tts": tts,
             "unit_s": model.spec.unit_s, "audio_tokens_per_unit": model.spec.audio_tokens_per_unit,
             "max_write_tokens": model.spec.max_write_tokens, "max_say_tokens": model.spec.max_say_tokens,
-            "max_context_tokens": args.max_context, "engine_path": args.engine_path, "weights": "random init: every unit decodes its full budgets (worst case)"}
+            "max_context_tokens": args.max_context, "engine_path": args.engine_path,
+            "cuda_graphs": bool(engine.fast_path is not None and engine.fast_path.graphs), "weights": "random init: every unit decodes its full budgets (worst case)"}
     return engine, info
 
 
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-context", type=int, default=2048, help="engine.max_context_tokens (the serving default)")
     ap.add_argument("--engine-path", choices=["hf", "fast"], default="hf",
                     help="hf: transformers' forward and DynamicCache; fast: the engine's fused forward and StaticKV")
+    ap.add_argument("--no-cuda-graphs", action="store_true",
+                    help="fast path on CUDA: launch the decode step's kernels eagerly (engine.cuda_graphs=false)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="Toy sizes: toy Qwen3 backbone, write/say budgets 4/2, 3 s, capacity N = 1, 2.")
     ap.add_argument("--json", help="Also write the result here.")

@@ -43,6 +43,12 @@ class EngineSection(Section):
         "benchmarks/results/engine.md), for a start-up longer by the compile (30 s with inductor's on-disk cache warm, "
         "up to ~4 min cold). For long-running servers and GPUs; needs a C++ compiler.",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="On CUDA, capture each session's single-token decode step of the fused forward as a CUDA graph "
+        "(one launch per token instead of ~20 a layer; same function, attention masked over the preallocated cache). "
+        "Why: eager launches made a 0.5B step cost 53 ms on an H200 (benchmarks/results/gpu.md). No effect on CPU.",
+    )
     threads: int = Field(
         1,
         ge=0,

@@ -64,6 +64,9 @@ class Engine:
         self.fast_path = (
             FastPath(model.lm, wd, bd, self.config.batch_rows) if self.config.fast_path and FastPath.supports(model.lm) else None
         )
+        if self.fast_path is not None and self.config.cuda_graphs and w.device.type == "cuda":
+            # plain rotary only: the graph indexes a position table (scaled variants compute theirs per call)
+            self.fast_path.graphs = self.fast_path._table
         self.compile_s = 0.0  # seconds engine.compile_decode took at start-up
         if self.fast_path is not None and self.config.compile_decode:
             # the compiled step is guarded on torch's thread count: set engine.threads before compiling, or the

@@ -173,6 +173,7 @@ class FastPath:
         self._table = getattr(rot, "rope_type", None) in ("default", "linear") and hasattr(rot, "inv_freq")
         self._cos = self._sin = None
         self._decode = None  # _decode_fn(self), made on first use
+        self.graphs = False  # CUDA graphs for single-token steps (engine.cuda_graphs; set by the engine on CUDA)
         self._compiled = None  # compile_decode()'s compiled _decode_fn
 
     def _rotary(self, pos: torch.Tensor | None, start: int, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,6 +238,29 @@ class FastPath:
             self._decode = _decode_fn(self)
         return self._decode(h, cos, sin, ks, vs, start)
 
+    def _with_graphs(self, feeds: Sequence[Feed], sizes: list[int]) -> list[torch.Tensor | None]:
+        """Single-token feeds replay their session's captured step (:mod:`lws_core.engine.cuda_graph`), one
+        launch each; the others (prefills, no-logits feeds) take the batched forward."""
+        from lws_core.engine.cuda_graph import GraphStep
+
+        out: list[torch.Tensor | None] = [None] * len(feeds)
+        rest = [i for i, (f, n) in enumerate(zip(feeds, sizes, strict=True)) if not (n == 1 and f.want_logits)]
+        if rest:
+            for i, lg in zip(rest, self.forward([feeds[i] for i in rest]), strict=True):
+                out[i] = lg
+        for i, (f, n) in enumerate(zip(feeds, sizes, strict=True)):
+            if n != 1 or not f.want_logits:
+                continue
+            f.kv.length = f.start
+            f.kv.reserve(1)
+            self._rotary(None, f.start, 1, f.embeds)  # grows the table first, if this position needs it
+            g = f.kv.graph
+            if g is None or not g.fits(f.kv, self._cos):
+                g = f.kv.graph = GraphStep(self, f.kv, f.embeds, f.start)
+            out[i] = g.run(f.embeds, f.start)
+            f.kv.length = f.start + 1
+        return out
+
     @torch.no_grad()
     def forward(self, feeds: Sequence[Feed]) -> list[torch.Tensor | None]:
         """Feed every session its new embeddings; return each one's last-position logits (or None).
@@ -248,6 +272,8 @@ class FastPath:
         for f, n in zip(feeds, sizes, strict=True):
             f.kv.length = f.start
             f.kv.reserve(n)
+        if self.graphs and any(n == 1 and f.want_logits for f, n in zip(feeds, sizes, strict=True)):
+            return self._with_graphs(feeds, sizes)
         if sizes == [1] and feeds[0].want_logits:  # a decode step: the fixed single-token graph
             f = feeds[0]
             cos, sin = self._rotary(None, f.start, 1, f.embeds)
@@ -338,18 +364,32 @@ class FastPath:
         return result
 
 
-def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decode_one's
-    """The single-token step of ``fast`` as a plain function over flat tuples of its weights.
+@dataclass(frozen=True)
+class DecodePlan:
+    """What a single-token step reads, as flat tuples: each layer's norms and product weights, and the sizes."""
 
-    Why a closure over tuples, not a method reading ``fast.layers``: what ``torch.compile`` captures
-    is guarded at every call, and guards over tuples of tensors are cheap where guards over a list
-    of dicts of tensors, ints and functions cost ~0.4 ms a step (measured: 1.73 against 1.29 ms)."""
+    layers: tuple
+    final_w: torch.Tensor
+    head: tuple
+    head_low: bool
+    prod: object  # _low_mm or _mm: the same signature
+    hd: int
+    nq: int
+    nkv: int
+    heads: int
+    inter: int
+    scale: float
+    gqa: bool
+    act: object
+    qk_norm: bool
+    eps: float
+
+
+def decode_plan(fast: FastPath) -> DecodePlan:
+    """The weights of ``fast``'s single-token step, flattened (see :func:`_decode_fn` for why tuples)."""
     first = fast.layers[0]
-    hd, nq, nkv, heads, inter = first["hd"], first["q"], first["kv"], first["heads"], first["inter"]
-    half, scale, gqa, act = hd // 2, first["scale"], first["gqa"], first["act"]
     low = first["low"] is not None
     qk_norm = first["q_norm"] is not None
-    eps = first["ln1"][1]
     plan = []
     for L in fast.layers:
         if low:
@@ -358,10 +398,25 @@ def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decod
             ws = (L["qkv"], L["qkv_bias"], None, L["o"], L["o_bias"], None, L["gu"], L["gu_bias"], None, L["down"], L["down_bias"], None)
         norms = (L["ln1"][0], L["ln2"][0], *((L["q_norm"][0], L["k_norm"][0]) if qk_norm else (None, None)))
         plan.append(norms + ws)
-    plan_t = tuple(plan)
-    final_w = fast.final_norm[0]
     head = fast.head_low if fast.head_low is not None else (fast.lm.lm_head.weight, fast.lm.lm_head.bias)
-    prod = _low_mm if low else _mm  # the same signature: no extra call per product on the hot path
+    return DecodePlan(
+        layers=tuple(plan), final_w=fast.final_norm[0], head=head, head_low=fast.head_low is not None,
+        prod=_low_mm if low else _mm, hd=first["hd"], nq=first["q"], nkv=first["kv"], heads=first["heads"],
+        inter=first["inter"], scale=first["scale"], gqa=first["gqa"], act=first["act"], qk_norm=qk_norm, eps=first["ln1"][1],
+    )
+
+
+def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decode_one's
+    """The single-token step of ``fast`` as a plain function over flat tuples of its weights.
+
+    Why a closure over tuples, not a method reading ``fast.layers``: what ``torch.compile`` captures
+    is guarded at every call, and guards over tuples of tensors are cheap where guards over a list
+    of dicts of tensors, ints and functions cost ~0.4 ms a step (measured: 1.73 against 1.29 ms)."""
+    p = decode_plan(fast)
+    hd, nq, nkv, heads, inter = p.hd, p.nq, p.nkv, p.heads, p.inter
+    half, scale, gqa, act, eps = hd // 2, p.scale, p.gqa, p.act, p.eps
+    plan_t, final_w, head, prod, head_low = p.layers, p.final_w, p.head, p.prod, p.head_low
+    del p  # the step closes over the plain values only (what a compiled step guards)
 
     def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return _rms(x, (w, eps))
@@ -390,7 +445,7 @@ def _decode_fn(fast: FastPath):  # noqa: ANN202 - the step's signature is _decod
             gu = prod(rms(h, ln2), gu_w, gu_b, gu_s)
             h = h + prod(act(gu[:, :inter]) * gu[:, inter:], d_w, d_b, d_s)
         x = rms(h, final_w)
-        return (_low_mm(x, *head) if fast.head_low is not None else F.linear(x, *head))[0]
+        return (_low_mm(x, *head) if head_low else F.linear(x, *head))[0]
 
     return step
 

@@ -48,6 +48,7 @@ class StaticKV:
         self._views()
         self.length = 0
         self.allocations = 1
+        self.graph = None  # the session's captured decode step (lws_core.engine.cuda_graph), on CUDA
 
     def _views(self) -> None:
         """Per-layer ``[kv_heads, capacity, head_dim]`` views of keys and values (made once, not per token)."""

@@ -85,3 +85,52 @@ def test_gpu_engine_smoke_on_cuda(tmp_path: Path) -> None:
     assert rtf["units"] == 3 and rtf["decode_ms_per_token_p50"] > 0 and rtf["rtf_p95"] > 0
     assert [r["sessions"] for r in cap["series"]] == [1, 2]
     assert json.loads((tmp_path / "cap.json").read_text())["path"] in ("step_many", "loop")
+
+
+def test_cuda_graph_decode_equals_the_eager_step_alone_and_batched() -> None:
+    """``engine.cuda_graphs``: each session's captured step gives what the eager fused step gives (fp32, TF32
+    off), alone and in ``Engine.step_many``, and a session captures once, not per token."""
+    from gpu_common import build_model
+    from gpu_engine import test_audio
+
+    from lws_core.engine import Engine, EngineConfig
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = build_model("tiny", seed=1).eval().to("cuda")
+    graphs = Engine(model, EngineConfig(tts="none", temperature=0.0, cuda_graphs=True))
+    eager = Engine(model, EngineConfig(tts="none", temperature=0.0, cuda_graphs=False))
+    assert graphs.fast_path.graphs and not eager.fast_path.graphs
+    audio = test_audio(4.0, "none")
+    a, la = _units(graphs, audio)
+    b, lb = _units(eager, audio)
+    assert len(la) == len(lb) and len(la) > 10
+    for (pa, xa), (pb, xb) in zip(la, lb, strict=True):
+        assert pa == pb
+        torch.testing.assert_close(xa, xb, atol=1e-3, rtol=1e-3)
+    assert a == b
+    captured = []
+    orig = __import__("lws_core.engine.cuda_graph", fromlist=["GraphStep"]).GraphStep.__init__
+
+    def counting(self, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        captured.append(1)
+        return orig(self, *args, **kw)
+
+    from lws_core.engine import cuda_graph
+
+    cuda_graph.GraphStep.__init__ = counting
+    try:
+        blocks = list(graphs.iter_units(audio))
+        s1, s2 = graphs.session(), graphs.session()
+        alone = eager.session()
+        try:
+            for u, block in enumerate(blocks):
+                many = graphs.step_many([(s1, block), (s2, blocks[(u + 1) % len(blocks)])])
+                one = alone.step(block)
+                assert (many[0].state, many[0].write, many[0].say) == (one.state, one.write, one.say)
+        finally:
+            for s in (s1, s2, alone):
+                s.close()
+    finally:
+        cuda_graph.GraphStep.__init__ = orig
+    assert 1 <= len(captured) <= 2 * 2  # once per session (twice if a window slide moved a buffer), not per token
