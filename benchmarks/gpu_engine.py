@@ -159,6 +159,8 @@ def rtf(args: argparse.Namespace) -> dict[str, Any]:
         for block in list(engine.iter_units(audio))[: args.warmup_units]:
             warm.step(block)
     counter = ForwardCounter(engine)
+    replay_ms: list[float] = []
+    unpatch = _time_graph_replays(engine, replay_ms)
     rows = []
     try:
         with engine.session() as s:
@@ -169,6 +171,7 @@ def rtf(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append((out, calls))
     finally:
         counter.close()
+        unpatch()
     t = [o.timings for o, _ in rows]
     total = [x["total_ms"] / 1000 / unit_s for x in t]
     decode_fwd = [max(c - 1, 0) for _, c in rows]  # the first forward of a step is the unit's prefill
@@ -186,7 +189,37 @@ def rtf(args: argparse.Namespace) -> dict[str, Any]:
         "generated_text_tokens_per_unit_p50": pct(gen, 50),
         "decode_ms_per_token_p50": pct(per_token, 50), "decode_ms_per_token_p95": pct(per_token, 95),
         "context_tokens_end": t[-1]["context_tokens"],
+        # a captured step's replay alone (synchronised before and after): the rest of a token's time is the
+        # session's own per-token work (embedding, grammar mask, sampling, its host sync)
+        "graph_replay_ms_p50": pct(replay_ms, 50) if replay_ms else None,
+        "graph_replay_ms_p95": pct(replay_ms, 95) if replay_ms else None,
     }
+
+
+def _time_graph_replays(engine: Any, into: list[float]):  # noqa: ANN202 - returns the undo function
+    """Time every CUDA-graph replay of the fused path into ``into`` (ms); a no-op without graphs."""
+    if engine.fast_path is None or not engine.fast_path.graphs:
+        return lambda: None
+    import torch
+
+    from lws_core.engine import cuda_graph
+
+    orig = cuda_graph.GraphStep.run
+
+    def run(self: Any, h: Any, start: int) -> Any:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = orig(self, h, start)
+        torch.cuda.synchronize()
+        into.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    cuda_graph.GraphStep.run = run
+
+    def undo() -> None:
+        cuda_graph.GraphStep.run = orig
+
+    return undo
 
 
 def capacity(args: argparse.Namespace) -> dict[str, Any]:

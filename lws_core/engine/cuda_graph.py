@@ -89,7 +89,9 @@ class GraphStep:
             self.pos = torch.tensor(start, dtype=torch.long, device=dev)
             idx = torch.arange(kv.capacity, device=dev)
         step = static_decode_fn(fast)
-        args = (self.h, self.pos, cos_t, sin_t, kv.k, kv.v, idx)
+        # held for the graph's lifetime: a replay reads these addresses, and a tensor freed after the capture
+        # (the mask's index, say) would hand its memory to whatever the allocator places there next
+        self._args = args = (self.h, self.pos, cos_t, sin_t, kv.k, kv.v, idx)
         side = torch.cuda.Stream(dev)  # warm up off the default stream, as CUDA graph capture asks
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
