@@ -92,6 +92,13 @@ class EncoderPretrain(Section):
         "held-out-voice WER 0.215 -> 0.134 over three seeds (docs/training.md).",
     )
     corpus_seed: int = Field(2, description="Seed of that extra corpus (not the dataset's, so it holds other sessions).")
+    general_utterances: int = Field(
+        0, ge=0,
+        description="Utterances of general English (3-10 words drawn from the general_vocab most frequent English words, "
+        "wordfreq's list; a third with a number) said by training voices, for the recogniser alone: a vocabulary beyond "
+        "the task templates, as a real ASR encoder has (lws_core/train/general_speech.py); 0: off.",
+    )
+    general_vocab: int = Field(3000, ge=100, description="How many of the most frequent English words general_utterances draws from.")
 
 
 class LWSWarmup(Section):

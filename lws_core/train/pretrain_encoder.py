@@ -247,6 +247,10 @@ def pretrain_encoder(
     train = _load_split(data_dir, "train", unit_samples, tok=tok)
     if ac.sessions:
         train += _extra_corpus(cfg, Path(out_dir), unit_samples, tok, progress)
+    if ac.general_utterances:
+        from lws_core.train.general_speech import general_sessions
+
+        train += general_sessions(ac.general_utterances, ac.general_vocab, ac.corpus_seed, sc.unit_s, unit_samples, tok, progress)
     targets = [t for s in train for t in s.targets]
     tokens = [t for s in train for t in s.tokens]
     items = [it for s in train for it in s.items]
