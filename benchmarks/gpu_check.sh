@@ -179,7 +179,7 @@ if [ -n "$SMOKE" ]; then
 else
   B1=(--backbone qwen-0.5b); B2=(--backbone qwen3-0.6b)
 fi
-TRAIN_ARGS=(--steps 30 --warmup 10 --batch 8 --seq 2048)
+TRAIN_ARGS=(--steps 30 --warmup 10 --batch 8 --seq 2048 --profile 3)  # the last 3 steps profiled, not timed
 
 # launch and sync costs, printed to gpu_check.log only (the device tool brings back 8 files at most)
 [[ "$DEVICE" == cuda* ]] && step gpu_launch 60 20 "$PY" benchmarks/gpu_launch.py

@@ -146,6 +146,9 @@ def gpu(args: argparse.Namespace) -> dict | None:
                               use_cpu=not on_gpu and args.backend == "torch" and torch.cuda.is_available())
     marks: list[tuple[int, float, float]] = []
     losses: list[float] = []
+    # --profile N: the last N steps run under torch.profiler (and are left out of the tokens/s window)
+    prof_from = args.steps - args.profile if args.profile else None
+    prof: list = []
 
     class Clock:
         def on_log(self, step: int, metrics: dict[str, float]) -> None:
@@ -155,6 +158,14 @@ def gpu(args: argparse.Namespace) -> dict | None:
                 marks.append((step, time.perf_counter(), metrics["tokens_seen"]))
             if "loss" in metrics:
                 losses.append(metrics["loss"])
+            if prof_from is not None and step == prof_from:
+                acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
+                prof.append(torch.profiler.profile(activities=acts))
+                prof[0].__enter__()
+                prof.append(time.perf_counter())
+            if prof_from is not None and step == args.steps and len(prof) == 2:
+                prof[0].__exit__(None, None, None)
+                prof.append(time.perf_counter())
 
         def on_end(self, summary: object) -> None: ...
 
@@ -164,7 +175,7 @@ def gpu(args: argparse.Namespace) -> dict | None:
     t_start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t_start
-    m = [x for x in marks if x[0] >= args.warmup]
+    m = [x for x in marks if x[0] >= args.warmup and (prof_from is None or x[0] <= prof_from)]
     if len(m) < 2:
         raise SystemExit(f"error: too few logged steps after warm-up ({len(m)}): raise --steps above --warmup + 1")
     (s0, t0, k0), (s1, t1, k1) = m[0], m[-1]
@@ -192,6 +203,29 @@ def gpu(args: argparse.Namespace) -> dict | None:
         "mfu_formula": "(6*lm_matmul_parameters + 12*layers*heads*head_dim*seq_len) * tokens_per_s / peak_bf16_dense",
         "losses": [round(x, 4) for x in losses], "loss_finite": bool(losses) and all(math.isfinite(x) for x in losses),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,
+        **(_profile_summary(prof[0], args.profile, prof[2] - prof[1]) if len(prof) == 3 else {}),
+    }
+
+
+def _profile_summary(prof, steps: int, wall_s: float) -> dict:  # noqa: ANN001 - torch.profiler.profile
+    """Where a step's time goes: the GPU's busy time against the wall, and the top ops by device and by host time.
+
+    Why: MFU alone cannot say whether a step waits on the GPU (kernels: fuse, grow the batch) or on the host
+    (Python, launches, data: overlap, capture), and the device machine's minutes are few.
+    """
+    ev = prof.key_averages()
+    dev = lambda e: getattr(e, "self_device_time_total", 0) or 0  # noqa: E731 - µs; 0 without CUDA
+    cpu = lambda e: e.self_cpu_time_total  # noqa: E731
+
+    def top(key, n: int = 12) -> list[dict]:  # noqa: ANN001
+        rows = sorted(ev, key=key, reverse=True)[:n]
+        return [{"op": e.key[:80], "self_ms_per_step": round(key(e) / 1000 / steps, 3), "calls_per_step": round(e.count / steps, 1)} for e in rows]
+
+    return {
+        "profile_steps": steps, "profile_wall_ms_per_step": round(wall_s * 1000 / steps, 2),
+        "profile_device_busy_ms_per_step": round(sum(dev(e) for e in ev) / 1000 / steps, 2),
+        "profile_host_ops_per_step": round(sum(e.count for e in ev) / steps),
+        "profile_top_device": top(dev), "profile_top_host": top(cpu),
     }
 
 
@@ -214,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=2)
     ap.add_argument("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32")
     ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--profile", type=int, default=0, help="GPU path: run the last N steps under torch.profiler and "
+                    "report device-busy time and the top ops (those steps are left out of tokens/s)")
     ap.add_argument("--json", help="Also write the GPU path's result here.")
     a = ap.parse_args(argv)
     if a.gpu or a.dry_run or a.smoke:

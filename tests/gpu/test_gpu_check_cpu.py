@@ -52,6 +52,10 @@ def test_python_parts_smoke_on_cpu(tmp_path: Path) -> None:
     assert all(r["rounds"] == 2 and r["round_s_p95"] > 0 for r in cap["series"])
     assert tr["loss_finite"] and tr["tokens_per_s"] > 0 and tr["measured_steps"] == 2
     assert tr["mfu"] is None  # no GPU peak on CPU: no MFU is claimed
+    prof = train_throughput.main(["--gpu", "--smoke", "--device", "cpu", "--backend", "torch", "--profile", "1"])
+    assert prof["measured_steps"] == 1 and prof["profile_steps"] == 1  # the profiled step is not timed
+    assert prof["profile_wall_ms_per_step"] > 0 and prof["profile_host_ops_per_step"] > 100
+    assert prof["profile_top_host"][0]["self_ms_per_step"] > 0 and prof["profile_device_busy_ms_per_step"] == 0
     assert tr["lm_matmul_parameters"] > tr["lm_non_embedding_parameters"]  # tied head counted once
 
 
