@@ -53,7 +53,9 @@ def general_sessions(n: int, vocab: int, seed: int, unit_s: float, unit_samples:
     from lws_core.data.scenarios import choose_voice
     from lws_core.train.pretrain_encoder import _Session
 
-    tts = EspeakTTS()
+    # a private copy of the library: a second plain instance would re-initialise the process's shared espeak-ng and
+    # take over its callback, so the per-process TTS (get_tts) would then render nothing
+    tts = EspeakTTS(fresh=True, seed=seed)
     voices = english_voices(held_out=False)
     sr = round(unit_samples / unit_s)
     out = []

@@ -45,3 +45,17 @@ def test_sessions_hear_each_word_in_the_unit_where_it_ends(tiny_dataset) -> None
 
 def test_only_training_voices_speak_it() -> None:
     assert set(english_voices(held_out=False)).isdisjoint(english_voices(held_out=True))
+
+
+def test_the_process_tts_still_speaks_after_it(tiny_dataset) -> None:
+    """The corpus uses a private copy of espeak-ng: the per-process TTS that the engine and the server share keeps
+    its own state (a plain second instance took over the library's callback and left the shared one mute)."""
+    from lws_core.audio import get_tts
+    from lws_core.train.pretrain_encoder import dataset_tokenizer
+
+    shared = get_tts()
+    before = shared.synthesize("hello there").audio
+    general_sessions(1, 100, seed=1, unit_s=1.0, unit_samples=16000, tok=dataset_tokenizer(tiny_dataset))
+    after = shared.synthesize("hello there").audio
+    assert len(before) > 1000 and abs(len(after) - len(before)) < 0.05 * len(before)  # espeak's noise moves a sample
+    assert np.abs(after).max() > 0.01
