@@ -131,6 +131,29 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
         for r, h in [(r, h) for r, h in zip(refs, hyps, strict=True) if r][:3]:
             print(f"    ref {r!r}\n    hyp {h!r}")
         print("    " + breakdown(rec, ev, refs, hyps))
+        print("    " + by_voice(data, split, refs, hyps))
+
+
+def by_voice(data: str, split: str, refs: list[str], hyps: list[str]) -> str:
+    """WER per voice (espeak name ``lang+variant``, rate and pitch left out), so a split's errors can be traced to
+    the voices that make them (the held-out voices differ in kind: a language variant, a breathy timbre, Klatt)."""
+    from collections import defaultdict
+
+    from datasets import load_from_disk
+
+    from lws_core.train.pretrain_encoder import word_error_rate
+
+    voices = load_from_disk(data)[split]["voice"][: len(refs)]
+    groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for v, r, h in zip(voices, refs, hyps, strict=True):
+        groups[v.split("@")[0]][0].append(r)
+        groups[v.split("@")[0]][1].append(h)
+    parts = []
+    for v, (rs, hs) in sorted(groups.items()):
+        w = word_error_rate(rs, hs)
+        if w is not None:
+            parts.append(f"{v} {w:.3f} ({sum(len(r.split()) for r in rs)} words)")
+    return "WER by voice: " + ", ".join(parts)
 
 
 def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: ANN001 - CTCRecognizer, _Session
