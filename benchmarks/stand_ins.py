@@ -11,6 +11,7 @@ checkpoints with the CLI and its ``--set`` overrides, then score them here:
     .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --encoder /tmp/enc
     .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen
     .venv/bin/python benchmarks/stand_ins.py seeds --data /tmp/ds --seeds 1 2 3 --work /tmp/bbs
+    .venv/bin/python benchmarks/stand_ins.py encoder-seeds --data /tmp/ds --seeds 0 1 2 --work /tmp/encs --set pretrain.encoder.ema=0.999
 
 ``seeds``: pretrains one backbone per seed (``pretrain.backbone.seed``: its corpus and its init; the
 current params.yaml otherwise, plus ``--set``) and reports the ceiling per family as a mean with a
@@ -191,6 +192,45 @@ def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: 
     return f"heard right: {words}\n    found in their own unit: {edge}"
 
 
+def encoder_seeds(data: str, seed_list: list[int], work: str, overrides: list[str], sessions: int) -> None:
+    """One recogniser per ``pretrain.encoder.seed`` (the current params.yaml plus ``--set``; one already in
+    ``--work`` is reused), then its held-out-voice WER from its report over ``sessions`` ``test_seen`` sessions,
+    as a mean with a 95 % t-interval; with ``pretrain.encoder.ema``, the last weights' WER beside it and the
+    paired difference (the same run's two weights, so the seed's noise cancels)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from liberation import t95  # the liberation benchmark's interval, beside this script
+
+    def interval(v: np.ndarray) -> str:
+        half = t95(len(v)) * float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        return f"{v.mean():.3f} ± {half:.3f}"
+
+    rows = []
+    for seed in seed_list:
+        out = Path(work) / f"encoder-seed{seed}"
+        if not (out / "pretrain_report.json").is_file():
+            sets = [x for o in [*overrides, f"pretrain.encoder.seed={seed}", f"pretrain.encoder.eval_sessions={sessions}"]
+                    for x in ("--set", o)]
+            cmd = [str(Path(sys.executable).with_name("lws")), "pretrain", "encoder", "--data", data, "--out", str(out), "--quiet", *sets]
+            subprocess.run(cmd, check=True)
+        r = json.loads((out / "pretrain_report.json").read_text())
+        rows.append((seed, r["wer"], r.get("wer_raw"), r["wer_sessions"], r["wall_s"]))
+        print(f"seed {seed}: WER {r['wer']:.3f}" + (f", last weights {r['wer_raw']:.3f}" if r.get("wer_raw") is not None else "")
+              + f" over {r['wer_sessions']} sessions ({r['wall_s']:.0f} s)", flush=True)
+    print("\n| seed | WER (saved) | WER, last weights | sessions | stage s |\n|---|---|---|---|---|")
+    for seed, w, raw, n, wall in rows:
+        print(f"| {seed} | {w:.3f} | {'-' if raw is None else f'{raw:.3f}'} | {n} | {wall:.0f} |")
+    saved = np.array([w for _, w, *_ in rows])
+    print(f"\nWER (saved) over {len(rows)} seeds: {interval(saved)}")
+    if all(raw is not None for _, _, raw, *_ in rows):
+        raw = np.array([r for _, _, r, *_ in rows])
+        print(f"WER (last weights): {interval(raw)}; paired difference saved - last: {interval(saved - raw)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -211,11 +251,19 @@ def main() -> None:
     sd.add_argument("--work", default="/tmp/lws-backbone-seeds")
     sd.add_argument("--limit", type=int, default=100, help="graded sessions per split")
     sd.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+    es = sub.add_parser("encoder-seeds", help="the recogniser's WER over several pretraining seeds, with a 95 %% interval")
+    es.add_argument("--data", required=True)
+    es.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    es.add_argument("--work", default="/tmp/lws-encoder-seeds")
+    es.add_argument("--sessions", type=int, default=100, help="test_seen sessions the WER is measured on")
+    es.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     a = ap.parse_args()
     if a.what == "ceiling":
         ceiling(a.backbone, a.data, a.limit, a.show, a.encoder)
     elif a.what == "seeds":
         seeds(a.data, a.seeds, a.work, a.limit, a.set)
+    elif a.what == "encoder-seeds":
+        encoder_seeds(a.data, a.seeds, a.work, a.set, a.sessions)
     else:
         wer(a.encoder, a.data, a.splits, a.sessions)
 
