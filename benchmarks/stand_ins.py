@@ -11,7 +11,7 @@ checkpoints with the CLI and its ``--set`` overrides, then score them here:
     .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --encoder /tmp/enc
     .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen
     .venv/bin/python benchmarks/stand_ins.py seeds --data /tmp/ds --seeds 1 2 3 --work /tmp/bbs
-    .venv/bin/python benchmarks/stand_ins.py encoder-seeds --data /tmp/ds --seeds 0 1 2 --work /tmp/encs --set pretrain.encoder.ema=0.999
+    .venv/bin/python benchmarks/stand_ins.py encoder-seeds --data /tmp/ds --seeds 0 1 2 --work /tmp/encs --set pretrain.encoder.dropout=0.2
 
 ``seeds``: pretrains one backbone per seed (``pretrain.backbone.seed``: its corpus and its init; the
 current params.yaml otherwise, plus ``--set``) and reports the ceiling per family as a mean with a
@@ -136,25 +136,26 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
 
 
 def by_voice(data: str, split: str, refs: list[str], hyps: list[str]) -> str:
-    """WER per voice (espeak name ``lang+variant``, rate and pitch left out), so a split's errors can be traced to
-    the voices that make them (the held-out voices differ in kind: a language variant, a breathy timbre, Klatt)."""
+    """WER per espeak language and per voice variant (each pooled over the other), so a split's errors can be
+    traced to the voices that make them (the held-out voices are a language, ``en-gb-x-gbcwmd``, and two
+    variants, ``f4`` and ``klatt3``; one voice alone says too few words to compare)."""
     from collections import defaultdict
 
     from datasets import load_from_disk
 
     from lws_core.train.pretrain_encoder import word_error_rate
 
-    voices = load_from_disk(data)[split]["voice"][: len(refs)]
-    groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
-    for v, r, h in zip(voices, refs, hyps, strict=True):
-        groups[v.split("@")[0]][0].append(r)
-        groups[v.split("@")[0]][1].append(h)
-    parts = []
-    for v, (rs, hs) in sorted(groups.items()):
-        w = word_error_rate(rs, hs)
-        if w is not None:
-            parts.append(f"{v} {w:.3f} ({sum(len(r.split()) for r in rs)} words)")
-    return "WER by voice: " + ", ".join(parts)
+    voices = [v.split("@")[0] for v in load_from_disk(data)[split]["voice"][: len(refs)]]
+    lines = []
+    for what, key in (("language", lambda v: v.split("+")[0]), ("variant", lambda v: v.split("+")[-1])):
+        groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        for v, r, h in zip(voices, refs, hyps, strict=True):
+            groups[key(v)][0].append(r)
+            groups[key(v)][1].append(h)
+        parts = [f"{g} {w:.3f} ({sum(len(r.split()) for r in rs)} words)"
+                 for g, (rs, hs) in sorted(groups.items()) if (w := word_error_rate(rs, hs)) is not None]
+        lines.append(f"WER by {what}: " + ", ".join(parts))
+    return "\n    ".join(lines)
 
 
 def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: ANN001 - CTCRecognizer, _Session
@@ -195,8 +196,7 @@ def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: 
 def encoder_seeds(data: str, seed_list: list[int], work: str, overrides: list[str], sessions: int) -> None:
     """One recogniser per ``pretrain.encoder.seed`` (the current params.yaml plus ``--set``; one already in
     ``--work`` is reused), then its held-out-voice WER from its report over ``sessions`` ``test_seen`` sessions,
-    as a mean with a 95 % t-interval; with ``pretrain.encoder.ema``, the last weights' WER beside it and the
-    paired difference (the same run's two weights, so the seed's noise cancels)."""
+    as a mean with a 95 % t-interval."""
     import json
     import subprocess
     import sys
@@ -204,10 +204,6 @@ def encoder_seeds(data: str, seed_list: list[int], work: str, overrides: list[st
 
     import numpy as np
     from liberation import t95  # the liberation benchmark's interval, beside this script
-
-    def interval(v: np.ndarray) -> str:
-        half = t95(len(v)) * float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-        return f"{v.mean():.3f} ± {half:.3f}"
 
     rows = []
     for seed in seed_list:
@@ -218,17 +214,14 @@ def encoder_seeds(data: str, seed_list: list[int], work: str, overrides: list[st
             cmd = [str(Path(sys.executable).with_name("lws")), "pretrain", "encoder", "--data", data, "--out", str(out), "--quiet", *sets]
             subprocess.run(cmd, check=True)
         r = json.loads((out / "pretrain_report.json").read_text())
-        rows.append((seed, r["wer"], r.get("wer_raw"), r["wer_sessions"], r["wall_s"]))
-        print(f"seed {seed}: WER {r['wer']:.3f}" + (f", last weights {r['wer_raw']:.3f}" if r.get("wer_raw") is not None else "")
-              + f" over {r['wer_sessions']} sessions ({r['wall_s']:.0f} s)", flush=True)
-    print("\n| seed | WER (saved) | WER, last weights | sessions | stage s |\n|---|---|---|---|---|")
-    for seed, w, raw, n, wall in rows:
-        print(f"| {seed} | {w:.3f} | {'-' if raw is None else f'{raw:.3f}'} | {n} | {wall:.0f} |")
-    saved = np.array([w for _, w, *_ in rows])
-    print(f"\nWER (saved) over {len(rows)} seeds: {interval(saved)}")
-    if all(raw is not None for _, _, raw, *_ in rows):
-        raw = np.array([r for _, _, r, *_ in rows])
-        print(f"WER (last weights): {interval(raw)}; paired difference saved - last: {interval(saved - raw)}")
+        rows.append((seed, r["wer"], r["wer_sessions"], r["wall_s"]))
+        print(f"seed {seed}: WER {r['wer']:.3f} over {r['wer_sessions']} sessions ({r['wall_s']:.0f} s)", flush=True)
+    print("\n| seed | WER | sessions | stage s |\n|---|---|---|---|")
+    for seed, w, n, wall in rows:
+        print(f"| {seed} | {w:.3f} | {n} | {wall:.0f} |")
+    v = np.array([w for _, w, *_ in rows])
+    half = t95(len(v)) * float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    print(f"\nWER over {len(rows)} seeds: {v.mean():.3f} ± {half:.3f}")
 
 
 def main() -> None:

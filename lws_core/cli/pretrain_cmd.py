@@ -108,7 +108,6 @@ def encoder(
             ("train units", f"{r.train_units:,}"),
             ("final CTC loss", f"{r.final_loss:.3f}"),
             ("WER", wer),
-            *([("WER, last weights (not the average)", f"{r.wer_raw:.3f}")] if r.wer_raw is not None else []),
             ("wall time", f"{r.wall_s:.1f} s"),
         ],
     )

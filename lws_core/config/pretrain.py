@@ -84,12 +84,6 @@ class EncoderPretrain(Section):
         description="Largest relative stretch of the mel axis per example while pretraining (a VTLP-style voice "
         "perturbation for held-out voices); 0: off.",
     )
-    ema: float = Field(
-        0.0, ge=0.0, lt=1.0,
-        description="Decay of an exponential moving average of the recogniser's weights kept while pretraining "
-        "(torch.optim.swa_utils); the saved recogniser is the average, and the report also gives the last weights' "
-        "WER (wer_raw); 0: off, the last weights are saved.",
-    )
     eval_sessions: int = Field(60, ge=0, description="Held-out-voice sessions for the WER report.")
     sessions: int = Field(
         4500, ge=0,

@@ -260,8 +260,6 @@ def _run_pretrain(config_json: str, kind: str, out_path: str, dataset_path: str 
                            "wer_sessions": e.wer_sessions}
                 if e.wer is not None:
                     numbers["wer"] = e.wer
-                if e.wer_raw is not None:
-                    numbers["wer_raw"] = e.wer_raw
             tr.log_metrics(rid, numbers)
             if (out / "pretrain_report.json").is_file():
                 tr.client.log_artifact(rid, str(out / "pretrain_report.json"))

@@ -50,7 +50,6 @@ class EncoderReport:
     final_loss: float
     wer: float | None
     wer_sessions: int
-    wer_raw: float | None = None  # with pretrain.encoder.ema: the last weights' WER (``wer`` is the saved average's)
     losses: list[tuple[int, float]] = field(default_factory=list)
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -279,11 +278,6 @@ def pretrain_encoder(
     opt = torch.optim.AdamW(rec.parameters(), lr=learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.1)
     log = LossLog("ctc_loss", steps, "pretrain encoder", progress, on_log)
-    ema = None
-    if ac.ema > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(rec, multi_avg_fn=get_ema_multi_avg_fn(ac.ema), use_buffers=True)
     rec.train()
     rec.speech.spec_augment, rec.speech.freq_warp = ac.spec_augment, ac.freq_warp
     for step in range(1, steps + 1):
@@ -294,27 +288,20 @@ def pretrain_encoder(
         if paths is not None:
             loss = loss + ac.aligned_weight * F.nll_loss(log_probs.float().flatten(0, 1), paths[pick].flatten())
         optimizer_step(loss, rec.parameters(), opt, sched)
-        if ema is not None:
-            ema.update_parameters(rec)
         log.update(step, loss)
     rec.speech.spec_augment, rec.speech.freq_warp = False, 0.0
     set_dropout(rec.speech.encoder, 0.0)  # the saved recogniser (and any LWS stage training beside it) has none
     log.close()
     evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions, tok=tok) if eval_sessions and _has_rows(data_dir, eval_split) else []
-    wer, wer_raw, examples = None, None, []
-    refs = [" ".join(t for t in s.targets if t) for s in evals]
-    if ema is not None:
-        if evals:
-            wer_raw = word_error_rate(refs, transcribe_sessions(rec, evals))
-        rec.load_state_dict(ema.module.state_dict())
+    wer, examples = None, []
     if evals:
         hyps = transcribe_sessions(rec, evals)
+        refs = [" ".join(t for t in s.targets if t) for s in evals]
         wer = word_error_rate(refs, hyps)
         examples = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]]
     out = save_encoder(rec, out_dir, EncoderMeta(sc.sample_rate, sc.unit_s, cfg.model.audio_context_s, rec.speech.featurizer.n_mels, wer))
     report = EncoderReport(str(out), steps, int(len(keep)), round(time.time() - t0, 1), round(log.ema or float("nan"), 4),
-                           None if wer is None else round(wer, 4), len(evals), None if wer_raw is None else round(wer_raw, 4),
-                           log.losses, examples)
+                           None if wer is None else round(wer, 4), len(evals), log.losses, examples)
     (out / "pretrain_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
 

@@ -548,23 +548,3 @@ def test_recogniser_features_in_session_groups_match_all_windows_at_once() -> No
     want = _features(rec.speech.featurizer, _kept_windows(sessions, keep, 800))
     for chunk in (1, 2, 4, 100):
         torch.testing.assert_close(_kept_features(rec.speech.featurizer, sessions, keep, 800, chunk=chunk), want)
-
-
-def test_encoder_weight_average_is_saved_and_the_last_weights_are_still_reported(tiny_cfg, tiny_dataset, tmp_path) -> None:
-    """``pretrain.encoder.ema``: the same seed trains the same last weights with or without the average (it draws
-    no randomness), the report's ``wer_raw`` is those weights' WER, and what is saved is the average, not them."""
-    from safetensors.torch import load_file
-
-    from lws_core.train.pretrain_encoder import pretrain_encoder
-
-    base = {"pretrain.encoder.max_steps": 3, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 0,
-            "pretrain.encoder.eval_sessions": 3}
-    plain = pretrain_encoder(tiny_cfg.with_overrides(base), tiny_dataset, tmp_path / "plain", progress=False)
-    avg = pretrain_encoder(tiny_cfg.with_overrides({**base, "pretrain.encoder.ema": 0.5}), tiny_dataset, tmp_path / "avg", progress=False)
-    assert plain.wer_raw is None and plain.wer is not None  # the tiny dataset's held-out-voice sessions say something
-    assert avg.wer_raw == plain.wer
-    a, b = load_file(str(tmp_path / "plain" / "model.safetensors")), load_file(str(tmp_path / "avg" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    assert any(not torch.equal(a[k], b[k]) for k in a)
-    report = json.loads((tmp_path / "avg" / "pretrain_report.json").read_text())
-    assert report["wer_raw"] == avg.wer_raw
