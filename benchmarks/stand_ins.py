@@ -168,16 +168,20 @@ def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: 
 
     from lws_core.model.asr import greedy_path, unit_log_probs
 
-    ok, tot = Counter(), Counter()
+    ok, tot, miss = Counter(), Counter(), Counter()
     for r, h in zip(refs, hyps, strict=True):
         if not r.strip():
             continue
         out = jiwer.process_words(r, h)
         for al in out.alignments[0]:
-            for word in out.references[0][al.ref_start_idx : al.ref_end_idx]:
+            said = out.references[0][al.ref_start_idx : al.ref_end_idx]
+            heard = out.hypotheses[0][al.hyp_start_idx : al.hyp_end_idx]
+            for j, word in enumerate(said):
                 kind = f"{len(word)}-digit" if word.isdigit() else "other"
                 tot[kind] += 1
                 ok[kind] += al.type == "equal"
+                if kind == "2-digit" and al.type != "equal":
+                    miss[two_digit_miss(word, heard[j] if j < len(heard) else "")] += 1
     at_edge = Counter()
     for s in sessions:
         paths = greedy_path(unit_log_probs(rec, s.units))
@@ -190,7 +194,21 @@ def breakdown(rec, sessions, refs: list[str], hyps: list[str]) -> str:  # noqa: 
     words = ", ".join(f"{k} {ok[k]}/{tot[k]} ({ok[k] / tot[k]:.2f})" for k in sorted(tot))
     edge = ", ".join(f"{k} {at_edge[k, 'ok']}/{at_edge[k, 'all']} ({at_edge[k, 'ok'] / at_edge[k, 'all']:.2f})"
                      for k in ("inside the unit", "began in the previous unit") if at_edge[k, "all"])
-    return f"heard right: {words}\n    found in their own unit: {edge}"
+    misses = ", ".join(f"{k} {n}" for k, n in miss.most_common())
+    return f"heard right: {words}\n    two-digit numbers missed: {misses or '-'}\n    found in their own unit: {edge}"
+
+
+def two_digit_miss(said: str, heard: str) -> str:
+    """What became of a two-digit number the recogniser missed (``heard``: the aligned hypothesis word, "" if none)."""
+    if not heard:
+        return "deleted"
+    if not heard.isdigit():
+        return "a word"
+    if len(heard) == 1:
+        return "only its tens digit" if heard == said[0] else "only its ones digit" if heard == said[1] else "one other digit"
+    if len(heard) == 2:
+        return "ones digit wrong" if heard[0] == said[0] else "tens digit wrong" if heard[1] == said[1] else "both digits wrong"
+    return f"{len(heard)} digits"
 
 
 def encoder_seeds(data: str, seed_list: list[int], work: str, overrides: list[str], sessions: int) -> None:
