@@ -51,6 +51,18 @@ TASKS = (
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '?([\w-]+)'?")
 _END = re.compile(r"Task '?([\w-]+)'? (?:finished with status (\w+)|cache hit)")
+# a step's progress line in its streamed log (lws_core.progress's line mode: "desc:  45%|###  | 90/200 [00:10<00:12, ...]")
+_PROGRESS = re.compile(r"^\s*(?P<desc>[^:|\[\]]{1,60}):\s+(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+) \[[^<\]]*<(?P<left>[^,\]]*)")
+
+
+def step_progress(line: str) -> str | None:
+    """A step's progress line as a short note for the pipeline's bar ("pretrain encoder 45%, 06:00 left"), else None."""
+    m = _PROGRESS.match(line)
+    if m is None:
+        return None
+    left = m.group("left").strip()
+    note = f"{m.group('desc').strip()} {m.group('pct')}%"
+    return note if left in ("", "?") else f"{note}, {left} left"
 
 
 @contextlib.contextmanager
@@ -68,6 +80,7 @@ def _quiet_tasks(log_path: Path, progress: bool) -> Iterator[None]:
 
     def watch() -> None:
         done: set[str] = set()
+        running = ""
         with open(log_path, errors="replace") as f:
             while True:
                 line = f.readline()
@@ -82,7 +95,10 @@ def _quiet_tasks(log_path: Path, progress: bool) -> Iterator[None]:
                     what = "cached" if m.group(2) is None else m.group(2).lower()
                     bar.update(tid, completed=len(done), description=f"pipeline: {m.group(1)} {what}")
                 elif m := _START.search(line):
-                    bar.update(tid, description=f"pipeline: {m.group(1)} running")
+                    running = m.group(1)
+                    bar.update(tid, description=f"pipeline: {running} running")
+                elif running and (note := step_progress(line)):
+                    bar.update(tid, description=f"pipeline: {running} running ({note})")
 
     with open(log_path, "a", buffering=1) as log, bar:
         t = threading.Thread(target=watch, daemon=True)

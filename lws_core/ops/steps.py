@@ -24,6 +24,10 @@ from lws_core.eval.sessions import SessionScores
 from lws_core.ops.faults import inject_fault
 from lws_core.ops.tracking import COMPLETED_TAG, RUN_TAG, MLflowTrainCallback, Tracker, pipeline_run_from_env
 
+# Steps write their progress as plain lines into their log (``lws_core.progress``: no terminal there), every 15 s
+# and 5 % at most: ``kubectl logs`` shows how far a long step is, and the local runner's bar shows its latest line.
+STEP_PROGRESS = True
+
 
 def _cfg(config_json: str) -> LWSConfig:
     return config_from_dict(json.loads(config_json))
@@ -111,7 +115,7 @@ def run_synthesize(config_json: str, out_path: str) -> str:
             paths = [run_synthesize_shard(config_json, k, cfg.data.shards) for k in range(cfg.data.shards)]
             s = merge_shards(cfg, paths, Path(out_path))
         else:
-            s = synthesize(cfg, Path(out_path), progress=False)
+            s = synthesize(cfg, Path(out_path), progress=STEP_PROGRESS)
         flat = {"audio_hours": s.audio_hours, "units": s.units, "wall_s": s.wall_s, "audio_s_per_s": s.audio_s_per_s}
         flat.update({f"rows_{k}": v for k, v in s.rows.items()})
         flat.update({f"rejects_{k}": v for k, v in s.rejects.items()})
@@ -141,7 +145,7 @@ def run_synthesize_shard(config_json: str, shard: int, shards: int) -> str:
     cfg = _cfg(config_json)
     out = shard_dir(cfg, shard, shards)
     if not (out / "card.json").is_file():
-        synthesize(cfg, out, shard=(shard, shards), progress=False)
+        synthesize(cfg, out, shard=(shard, shards), progress=STEP_PROGRESS)
     return str(out)
 
 
@@ -249,13 +253,13 @@ def _run_pretrain(config_json: str, kind: str, out_path: str, dataset_path: str 
             if kind == "backbone":
                 from lws_core.train.pretrain_backbone import build_backbone
 
-                b = build_backbone(cfg, out, progress=False, on_log=on_log)
+                b = build_backbone(cfg, out, progress=STEP_PROGRESS, on_log=on_log)
                 numbers = {"wall_s": b.wall_s, "parameters": b.parameters, "final_loss": b.final_loss, "steps": b.steps,
                            "train_sessions": b.train_sessions, "tokens_per_s": b.tokens_per_s}
             else:
                 from lws_core.train.pretrain_encoder import pretrain_encoder
 
-                e = pretrain_encoder(cfg, Path(dataset_path or ""), out, progress=False, on_log=on_log)
+                e = pretrain_encoder(cfg, Path(dataset_path or ""), out, progress=STEP_PROGRESS, on_log=on_log)
                 numbers = {"wall_s": e.wall_s, "final_loss": e.final_loss, "steps": e.steps, "train_units": e.train_units,
                            "wer_sessions": e.wer_sessions}
                 if e.wer is not None:
@@ -310,7 +314,7 @@ def run_train(
             tr.client.set_tag(rid, "lws.trainjob", f"{job.namespace}/{job.name}")
             tr.log_metrics(rid, {"trainjob_wall_s": job.wall_s, "trainjob_nodes": float(cfg.pipeline.train_num_nodes)})
         else:
-            train(cfg, Path(dataset_path), Path(model_path), callbacks=[MLflowTrainCallback(tr, rid)], progress=False)
+            train(cfg, Path(dataset_path), Path(model_path), callbacks=[MLflowTrainCallback(tr, rid)], progress=STEP_PROGRESS)
         tr.client.log_artifact(rid, str(Path(model_path) / "train_summary.json"))
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
@@ -346,7 +350,7 @@ def run_evaluate(
     sm = _SystemMetrics()
     try:
         inject_fault("evaluate")
-        s = evaluate(cfg, Path(model_path), Path(dataset_path), Path(out_path), progress=False)
+        s = evaluate(cfg, Path(model_path), Path(dataset_path), Path(out_path), progress=STEP_PROGRESS)
         tr.log_metrics(rid, s.metrics)
         tr.log_dir(rid, Path(out_path), "eval_report")
         tr.log_metrics(rid, sm.values())
@@ -494,7 +498,7 @@ def champion_evaluator(cfg: LWSConfig, dataset_hash: str, run_tag: str):  # noqa
         work = Workspace.from_config(cfg).root / "gate" / run_tag
         shutil.rmtree(work, ignore_errors=True)
         data = pull_version(cfg, dataset_hash, work / "dataset")
-        evaluate(cfg, resolve_model_uri(model_uri, cfg), data, work / "champion_eval", progress=False)
+        evaluate(cfg, resolve_model_uri(model_uri, cfg), data, work / "champion_eval", progress=STEP_PROGRESS)
         scores = SessionScores.read(work / "champion_eval")
         shutil.rmtree(work, ignore_errors=True)
         return scores

@@ -48,9 +48,8 @@ def general_sessions(n: int, vocab: int, seed: int, unit_s: float, unit_samples:
     Laid out as the data pipeline lays out a question (``lws_core.data.scenarios``): 0.2-1.0 s of lead, a
     gain of -10..0 dB, a quiet pink-noise floor, and each word heard in the unit in which it ends.
     """
-    from tqdm.auto import tqdm
-
     from lws_core.data.scenarios import choose_voice
+    from lws_core.progress import progress as bar
     from lws_core.train.pretrain_encoder import _Session
 
     # a private copy of the library: a second plain instance would re-initialise the process's shared espeak-ng and
@@ -59,7 +58,7 @@ def general_sessions(n: int, vocab: int, seed: int, unit_s: float, unit_samples:
     voices = english_voices(held_out=False)
     sr = round(unit_samples / unit_s)
     out = []
-    for i, text in enumerate(tqdm(general_utterances(n, vocab, seed), desc="general speech", disable=not progress)):
+    for i, text in enumerate(bar(general_utterances(n, vocab, seed), total=n, desc="general speech", unit="utterance", disable=not progress)):
         rng = np.random.default_rng([seed, 11, i])
         sp = tts.synthesize(text, choose_voice(rng, voices))
         lead = float(rng.uniform(0.2, 1.0))

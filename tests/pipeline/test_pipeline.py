@@ -178,6 +178,12 @@ def test_main_job_end_to_end(tmp_path):
         f.path for f in client.list_artifacts(backbone_run.info.run_id)}
     assert backbone_run.data.params["pretrain.backbone.max_steps"] == "2" and "train.max_steps" not in backbone_run.data.params
     assert "step pretrain_encoder" in out_a and "step pretrain_backbone" in out_a
+    # the steps write progress lines into the run's log, which the pipeline's bar reads (workflows.local.step_progress)
+    from workflows.local import step_progress
+
+    notes = [n for f in (ws / "logs").glob("*.log") for ln in f.read_text(errors="replace").splitlines() if (n := step_progress(ln))]
+    for desc in ("synth", "pretrain backbone 100%", "pretrain encoder 100%", "train", "fdb 100%"):
+        assert any(n.startswith(desc) for n in notes), (desc, sorted({n.split(" ")[0] for n in notes}))
     train_run = by_step["train"]
     # the LWS stage started from the two stand-ins this run pretrained (the KFP artifacts of those steps)
     backbone_dir, encoder_dir = train_run.data.tags["lws.backbone_path"], train_run.data.tags["lws.encoder_path"]

@@ -73,3 +73,19 @@ def test_disabled_writes_nothing():
     for _ in progress(range(10), stream=out, disable=True):
         pass
     assert out.getvalue() == ""
+
+
+def test_the_pipeline_bar_reads_a_steps_progress_lines(tmp_path):
+    """The local runner's bar shows the running step's latest progress line (``workflows.local.step_progress``):
+    it reads the lines this module writes into a log, and nothing else of a task's log."""
+    from workflows.local import step_progress
+
+    lines = _run_with_stderr_to_file(tmp_path, {}).splitlines()
+    notes = [step_progress("    " + ln) for ln in lines if ln.startswith("steps")]  # the task log indents them
+    assert notes and all(n is not None and n.startswith("steps ") for n in notes)
+    assert notes[-1].startswith("steps 100%")
+    mid = step_progress("pretrain encoder:  45%|####      | 1800/4000 [05:00<06:00, 6.00step/s, ctc_loss=0.300]")
+    assert mid == "pretrain encoder 45%, 06:00 left"
+    for other in ("[KFP Executor 2026-12-04 21:15:36,259 INFO]: Looking for component", "Task 'train' finished with status SUCCESS",
+                  '    "outputFile": "/tmp/x/executor_output.json"', ""):
+        assert step_progress(other) is None
