@@ -88,12 +88,19 @@ def test_admission_cost_model_from_round_sizes_and_live_slowdown():
     s.set_cost_model(0.010, 0.010 + 31 * 0.002, 32)  # c0 = 8 ms, c1 = 2 ms
     c0, c1, k = s.cost_model
     assert abs(c0 - 0.008) < 1e-9 and abs(c1 - 0.002) < 1e-9 and k == 1.0
-    assert s.capacity() == 425  # min(0.85 / 0.002, (1 - 2 * 0.008) / 0.002)
+    assert s.capacity() == 425  # min(0.85 / 0.002, (1 - 4 * 0.008) / 0.002): the load binds
     assert s.admits(400) and not s.admits(425)
     for _ in range(200):  # live rounds of 64 units take twice the prediction
         s.observe_round(2 * (0.008 + 0.002 * 64), 64)
     assert 1.9 < s.cost_model[2] <= 2.0 and s.capacity() in (212, 213)
     assert not s.admits(300)
+    # a large fixed round cost: latency binds. A unit waits up to two rounds (one under way, then its own),
+    # so capacity keeps two rounds within half a unit: (1 - 4 * 0.1) / 0.002 = 300, not (1 - 2 * 0.1) / 0.002 = 400
+    slow = Scheduler(1, 1.0, 0.85)
+    slow.set_cost_model(0.102, 0.102 + 31 * 0.002, 32)  # c0 = 100 ms, c1 = 2 ms
+    assert slow.capacity() == 300
+    assert slow.latency_s(300) <= 0.5 + 1e-9 < slow.latency_s(301)
+    assert slow.admits(299) and not slow.admits(300)
     lone = Scheduler(1, 1.0, 0.85)
     lone.set_cost_model(0.02, 0.02, 1)
     assert lone.capacity() == 42
