@@ -114,6 +114,10 @@ class StreamingSession:
         self.system = system
         self.naive = naive
         self.policy = policy
+        # a policy may ask for its tokens to be fed one forward each, as sampled ones are (the server's
+        # warm-up times scripted units, which must cost what decoded ones do); by default scripted tokens
+        # wait for the next model call, as the grammar's forced ones do
+        self._feed_scripted = bool(getattr(policy, "feed_each_token", False))
         self.trace = trace
         self.index = 0
         self.document = ""
@@ -464,6 +468,10 @@ class StreamingSession:
                     )
             if token is None and len(allowed) == 1 and not text_ok:
                 token = next(iter(allowed))  # the grammar forces it: no model call needed
+            if token is not None and stale and self._feed_scripted:
+                yield from self._forward(self._embed_ids(self._pending))
+                self._decode_forwards += 1
+                self._pending, stale = [], False
             if token is None:
                 if stale:
                     logits = yield from self._forward(self._embed_ids(self._pending))

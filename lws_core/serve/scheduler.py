@@ -16,7 +16,9 @@ Admission uses *measured* capacity. With batching, a unit's cost depends on how 
 others share its round: a round of b units takes about ``c0 + c1 * b`` (``c0``: what
 every round pays — weight reads, per-op overhead; ``c1``: what each session adds —
 its attention, its rows, its grammar). The warm-up times a round of 1 and a round of
-``warmup_batch`` and fits both; live rounds then scale the fit by a measured slowdown
+``warmup_batch`` and fits both, on units that cost the most a unit can (``warmup_speak_share``,
+:class:`~lws_core.engine.policies.BusiestUnit`), because clients that arrive together are all
+admitted on it; live rounds then scale the fit by a measured slowdown
 factor ``k`` (observed / predicted wall time, an exponential moving average), which
 tracks the real mix of listening and speaking units and whatever else the machine is
 doing. N real-time sessions keep the engine busy ``k * c1 * N / unit_s`` of the time,

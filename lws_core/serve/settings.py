@@ -47,6 +47,14 @@ class ServeSettings(BaseModel):
     )
     warmup: bool = Field(True, description="Run one unit, then one batched round, at start-up: loads kernels and gives the first capacity estimate.")
     warmup_batch: int = Field(32, ge=1, description="Sessions in the start-up batched round (capped by max_sessions).")
+    warmup_speak_share: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the warm-up's sessions whose units cost the most a unit can (speak, both text budgets "
+        "full); the rest listen to silence. 1.0: the first capacity estimate holds for any model, and live rounds "
+        "raise it to the real mix; lower admits more at start-up on the bet that fewer units speak.",
+    )
 
     @classmethod
     def from_options(cls, **values: object) -> ServeSettings:

@@ -249,3 +249,29 @@ def test_close_waits_for_a_step_in_flight_and_ends_the_session(engine, speech):
     assert len(results) == 1 and results[0] in ("listen", "speak", "session is closed")
     with pytest.raises(RuntimeError, match="closed"):
         sess.step(speech[:16000])
+
+
+def test_the_busiest_unit_fills_both_budgets_one_forward_per_token(engine):
+    """The serve warm-up's policy: it speaks, writes and says up to both budgets, and each of its tokens is
+    fed in its own forward (as a sampled one is), so a unit under it costs what a full-budget decoded unit
+    costs; the same script without ``feed_each_token`` would cost one forward (its tokens wait)."""
+    from lws_core.engine.policies import BusiestUnit
+
+    spec, tok = engine.model.spec, engine.model.tokenizer
+    silence = np.zeros(engine.unit_samples, dtype=np.float32)
+    busy = BusiestUnit(engine)
+    with engine.session(policy=busy) as sess:
+        out = sess.step(silence)
+    assert out.state == "speak"
+    assert len(tok.encode_text(out.write)) >= spec.max_write_tokens - 2  # re-encoding may merge a token or two
+    assert len(tok.encode_text(out.say)) >= spec.max_say_tokens - 2
+    # every token after the prefill is its own model call: both segments' text plus the markers between them
+    assert out.timings["decode_forwards"] >= spec.max_write_tokens + spec.max_say_tokens
+
+    class Batched(BusiestUnit):
+        feed_each_token = False
+
+    with engine.session(policy=Batched(engine)) as sess:
+        lazy = sess.step(silence)
+    assert (lazy.write, lazy.say) == (out.write, out.say)
+    assert lazy.timings["decode_forwards"] <= 1

@@ -150,3 +150,28 @@ def test_continuous_batcher_streams_units_that_match_each_session_alone(engine, 
     assert batcher.rounds == len(batcher.round_sizes) and batcher.rounds > 9  # a "round" is one model call
     assert sched.cost_model[2] != 1.0  # live calls fed the slowdown estimate
     assert res[0].index == 3 and isinstance(res[1], InputError) and bad.index == 0
+
+
+@pytest.mark.parametrize("share, speakers", [(1.0, 8), (0.5, 4), (0.0, 0)])
+def test_warmup_times_rounds_of_the_busiest_units(engine, monkeypatch, share, speakers):
+    """The start-up estimate is timed on ``warmup_speak_share`` of the round's sessions decoding the busiest
+    unit (speak, both budgets full, a forward per token) and the rest listening to silence; the lone round
+    is a busiest unit whenever the share is above 0. Each round is timed twice (the faster is kept)."""
+    from lws_core.engine.policies import BusiestUnit
+    from lws_core.serve.server import LWSServer
+    from lws_core.serve.settings import ServeSettings
+
+    rounds: list[list[bool]] = []
+    real = engine.step_many
+
+    def spy(pairs, return_exceptions=False):  # noqa: ANN001, ANN202
+        rounds.append([isinstance(s.policy, BusiestUnit) for s, _ in pairs])
+        return real(pairs, return_exceptions)
+
+    monkeypatch.setattr(engine, "step_many", spy)
+    server = LWSServer(engine, ServeSettings(warmup_batch=8, warmup_speak_share=share))
+    server._warmup()
+    lone = [share > 0]
+    assert rounds == [lone, lone, [True] * speakers + [False] * (8 - speakers), [True] * speakers + [False] * (8 - speakers)]
+    c0, c1, k = server.scheduler.cost_model
+    assert c1 > 0 and k == 1.0 and server.scheduler.capacity() > 0
