@@ -14,8 +14,12 @@ Why batched: a server advances many sessions per unit. :meth:`FastPath.forward`
 takes any number of *feeds* (one per session: its new embeddings, its cache, its
 start position) and runs the dense products once over all their tokens together
 (ragged: no padding), so each weight matrix is read once per step for every
-session instead of once per session. Only attention is per session, over that
-session's own buffer, so sessions never see each other's context. The engine's
+session instead of once per session. Attention reads each session's own buffer only,
+so sessions never see each other's context. A session's buffer is a slot of a shared
+pool block (:class:`~lws_core.engine.kv.KVPool`), so a decode round (one new token
+for each of many sessions) attends for all of them in one masked call over the block
+(:func:`_block_groups`) rather than one call per session and layer, whose overhead
+on the 2-core CPU matched the dense products' cost at 64 sessions. The engine's
 tests compare its logits with the HF model's own full forward, alone and batched.
 
 Why copies in other precisions (``engine.weight_dtype``, ``engine.batch_dtype``): a one-row decode
@@ -38,7 +42,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from lws_core.engine.kv import StaticKV
+from lws_core.engine.kv import PREALLOCATE_MAX, KVPool, StaticKV
 
 
 @dataclass
@@ -175,6 +179,8 @@ class FastPath:
         self._decode = None  # _decode_fn(self), made on first use
         self.graphs = False  # CUDA graphs for single-token steps (engine.cuda_graphs; set by the engine on CUDA)
         self._compiled = None  # compile_decode()'s compiled _decode_fn
+        self._pools: dict[tuple, KVPool] = {}  # session caches by (capacity, dtype, device): see new_kv
+        self.pooled_rounds = 0  # forwards whose attention ran over pool blocks (tests, benchmarks)
 
     def _rotary(self, pos: torch.Tensor | None, start: int, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin, [T, 1, hd], for positions ``pos`` (or the range ``start .. start+n-1``).
@@ -196,9 +202,16 @@ class FastPath:
             return self._cos[start : start + n], self._sin[start : start + n]
         return self._cos[pos], self._sin[pos]
 
-    def new_kv(self, max_tokens: int, device: torch.device, dtype: torch.dtype) -> StaticKV:
-        """A session's cache for this backbone (see :class:`StaticKV` for the sizing)."""
-        return StaticKV(len(self.layers), self.kv_heads, self.head_dim, max_tokens, dtype, device)
+    def new_kv(self, max_tokens: int, device: torch.device, dtype: torch.dtype, pooled: bool = True) -> StaticKV:
+        """A session's cache for this backbone (see :class:`StaticKV` for the sizing): a slot of this path's
+        :class:`KVPool` for its shape, so that decode rounds can attend over many sessions in one call."""
+        pool = None
+        if pooled and max_tokens <= PREALLOCATE_MAX:
+            key = (max_tokens, dtype, torch.device(device))
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = KVPool(len(self.layers), self.kv_heads, self.head_dim, max_tokens, dtype, device)
+        return StaticKV(len(self.layers), self.kv_heads, self.head_dim, max_tokens, dtype, device, pool=pool)
 
     def compile_decode(self, kv_dtype: torch.dtype | None = None) -> float:
         """Compile the single-token decode step (:meth:`_decode_one`) with inductor and run it once on a
@@ -216,7 +229,7 @@ class FastPath:
         self._compiled = torch.compile(_decode_fn(self), dynamic=True, fullgraph=True, options={"cpp_wrapper": True})
         w = self.lm.get_input_embeddings().weight
         dtype = kv_dtype or w.dtype
-        kv = self.new_kv(64, w.device, dtype)
+        kv = self.new_kv(64, w.device, dtype, pooled=False)
         # no "duck" sizing while it compiles: sizes that happen to be equal at the first call (a rotary slice's
         # offset and a weight's width) would otherwise become guards that a later position breaks; called
         # as the engine calls it, in inference mode on normal tensors (see _normal)
@@ -261,6 +274,41 @@ class FastPath:
             f.kv.length = f.start + 1
         return out
 
+    @staticmethod
+    def _attend(L: dict, i: int, kv: StaticKV, start: int, n: int, mask: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor) -> torch.Tensor:
+        """One session's attention in layer ``i``: store its ``n`` new keys and values at ``start`` in its own
+        buffer, attend over the filled part; [n, heads * hd] in ``q``'s dtype."""
+        kb, vb = kv.k[i], kv.v[i]  # [kv_heads, capacity, hd] views of the session's buffer
+        kb[:, start : start + n].copy_(k.transpose(0, 1))
+        vb[:, start : start + n].copy_(v.transpose(0, 1))
+        qb = q.transpose(0, 1)
+        if qb.dtype != kb.dtype:  # engine.kv_dtype
+            qb = qb.to(kb.dtype)
+        # 4-D: with 3-D inputs torch takes its slow "math" attention on CPU (measured 290 µs vs ~40)
+        o = F.scaled_dot_product_attention(
+            qb.unsqueeze(0), kb[None, :, : start + n], vb[None, :, : start + n], attn_mask=mask,
+            scale=L["scale"], enable_gqa=L["gqa"],
+        )
+        o = o[0].transpose(0, 1).reshape(n, L["q"])
+        return o if o.dtype == q.dtype else o.to(q.dtype)
+
+    @staticmethod
+    def _attend_block(L: dict, i: int, g: _BlockGroup, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Single new tokens of sessions sharing a pool block, in layer ``i``: their keys and values stored in
+        their slots with one indexed write each, and one attention call over the block's slots ``lo:hi``
+        (queries of the slots not in the round are zeros, their outputs dropped; each row is masked to its
+        own session's filled positions, so sessions never see each other). [B, heads * hd]."""
+        kc, vc = g.block[i, 0, g.lo : g.hi], g.block[i, 1, g.lo : g.hi]  # [span, kv_heads, capacity, hd]
+        kc[g.rel, :, g.pos] = k[g.rows].to(kc.dtype)
+        vc[g.rel, :, g.pos] = v[g.rows].to(vc.dtype)
+        qb = torch.zeros(g.hi - g.lo, q.shape[1], 1, q.shape[2], dtype=kc.dtype, device=kc.device)
+        qb[g.rel, :, 0] = q[g.rows].to(kc.dtype)
+        o = F.scaled_dot_product_attention(
+            qb, kc[:, :, : g.lmax], vc[:, :, : g.lmax], attn_mask=g.mask, scale=L["scale"], enable_gqa=L["gqa"]
+        )
+        return o[g.rel, :, 0].reshape(len(g.rows), L["q"])
+
     @torch.no_grad()
     def forward(self, feeds: Sequence[Feed]) -> list[torch.Tensor | None]:
         """Feed every session its new embeddings; return each one's last-position logits (or None).
@@ -300,6 +348,8 @@ class FastPath:
             rows.append((f.kv, f.start, t0, t0 + n, mask))
             t0 += n
         single = len(rows) == 1
+        groups, loose = ([], rows) if single else _block_groups(feeds, sizes, rows, device)
+        self.pooled_rounds += bool(groups)
         one_row = t == 1  # a single-token step: the half-precision copies, when there are any
         many = t >= self.batch_rows  # a big prefill or batched round: the bfloat16 copies, when there are any
         for i, L in enumerate(self.layers):
@@ -316,28 +366,15 @@ class FastPath:
                 )
             qk = qk * cos + qk.roll(half, -1) * sin
             q, k = qk[:, :heads], qk[:, heads:]
-            outs = []
-            for kv, start, a, b, mask in rows:
-                n = b - a
-                kb, vb = kv.k[i], kv.v[i]  # [kv_heads, capacity, hd] views of the session's buffer
-                if single:
-                    kb[:, start : start + n].copy_(k.transpose(0, 1))
-                    vb[:, start : start + n].copy_(v.transpose(0, 1))
-                    qb = q.transpose(0, 1)
-                else:
-                    kb[:, start : start + n].copy_(k[a:b].transpose(0, 1))
-                    vb[:, start : start + n].copy_(v[a:b].transpose(0, 1))
-                    qb = q[a:b].transpose(0, 1)
-                if qb.dtype != kb.dtype:  # engine.kv_dtype
-                    qb = qb.to(kb.dtype)
-                # 4-D: with 3-D inputs torch takes its slow "math" attention on CPU (measured 290 µs vs ~40)
-                o = F.scaled_dot_product_attention(
-                    qb.unsqueeze(0), kb[None, :, : start + n], vb[None, :, : start + n], attn_mask=mask,
-                    scale=L["scale"], enable_gqa=L["gqa"],
-                )
-                o = o[0].transpose(0, 1).reshape(n, nq)
-                outs.append(o if o.dtype == h.dtype else o.to(h.dtype))
-            o = outs[0] if single else torch.cat(outs)
+            if single:
+                kv, start, a, b, mask = rows[0]
+                o = self._attend(L, i, kv, start, b - a, mask, q, k, v)
+            else:
+                o = h.new_empty(t, nq)
+                for g in groups:  # many sessions' new tokens, one call over their pool block
+                    o[g.rows] = self._attend_block(L, i, g, q, k, v).to(h.dtype)
+                for kv, start, a, b, mask in loose:
+                    o[a:b] = self._attend(L, i, kv, start, b - a, mask, q[a:b], k[a:b], v[a:b])
             if lw is None:
                 h = h + _mm(o, L["o"], L["o_bias"])
                 gu = _mm(_rms(h, L["ln2"]), L["gu"], L["gu_bias"])
@@ -362,6 +399,56 @@ class FastPath:
             for row, j in enumerate(want):
                 result[j] = logits[row]
         return result
+
+
+@dataclass(frozen=True)
+class _BlockGroup:
+    """Feeds of one new token each whose caches are slots ``lo:hi`` of one pool block (see :func:`_block_groups`)."""
+
+    block: torch.Tensor
+    lo: int
+    hi: int
+    rows: torch.Tensor  # the feeds' token rows in the forward's activations
+    rel: torch.Tensor  # their slots, minus lo
+    pos: torch.Tensor  # their new tokens' positions
+    lmax: int
+    mask: torch.Tensor  # [span, 1, 1, lmax]: each slot's own filled positions (position 0 for slots not in the round)
+
+
+BLOCK_MIN_FEEDS = 4  # fewer feeds than this attend one by one
+
+
+def _block_groups(feeds: Sequence[Feed], sizes: list[int], rows: list, device: torch.device) -> tuple[list[_BlockGroup], list]:
+    """Split a forward's attention into block groups and the rest (attended one session at a time).
+
+    A group is the single-token feeds of one pool block, when there are at least ``BLOCK_MIN_FEEDS`` and
+    they fill at least half of the slot range they span: its one attention call reads every slot in the
+    range, so a sparse round (a few speaking sessions among many listening ones) costs less one by one."""
+    by_block: dict[int, list[int]] = {}
+    for j, (f, n) in enumerate(zip(feeds, sizes, strict=True)):
+        if n == 1 and f.kv.block is not None:
+            by_block.setdefault(id(f.kv.block), []).append(j)
+    grouped: set[int] = set()
+    groups = []
+    for js in by_block.values():
+        if len(js) < BLOCK_MIN_FEEDS:
+            continue
+        slots = [feeds[j].kv.slot for j in js]
+        lo, hi = min(slots), max(slots) + 1
+        if 2 * len(js) < hi - lo:
+            continue
+        pos = [feeds[j].start for j in js]
+        lmax = max(pos) + 1
+        limit = torch.zeros(hi - lo, dtype=torch.long)
+        rel = torch.tensor(slots) - lo
+        limit[rel] = torch.tensor(pos)
+        mask = (torch.arange(lmax)[None, :] <= limit[:, None]).view(hi - lo, 1, 1, lmax)
+        groups.append(_BlockGroup(
+            block=feeds[js[0]].kv.block, lo=lo, hi=hi, rows=torch.tensor([rows[j][2] for j in js], device=device),
+            rel=rel.to(device), pos=torch.tensor(pos, device=device), lmax=lmax, mask=mask.to(device),
+        ))
+        grouped.update(js)
+    return groups, [r for j, r in enumerate(rows) if j not in grouped]
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,8 @@ class StreamingSession:
         """Free the cache and queues (the session cannot step afterwards). Waits for a step in flight:
         a server may close a session from another worker thread than the one stepping it."""
         with self._lock:
+            if self._cache is not None and hasattr(self._cache, "free_slot"):
+                self._cache.free_slot()  # its pool slot goes to the next session at once, not at garbage collection
             self._cache = None
             self._fed.clear()
             self._history.clear()
@@ -225,7 +227,9 @@ class StreamingSession:
             self._cache.reset()
             return self._cache
         kv_dtype = self._dtype if self.cfg.kv_dtype == "model" else getattr(torch, self.cfg.kv_dtype)
-        return fast.new_kv(self.cfg.max_context_tokens, self._device, kv_dtype)
+        # a compiled single-token step (engine.compile_decode) is guarded on its cache's layout, compiled on a
+        # buffer of its own: such sessions keep one (a pool slot's view would recompile it)
+        return fast.new_kv(self.cfg.max_context_tokens, self._device, kv_dtype, pooled=not self.cfg.compile_decode)
 
     def _reset_cache(self, prefix: list[int]) -> StepGen:
         self._cache = self._new_cache()

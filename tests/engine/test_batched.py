@@ -61,6 +61,48 @@ def test_fused_batched_forward_equals_hf_full_forward(arch):
                 assert kvs[j].length == pos[j]
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_pool_block_rounds_equal_the_hf_forward_and_keep_sessions_apart(arch):
+    """Caches are slots of a shared pool block; a round of single tokens attends for all of them in one call
+    over the block. Each session's logits still equal HF over its own stream, at its own position (sessions
+    started at different times), with a prefill in the same forward, and with a sparse round
+    (four of nine slots: attended one by one). Closing a cache gives its slot back, zeroed for the next session."""
+    from lws_core.engine import fastpath
+
+    lm = _tiny_lm(arch)
+    fast = FastPath(lm)
+    gen = torch.Generator().manual_seed(0)
+    n_s = 9
+    streams = [torch.randn(48, 64, generator=gen) for _ in range(n_s)]
+    kvs = [fast.new_kv(64, torch.device("cpu"), torch.float32) for _ in streams]
+    assert len({kv.slot for kv in kvs}) == n_s and len({id(kv.block) for kv in kvs}) == 1
+    with torch.inference_mode():
+        refs = [lm(inputs_embeds=s.unsqueeze(0), use_cache=False).logits[0] for s in streams]
+        pos = [0] * n_s
+        for j in range(n_s):  # different context lengths: 3 .. 11 positions
+            fast.forward([Feed(streams[j][: 3 + j], kvs[j], 0)])
+            pos[j] = 3 + j
+        rounds = fast.pooled_rounds
+        plan = [list(range(n_s))] * 4 + [[0, 3, 6, 8]] + [list(range(1, n_s))] * 2
+        for r, who in enumerate(plan):
+            sizes = {j: (4 if (r == 1 and j == 2) else 1) for j in who}  # session 2 prefills in round 1
+            out = fast.forward([Feed(streams[j][pos[j] : pos[j] + sizes[j]], kvs[j], pos[j]) for j in who])
+            for j, logits in zip(who, out, strict=True):
+                pos[j] += sizes[j]
+                torch.testing.assert_close(logits, refs[j][pos[j] - 1], atol=2e-5, rtol=1e-5)
+                assert kvs[j].length == pos[j]
+        assert fast.pooled_rounds == rounds + 6  # the sparse round (4 of 9 slots) went one by one
+        assert len(plan[4]) >= fastpath.BLOCK_MIN_FEEDS and 2 * len(plan[4]) < n_s
+    pool = next(iter(fast._pools.values()))
+    assert pool.in_use == n_s
+    slot = kvs[4].slot
+    kvs[4].buf.fill_(float("nan"))
+    kvs[4].free_slot()
+    assert pool.in_use == n_s - 1 and kvs[4].block is None
+    again = fast.new_kv(64, torch.device("cpu"), torch.float32)
+    assert again.slot == slot and not bool(again.buf.isnan().any()) and float(again.buf.abs().sum()) == 0.0
+
+
 def test_compiled_decode_step_equals_the_hf_forward_without_recompiling():
     """engine.compile_decode: inductor's single-token step (Qwen3: q/k norms, grouped-query attention)
     gives the HF forward's logits at every position, across the cache growing, with no new compile."""
