@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--no-batch", action="store_true", help="Serve with --no-batch: one session per engine step (the pre-batching server).")
     ap.add_argument("--continuous", action="store_true", help="Serve with --continuous: iteration-level batching.")
     ap.add_argument("--compression", action="store_true", help="Serve with --compression: permessage-deflate on the WebSocket.")
+    ap.add_argument("--warmup-speak-share", type=float, help="Server --warmup-speak-share (default: the server's, 1.0).")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="serve-load-")
@@ -177,6 +178,7 @@ def main() -> None:
         + (["--no-batch"] if args.no_batch else [])
         + (["--continuous"] if args.continuous else [])
         + (["--compression"] if args.compression else [])
+        + (["--warmup-speak-share", str(args.warmup_speak_share)] if args.warmup_speak_share is not None else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -216,7 +218,8 @@ def main() -> None:
             m = json.loads(r.read())
         print(
             f"first refusal at N = {first_refusal}; server refusals {m['refusals']}; engine rounds {m.get('engine_rounds')}, "
-            f"mean sessions per round {m.get('engine_batch_mean')}; load now {os.getloadavg()[0]:.1f}"
+            f"mean sessions per round {m.get('engine_batch_mean')}; multi-session forwards {m.get('engine_batched_forwards')}, "
+            f"with block attention {m.get('engine_block_attention_forwards')}; load now {os.getloadavg()[0]:.1f}"
         )
     finally:
         server.send_signal(signal.SIGINT)

@@ -55,6 +55,14 @@ def serve(
             help="Offer permessage-deflate on the WebSocket (default off: speech PCM barely compresses, and deflate costs CPU on both ends).",
         ),
     ] = False,
+    warmup_speak_share: Annotated[
+        float,
+        typer.Option(
+            "--warmup-speak-share",
+            help="Share of the start-up round's sessions that decode the busiest unit (speak, both text budgets full); "
+            "1.0 (default): the first capacity estimate holds for any model, and live rounds raise it to the real mix.",
+        ),
+    ] = 1.0,
     device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -78,6 +86,7 @@ def serve(
         continuous_batching=continuous,
         measured_admission=measured_admission,
         compression=compression,
+        warmup_speak_share=warmup_speak_share,
     )  # refuse an open port without a token, and bad limits, before loading anything
     from lws_core.cli.common import resolve_config
 

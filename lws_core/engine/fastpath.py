@@ -180,7 +180,8 @@ class FastPath:
         self.graphs = False  # CUDA graphs for single-token steps (engine.cuda_graphs; set by the engine on CUDA)
         self._compiled = None  # compile_decode()'s compiled _decode_fn
         self._pools: dict[tuple, KVPool] = {}  # session caches by (capacity, dtype, device): see new_kv
-        self.pooled_rounds = 0  # forwards whose attention ran over pool blocks (tests, benchmarks)
+        self.batched_forwards = 0  # forwards of two or more sessions (metrics)
+        self.pooled_rounds = 0  # ... of which some attention ran over pool blocks (tests, metrics)
 
     def _rotary(self, pos: torch.Tensor | None, start: int, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin, [T, 1, hd], for positions ``pos`` (or the range ``start .. start+n-1``).
@@ -349,6 +350,7 @@ class FastPath:
             t0 += n
         single = len(rows) == 1
         groups, loose = ([], rows) if single else _block_groups(feeds, sizes, rows, device)
+        self.batched_forwards += not single
         self.pooled_rounds += bool(groups)
         one_row = t == 1  # a single-token step: the half-precision copies, when there are any
         many = t >= self.batch_rows  # a big prefill or batched round: the bfloat16 copies, when there are any

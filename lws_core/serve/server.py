@@ -153,7 +153,15 @@ class LWSServer:
             "engine_rounds": float(self.batcher.rounds),
             "engine_batch_mean": float(sum(self.batcher.round_sizes) / len(self.batcher.round_sizes)) if self.batcher.round_sizes else float("nan"),
             **self._cost_gauges(),
+            **self._attention_gauges(),
         }
+
+    def _attention_gauges(self) -> dict[str, float]:
+        """How many of the fused path's multi-session forwards attended over pool blocks (docs/engine.md)."""
+        fast = self.engine.fast_path
+        if fast is None:
+            return {}
+        return {"engine_batched_forwards": float(fast.batched_forwards), "engine_block_attention_forwards": float(fast.pooled_rounds)}
 
     def _cost_gauges(self) -> dict[str, float]:
         cm = self.scheduler.cost_model
