@@ -292,6 +292,8 @@ def test_continuous_batching_server_streams_concurrent_sessions(engine, speech16
         units = [x for x in results[k] if is_type("unit")(x)]
         assert [u["index"] for u in units] == [0, 1, 2] and results[k][-1]["units"] == 3
     assert m["units_total"] >= 6 and m["engine_rounds"] > m["units_total"]  # a round is one model call
+    # two sessions are under BLOCK_MIN_FEEDS: their shared forwards attend one session at a time
+    assert m["engine_batched_forwards"] > 0 and m["engine_block_attention_forwards"] == 0
 
 
 def test_websocket_compression_is_declined_unless_asked_for(engine, speech16k):
