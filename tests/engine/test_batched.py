@@ -65,10 +65,8 @@ def test_fused_batched_forward_equals_hf_full_forward(arch):
 def test_pool_block_rounds_equal_the_hf_forward_and_keep_sessions_apart(arch):
     """Caches are slots of a shared pool block; a round of single tokens attends for all of them in one call
     over the block. Each session's logits still equal HF over its own stream, at its own position (sessions
-    started at different times), with a prefill in the same forward, and with a sparse round
-    (four of nine slots: attended one by one). Closing a cache gives its slot back, zeroed for the next session."""
-    from lws_core.engine import fastpath
-
+    started at different times), with a prefill in the same forward, and with a sparse round (four of nine
+    slots). Closing a cache gives its slot back, zeroed for the next session."""
     lm = _tiny_lm(arch)
     fast = FastPath(lm)
     gen = torch.Generator().manual_seed(0)
@@ -91,8 +89,7 @@ def test_pool_block_rounds_equal_the_hf_forward_and_keep_sessions_apart(arch):
                 pos[j] += sizes[j]
                 torch.testing.assert_close(logits, refs[j][pos[j] - 1], atol=2e-5, rtol=1e-5)
                 assert kvs[j].length == pos[j]
-        assert fast.pooled_rounds == rounds + 6  # the sparse round (4 of 9 slots) went one by one
-        assert len(plan[4]) >= fastpath.BLOCK_MIN_FEEDS and 2 * len(plan[4]) < n_s
+        assert fast.pooled_rounds == rounds + len(plan)  # short contexts: even the sparse round is a block call
     pool = next(iter(fast._pools.values()))
     assert pool.in_use == n_s
     slot = kvs[4].slot
@@ -101,6 +98,32 @@ def test_pool_block_rounds_equal_the_hf_forward_and_keep_sessions_apart(arch):
     assert pool.in_use == n_s - 1 and kvs[4].block is None
     again = fast.new_kv(64, torch.device("cpu"), torch.float32)
     assert again.slot == slot and not bool(again.buf.isnan().any()) and float(again.buf.abs().sum()) == 0.0
+
+
+def test_block_attention_only_where_predicted_cheaper():
+    """A block call reads its whole slot range up to the longest context: chosen for a full range at any
+    length and a sparse one at short contexts; a sparse range at long contexts, fewer than BLOCK_MIN_FEEDS
+    feeds, prefills and caches of their own attend one session at a time."""
+    from lws_core.engine.fastpath import BLOCK_MIN_FEEDS, _block_groups
+
+    fast = FastPath(_tiny_lm("llama"))
+    kvs = [fast.new_kv(2048, torch.device("cpu"), torch.float32) for _ in range(16)]
+    own = fast.new_kv(2048, torch.device("cpu"), torch.float32, pooled=False)
+    x = torch.zeros(1, 64)
+
+    def plan(who: list[int], start: int, extra: list[Feed] = ()) -> tuple[int, int]:  # (block groups, feeds left)
+        feeds = [Feed(x, kvs[j], start) for j in who] + list(extra)
+        sizes = [f.embeds.shape[0] for f in feeds]
+        rows = [(f.kv, f.start, i, i + n, None) for i, (f, n) in enumerate(zip(feeds, sizes, strict=True))]
+        groups, loose = _block_groups(feeds, sizes, rows, torch.device("cpu"))
+        return len(groups), len(loose)
+
+    assert plan(list(range(16)), 1500) == (1, 0)  # every slot of the range: a block at any length
+    assert plan(list(range(0, 16, 3)), 50) == (1, 0)  # one slot in three, short contexts: still a block
+    assert plan(list(range(0, 16, 3)), 1500) == (0, 6)  # ... long contexts: one by one
+    assert plan(list(range(BLOCK_MIN_FEEDS - 1)), 50) == (0, BLOCK_MIN_FEEDS - 1)
+    prefill = Feed(torch.zeros(5, 64), kvs[15], 10)
+    assert plan(list(range(8)), 100, [prefill, Feed(x, own, 100)]) == (1, 2)
 
 
 def test_compiled_decode_step_equals_the_hf_forward_without_recompiling():
