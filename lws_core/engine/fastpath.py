@@ -273,6 +273,7 @@ class FastPath:
                 g = f.kv.graph = GraphStep(self, f.kv, f.embeds, f.start)
             out[i] = g.run(f.embeds, f.start)
             f.kv.length = f.start + 1
+            f.kv.wrote(f.start + 1)
         return out
 
     @staticmethod
@@ -331,6 +332,7 @@ class FastPath:
             else:
                 logits = self._compiled(_normal(f.embeds), cos, sin, f.kv.k, f.kv.v, f.start)
             f.kv.length = f.start + 1
+            f.kv.wrote(f.start + 1)
             return [logits]
         if len(feeds) == 1:
             f = feeds[0]
@@ -387,6 +389,7 @@ class FastPath:
                 h = h + _low_mm(L["act"](gu[:, : L["inter"]]) * gu[:, L["inter"] :], *lw["down"])
         for f, n in zip(feeds, sizes, strict=True):
             f.kv.length = f.start + n
+            f.kv.wrote(f.start + n)
         want = [j for j, f in enumerate(feeds) if f.want_logits]
         result: list[torch.Tensor | None] = [None] * len(feeds)
         if want:
@@ -450,6 +453,8 @@ def _block_groups(feeds: Sequence[Feed], sizes: list[int], rows: list, device: t
         lmax = max(pos) + 1
         if (hi - lo) * lmax > BLOCK_READ_RATIO * (sum(pos) + len(js)) + BLOCK_CALL_POSITIONS * len(js):
             continue
+        for j in js:  # the call reads every row up to lmax: positions never written must hold finite values
+            feeds[j].kv.clean_to(lmax)
         limit = torch.zeros(hi - lo, dtype=torch.long)
         rel = torch.tensor(slots) - lo
         limit[rel] = torch.tensor(pos)
