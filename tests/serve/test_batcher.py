@@ -175,3 +175,21 @@ def test_warmup_times_rounds_of_the_busiest_units(engine, monkeypatch, share, sp
     assert rounds == [lone, lone, [True] * speakers + [False] * (8 - speakers), [True] * speakers + [False] * (8 - speakers)]
     c0, c1, k = server.scheduler.cost_model
     assert c1 > 0 and k == 1.0 and server.scheduler.capacity() > 0
+
+
+def test_latency_bound_takes_the_slow_rounds_not_the_mean():
+    """A unit waits for the rounds under way, and the p95 unit for slow ones: one round in ten five times slower
+    than predicted (a speaking unit's) barely moves the mean slowdown but sets the latency bound's."""
+    s = Scheduler(1, 1.0, 0.85)
+    s.set_cost_model(0.102, 0.102 + 31 * 0.002, 32)  # c0 = 100 ms, c1 = 2 ms: latency binds, 300 sessions
+    assert s.capacity() == 300 and s.tail_k == 1.0
+    for i in range(19):  # too few rounds for a tail: the mean is used
+        s.observe_round(5 * (0.1 + 0.002 * 10) if i == 0 else 0.1 + 0.002 * 10, 10)
+    assert s.tail_k == s.cost_model[2]
+    for i in range(181):
+        s.observe_round(5 * (0.1 + 0.002 * 10) if i % 10 == 0 else 0.1 + 0.002 * 10, 10)
+    k = s.cost_model[2]
+    assert k < 2.0 and 4.5 < s.tail_k < 5.01
+    # two slow rounds must fit in half a unit: 1 - 4 * tail_k * c0 < 0, so none beyond the first session
+    assert s.capacity() == 0 and s.admits(0) and not s.admits(1)
+    assert s.latency_s(1) > 0.5
