@@ -177,8 +177,8 @@ class LWSServer:
         there is (:class:`~lws_core.engine.policies.BusiestUnit`), the rest listen to silence. Why:
         clients that arrive together are all admitted on this first estimate, before a live round of the
         real model has rescaled it; an estimate from silent units let a talkative model take more sessions
-        than it kept within half a unit (benchmarks/results/serve.md, stop 38). Each round is timed twice
-        and the faster kept: a one-off stall at start-up must not halve the server's capacity for good."""
+        than it kept within half a unit (benchmarks/results/serve.md, stop 38). Each round is timed once
+        (twice took `lws serve` past its 3 s start-up goal); live rounds correct a one-off stall."""
         from lws_core.engine.policies import BusiestUnit
 
         silence = np.zeros(self.unit_samples, dtype=np.float32)
@@ -190,17 +190,14 @@ class LWSServer:
         speakers = max(1, round(share * n)) if share > 0 else 0
 
         def timed(count: int) -> float:
-            best = math.inf
-            for _ in range(2):
-                sessions = [self.engine.session(policy=busy if i < speakers else None) for i in range(count)]
-                try:
-                    t0 = time.perf_counter()
-                    self.engine.step_many([(s, silence) for s in sessions])
-                    best = min(best, time.perf_counter() - t0)
-                finally:
-                    for s in sessions:
-                        s.close()
-            return best
+            sessions = [self.engine.session(policy=busy if i < speakers else None) for i in range(count)]
+            try:
+                t0 = time.perf_counter()
+                self.engine.step_many([(s, silence) for s in sessions])
+                return time.perf_counter() - t0
+            finally:
+                for s in sessions:
+                    s.close()
 
         one = timed(1)
         many = timed(n) if n > 1 else one

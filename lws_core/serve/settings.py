@@ -46,7 +46,12 @@ class ServeSettings(BaseModel):
         "deflating every 100 ms frame costs CPU on both ends (benchmarks/results/serve.md, stop 33).",
     )
     warmup: bool = Field(True, description="Run one unit, then one batched round, at start-up: loads kernels and gives the first capacity estimate.")
-    warmup_batch: int = Field(32, ge=1, description="Sessions in the start-up batched round (capped by max_sessions).")
+    warmup_batch: int = Field(
+        16,
+        ge=1,
+        description="Sessions in the start-up batched round (capped by max_sessions). 16 busiest units keep `lws serve` "
+        "ready within 3 s on the tiny model; live rounds then refine the fit.",
+    )
     warmup_speak_share: float = Field(
         1.0,
         ge=0.0,
