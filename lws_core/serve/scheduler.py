@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 TAIL_WINDOW = 200  # rounds whose slowdown the latency bound's tail is taken over
 TAIL_MIN_ROUNDS = 20  # fewer live rounds than this: the tail is not estimated yet (the mean is used)
+GROWTH = 1.25  # admission goes at most this far past the most sessions served so far (or the warm-up's estimate)
 
 
 class Metrics:
@@ -162,6 +163,8 @@ class Scheduler:
         self._c1: float | None = None
         self._k = 1.0
         self._ratios: deque[float] = deque(maxlen=TAIL_WINDOW)  # recent rounds' observed / predicted
+        self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
+        self._peak = 0  # the most sessions active when a unit was served
         self._queued = 0
         self._lock = threading.Lock()
 
@@ -205,6 +208,20 @@ class Scheduler:
             self._c0, self._c1, self._k = c0, c1, 1.0
             self._ratios.clear()
         self.observe(one_s)
+        self._startup_cap = self.capacity() or 0
+
+    def observe_load(self, active: int) -> None:
+        """A unit was served with ``active`` sessions open: the cost model has now been seen at that load."""
+        if active > self._peak:
+            self._peak = active
+
+    def trusted(self) -> int:
+        """Sessions the cost model may be trusted for: the warm-up's estimate, or ``GROWTH`` times the most
+        sessions served so far. Why: costs grow faster than linearly past the load the model was fitted at
+        (longer contexts, more sockets for the event loop); a burst admitted on an extrapolation from half
+        its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused
+        until units served at the higher load have shown the model holds there."""
+        return max(self._startup_cap, math.ceil(GROWTH * self._peak))
 
     def observe_round(self, wall_s: float, units: int) -> None:
         """Feed one live round: its wall time against the cost model's prediction (and each unit's share)."""
@@ -275,7 +292,11 @@ class Scheduler:
         if active == 0:
             return True
         if self._c1 is not None:
-            return self.utilization(active + 1) <= self.target and self.latency_s(active + 1) <= self.unit_s / 2
+            return (
+                active + 1 <= self.trusted()
+                and self.utilization(active + 1) <= self.target
+                and self.latency_s(active + 1) <= self.unit_s / 2
+            )
         return self._rtf_ema is None or self.utilization(active + 1) <= self.target
 
     def shutdown(self) -> None:

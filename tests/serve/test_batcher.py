@@ -4,6 +4,7 @@ results reach the right session, a failing session fails alone, and shutdown rel
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
@@ -193,3 +194,22 @@ def test_latency_bound_takes_the_slow_rounds_not_the_mean():
     # two slow rounds must fit in half a unit: 1 - 4 * tail_k * c0 < 0, so none beyond the first session
     assert s.capacity() == 0 and s.admits(0) and not s.admits(1)
     assert s.latency_s(1) > 0.5
+
+
+def test_admission_goes_only_a_step_past_the_load_it_has_served():
+    """Live rounds lighter than the warm-up's busiest units raise the capacity estimate, but admission trusts
+    it only up to the warm-up's estimate or GROWTH x the most sessions it has served units for."""
+    from lws_core.serve.scheduler import GROWTH
+
+    s = Scheduler(1, 1.0, 0.85)
+    s.set_cost_model(0.010, 0.010 + 31 * 0.02, 32)  # c1 = 20 ms: the warm-up's estimate is 42 sessions
+    assert s.capacity() == 42 == s.trusted()
+    for _ in range(200):  # real rounds cost a quarter of the busiest units'
+        s.observe_round(0.25 * (0.01 + 0.02 * 8), 8)
+    assert s.capacity() > 150
+    assert s.admits(41) and not s.admits(42)  # nothing served yet beyond the warm-up's estimate
+    s.observe_load(50)
+    assert s.trusted() == math.ceil(GROWTH * 50) == 63
+    assert s.admits(62) and not s.admits(63)
+    s.observe_load(40)  # a lighter moment does not lower what has been shown
+    assert s.trusted() == 63
