@@ -26,8 +26,9 @@ and their rounds settle at ``k * c0 / (1 - k * c1 * N / unit_s)`` (units arrivin
 round join the next). So a unit waits up to two rounds: one that came due just after a round
 started waits for it, then runs in the next; the latency bound takes those two as slow rounds (the 95th
 percentile of recent rounds' slowdown, :attr:`Scheduler.tail_k`), since the p95 unit waits for the slow ones. A new session is refused (close 1013) when either
-would pass its bound (``target_utilization``; half a unit of latency for those two rounds), or
-when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
+would pass its bound (``target_utilization``; half a unit of latency for those two rounds), when it
+would take the server past the range the model is trusted for (:meth:`Scheduler.trusted`: the
+warm-up's estimate, or 1.25 x the most sessions served so far), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
 champion that speaks in many units reach p95 0.8 s at 64 sessions: benchmarks/results/serve.md.) Fitting one cost per unit instead (round time / units) would judge the server
 by its small rounds at light load and refuse the very load that makes rounds, and so
 batching, pay.
