@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from lws_core.config.base import Section
+from lws_core.config.base import Section, Switch
 
 
 class BackbonePretrain(Section):
@@ -124,7 +124,7 @@ class LWSWarmup(Section):
 
 
 class PretrainConfig(Section):
-    bf16: Literal["auto", "on", "off"] = Field(
+    bf16: Switch = Field(
         "auto", description="bf16 autocast in the two pretraining loops; auto = on where the CPU has bf16 units, or on a GPU."
     )
     backbone: BackbonePretrain = BackbonePretrain()

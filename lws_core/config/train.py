@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from lws_core.config.base import Section
+from lws_core.config.base import Section, Switch
 
 
 class TrainConfig(Section):
@@ -34,3 +34,13 @@ class TrainConfig(Section):
         description="Refuse configs whose estimated training peak exceeds this many GB (None = the device's free memory now).",
     )
     num_threads: int | None = Field(None, description="torch threads on CPU (None = all cores).")
+    group_by_length: bool = Field(
+        True,
+        description="Batch sessions of similar token length together (HF's length-grouped sampler): random "
+        "batches of the default data carry 46 % padding, which every step computed for nothing.",
+    )
+    cpu_bf16: Switch = Field(
+        "auto",
+        description="bf16 autocast of the forward when training on a CPU (weights, optimizer and losses stay fp32); "
+        "auto = on where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where it is faster.",
+    )

@@ -25,6 +25,7 @@ from lws_core.engine.fastpath import FastPath, Feed
 from lws_core.engine.session import AudioRequest, FeedRequest, Policy, Request, StreamingSession
 from lws_core.engine.types import EngineConfig, SimulationResult, UnitOutput
 from lws_core.errors import InputError
+from lws_core.hardware import native_bf16
 from lws_core.schema import Session, Unit, Word
 
 if TYPE_CHECKING:
@@ -548,19 +549,4 @@ def _batch_dtype(setting: str, weight: torch.Tensor) -> torch.dtype | None:
     if setting == "auto":
         return torch.bfloat16 if weight.device.type == "cpu" and weight.dtype == torch.float32 and native_bf16() else None
     return None if setting == "model" else getattr(torch, setting)
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): only there are bf16 products faster.
-
-    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on plain AVX-512, where
-    bf16 is emulated; the CPU flags are read from /proc/cpuinfo (Linux; elsewhere: no).
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 

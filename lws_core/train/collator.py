@@ -112,6 +112,15 @@ class LWSCollator:
     def encode(self, row: dict[str, Any]) -> EncodedRow:
         return encode_row(row, self.tok, self.k, self.unit_samples, self.max_length)
 
+    def token_length(self, row: dict[str, Any]) -> int:
+        """A row's training length in tokens (after the ``max_length`` cut) from its session alone: what the
+        length-grouped sampler batches by, without decoding the audio."""
+        session = Session.model_validate_json(row["session"])
+        enc = encode(session, self.tok, self.k)
+        if self.max_length is None or len(enc) <= self.max_length:
+            return len(enc)
+        return max((e for e in [*enc.unit_starts[1:], len(enc)] if e <= self.max_length), default=len(enc))
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate([self.encode(r) for r in rows], self.tok.special.pad)
 

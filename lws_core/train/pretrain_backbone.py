@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lws_core.errors import InputError
+from lws_core.hardware import bf16_autocast
 from lws_core.model.asr import heard_slots
 from lws_core.model.presets import PRESETS, lm_config
 from lws_core.schema import IGNORE_INDEX, SchemaTokenizer, Session, encode
@@ -67,15 +68,8 @@ def load_sessions(data_dir: str | Path, split: str = "train") -> list[Session]:
 
 
 def autocast(setting: str):  # noqa: ANN201 - a context manager
-    """bf16 autocast for the stand-in pretraining loops (1.45x on this project's AMX CPUs, measured).
-
-    ``auto`` turns it on where bf16 matmuls are native (a GPU, or a CPU that
-    oneDNN says supports bf16); the losses are computed in fp32 either way.
-    """
-    on_gpu = torch.cuda.is_available()
-    native = on_gpu or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    enabled = setting == "on" or (setting == "auto" and native)
-    return torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16, enabled=enabled)
+    """``pretrain.bf16`` for the stand-in pretraining loops (:func:`lws_core.hardware.bf16_autocast`)."""
+    return bf16_autocast(setting)
 
 
 def pack(rows: list[tuple[list[int], list[int]]], order: np.ndarray, row_len: int) -> list[list[int]]:

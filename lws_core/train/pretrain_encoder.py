@@ -37,6 +37,7 @@ from lws_core.model.asr import (
 )
 from lws_core.model.presets import PRESETS
 from lws_core.schema import Session
+from lws_core.train.fast_dropout import fast_dropout
 from lws_core.train.loop import LossLog, optimizer_step
 from lws_core.train.pretrain_backbone import autocast, train_only_corpus
 
@@ -280,15 +281,16 @@ def pretrain_encoder(
     log = LossLog("ctc_loss", steps, "pretrain encoder", progress, on_log)
     rec.train()
     rec.speech.spec_augment, rec.speech.freq_warp = ac.spec_augment, ac.freq_warp
-    for step in range(1, steps + 1):
-        pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False)
-        with autocast(cfg.pretrain.bf16):
-            log_probs = rec.from_features(feats[pick])
-        loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
-        if paths is not None:
-            loss = loss + ac.aligned_weight * F.nll_loss(log_probs.float().flatten(0, 1), paths[pick].flatten())
-        optimizer_step(loss, rec.parameters(), opt, sched)
-        log.update(step, loss)
+    with fast_dropout(rec.speech.encoder, ac.dropout):  # 5x cheaper than torch's CPU dropout (module doc)
+        for step in range(1, steps + 1):
+            pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False)
+            with autocast(cfg.pretrain.bf16):
+                log_probs = rec.from_features(feats[pick])
+            loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
+            if paths is not None:
+                loss = loss + ac.aligned_weight * F.nll_loss(log_probs.float().flatten(0, 1), paths[pick].flatten())
+            optimizer_step(loss, rec.parameters(), opt, sched)
+            log.update(step, loss)
     rec.speech.spec_augment, rec.speech.freq_warp = False, 0.0
     set_dropout(rec.speech.encoder, 0.0)  # the saved recogniser (and any LWS stage training beside it) has none
     log.close()

@@ -7,6 +7,7 @@ we add only the LWS loss and its per-channel reporting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from lws_core.errors import ConfigError, InputError, SchemaMismatchError
+from lws_core.hardware import bf16_autocast
 from lws_core.train.callbacks import TrainCallback, TrainSummary
 from lws_core.train.collator import LWSCollator
 from lws_core.train.deepspeed_config import (
@@ -28,6 +30,7 @@ from lws_core.train.deepspeed_config import (
 from lws_core.train.resume import check_resumable, run_record, write_run_record
 
 SUMMARY_FILE = "train_summary.json"
+LENGTH_COLUMN = "length"  # token lengths for the length-grouped sampler (train.group_by_length)
 _QWEN_VOCAB = 151_665  # Qwen2.5's tokenizer: sizes the qwen presets' embeddings before a tokenizer exists
 
 
@@ -68,7 +71,8 @@ class _LWSTrainerMixin:
         held = getattr(self, "lws_model", None)
         if held is not None and held.holding_pretrained and self.state.global_step >= self.hold_steps:  # type: ignore[attr-defined]
             held.release_pretrained()  # projector warm-up over: train jointly
-        out = model(**inputs)
+        with self.lws_autocast():  # type: ignore[attr-defined]
+            out = model(**inputs)
         acc = self._channel_acc  # type: ignore[attr-defined]
         for name, v in out.channel_losses.items():
             k = out.channel_counts.get(name, 0)
@@ -106,6 +110,7 @@ def _trainer_class():  # noqa: ANN202
             self.hold_steps = 0
             self.joint_lr_scale = 1.0
             self.rewarm_steps = 0
+            self.lws_autocast: Any = contextlib.nullcontext  # bf16 autocast of the forward on a bf16-native CPU
 
         def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
             """Checkpoint an LWS model whose backbone ties its embeddings (Qwen's do).
@@ -317,6 +322,9 @@ def train(
     if hold:
         model.hold_pretrained()
     col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
+    if tc.group_by_length and LENGTH_COLUMN not in train_rows.column_names:
+        lengths = [col.token_length(r) for r in train_rows.select_columns(["session"])]
+        train_rows = train_rows.add_column(LENGTH_COLUMN, lengths)
 
     if is_main_process():
         write_run_record(ckpt_dir, run)  # every checkpoint written below belongs to this run
@@ -351,6 +359,8 @@ def train(
             dataloader_num_workers=0,
             dataloader_pin_memory=on_gpu,
             deepspeed=ds_cfg,
+            train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
+            length_column_name=LENGTH_COLUMN,
             bf16=precision == "bf16",
             fp16=precision == "fp16",
             # never together with DeepSpeed: use_cpu silently turns DeepSpeed off (stack notes)
@@ -363,6 +373,8 @@ def train(
         if progress:
             _use_log_friendly_progress(trainer)
         trainer.lws_model, trainer.hold_steps = (model, hold) if hold else (None, 0)
+        if not on_gpu:  # on a GPU, DeepSpeed's own bf16/fp16 modes (train.precision) apply instead
+            trainer.lws_autocast = lambda: bf16_autocast(tc.cpu_bf16)
         trainer.joint_lr_scale, trainer.rewarm_steps = cfg.pretrain.warmup.joint_lr_scale, cfg.pretrain.warmup.rewarm_steps
         t0 = time.time()
         result = trainer.train(resume_from_checkpoint=last)

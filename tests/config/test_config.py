@@ -93,3 +93,11 @@ def test_step_resources_are_checked_at_load():
         LWSConfig().with_overrides({"pipeline.resources.train.memory_limit": "8 GB"})
     with pytest.raises(ConfigError, match="unknown step.*trian"):
         config_from_dict({"pipeline": {"resources": {"trian": {"cpu_request": "2"}}}})
+
+
+def test_on_off_switches_take_yaml_booleans():
+    """`--set pretrain.bf16=off` reaches the config as YAML's False: it means "off", not an error."""
+    cfg = config_from_dict({"pretrain": {"bf16": False}, "train": {"cpu_bf16": True}})
+    assert (cfg.pretrain.bf16, cfg.train.cpu_bf16) == ("off", "on")
+    with pytest.raises(ConfigError, match="cpu_bf16"):
+        config_from_dict({"train": {"cpu_bf16": "sometimes"}})

@@ -98,3 +98,12 @@ def test_real_synthesized_rows(tiny_dataset):
     b = LWSCollator(real_tok, K, synthetic.UNIT_SAMPLES)(rs)
     assert b["unit_audio"].shape[0] * K == int(b["audio_mask"].sum())
     assert b["unit_audio"].abs().max() > 0.01  # real speech, not silence
+
+
+def test_token_length_is_the_encoded_length_without_the_audio(rows, tok):
+    """What the length-grouped sampler batches by (train.group_by_length): the collator's own length, cut included."""
+    full = encode_row(rows[2], tok, K, synthetic.UNIT_SAMPLES)
+    for limit in (None, 2048, full.unit_starts[2] + 3, len(full) - 1):
+        col = LWSCollator(tok, K, synthetic.UNIT_SAMPLES, limit)
+        for r in rows:
+            assert col.token_length({"session": r["session"]}) == len(col.encode(r))  # no audio needed
