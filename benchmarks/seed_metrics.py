@@ -1,0 +1,73 @@
+"""Mean and 95 % interval over seeds of the pipeline's own evaluation metrics (one ``metrics.json`` per seed).
+
+Each seed is a whole `lws pipeline run` (data, both stand-ins and the LWS stage seeded together), e.g.
+
+    .venv/bin/python benchmarks/pipeline_wall.py --workspace W1 --set data.seed=1 --set train.seed=1 \\
+        --set pretrain.backbone.seed=1001 --set pretrain.encoder.seed=1
+
+then ``<workspace>/kfp/<run>/evaluate/eval_dir/metrics.json`` of every run (and, for the encoder's WER, its
+``pretrain-encoder/encoder/pretrain_report.json``):
+
+    .venv/bin/python benchmarks/seed_metrics.py S0/metrics.json S1/metrics.json S2/metrics.json \
+        --encoder-reports S0/pretrain_report.json S1/pretrain_report.json S2/pretrain_report.json
+
+Prints a markdown table: the headline metrics (both splits) and the written / spoken accuracy per task family,
+each as mean ± half-width of the two-sided 95 % Student-t interval, with the per-seed values beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+HEADLINE = (
+    "task_accuracy_seen_phrasing", "task_accuracy", "spoken_accuracy_seen_phrasing", "spoken_accuracy",
+    "state_accuracy_seen_phrasing", "state_accuracy", "consistency_rate_seen_phrasing", "consistency_rate",
+    "fdb_pause_tor_seen_phrasing", "fdb_pause_tor", "fdb_turn_taking_tor_seen_phrasing", "fdb_turn_taking_tor",
+    "text_ceiling_accuracy_seen_phrasing", "text_ceiling_accuracy", "cascade_accuracy_seen_phrasing", "cascade_accuracy",
+    "rtf_p95",
+)
+FAMILY_PREFIXES = (
+    "task_accuracy_seen_phrasing.", "task_accuracy.", "spoken_accuracy_seen_phrasing.", "spoken_accuracy.",
+    "text_ceiling_accuracy_seen_phrasing.", "text_ceiling_accuracy.",
+)
+
+
+def t95(n: int) -> float:
+    """Two-sided 95 % Student-t quantile for n samples (n-1 degrees of freedom)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
+def summarise(values: list[float]) -> str:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return f"{mean:.3f}"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return f"{mean:.3f} ± {t95(n) * sd / math.sqrt(n):.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("metrics", nargs="+", type=Path, help="one metrics.json per seed")
+    ap.add_argument("--encoder-reports", nargs="*", type=Path, default=[],
+                    help="the encoder stage's pretrain_report.json per seed, same order (adds encoder_wer)")
+    a = ap.parse_args()
+    runs = [json.loads(p.read_text()) for p in a.metrics]
+    for run, report in zip(runs, a.encoder_reports, strict=False):
+        run["encoder_wer"] = json.loads(report.read_text())["wer"]
+    keys = [k for k in (*HEADLINE, "encoder_wer") if all(k in r for r in runs)]
+    keys += sorted(k for k in runs[0] if k.startswith(FAMILY_PREFIXES) and all(k in r for r in runs))
+    print(f"| metric | mean ± 95 % ({len(runs)} seeds) | per seed |")
+    print("|---|---|---|")
+    for k in keys:
+        vals = [float(r[k]) for r in runs]
+        print(f"| `{k}` | {summarise(vals)} | {' / '.join(f'{v:.3f}' for v in vals)} |")
+
+
+if __name__ == "__main__":
+    main()
