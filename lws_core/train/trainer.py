@@ -181,6 +181,15 @@ def _use_log_friendly_progress(trainer) -> None:  # noqa: ANN001
         trainer.add_callback(_Progress())
 
 
+def with_lengths(rows, col: LWSCollator):  # noqa: ANN001, ANN201 - datasets.Dataset in and out
+    """The rows with a ``length`` column (tokens after the ``max_length`` cut), which the Trainer's
+    length-grouped sampler batches by (``train.group_by_length``): batches of similar length, so that
+    a step does not compute the padding of random batches (46 % of the default data's tokens)."""
+    if LENGTH_COLUMN in rows.column_names:
+        return rows
+    return rows.add_column(LENGTH_COLUMN, [col.token_length(r) for r in rows.select_columns(["session"])])
+
+
 def _load_data(data_dir: Path):  # noqa: ANN202
     """Train and validation rows; an empty split is refused here, before a model is built.
 
@@ -322,9 +331,8 @@ def train(
     if hold:
         model.hold_pretrained()
     col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
-    if tc.group_by_length and LENGTH_COLUMN not in train_rows.column_names:
-        lengths = [col.token_length(r) for r in train_rows.select_columns(["session"])]
-        train_rows = train_rows.add_column(LENGTH_COLUMN, lengths)
+    if tc.group_by_length:
+        train_rows = with_lengths(train_rows, col)
 
     if is_main_process():
         write_run_record(ckpt_dir, run)  # every checkpoint written below belongs to this run
