@@ -62,6 +62,19 @@ def row_unit_audio(row: dict[str, Any], n_units: int, unit_samples: int) -> np.n
     return audio[:need].reshape(n_units, unit_samples)
 
 
+def unit_cut(starts: list[int], length: int, max_length: int, row_id: str) -> tuple[int, int]:
+    """(units kept, tokens kept) when a sequence of ``length`` tokens whose units start at ``starts`` is cut
+    to ``max_length`` at a unit boundary; a first unit longer than ``max_length`` is a ConfigError."""
+    ends = [*starts[1:], length]  # unit i occupies [starts[i], ends[i])
+    n_keep = sum(1 for e in ends if e <= max_length)
+    if n_keep == 0:
+        raise ConfigError(
+            f"train.max_length={max_length} is shorter than the first unit of row {row_id} "
+            f"({ends[0] if ends else length} tokens); raise train.max_length"
+        )
+    return n_keep, ends[n_keep - 1]
+
+
 def encode_row(
     row: dict[str, Any], tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = None
 ) -> EncodedRow:
@@ -85,14 +98,7 @@ def encode_row(
     starts, states = enc.unit_starts, enc.state_positions
     truncated = False
     if max_length is not None and len(enc) > max_length:
-        ends = [*starts[1:], len(enc)]  # unit i occupies [starts[i], ends[i])
-        n_keep = sum(1 for e in ends if e <= max_length)
-        if n_keep == 0:
-            raise ConfigError(
-                f"train.max_length={max_length} is shorter than the first unit of row {_row_id(row)} "
-                f"({ends[0] if ends else len(enc)} tokens); raise train.max_length"
-            )
-        cut = ends[n_keep - 1]
+        n_keep, cut = unit_cut(starts, len(enc), max_length, _row_id(row))
         ids, labels, channels, amask = ids[:cut], labels[:cut], channels[:cut], amask[:cut]
         starts, states = starts[:n_keep], states[:n_keep]
         unit_audio = unit_audio[:n_keep]
@@ -115,11 +121,10 @@ class LWSCollator:
     def token_length(self, row: dict[str, Any]) -> int:
         """A row's training length in tokens (after the ``max_length`` cut) from its session alone: what the
         length-grouped sampler batches by, without decoding the audio."""
-        session = Session.model_validate_json(row["session"])
-        enc = encode(session, self.tok, self.k)
+        enc = encode(Session.model_validate_json(row["session"]), self.tok, self.k)
         if self.max_length is None or len(enc) <= self.max_length:
             return len(enc)
-        return max((e for e in [*enc.unit_starts[1:], len(enc)] if e <= self.max_length), default=len(enc))
+        return unit_cut(enc.unit_starts, len(enc), self.max_length, _row_id(row))[1]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate([self.encode(r) for r in rows], self.tok.special.pad)

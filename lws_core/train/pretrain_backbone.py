@@ -67,11 +67,6 @@ def load_sessions(data_dir: str | Path, split: str = "train") -> list[Session]:
     return [Session.model_validate_json(s) for s in ds["session"]]
 
 
-def autocast(setting: str):  # noqa: ANN201 - a context manager
-    """``pretrain.bf16`` for the stand-in pretraining loops (:func:`lws_core.hardware.bf16_autocast`)."""
-    return bf16_autocast(setting)
-
-
 def pack(rows: list[tuple[list[int], list[int]]], order: np.ndarray, row_len: int) -> list[list[int]]:
     """Greedy packing of sessions (in ``order``) into rows of at most ``row_len`` tokens; each row lists its sessions.
 
@@ -175,7 +170,7 @@ def pretrain_backbone(
             batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
             tokens += sum(len(r[0]) for r in extra_rows)
         pos += rows_per_step
-        with autocast(cfg.pretrain.bf16):
+        with bf16_autocast(cfg.pretrain.bf16):
             loss = lm(**batch).loss
         optimizer_step(loss, lm.parameters(), opt, sched)
         log.update(step, loss)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lws_core.errors import InputError
+from lws_core.hardware import bf16_autocast
 from lws_core.model.asr import (
     CTCRecognizer,
     CTCVocab,
@@ -39,7 +40,7 @@ from lws_core.model.presets import PRESETS
 from lws_core.schema import Session
 from lws_core.train.fast_dropout import fast_dropout
 from lws_core.train.loop import LossLog, optimizer_step
-from lws_core.train.pretrain_backbone import autocast, train_only_corpus
+from lws_core.train.pretrain_backbone import train_only_corpus
 
 
 @dataclass
@@ -284,7 +285,7 @@ def pretrain_encoder(
     with fast_dropout(rec.speech.encoder, ac.dropout):  # 5x cheaper than torch's CPU dropout (module doc)
         for step in range(1, steps + 1):
             pick = rng.choice(keep, size=min(batch_size, len(keep)), replace=False)
-            with autocast(cfg.pretrain.bf16):
+            with bf16_autocast(cfg.pretrain.bf16):
                 log_probs = rec.from_features(feats[pick])
             loss = ctc_loss(log_probs.float(), [ids[i] for i in pick])
             if paths is not None:
