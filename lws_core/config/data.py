@@ -83,6 +83,13 @@ class DataConfig(Section):
         "third (middle), or after any word but the last (anywhere, e.g. 'what is 42 plus ... 7').",
     )
     noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (dB); None = clean.")
+    filler_rate: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Share of training and validation questions that carry filler words: frequent English words no "
+        "training phrasing says, at random gaps (lws_core.data.fillers). The graded splits never get them.",
+    )
+    filler_max: int = Field(2, ge=1, description="At most this many filler words in one question (1 to this, uniform).")
+    filler_vocab: int = Field(1000, ge=10, description="Fillers come from this many most frequent English words (wordfreq).")
     shards: int = Field(
         1, ge=1, description="Pipeline fan-out: synthesize as this many shards (one pod each, dsl.ParallelFor), then merge."
     )

@@ -34,6 +34,7 @@ import numpy as np
 from lws_core.audio.io import SAMPLE_RATE, pcm16_bytes
 from lws_core.audio.tts import EspeakTTS, english_voices
 from lws_core.data.budget import budget_tokenizer, count_tokens
+from lws_core.data.fillers import draw_fillers
 from lws_core.data.scenarios import Timeline, build_session, choose_voice
 from lws_core.data.sources import FileQuestions
 from lws_core.data.tasks import make_followup, make_question, written_answer
@@ -96,10 +97,18 @@ def phrasing_split(split: str) -> str:
     return "train" if split == "test_seen" else split
 
 
-def _question(rng: np.random.Generator, split: str, i: int, families: list[str], source: FileQuestions | None) -> Question:
+def _question(
+    rng: np.random.Generator, split: str, i: int, families: list[str], source: FileQuestions | None, session_split: str = "test"
+) -> Question:
+    """Question ``i``: from the file source, or a template question (with ``data.filler_rate``'s filler words in a
+    train or validation session's question; graded splits never get them)."""
     if source is not None:
         return source.get(i)
-    return make_question(str(rng.choice(families)), rng, split)
+    d = _ENV["cfg"].data
+    fillers = None
+    if session_split in ("train", "validation"):
+        fillers = draw_fillers(d.seed, i, d.filler_rate, d.filler_max, d.filler_vocab)
+    return make_question(str(rng.choice(families)), rng, split, fillers)
 
 
 def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, Any]:
@@ -121,12 +130,12 @@ def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, An
     voice = choose_voice(rng, english_voices(held_out=split in HELD_OUT_VOICE_SPLITS))
     q1, s1, extra = Question(text=""), None, None
     if scenario != "silence":
-        q1 = _question(rng, qsplit, i, d.task_families, source)
+        q1 = _question(rng, qsplit, i, d.task_families, source, split)
         if not q1.text.strip():
             raise Reject("empty_question")
         s1 = teacher.script(q1)
         if scenario == "barge_in":
-            q2 = _question(rng, qsplit, i + 7919, d.task_families, source)
+            q2 = _question(rng, qsplit, i + 7919, d.task_families, source, split)
             extra = (q2, teacher.script(q2))
         elif scenario == "multi_turn":
             first = Question(q1.text, q1.answer or written_answer(s1.written), q1.task_family, q1.words, q1.phrasing, s1)

@@ -75,6 +75,7 @@ _UNITS = [
     ("days", "hours", 24),
     ("weeks", "days", 7),
 ]
+_ADJS = ["larger", "smaller", "bigger"]
 _PY = [
     ("adds {n} to a number", "+", "plus"),
     ("multiplies a number by {n}", "*", "times"),
@@ -108,10 +109,44 @@ def _fill(template: str, values: dict[str, object]) -> tuple[str, dict[str, int]
     return text, idx
 
 
-def make_question(family: str, rng: np.random.Generator, split: str = "train") -> Question:
-    """One template question with its script; phrasing drawn from the split's allowed set."""
+def training_vocabulary() -> set[str]:
+    """Every word the training phrasings and their slot values can say (lower case, no punctuation).
+
+    What filler words must not be (:mod:`lws_core.data.fillers`): a filler "times" or "hours" would change the
+    question. The held-out phrasings are not read here.
+    """
+    texts = [PHRASINGS[f][i] for f in PHRASINGS for i in phrasing_ids(f, "train")]
+    texts += list(_OPS) + [f"{a} {b}" for a, b, _ in _UNITS] + [v for v, _, _ in _PY] + list(_ADJS)
+    words = {w.strip(".,?!:{}").lower() for t in texts for w in re.split(r"[\s{}]+", t)}
+    return {w for w in words if w and w.isalpha()}
+
+
+def insert_fillers(template: str, fillers: list[str], rng: np.random.Generator) -> str:
+    """``template`` with each filler word put at a random word gap, the end included (a question's closing
+    punctuation moves to the new last word), never first: the slots and phrasing stay as they were."""
+    words = template.split()
+    for w in fillers:
+        k = int(rng.integers(1, len(words) + 1))
+        if k == len(words):
+            stem = words[-1].rstrip(".?!")
+            words[-1:] = [stem, w + words[-1][len(stem):]]
+        else:
+            words.insert(k, w)
+    return " ".join(words)
+
+
+def make_question(
+    family: str, rng: np.random.Generator, split: str = "train", fillers: tuple[list[str], np.random.Generator] | None = None
+) -> Question:
+    """One template question with its script; phrasing drawn from the split's allowed set.
+
+    ``fillers``: words to put into the question at random gaps, drawn by their own generator so the
+    question's values and phrasing are those it would have had without them (``data.filler_rate``).
+    """
     ph = int(rng.choice(phrasing_ids(family, split)))
     template = PHRASINGS[family][ph]
+    if fillers is not None and fillers[0]:
+        template = insert_fillers(template, *fillers)
     ri = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     if family == "arithmetic":
         op = str(rng.choice(list(_OPS)))
@@ -135,7 +170,7 @@ def make_question(family: str, rng: np.random.Generator, split: str = "train") -
         a, b = ri(10, 99), ri(10, 99)
         while b == a:
             b = ri(10, 99)
-        adj = str(rng.choice(["larger", "smaller", "bigger"]))
+        adj = str(rng.choice(_ADJS))
         r = min(a, b) if adj == "smaller" else max(a, b)
         text, ix = _fill(template, {"a": a, "b": b, "adj": adj})
         notes = [Note(f"- {a} vs {b}\n", max(ix["a"], ix["b"]))]

@@ -18,15 +18,8 @@ import numpy as np
 
 from lws_core.audio.noise import gain_db, noise
 from lws_core.audio.tts import EspeakTTS, english_voices
+from lws_core.data.fillers import general_words
 from lws_core.model.asr import heard_form
-
-
-def general_words(vocab: int) -> list[str]:
-    """The ``vocab`` most frequent alphabetic English words (wordfreq's ``top_n_list``)."""
-    from wordfreq import top_n_list
-
-    out = [w for w in top_n_list("en", vocab * 2) if w.isascii() and w.isalpha()]
-    return out[:vocab]
 
 
 def general_utterances(n: int, vocab: int, seed: int) -> list[str]:

@@ -1,0 +1,97 @@
+"""Filler words in training questions (``data.filler_rate``): what they may be, where they go, and that the
+graded splits stay exactly as they were. Synthesis runs the real espeak-ng TTS (text-only rows, to be quick)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lws_core.config import LWSConfig
+from lws_core.data import load_dataset_dir, synthesize
+from lws_core.data.fillers import draw_fillers, filler_words
+from lws_core.data.tasks import FAMILIES, insert_fillers, make_question, training_vocabulary
+from lws_core.errors import ConfigError
+
+
+def test_filler_words_are_frequent_words_no_training_question_says():
+    words = filler_words(1000)
+    assert 800 < len(words) < 1000
+    vocab = training_vocabulary()
+    assert {"plus", "times", "hours", "larger", "table", "function", "what"} <= vocab
+    assert not set(words) & vocab
+    assert not {"one", "two", "twenty", "hundred", "half", "tables", "functions"} & set(words)
+    assert all(w.isalpha() and w.isascii() for w in words)
+
+
+def test_insert_fillers_keeps_the_template_and_may_end_the_question():
+    rng = np.random.default_rng(0)
+    seen_end = False
+    for _ in range(50):
+        out = insert_fillers("What is {a} {op} {b}?", ["well", "really"], rng).split()
+        assert out[0] == "What" and len(out) == 7
+        assert [w for w in out if w.rstrip("?") not in ("well", "really")] == ["What", "is", "{a}", "{op}", "{b}?"] or (
+            out[-1].endswith("?") and out[-1].rstrip("?") in ("well", "really")
+        )
+        assert out[-1].endswith("?") and sum(w.endswith("?") for w in out) == 1
+        seen_end |= out[-1] != "{b}?"
+    assert seen_end, "a filler can come after the last value"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_question_with_fillers_asks_the_same_thing(family):
+    """Same values, answer, phrasing and script; each note still waits for the word it depends on."""
+    for seed in range(5):
+        plain = make_question(family, np.random.default_rng(seed), "train")
+        filled = make_question(family, np.random.default_rng(seed), "train", (["okay", "maybe"], np.random.default_rng(seed + 99)))
+        assert filled.answer == plain.answer and filled.phrasing == plain.phrasing
+        assert filled.script.written == plain.script.written and filled.script.spoken == plain.script.spoken
+        assert len(filled.words) == len(plain.words) + 2
+        assert sorted(filled.words) == sorted([*plain.words, "okay", "maybe"]) or filled.words[-1].rstrip("?.") in ("okay", "maybe")
+        for a, b in zip(plain.script.notes, filled.script.notes, strict=True):
+            assert a.text == b.text
+            assert plain.words[a.depends_on_word].rstrip("?.,") == filled.words[b.depends_on_word].rstrip("?.,")
+
+
+def test_draw_fillers_is_reproducible_and_follows_the_rate():
+    assert draw_fillers(0, 5, 0.0, 2, 1000) is None
+    got = [draw_fillers(3, i, 0.5, 2, 1000) for i in range(400)]
+    assert 0.4 < sum(g is not None for g in got) / 400 < 0.6
+    assert all(1 <= len(g[0]) <= 2 for g in got if g)
+    again = draw_fillers(3, 7, 0.5, 2, 1000)
+    assert (again and again[0]) == (got[7] and got[7][0])
+
+
+def test_filler_rate_bounds():
+    with pytest.raises(ConfigError, match="filler_rate"):
+        LWSConfig().with_overrides({"data.filler_rate": 1.5})
+
+
+def test_fillers_reach_training_questions_only(tmp_path):
+    """With every training question filled, train and validation questions grow by 1-2 words, while the
+    test and test_seen sessions ask the same questions in the same voices and scenarios. (Not to the sample:
+    espeak-ng carries a little state from one utterance to the next within a worker's chunk, so word ends
+    move by up to tens of milliseconds, and a backchannel placed after them can fall a unit later.)"""
+    cfg = LWSConfig().with_overrides({"data.chunk_sessions": 10, "data.test_seen_fraction": 0.2, "data.test_fraction": 0.2})
+    plain = load_dataset_dir(synthesize(cfg, tmp_path / "plain", sessions=40, workers=2, progress=False, text_only=True).out_dir)
+    filled_cfg = cfg.with_overrides({"data.filler_rate": 1.0})
+    filled = load_dataset_dir(synthesize(filled_cfg, tmp_path / "filled", sessions=40, workers=2, progress=False, text_only=True).out_dir)
+    for split in ("test", "test_seen"):
+        assert len(plain[split]) > 0
+        for a, b in zip(plain[split], filled[split], strict=True):
+            sa, sb = json.loads(a["session"]), json.loads(b["session"])
+            assert sa["meta"]["turns"] == sb["meta"]["turns"] and a["voice"] == b["voice"] and a["scenario"] == b["scenario"]
+            assert [w["text"] for w in sa["user_words"]] == [w["text"] for w in sb["user_words"]]
+    grown = 0
+    for split in ("train", "validation"):
+        for a, b in zip(plain[split], filled[split], strict=True):
+            if a["scenario"] == "silence":
+                assert a["session"] == b["session"]
+                continue
+            qa, qb = (json.loads(r["session"])["meta"]["turns"][0]["question"] for r in (a, b))
+            extra = len(qb.split()) - len(qa.split())
+            assert 1 <= extra <= 2, (qa, qb)
+            assert a["answer"] == b["answer"]
+            grown += 1
+    assert grown > 10
