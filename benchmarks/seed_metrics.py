@@ -13,6 +13,10 @@ then ``<workspace>/kfp/<run>/evaluate/eval_dir/metrics.json`` of every run (and,
 
 Prints a markdown table: the headline metrics (both splits) and the written / spoken accuracy per task family,
 each as mean ± half-width of the two-sided 95 % Student-t interval, with the per-seed values beside it.
+
+``--base B0/metrics.json B1/… B2/…`` (the same seeds of a baseline, same order) adds the baseline's mean and the
+paired difference (this − base, per seed, then mean ± 95 %): seeds share their data and stand-ins, so the paired
+interval is the one that can tell a change from seed noise.
 """
 
 from __future__ import annotations
@@ -56,17 +60,33 @@ def main() -> None:
     ap.add_argument("metrics", nargs="+", type=Path, help="one metrics.json per seed")
     ap.add_argument("--encoder-reports", nargs="*", type=Path, default=[],
                     help="the encoder stage's pretrain_report.json per seed, same order (adds encoder_wer)")
+    ap.add_argument("--base", nargs="*", type=Path, default=[],
+                    help="a baseline's metrics.json per seed, same order (adds its mean and the paired difference)")
     a = ap.parse_args()
+    if a.base and len(a.base) != len(a.metrics):
+        ap.error(f"--base needs one metrics.json per seed ({len(a.metrics)}), got {len(a.base)}")
     runs = [json.loads(p.read_text()) for p in a.metrics]
     for run, report in zip(runs, a.encoder_reports, strict=False):
         run["encoder_wer"] = json.loads(report.read_text())["wer"]
-    keys = [k for k in (*HEADLINE, "encoder_wer") if all(k in r for r in runs)]
-    keys += sorted(k for k in runs[0] if k.startswith(FAMILY_PREFIXES) and all(k in r for r in runs))
-    print(f"| metric | mean ± 95 % ({len(runs)} seeds) | per seed |")
-    print("|---|---|---|")
+    base = [json.loads(p.read_text()) for p in a.base]
+    everyone = runs + base
+    keys = [k for k in (*HEADLINE, "encoder_wer") if all(k in r for r in everyone)]
+    keys += sorted(k for k in runs[0] if k.startswith(FAMILY_PREFIXES) and all(k in r for r in everyone))
+    if base:
+        print(f"| metric | base ({len(runs)} seeds) | this | per seed, base → this | paired Δ |")
+        print("|---|---|---|---|---|")
+    else:
+        print(f"| metric | mean ± 95 % ({len(runs)} seeds) | per seed |")
+        print("|---|---|---|")
     for k in keys:
         vals = [float(r[k]) for r in runs]
-        print(f"| `{k}` | {summarise(vals)} | {' / '.join(f'{v:.3f}' for v in vals)} |")
+        if not base:
+            print(f"| `{k}` | {summarise(vals)} | {' / '.join(f'{v:.3f}' for v in vals)} |")
+            continue
+        was = [float(r[k]) for r in base]
+        pairs = " / ".join(f"{b:.3f} → {v:.3f}" for b, v in zip(was, vals, strict=True))
+        delta = summarise([v - b for b, v in zip(was, vals, strict=True)])
+        print(f"| `{k}` | {summarise(was)} | {summarise(vals)} | {pairs} | {delta} |")
 
 
 if __name__ == "__main__":

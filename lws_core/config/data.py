@@ -88,6 +88,11 @@ class DataConfig(Section):
         description="Share of training and validation questions that carry filler words: frequent English words no "
         "training phrasing says, at random gaps (lws_core.data.fillers). The graded splits never get them.",
     )
+    filler_place: Literal["anywhere", "edges"] = Field(
+        "anywhere",
+        description="Where filler words go: any word gap after the first word (anywhere), or before the first word "
+        "or after the last (edges: the question's slots and their order stay together).",
+    )
     filler_max: int = Field(2, ge=1, description="At most this many filler words in one question (1 to this, uniform).")
     filler_vocab: int = Field(1000, ge=10, description="Fillers come from this many most frequent English words (wordfreq).")
     shards: int = Field(

@@ -47,8 +47,11 @@ def filler_words(vocab: int) -> tuple[str, ...]:
     )
 
 
-def draw_fillers(seed: int, index: int, rate: float, most: int, vocab: int) -> tuple[list[str], np.random.Generator] | None:
-    """Session ``index``'s fillers and the generator that places them, or None (probability 1 - ``rate``).
+def draw_fillers(
+    seed: int, index: int, rate: float, most: int, vocab: int, place: str = "anywhere"
+) -> tuple[list[str], np.random.Generator, str] | None:
+    """Session ``index``'s fillers, the generator that places them and where (``data.filler_place``), or None
+    (probability 1 - ``rate``).
 
     Its own generator (not the session's), so a session draws the same values, voice and scenario with or
     without fillers, and the graded splits stay identical.
@@ -59,4 +62,4 @@ def draw_fillers(seed: int, index: int, rate: float, most: int, vocab: int) -> t
     if rng.random() >= rate:
         return None
     words = filler_words(vocab)
-    return [str(w) for w in rng.choice(words, int(rng.integers(1, most + 1)))], rng
+    return [str(w) for w in rng.choice(words, int(rng.integers(1, most + 1)))], rng, place

@@ -107,7 +107,7 @@ def _question(
     d = _ENV["cfg"].data
     fillers = None
     if session_split in ("train", "validation"):
-        fillers = draw_fillers(d.seed, i, d.filler_rate, d.filler_max, d.filler_vocab)
+        fillers = draw_fillers(d.seed, i, d.filler_rate, d.filler_max, d.filler_vocab, d.filler_place)
     return make_question(str(rng.choice(families)), rng, split, fillers)
 
 

@@ -121,13 +121,15 @@ def training_vocabulary() -> set[str]:
     return {w for w in words if w and w.isalpha()}
 
 
-def insert_fillers(template: str, fillers: list[str], rng: np.random.Generator) -> str:
-    """``template`` with each filler word put at a random word gap, the end included (a question's closing
-    punctuation moves to the new last word), never first: the slots and phrasing stay as they were."""
+def insert_fillers(template: str, fillers: list[str], rng: np.random.Generator, place: str = "anywhere") -> str:
+    """``template`` with each filler word put at a random word gap: ``anywhere`` (any gap after the first word, the
+    end included) or ``edges`` (before the first word or after the last). At the end, the question's closing
+    punctuation moves to the new last word. The slots and phrasing stay as they were."""
     words = template.split()
     for w in fillers:
-        k = int(rng.integers(1, len(words) + 1))
-        if k == len(words):
+        n = len(words)
+        k = int(rng.integers(1, n + 1)) if place == "anywhere" else int(rng.choice([0, n]))
+        if k == n:
             stem = words[-1].rstrip(".?!")
             words[-1:] = [stem, w + words[-1][len(stem):]]
         else:
@@ -136,12 +138,13 @@ def insert_fillers(template: str, fillers: list[str], rng: np.random.Generator) 
 
 
 def make_question(
-    family: str, rng: np.random.Generator, split: str = "train", fillers: tuple[list[str], np.random.Generator] | None = None
+    family: str, rng: np.random.Generator, split: str = "train",
+    fillers: tuple[list[str], np.random.Generator, str] | None = None,
 ) -> Question:
     """One template question with its script; phrasing drawn from the split's allowed set.
 
-    ``fillers``: words to put into the question at random gaps, drawn by their own generator so the
-    question's values and phrasing are those it would have had without them (``data.filler_rate``).
+    ``fillers``: words to put into the question (:func:`insert_fillers`: the words, their own generator, where),
+    so the question's values and phrasing are those it would have had without them (``data.filler_rate``).
     """
     ph = int(rng.choice(phrasing_ids(family, split)))
     template = PHRASINGS[family][ph]

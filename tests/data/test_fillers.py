@@ -39,12 +39,24 @@ def test_insert_fillers_keeps_the_template_and_may_end_the_question():
     assert seen_end, "a filler can come after the last value"
 
 
+def test_edge_fillers_frame_the_question():
+    """``edges``: fillers only before the first word or after the last; the template's words stay together."""
+    rng = np.random.default_rng(1)
+    places = set()
+    for _ in range(40):
+        out = insert_fillers("Which is {adj}, {a} or {b}?", ["so", "anyway"], rng, place="edges")
+        core = " ".join(w for w in out.split() if w not in ("so", "anyway", "so?", "anyway?"))
+        assert core.rstrip("?") + "?" == "Which is {adj}, {a} or {b}?" and out.endswith("?")
+        places.add((out.startswith(("so", "anyway")), not out.split()[-1].startswith("{b}")))
+    assert {(True, False), (False, True)} <= places
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_question_with_fillers_asks_the_same_thing(family):
     """Same values, answer, phrasing and script; each note still waits for the word it depends on."""
     for seed in range(5):
         plain = make_question(family, np.random.default_rng(seed), "train")
-        filled = make_question(family, np.random.default_rng(seed), "train", (["okay", "maybe"], np.random.default_rng(seed + 99)))
+        filled = make_question(family, np.random.default_rng(seed), "train", (["okay", "maybe"], np.random.default_rng(seed + 99), "anywhere"))
         assert filled.answer == plain.answer and filled.phrasing == plain.phrasing
         assert filled.script.written == plain.script.written and filled.script.spoken == plain.script.spoken
         assert len(filled.words) == len(plain.words) + 2
