@@ -1,13 +1,16 @@
-"""Filler words in training questions (``data.filler_rate``): speech the recogniser never learnt, mid-question.
+"""Filler words in training questions (``data.filler_rate``): speech the recogniser never learnt, in a question.
 
 Why: on held-out phrasings (the ``test`` split) the stand-in recogniser hears a new word ("expressed",
 "between") as noise, and that noise is where the split's state, pause and consistency misses come from
 (docs/training.md, stop 37): training never showed the LWS model a question with a word it could not
 place, so it takes the turn, or writes a note, on the noise. A filler is a frequent English word that no
 training phrasing or slot value says (so it cannot change the question) and that is not a number word;
-it is put at a random word gap of a training or validation question, the end included, so the question
-can go on after its last value. The list is wordfreq's, shipped in its package, chosen without looking
-at any held-out phrasing; the graded splits (``test``, ``test_seen``) never get fillers.
+it goes at a random word gap of a training or validation question (``data.filler_place``: ``anywhere``
+after the first word, or at the ``edges``), so a question can also go on after its last value. The list
+is wordfreq's, shipped in its package, chosen without looking at any held-out phrasing; the graded splits
+(``test``, ``test_seen``) never get fillers. Off by default: measured in stop 41, edge fillers brought the
+held-out-phrasing pause TOR to 0.10 but cost 0.04 of written accuracy on training phrasings
+(benchmarks/results/liberation.md).
 """
 
 from __future__ import annotations
