@@ -418,13 +418,28 @@ def train(
         model_bytes=sum(p.numel() * p.element_size() for p in final.parameters()),
         saved_dtype=str(next(final.parameters()).dtype).removeprefix("torch."),
     )
-    if not is_main:
-        return summary
-    _save_atomically(final, out_dir, summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    for cb in callbacks or []:
-        cb.on_end(summary)
+    if is_main:
+        _save_atomically(final, out_dir, summary)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        for cb in callbacks or []:
+            cb.on_end(summary)
+    _leave_process_group()
     return summary
+
+
+def _leave_process_group() -> None:
+    """Under a launcher, wait for rank 0 to finish saving, then tear the process group down on every rank.
+
+    Without it a rank that returned early exits while rank 0 still validates and saves, and the
+    interpreter's exit destroys gloo's live worker threads: `terminate called without an active
+    exception`, SIGABRT, and the launcher kills rank 0 mid-save (seen once in CI). A one-process
+    group (DeepSpeed in a single process) is left alone so later runs in the same process reuse it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:
