@@ -62,6 +62,8 @@ def main() -> None:
                     help="the encoder stage's pretrain_report.json per seed, same order (adds encoder_wer)")
     ap.add_argument("--base", nargs="*", type=Path, default=[],
                     help="a baseline's metrics.json per seed, same order (adds its mean and the paired difference)")
+    ap.add_argument("--base-encoder-reports", nargs="*", type=Path, default=[],
+                    help="the baseline's pretrain_report.json per seed, same order (its encoder_wer, paired)")
     a = ap.parse_args()
     if a.base and len(a.base) != len(a.metrics):
         ap.error(f"--base needs one metrics.json per seed ({len(a.metrics)}), got {len(a.base)}")
@@ -69,6 +71,8 @@ def main() -> None:
     for run, report in zip(runs, a.encoder_reports, strict=False):
         run["encoder_wer"] = json.loads(report.read_text())["wer"]
     base = [json.loads(p.read_text()) for p in a.base]
+    for run, report in zip(base, a.base_encoder_reports, strict=False):
+        run["encoder_wer"] = json.loads(report.read_text())["wer"]
     everyone = runs + base
     keys = [k for k in (*HEADLINE, "encoder_wer") if all(k in r for r in everyone)]
     keys += sorted(k for k in runs[0] if k.startswith(FAMILY_PREFIXES) and all(k in r for r in everyone))
