@@ -82,6 +82,21 @@ class DataConfig(Section):
         description="Where a pause scenario's mid-question pause falls: after a word of the question's middle "
         "third (middle), or after any word but the last (anywhere, e.g. 'what is 42 plus ... 7').",
     )
+    pause_max_s: float = Field(
+        3.0, ge=1.0, le=10.0,
+        description="Longest mid-question pause of a pause scenario (seconds; each is uniform from 1.0 to this).",
+    )
+    trail_off_rate: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Share of training and validation pause sessions in which the user stops at the pause and never "
+        "finishes: the model listens until trail_off_wait_s of silence, then takes the turn and asks for the question "
+        "again (lws_core.data.trail_off). The graded splits never get them.",
+    )
+    trail_off_wait_s: float = Field(
+        2.5, ge=1.0, le=10.0,
+        description="Silence after which a trailed-off question gets its reply; must be >= pause_max_s when "
+        "trail_off_rate > 0 (a silence that long never falls inside a question then).",
+    )
     noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (dB); None = clean.")
     filler_rate: float = Field(
         0.0, ge=0.0, le=1.0,
@@ -123,5 +138,14 @@ class DataConfig(Section):
         if held >= 1.0:
             raise ValueError(
                 f"validation_fraction + test_fraction + test_seen_fraction must be < 1 (got {held:g}): nothing would be left to train on"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _trail_off_waits_past_every_pause(self) -> DataConfig:
+        if self.trail_off_rate > 0 and self.pause_max_s > self.trail_off_wait_s:
+            raise ValueError(
+                f"trail_off_wait_s ({self.trail_off_wait_s:g}) must be >= pause_max_s ({self.pause_max_s:g}) when "
+                "trail_off_rate > 0: the same silence would mean 'wait' in one session and 'answer' in another"
             )
         return self

@@ -22,6 +22,7 @@ from lws_core.audio.io import SAMPLE_RATE
 from lws_core.audio.noise import add_noise, gain_db, noise
 from lws_core.audio.tts import EspeakTTS, UnspeakableError, VoiceSpec
 from lws_core.data.budget import count_tokens, fit_prefix
+from lws_core.data.trail_off import reply_script
 from lws_core.data.types import Question, Reject, Script
 from lws_core.schema import Session, Unit, Word
 
@@ -124,14 +125,20 @@ class Timeline:
             i = j
         return pieces
 
-    def respond(self, first_word: int, script: Script, min_pieces: int = 1) -> tuple[int, int, list[str]]:
+    def respond(
+        self, first_word: int, script: Script, min_pieces: int = 1, wait_s: float | None = None
+    ) -> tuple[int, int, list[str]]:
         """Place notes and the response for the question whose words start at ``first_word``.
 
-        Returns (first response unit, last response unit, spoken pieces).
+        ``wait_s``: reply only in the first unit by whose end the silence has lasted this long (a
+        trailed-off question, :mod:`lws_core.data.trail_off`); by default, in the first unit that
+        begins after the turn ended. Returns (first response unit, last response unit, spoken pieces).
         """
         last_word = len(self.words) - 1
         turn_end = self.words[last_word].end
         r = self.first_unit_after(turn_end)
+        if wait_s is not None:
+            r = max(r, self.heard_unit(turn_end + wait_s))
         items = []
         for nt in script.notes:
             g = first_word + nt.depends_on_word
@@ -190,12 +197,17 @@ def build_session(
     rng: np.random.Generator,
     snr_db: float | None,
     pause_position: str = "middle",
+    pause_max_s: float = 3.0,
+    trail_off: tuple[np.random.Generator, float] | None = None,
 ) -> tuple[Session, np.ndarray, dict[str, Any]]:
     """Lay out one scenario; ``extra`` is the second request (barge-in) or follow-up (multi-turn).
 
     ``pause_position`` (``data.pause_position``): where a pause scenario's mid-question pause
     falls: ``middle`` after a word of the question's middle third, ``anywhere`` after any word but
     the last (a user hesitates before the second operand as well as after the first words).
+    ``pause_max_s`` (``data.pause_max_s``): the longest such pause. ``trail_off`` (a pause session's
+    generator and ``data.trail_off_wait_s``): the user stops at the pause and never goes on, and the
+    model asks for the question again once the silence has lasted the wait (:mod:`lws_core.data.trail_off`).
     """
     meta: dict[str, Any] = {"scenario": scenario}
     gain = float(rng.uniform(-10, 0))
@@ -218,7 +230,14 @@ def build_session(
         else:
             k = int(rng.integers(max(0, nw // 3 - 1), max(1, (2 * nw) // 3)))
         k = min(max(k, 0), nw - 2)
-        pause = (k, float(rng.uniform(1.0, 3.0)))
+        pause = (k, float(rng.uniform(1.0, pause_max_s)))
+    if pause is not None and trail_off is not None:
+        t_rng, wait_s = trail_off
+        f1 = tl.say_user(" ".join(q1.words[: pause[0] + 1]), voice, lead, gain)
+        meta["trail_off"] = {"heard_words": pause[0] + 1, "wait_s": wait_s}
+        meta["turn_end"] = [tl.words[-1].end]
+        tl.respond(f1, reply_script(s1, pause[0], t_rng), wait_s=wait_s)
+        return _finish(tl, rng, snr_db, meta)
     f1 = tl.say_user(q1.text, voice, lead, gain, pause)
     if pause is not None:
         w = tl.words[f1 + pause[0]]
@@ -254,6 +273,12 @@ def build_session(
         f2 = tl.say_user(q2.text, voice, t_free, gain)
         meta["turn_end"].append(tl.words[-1].end)
         tl.respond(f2, s2)
+    return _finish(tl, rng, snr_db, meta)
+
+
+def _finish(tl: Timeline, rng: np.random.Generator, snr_db: float | None, meta: dict[str, Any]) -> tuple[Session, np.ndarray, dict[str, Any]]:
+    """Let the last spoken piece play out, add a short tail of silence and render."""
+    u = tl.unit_s
     last = max((i for i, d in enumerate(tl.units) if d["state"] == "speak"), default=0)
     tl.end_t = max(tl.end_t, (last + 2) * u)  # let the last piece play out
     units, audio = tl.render(float(rng.uniform(0.3, 1.0)), rng, snr_db)

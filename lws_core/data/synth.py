@@ -39,6 +39,7 @@ from lws_core.data.scenarios import Timeline, build_session, choose_voice
 from lws_core.data.sources import FileQuestions
 from lws_core.data.tasks import make_followup, make_question, written_answer
 from lws_core.data.teachers import Teacher, make_teacher
+from lws_core.data.trail_off import draw_trail_off
 from lws_core.data.types import Question, Reject
 from lws_core.errors import InputError, LWSError
 from lws_core.schema import SCHEMA_VERSION, validate
@@ -152,7 +153,15 @@ def synth_one(i: int) -> dict[str, Any]:
     tts.reseed(int(np.random.default_rng([seed, i, 11]).integers(2**31)))
     rng, split, scenario, voice, q1, s1, extra = _plan(i)
     tl = Timeline(sc.unit_s, sc.max_write_tokens, sc.max_say_tokens, tts)
-    session, audio, meta = build_session(scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db, d.pause_position)
+    trail = None
+    if scenario == "pause" and split in ("train", "validation"):
+        t_rng = draw_trail_off(seed, i, d.trail_off_rate)
+        trail = None if t_rng is None else (t_rng, d.trail_off_wait_s)
+    session, audio, meta = build_session(
+        scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db, d.pause_position, d.pause_max_s, trail
+    )
+    if "trail_off" in meta:  # only the heard words were said, and the reply answers nothing
+        q1 = Question(" ".join(q1.words[: meta["trail_off"]["heard_words"]]), None, q1.task_family, q1.words[: meta["trail_off"]["heard_words"]], q1.phrasing)
     final_q = extra[0] if extra is not None else q1
     answer = final_q.answer or ""
     session.id = f"{seed}-{i:07d}"
