@@ -46,6 +46,34 @@ def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
         return root / "out"
 
 
+# The most the suite's temporary folders held at once (`make test`, two workers, stop 43; passing tests' folders
+# are removed as they pass, pyproject's tmp_path_retention_policy). CI's disk is shared: it once ran out mid-run.
+PEAK_TMP_GB = 2.5
+
+
+def _room_line() -> tuple[str, bool]:
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    line = f"temporary folders: {tempfile.gettempdir()}, {free:.1f} GB free (the suite needs up to {PEAK_TMP_GB} GB)"
+    return line, free < PEAK_TMP_GB
+
+
+def pytest_report_header(config):  # noqa: ANN001, ANN201
+    """Say how much room the temporary folders have (a full disk otherwise shows up as dozens of unrelated
+    'No space left on device' errors)."""
+    return _room_line()[0]
+
+
+def pytest_sessionstart(session):  # noqa: ANN001, ANN201
+    """Warn on stderr, also under -q, when the temporary folders have less room than the suite needs."""
+    line, low = _room_line()
+    if low and not os.environ.get("PYTEST_XDIST_WORKER"):
+        import sys
+
+        sys.stderr.write(f"WARNING: {line}: expect 'No space left on device' failures; free some space first\n")
+
+
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
     """The slowest files first (a stable sort: the order inside each file is kept); GPU tests skip cleanly
     on machines without CUDA."""
