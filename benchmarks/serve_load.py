@@ -45,6 +45,11 @@ SENTENCES = [
 ]
 
 
+def tree_cpu(proc: psutil.Process) -> float:
+    """User + system CPU seconds of the server and its processes (``--processes``)."""
+    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,6 +164,7 @@ def main() -> None:
     ap.add_argument("--continuous", action="store_true", help="Serve with --continuous: iteration-level batching.")
     ap.add_argument("--compression", action="store_true", help="Serve with --compression: permessage-deflate on the WebSocket.")
     ap.add_argument("--warmup-speak-share", type=float, help="Server --warmup-speak-share (default: the server's, 1.0).")
+    ap.add_argument("--processes", type=int, default=1, help="Server --processes N: N server processes on the port.")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="serve-load-")
@@ -179,9 +185,10 @@ def main() -> None:
         + (["--continuous"] if args.continuous else [])
         + (["--compression"] if args.compression else [])
         + (["--warmup-speak-share", str(args.warmup_speak_share)] if args.warmup_speak_share is not None else [])
+        + (["--processes", str(args.processes)] if args.processes > 1 else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "w"),  # noqa: SIM115 - the server's lifetime
     )
     try:
         deadline = time.monotonic() + 180
@@ -194,7 +201,11 @@ def main() -> None:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("server did not start") from None
                 time.sleep(0.5)
-        print(f"server up: capacity estimate {health['capacity_sessions']} sessions; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+        while args.processes > 1 and "server processes ready" not in (Path(tmp) / "server.log").read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("server processes did not start") from None
+            time.sleep(0.5)
+        print(f"server up ({args.processes} process(es)): capacity estimate {health['capacity_sessions']} sessions; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         print("| clients | served | refused | behind | units | latency p50 / p95 (ms, client) | server p50 / p95 (ms) | RTF p50 / p95 "
               "| CPU s: server / load generator |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -203,9 +214,9 @@ def main() -> None:
         for n in args.clients:
             # CPU seconds each side spent on the level: the two processes share the cores, so what the load
             # generator burns (its own WebSocket framing, say) is time the server did not get
-            srv0, gen0 = sum(proc.cpu_times()[:2]), time.process_time()
+            srv0, gen0 = tree_cpu(proc), time.process_time()
             r = asyncio.run(run_level(f"ws://127.0.0.1:{port}/ws", n, args.seconds))
-            srv_cpu, gen_cpu = sum(proc.cpu_times()[:2]) - srv0, time.process_time() - gen0
+            srv_cpu, gen_cpu = tree_cpu(proc) - srv0, time.process_time() - gen0
             if first_refusal is None and r["refused"]:
                 first_refusal = n
             print(

@@ -63,6 +63,14 @@ def serve(
             "1.0 (default): the first capacity estimate holds for any model, and live rounds raise it to the real mix.",
         ),
     ] = 1.0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            help="Server processes on the one port, each with its own engine (one core each; the kernel spreads "
+            "connections over them). Session and connection limits are totals, shared out.",
+        ),
+    ] = 1,
     device: Annotated[str, typer.Option("--device", help="Torch device for the model: cpu, cuda, cuda:1 ...")] = "cpu",
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -90,8 +98,17 @@ def serve(
     )  # refuse an open port without a token, and bad limits, before loading anything
     from lws_core.cli.common import resolve_config
 
+    if processes < 1:
+        from lws_core.errors import ConfigError
+
+        raise ConfigError(f"--processes must be >= 1 (got {processes})")
     cfg = resolve_config(config, sets)
     model_dir = _resolve_model(model, config, sets)
+    if processes > 1:
+        from lws_core.serve.processes import serve_processes, spec_for
+
+        serve_processes(spec_for(str(model_dir), model, cfg, device, settings), settings, processes, announce=console.print)
+        return
     from lws_core.engine import Engine
     from lws_core.serve import run_server
 

@@ -1,0 +1,84 @@
+"""`lws serve --processes 2` as a real process tree: both server processes take sessions on the one port, limits
+are shared out, a busy port fails before any model loads, and an interrupt stops every process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+
+import psutil
+import pytest
+from websockets.sync.client import connect
+
+from tests.serve.conftest import free_port, pcm16, recv_until
+from tests.serve.test_cli_render import _lws, _wait_healthy
+
+
+def _session(port: int, audio: bytes, opened: threading.Barrier, out: list) -> None:
+    with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        ws.send(json.dumps({"type": "hello", "version": "lws.v1", "sample_rate": 16000}))
+        recv_until(ws, lambda m: isinstance(m, dict) and m["type"] == "ready", timeout=60)
+        opened.wait(timeout=60)  # every session open at once, so the count of connections below sees them all
+        opened.wait(timeout=60)
+        ws.send(audio)
+        ws.send(json.dumps({"type": "end"}))
+        msgs = recv_until(ws, lambda m: isinstance(m, dict) and m["type"] == "end", timeout=120)
+        out.append(sum(isinstance(m, dict) and m["type"] == "unit" for m in msgs))
+
+
+def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16k):
+    port, n = free_port(), 12
+    p = _lws("serve", "--model", str(serve_model_dir), "--port", str(port), "--processes", "2", "--max-sessions", "40")
+    try:
+        health = _wait_healthy(p, port, 180)
+        assert health["max_sessions"] == 20  # 40 shared by two processes
+        workers = psutil.Process(p.pid).children()
+        assert len(workers) >= 2
+        opened, out = threading.Barrier(n + 1), []
+        audio = pcm16(speech16k[:32000])
+        threads = [threading.Thread(target=_session, args=(port, audio, opened, out)) for _ in range(n)]
+        for t in threads:
+            t.start()
+        opened.wait(timeout=120)
+        per_process = {}
+        for w in workers:
+            try:
+                conns = w.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            per_process[w.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in conns)
+        opened.wait(timeout=60)
+        for t in threads:
+            t.join(timeout=180)
+        assert sum(per_process.values()) == n, per_process
+        assert sum(1 for v in per_process.values() if v > 0) == 2, per_process  # the kernel spread them: 12 on one has p = 2^-11
+        assert out == [2] * n  # every session got both of its units
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    assert p.returncode in (0, -signal.SIGINT, 130), p.stderr.read()
+    assert not [c for c in workers if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_busy_port_fails_in_one_line_before_loading(serve_model_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = _lws("serve", "--model", str(serve_model_dir), "--port", str(port), "--processes", "2")
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.strip().startswith("error:") and f"cannot listen on 127.0.0.1:{port}" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-1"])
+def test_processes_below_one_is_refused(serve_model_dir, bad):
+    p = _lws("serve", "--model", str(serve_model_dir), "--processes", bad)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "--processes must be >= 1" in err and len(err.strip().splitlines()) == 1, err
