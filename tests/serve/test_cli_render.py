@@ -23,6 +23,16 @@ def _lws(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lws_core.cli.main", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
+def interrupt(p: subprocess.Popen, timeout_s: float) -> None:
+    """Ctrl-C the server process as a user would; kill it only if it does not stop in time."""
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def test_cli_refuses_open_port_without_token_and_missing_model(tmp_path, monkeypatch, capsys):
     """In-process through the real entry point (one-line errors, exit 2), before any model is loaded."""
     import pytest
@@ -82,11 +92,7 @@ def test_cli_serves_page_health_and_a_session(serve_model_dir, speech16k):
             msgs = recv_until(ws, lambda m: isinstance(m, dict) and m["type"] == "end", timeout=60)
         assert sum(isinstance(m, dict) and m["type"] == "unit" for m in msgs) == 1
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        interrupt(p, 20)
     assert p.returncode in (0, -signal.SIGINT, 130)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
 import threading
 
 import psutil
@@ -14,7 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.serve.conftest import free_port, pcm16, recv_until
-from tests.serve.test_cli_render import _lws, _wait_healthy
+from tests.serve.test_cli_render import _lws, _wait_healthy, interrupt
 
 
 def _session(port: int, audio: bytes, opened: threading.Barrier, out: list) -> None:
@@ -57,11 +56,7 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
         assert sum(1 for v in per_process.values() if v > 0) == 2, per_process  # the kernel spread them: 12 on one has p = 2^-11
         assert out == [2] * n  # every session got both of its units
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        interrupt(p, 30)
     assert p.returncode in (0, -signal.SIGINT, 130), p.stderr.read()
     assert not [c for c in workers if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
