@@ -179,7 +179,9 @@ def main() -> None:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     server = subprocess.Popen(
         [sys.executable, "-m", "lws_core.cli.main", "serve", "--model", model, "--port", str(port), "--max-sessions", str(args.max_sessions),
-         "--max-connections", str(max(32, max(args.clients) + 8))]
+         # the connection cap is shared out over --processes, and the kernel's spread is uneven: give each process
+         # room for every client, so only measured capacity refuses
+         "--max-connections", str(max(32, max(args.clients) + 8) * args.processes)]
         + (["--sessions-only"] if args.sessions_only else [])
         + (["--no-batch"] if args.no_batch else [])
         + (["--continuous"] if args.continuous else [])
