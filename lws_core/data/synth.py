@@ -161,7 +161,8 @@ def synth_one(i: int) -> dict[str, Any]:
         scenario, q1, s1, extra, tl, voice, rng, d.noise_snr_db, d.pause_position, d.pause_max_s, trail
     )
     if "trail_off" in meta:  # only the heard words were said, and the reply answers nothing
-        q1 = Question(" ".join(q1.words[: meta["trail_off"]["heard_words"]]), None, q1.task_family, q1.words[: meta["trail_off"]["heard_words"]], q1.phrasing)
+        heard = q1.words[: meta["trail_off"]["heard_words"]]
+        q1 = Question.make(" ".join(heard), task_family=q1.task_family, phrasing=q1.phrasing)
     final_q = extra[0] if extra is not None else q1
     answer = final_q.answer or ""
     session.id = f"{seed}-{i:07d}"
