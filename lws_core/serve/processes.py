@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,21 +72,27 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(spec: WorkerSpec, port: int, ready: Any) -> None:  # noqa: ANN401 - an mp.Event
-    """One server process: load the engine, bind the shared port, serve until told to stop."""
+def _worker_main(spec: WorkerSpec, port: int, ready: Any, errors: Any) -> None:  # noqa: ANN401 - mp.Event, mp.SimpleQueue
+    """One server process: load the engine, bind the shared port, serve until told to stop. A user mistake found
+    here (a model that does not load) goes back to the parent as its one-line message, not as a traceback."""
     import uvicorn
 
     from lws_core.config import config_from_dict
     from lws_core.engine import Engine
+    from lws_core.errors import LWSError
     from lws_core.serve.server import create_app, uvicorn_options
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings = ServeSettings(**spec.settings)
-    cfg = config_from_dict(json.loads(spec.config_json))
-    engine = Engine.from_dir(spec.model_dir, cfg, device=spec.device, lean=True)
+    try:
+        cfg = config_from_dict(json.loads(spec.config_json))
+        engine = Engine.from_dir(spec.model_dir, cfg, device=spec.device, lean=True)
+        sock = reuseport_socket(settings.host, port)
+    except LWSError as e:
+        errors.put(str(e))
+        return
     engine.use_threads()
     app = create_app(engine, settings, spec.model_name)
-    sock = reuseport_socket(settings.host, port)
     sock.listen(2048)
     ready.set()
     opts = {k: v for k, v in uvicorn_options(settings).items() if k not in ("host", "port")}
@@ -107,8 +112,8 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
     ctx = mp.get_context("spawn")  # a fresh interpreter each: no torch threads or locks forked mid-state
     per = share(settings, processes)
     spec = WorkerSpec(spec.model_dir, spec.model_name, spec.config_json, spec.device, per.model_dump())
-    readies = [ctx.Event() for _ in range(processes)]
-    procs = [ctx.Process(target=_worker_main, args=(spec, port, r), name=f"lws-serve-{i}") for i, r in enumerate(readies)]
+    readies, errors = [ctx.Event() for _ in range(processes)], ctx.SimpleQueue()
+    procs = [ctx.Process(target=_worker_main, args=(spec, port, r, errors), name=f"lws-serve-{i}") for i, r in enumerate(readies)]
     stopping = False
 
     def stop(*_: object) -> None:
@@ -121,7 +126,11 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
             p.start()
         deadline = time.monotonic() + SPAWN_GRACE_S
         while not all(r.is_set() for r in readies):
-            if stopping or any(not p.is_alive() for p in procs) or time.monotonic() > deadline:
+            if stopping:
+                return port
+            if any(not p.is_alive() for p in procs) or time.monotonic() > deadline:
+                if not errors.empty():
+                    raise InputError(errors.get())
                 raise InputError("a server process failed to start (its error is above); stopping the others")
             time.sleep(0.05)
         probe.close()
@@ -137,7 +146,9 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
         probe.close()
         for p in procs:
             if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)  # uvicorn's graceful shutdown: close sessions, stop the engine
+                # uvicorn's graceful shutdown. SIGTERM, not SIGINT: a Ctrl-C in a terminal already reached every
+                # process of the group, and a second SIGINT makes uvicorn force its exit
+                os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join(timeout=15)
             if p.is_alive():
@@ -145,7 +156,6 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
                 p.join()
         for s, h in old.items():
             signal.signal(s, h)
-        sys.stdout.flush()
 
 
 def spec_for(model_dir: str, model_name: str, cfg: Any, device: str, settings: ServeSettings) -> WorkerSpec:  # noqa: ANN401 - LWSConfig

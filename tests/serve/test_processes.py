@@ -77,3 +77,12 @@ def test_processes_below_one_is_refused(serve_model_dir, bad):
     p = _lws("serve", "--model", str(serve_model_dir), "--processes", bad)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "--processes must be >= 1" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_model_that_does_not_load_is_one_line_from_the_processes(tmp_path):
+    """The model loads inside the server processes; its error comes back as the command's one-line error."""
+    p = _lws("serve", "--model", str(tmp_path), "--port", "0", "--processes", "2")
+    _, err = p.communicate(timeout=180)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert p.returncode == 2 and errors == [f"error: {tmp_path}: not an LWS model directory (no lws_model.json)"], err
+    assert "Traceback" not in err
