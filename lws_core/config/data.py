@@ -104,6 +104,11 @@ class DataConfig(Section):
         description="Share of training and validation questions that carry filler words: frequent English words no "
         "training phrasing says, at random gaps (lws_core.data.fillers). The graded splits never get them.",
     )
+    extra_phrasings: bool = Field(
+        False,
+        description="Training and validation template questions also draw from 8 more phrasings per family "
+        "(lws_core.data.tasks.EXTRA_PHRASINGS), none close to the held-out one. The graded splits never get them.",
+    )
     filler_place: Literal["anywhere", "edges"] = Field(
         "anywhere",
         description="Where filler words go: any word gap after the first word (anywhere), or before the first word "

@@ -101,15 +101,16 @@ def phrasing_split(split: str) -> str:
 def _question(
     rng: np.random.Generator, split: str, i: int, families: list[str], source: FileQuestions | None, session_split: str = "test"
 ) -> Question:
-    """Question ``i``: from the file source, or a template question (with ``data.filler_rate``'s filler words in a
-    train or validation session's question; graded splits never get them)."""
+    """Question ``i``: from the file source, or a template question (with ``data.filler_rate``'s filler words and
+    ``data.extra_phrasings``' phrasings in a train or validation session's question; graded splits never get them)."""
     if source is not None:
         return source.get(i)
     d = _ENV["cfg"].data
     fillers = None
-    if session_split in ("train", "validation"):
+    training = session_split in ("train", "validation")
+    if training:
         fillers = draw_fillers(d.seed, i, d.filler_rate, d.filler_max, d.filler_vocab, d.filler_place)
-    return make_question(str(rng.choice(families)), rng, split, fillers)
+    return make_question(str(rng.choice(families)), rng, split, fillers, extra=training and d.extra_phrasings)
 
 
 def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, Any]:

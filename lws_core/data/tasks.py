@@ -65,6 +65,84 @@ PHRASINGS: dict[str, list[str]] = {
     ],
 }
 
+# Training-only phrasings (``data.extra_phrasings``): more ways to ask the same questions, so that a tiny backbone
+# that has only ever read these templates learns the task from the slots, not from three sentences.
+# Written to stay clear of each family's held-out phrasing (the last of PHRASINGS): none reuses its
+# distinctive words ("what do I get", "groups of", "between", "expressed", "goes after", "times table",
+# "I want a small"), so the test split still measures phrasing generalisation. Graded splits never draw them.
+EXTRA_PHRASINGS: dict[str, list[str]] = {
+    "arithmetic": [
+        "Work out {a} {op} {b}.",
+        "Calculate {a} {op} {b} for me.",
+        "What does {a} {op} {b} make?",
+        "Tell me the result of {a} {op} {b}.",
+        "Do you know {a} {op} {b}?",
+        "Quick one: {a} {op} {b}?",
+        "What would {a} {op} {b} be?",
+        "Figure out {a} {op} {b}, please.",
+    ],
+    "multistep": [
+        "Compute {a} times {b}, and then add {c}.",
+        "Work out {a} times {b} plus {c}.",
+        "Start with {a} times {b} and add {c} to it.",
+        "Find {a} multiplied by {b}, plus {c}.",
+        "How much is {a} times {b} plus {c}?",
+        "Take the product of {a} and {b}, then add {c}.",
+        "Calculate {a} times {b} and then {c} more.",
+        "Please do {a} times {b}, plus {c}.",
+    ],
+    "compare": [
+        "Is {a} or {b} {adj}?",
+        "{a} or {b}: which is {adj}?",
+        "Which number is {adj}, {a} or {b}?",
+        "Pick the {adj} of {a} and {b}.",
+        "Compare {a} and {b} and tell me which is {adj}.",
+        "Looking at {a} and {b}, which is {adj}?",
+        "Which would be {adj}: {a} or {b}?",
+        "Say which is {adj}, {a} or {b}.",
+    ],
+    "convert": [
+        "Change {n} {frm} into {to}.",
+        "How much is {n} {frm} in {to}?",
+        "Turn {n} {frm} into {to}, please.",
+        "Give me {n} {frm} in {to}.",
+        "What do {n} {frm} come to in {to}?",
+        "{n} {frm} is how many {to}?",
+        "Could you convert {n} {frm} to {to}?",
+        "Write {n} {frm} as {to}.",
+    ],
+    "sequence": [
+        "Finish the pattern {s1}, {s2}, {s3}, {s4}.",
+        "Here is a sequence: {s1}, {s2}, {s3}, {s4}. What is next?",
+        "Give the next term of {s1}, {s2}, {s3}, {s4}.",
+        "Extend {s1}, {s2}, {s3}, {s4} by one number.",
+        "Predict the next number: {s1}, {s2}, {s3}, {s4}.",
+        "What is the next one in {s1}, {s2}, {s3}, {s4}?",
+        "Keep counting: {s1}, {s2}, {s3}, {s4}.",
+        "Complete the series {s1}, {s2}, {s3}, {s4}.",
+    ],
+    "table": [
+        "Build a table of {n} times 1 to {k}.",
+        "Give me a table with {n} times 1 to {k}.",
+        "Put {n} times 1 through {k} in a table.",
+        "Draw a table of the multiples of {n} from 1 to {k}.",
+        "Please make a table: {n} times 1 to {k}.",
+        "I would like a table of {n} times 1 through {k}.",
+        "Create a table showing {n} times 1 to {k}.",
+        "List {n} times 1 to {k} in a table.",
+    ],
+    "python": [
+        "Code a Python function that {verb}.",
+        "Please write Python that {verb}.",
+        "Can you write a Python function that {verb}?",
+        "Make a Python function which {verb}.",
+        "Write some Python code which {verb}.",
+        "Define a Python function that {verb}.",
+        "Create Python code that {verb}.",
+        "Give me a function in Python that {verb}.",
+    ],
+}
+
 _OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b), "times": ("*", lambda a, b: a * b)}
 _UNITS = [
     ("meters", "centimeters", 100),
@@ -83,10 +161,20 @@ _PY = [
 ]
 
 
-def phrasing_ids(family: str, split: str) -> list[int]:
-    """Phrasing indices allowed in a split: the last is test-only."""
+def phrasing_ids(family: str, split: str, extra: bool = False) -> list[int]:
+    """Phrasing indices allowed in a split: the last of ``PHRASINGS`` is test-only. With ``extra`` (training
+    sessions only, ``data.extra_phrasings``) the training ones also include ``EXTRA_PHRASINGS``, numbered on
+    from ``len(PHRASINGS[family])``."""
     n = len(PHRASINGS[family])
-    return [n - 1] if split == "test" else list(range(n - 1))
+    if split == "test":
+        return [n - 1]
+    return list(range(n - 1)) + (list(range(n, n + len(EXTRA_PHRASINGS[family]))) if extra else [])
+
+
+def phrasing_template(family: str, ph: int) -> str:
+    """The template of phrasing ``ph`` (see :func:`phrasing_ids`)."""
+    base = PHRASINGS[family]
+    return base[ph] if ph < len(base) else EXTRA_PHRASINGS[family][ph - len(base)]
 
 
 def _fill(template: str, values: dict[str, object]) -> tuple[str, dict[str, int]]:
@@ -113,9 +201,9 @@ def training_vocabulary() -> set[str]:
     """Every word the training phrasings and their slot values can say (lower case, no punctuation).
 
     What filler words must not be (:mod:`lws_core.data.fillers`): a filler "times" or "hours" would change the
-    question. The held-out phrasings are not read here.
+    question. The held-out phrasings are not read here; the extra ones (``data.extra_phrasings``) are.
     """
-    texts = [PHRASINGS[f][i] for f in PHRASINGS for i in phrasing_ids(f, "train")]
+    texts = [phrasing_template(f, i) for f in PHRASINGS for i in phrasing_ids(f, "train", extra=True)]
     texts += list(_OPS) + [f"{a} {b}" for a, b, _ in _UNITS] + [v for v, _, _ in _PY] + list(_ADJS)
     words = {w.strip(".,?!:{}").lower() for t in texts for w in re.split(r"[\s{}]+", t)}
     return {w for w in words if w and w.isalpha()}
@@ -139,15 +227,17 @@ def insert_fillers(template: str, fillers: list[str], rng: np.random.Generator, 
 
 def make_question(
     family: str, rng: np.random.Generator, split: str = "train",
-    fillers: tuple[list[str], np.random.Generator, str] | None = None,
+    fillers: tuple[list[str], np.random.Generator, str] | None = None, extra: bool = False,
 ) -> Question:
     """One template question with its script; phrasing drawn from the split's allowed set.
 
     ``fillers``: words to put into the question (:func:`insert_fillers`: the words, their own generator, where),
     so the question's values and phrasing are those it would have had without them (``data.filler_rate``).
+    ``extra``: draw training phrasings from :data:`EXTRA_PHRASINGS` too (``data.extra_phrasings``; training and
+    validation sessions only, never a graded split).
     """
-    ph = int(rng.choice(phrasing_ids(family, split)))
-    template = PHRASINGS[family][ph]
+    ph = int(rng.choice(phrasing_ids(family, split, extra)))
+    template = phrasing_template(family, ph)
     if fillers is not None and fillers[0]:
         template = insert_fillers(template, *fillers)
     ri = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
