@@ -229,14 +229,14 @@ def build_backbone(
     dataset was cut with hold token for token in the LWS stage too.
     """
     import shutil
-    import tempfile
 
     from lws_core.data.budget import budget_tokenizer
     from lws_core.data.synth import synthesize
+    from lws_core.scratch import scratch_dir
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.corpus-", dir=out_dir.parent))
+    work = scratch_dir(out_dir.parent, f".{out_dir.name}.corpus")  # a killed run's folder goes at the next run
     try:
         summary = synthesize(corpus_config(cfg), work / "corpus", progress=progress, text_only=True)
         report = pretrain_backbone(cfg, work / "corpus", out_dir, budget_tokenizer(), progress=progress, on_log=on_log)

@@ -114,13 +114,13 @@ def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) ->
     voices and phrasings only (every session in train), its own seed.
     """
     import shutil
-    import tempfile
 
     from lws_core.data.synth import synthesize
+    from lws_core.scratch import scratch_dir
 
     corpus_cfg = train_only_corpus(cfg, cfg.pretrain.encoder.sessions, cfg.pretrain.encoder.corpus_seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.corpus-", dir=out_dir.parent))
+    work = scratch_dir(out_dir.parent, f".{out_dir.name}.corpus")  # a killed run's folder goes at the next run
     try:
         synthesize(corpus_cfg, work / "corpus", progress=progress)
         return _load_split(work / "corpus", "train", unit_samples, tok=tok)
