@@ -12,23 +12,29 @@ clients. uvicorn has no such option (0.54), so the small supervisor below is our
 them all on a signal or when one of them dies.
 
 Limits (``max_sessions``, ``max_connections``) are totals: each process gets its share, rounded up. Each process
-measures its own capacity and refuses past it; ``/healthz`` and ``/metrics`` answer for the process that takes
-the request (scrape each process by running them on separate ports if per-process figures matter).
+measures its own capacity and refuses past it. ``/metrics`` (Prometheus text) adds up every process's figures,
+whichever process answers (prometheus_client's multiprocess mode over a folder this supervisor makes:
+:mod:`lws_core.serve.prom`); ``/healthz`` and ``/metrics?format=json`` answer for the process that takes the request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from lws_core.errors import InputError
+from lws_core.serve.prom import MULTIPROC_ENV
 from lws_core.serve.settings import ServeSettings
 
 SPAWN_GRACE_S = 120.0  # a process that has not bound its socket by then (model load, warm-up) counts as failed
@@ -121,9 +127,11 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
         stopping = True
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    shared = tempfile.mkdtemp(prefix="lws-serve-metrics-")  # the processes' Prometheus values (lws_core.serve.prom)
     try:
-        for p in procs:
-            p.start()
+        with _env(MULTIPROC_ENV, shared):  # spawned processes take the environment they start with
+            for p in procs:
+                p.start()
         deadline = time.monotonic() + SPAWN_GRACE_S
         while not all(r.is_set() for r in readies):
             if stopping:
@@ -156,6 +164,21 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
                 p.join()
         for s, h in old.items():
             signal.signal(s, h)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` inside the block only (this process's own metrics stay unshared)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def spec_for(model_dir: str, model_name: str, cfg: Any, device: str, settings: ServeSettings) -> WorkerSpec:  # noqa: ANN401 - LWSConfig

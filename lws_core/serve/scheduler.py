@@ -62,11 +62,16 @@ class Metrics:
     """Counters and recent per-unit figures; read by /metrics and /healthz. Thread-safe."""
 
     def __init__(self, window: int = 2000) -> None:
+        from lws_core.serve.prom import PromMetrics
+
         self._lock = threading.Lock()
         self.started = time.time()
-        self.active_sessions = 0
-        self.open_connections = 0
-        self.sessions_total = 0
+        self.prom = PromMetrics()
+        self._active = 0
+        self._connections = 0
+        self._sessions = 0
+        self._quantiles_at = 0.0  # when the shared quantile gauges were last set (see unit)
+        self.gauges: Callable[[], dict[str, float]] | None = None  # the server's own gauges (capacity, costs, queues)
         self.units_total = 0
         self.audio_in_s = 0.0
         self.audio_out_s = 0.0
@@ -75,6 +80,35 @@ class Metrics:
         self._rtf: deque[float] = deque(maxlen=window)
         self._latency: deque[float] = deque(maxlen=window)
 
+    # the session gauges: plain attributes for the server (``m.active_sessions += 1``), mirrored to Prometheus
+    @property
+    def active_sessions(self) -> int:
+        return self._active
+
+    @active_sessions.setter
+    def active_sessions(self, n: int) -> None:
+        self._active = n
+        self.prom.active.set(n)
+
+    @property
+    def open_connections(self) -> int:
+        return self._connections
+
+    @open_connections.setter
+    def open_connections(self, n: int) -> None:
+        self._connections = n
+        self.prom.connections.set(n)
+
+    @property
+    def sessions_total(self) -> int:
+        return self._sessions
+
+    @sessions_total.setter
+    def sessions_total(self, n: int) -> None:
+        if n > self._sessions:
+            self.prom.sessions.inc(n - self._sessions)
+        self._sessions = n
+
     def unit(self, compute_s: float, unit_s: float, latency_s: float, speech_s: float) -> None:
         with self._lock:
             self.units_total += 1
@@ -82,14 +116,38 @@ class Metrics:
             self.audio_out_s += speech_s
             self._rtf.append(compute_s / unit_s)
             self._latency.append(latency_s)
+        self.prom.units.inc()
+        self.prom.audio_in.inc(unit_s)
+        self.prom.audio_out.inc(speech_s)
+        now = time.monotonic()
+        if self.prom.shared and now - self._quantiles_at >= 1.0:
+            # another process may answer the scrape: this one's recent quantiles and server gauges go to the shared
+            # files about once a second (a percentile over the window costs ~20 us; not worth paying at every unit)
+            self._quantiles_at = now
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Set the gauges computed on demand (recent-unit quantiles, the server's ``gauges`` callback)."""
+        self._set_quantiles()
+        if self.gauges is not None:
+            self.prom.extras(self.gauges())
+
+    def _set_quantiles(self) -> None:
+        with self._lock:
+            rtf = {q: self._pct(self._rtf, p) for q, p in (("0.5", 50), ("0.95", 95))}
+            lat = {q: self._pct(self._latency, p) for q, p in (("0.5", 50), ("0.95", 95))}
+        self.prom.quantiles(rtf, lat)
 
     def refuse(self, reason: str) -> None:
         with self._lock:
             self.refusals[reason] += 1
+        self.prom.refusals.inc()
+        self.prom.refusals_by.labels(reason=reason).inc()
 
     def error(self, code: str) -> None:
         with self._lock:
             self.errors[code] += 1
+        self.prom.errors.labels(code=code).inc()
 
     @staticmethod
     def _pct(values: deque[float], q: float) -> float | None:
@@ -115,35 +173,11 @@ class Metrics:
             }
 
     def prometheus(self, extra: dict[str, float]) -> str:
-        """Prometheus text exposition format (version 0.0.4)."""
-        s = self.snapshot()
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, value: float | None, labels: str = "") -> None:
-            if f"# TYPE lws_{name} " not in "\n".join(lines):
-                lines.append(f"# HELP lws_{name} {help_}")
-                lines.append(f"# TYPE lws_{name} {kind}")
-            lines.append(f"lws_{name}{labels} {'NaN' if value is None else value}")
-
-        metric("active_sessions", "gauge", "Engine sessions now streaming.", s["active_sessions"])
-        metric("open_connections", "gauge", "Open WebSocket connections.", s["open_connections"])
-        metric("sessions_total", "counter", "Sessions admitted since start.", s["sessions_total"])
-        metric("units_total", "counter", "Audio units processed.", s["units_total"])
-        metric("audio_in_seconds_total", "counter", "User audio processed (s).", s["audio_in_s"])
-        metric("audio_out_seconds_total", "counter", "Speech audio sent (s).", s["audio_out_s"])
-        for q in ("50", "95"):
-            metric("rtf", "gauge", "Compute time per unit / unit length, recent units.", s[f"rtf_p{q}"], f'{{quantile="0.{q}"}}')
-        for q in ("50", "95"):
-            v = s[f"unit_latency_ms_p{q}"]
-            metric("unit_latency_seconds", "gauge", "Last sample of a unit received -> its events sent.", None if v is None else v / 1000, f'{{quantile="0.{q}"}}')
-        metric("refusals_total", "counter", "Connections refused, all reasons.", s["refusals_total"])
-        for reason, n in sorted(s["refusals"].items()):
-            metric("refusals_by_reason_total", "counter", "Connections refused, by reason.", n, f'{{reason="{reason}"}}')
-        for code, n in sorted(s["errors"].items()):
-            metric("errors_total", "counter", "Error events sent, by code.", n, f'{{code="{code}"}}')
-        for k, v in extra.items():
-            metric(k, "gauge", k.replace("_", " ") + ".", v)
-        return "\n".join(lines) + "\n"
+        """Prometheus text exposition format (version 0.0.4), by prometheus_client (:mod:`lws_core.serve.prom`):
+        this server's figures, or every process's of ``lws serve --processes N``."""
+        self._set_quantiles()
+        self.prom.extras(extra)
+        return self.prom.exposition().decode()
 
 
 def _ms(v: float | None) -> float | None:

@@ -91,6 +91,7 @@ class LWSServer:
         self.sample_rate: int = spec.sample_rate
         self.model_name = model_name or spec.preset
         self.metrics = Metrics()
+        self.metrics.gauges = self._gauges
         self.scheduler = Scheduler(self.settings.workers, self.unit_s, self.settings.target_utilization)
         self.batcher = Batcher(
             engine, self.scheduler, self.settings.max_batch, batch=self.settings.batch,
@@ -104,6 +105,7 @@ class LWSServer:
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             if self.settings.warmup:
                 await self.scheduler.run(self._warmup)
+            self.metrics.refresh()  # capacity and costs known: in the shared metrics before any unit or scrape
             yield
             self.batcher.shutdown()
             self.scheduler.shutdown()

@@ -1,5 +1,6 @@
 """`lws serve --processes 2` as a real process tree: both server processes take sessions on the one port, limits
-are shared out, a busy port fails before any model loads, and an interrupt stops every process."""
+are shared out, /metrics adds up both processes, a busy port fails before any model loads, and an interrupt stops
+every process."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import signal
 import socket
 import threading
+import urllib.request
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from tests.serve.conftest import free_port, pcm16, recv_until
@@ -55,6 +58,15 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
         assert sum(per_process.values()) == n, per_process
         assert sum(1 for v in per_process.values() if v > 0) == 2, per_process  # the kernel spread them: 12 on one has p = 2^-11
         assert out == [2] * n  # every session got both of its units
+        # /metrics adds up both processes, whichever answers (a new connection each time: both are asked);
+        # the JSON form stays per process, so each process's own count is a part of the whole
+        for _ in range(6):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                samples = {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples if not s.labels}
+            assert samples["lws_units_total"] == sum(out) and samples["lws_sessions_total"] == n, samples
+            assert samples["lws_active_sessions"] == 0 and samples["lws_max_sessions"] == 40
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?format=json", timeout=10) as r:
+                assert 0 < json.loads(r.read())["units_total"] < sum(out)
     finally:
         interrupt(p, 30)
     assert p.returncode in (0, -signal.SIGINT, 130), p.stderr.read()
