@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 TAIL_WINDOW = 200  # rounds whose slowdown the latency bound's tail is taken over
+SERVED_WINDOW = 256  # served units whose latency is compared with the model's prediction (Scheduler.latency_excess)
+SERVED_MAX_AGE_S = 10.0  # ... of those served in the last this many seconds
+SERVED_MIN_UNITS = 64  # fewer such units than this (a light load): no correction
 TAIL_MIN_ROUNDS = 20  # fewer live rounds than this: the tail is not estimated yet (the mean is used)
 GROWTH = 1.25  # admission goes at most this far past the most sessions served so far (or the warm-up's estimate)
 
@@ -198,6 +201,7 @@ class Scheduler:
         self._c1: float | None = None
         self._k = 1.0
         self._ratios: deque[float] = deque(maxlen=TAIL_WINDOW)  # recent rounds' observed / predicted
+        self._served: deque[tuple[float, float, int]] = deque(maxlen=SERVED_WINDOW)  # (when, unit latency s, sessions open)
         self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
         self._peak = 0  # the most sessions active when a unit was served
         self._queued = 0
@@ -303,20 +307,53 @@ class Scheduler:
                 return self._k
             return max(self._k, float(np.percentile(np.fromiter(self._ratios, float), 95)))
 
-    def latency_s(self, sessions: int) -> float:
-        """Predicted p95 unit latency for ``sessions`` real-time sessions: two slow rounds (see the module doc)."""
+    def _model_latency_s(self, sessions: int) -> float:
+        """The cost model's p95 unit latency for ``sessions`` real-time sessions: two slow rounds (module doc)."""
         if self._c1 is None:
             return 0.0
         free = 1.0 - self.utilization(sessions)
         return math.inf if free <= 0 else 2.0 * self.tail_k * self._c0 / free
+
+    def observe_latency(self, latency_s: float, sessions: int) -> None:
+        """A unit was served ``latency_s`` after its last sample arrived, with ``sessions`` sessions open."""
+        with self._lock:
+            self._served.append((time.monotonic(), latency_s, sessions))
+
+    @property
+    def latency_excess(self) -> float:
+        """What the served units' p95 latency exceeded the model's prediction by, at the load they were served at
+        (0 when they were faster, or when fewer than ``SERVED_MIN_UNITS`` units were served in the last
+        ``SERVED_MAX_AGE_S``: at a light load there is nothing to correct, and a past overload must not keep
+        refusing sessions once it has gone).
+
+        Why: costs grow faster than linearly with the sessions (longer contexts, more sockets for the event loop,
+        the model's own spread of slow rounds), so a model fitted at the warm-up's load predicts too little
+        further on; past capacity a ramp was admitted to p95 756 ms (benchmarks/results/serve.md, stop 43).
+        The latency bound adds the excess, measured where the server is, rather than scaling the prediction by
+        it: at light load the excess is the event loop's fixed cost, which does not grow with the load."""
+        since = time.monotonic() - SERVED_MAX_AGE_S
+        with self._lock:
+            recent = [(x, n) for t, x, n in self._served if t >= since]
+        if len(recent) < SERVED_MIN_UNITS:
+            return 0.0
+        lat = np.array([x for x, _ in recent])
+        load = int(np.median([n for _, n in recent]))
+        predicted = self._model_latency_s(max(load, 1))
+        return max(0.0, float(np.percentile(lat, 95)) - predicted) if math.isfinite(predicted) else 0.0
+
+    def latency_s(self, sessions: int) -> float:
+        """Predicted p95 unit latency for ``sessions`` real-time sessions: the model's (two slow rounds, module
+        doc) plus what served units have shown it misses (:attr:`latency_excess`)."""
+        return self._model_latency_s(sessions) + (self.latency_excess if self._c1 is not None else 0.0)
 
     def capacity(self) -> int | None:
         """Sessions that fit under the target utilization and half a unit of latency (None before any measurement)."""
         if self._c1 is not None:
             per = self._k * self._c1 / self.unit_s  # utilization per session
             by_load = self.target / per
-            # latency_s(N) <= unit_s / 2  <=>  k_tail c0 / (1 - per N) <= unit_s / 4
-            by_latency = (1.0 - 4.0 * self.tail_k * self._c0 / self.unit_s) / per
+            # latency_s(N) <= unit_s / 2  <=>  2 k_tail c0 / (1 - per N) <= unit_s / 2 - excess
+            room = self.unit_s / 2 - self.latency_excess
+            by_latency = (1.0 - 2.0 * self.tail_k * self._c0 / room) / per if room > 0 else 0.0
             return max(0, int(min(by_load, by_latency)))
         if not self._rtf_ema:
             return None

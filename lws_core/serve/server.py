@@ -484,6 +484,7 @@ class LWSServer:
                 await conn.ws.send_bytes(P.pack_audio(out.index, pcm16_bytes(out.speech)))
         self.metrics.unit(compute_s, self.unit_s, latency_s, speech_s)
         self.scheduler.observe_load(self.metrics.active_sessions)
+        self.scheduler.observe_latency(latency_s, self.metrics.active_sessions)
 
     async def _send_json(self, ws: WebSocket, conn: _Conn | None, event: dict[str, Any]) -> None:
         if conn is None:
