@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="decode steps per timed block")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="the fused path's cache precision")
-    ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16", "int8"], help="the fused path's weight precision (engine.weight_dtype)")
+    ap.add_argument("--weight-dtype", default="auto", choices=["auto", "model", "float16", "bfloat16", "int8"],
+                    help="the fused path's weight precision (engine.weight_dtype; default: the engine's own default, auto)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (its compile takes ~10-30 s)")
     ap.add_argument("--compile-decode", action="store_true", help="also time the fused path with engine.compile_decode")
     ap.add_argument("--json", help="write the figures here")
@@ -72,7 +73,10 @@ def main() -> None:
         LWSModel.build(LWSConfig()).save(tmp)
         args.model = str(tmp)
     lm = LWSModel.load(args.model, device=str(device)).eval().lm
-    fast = FastPath(lm, None if args.weight_dtype == "model" else getattr(torch, args.weight_dtype))
+    from lws_core.engine.engine import _weight_dtype
+
+    wd = _weight_dtype(args.weight_dtype, lm.get_input_embeddings().weight)  # "auto" as the engine resolves it
+    fast = FastPath(lm, wd)
     hidden = lm.config.hidden_size
     n_params = sum(p.numel() for p in lm.parameters())
     kvd = next(lm.parameters()).dtype if args.kv_dtype == "model" else getattr(torch, args.kv_dtype)
@@ -82,7 +86,7 @@ def main() -> None:
     rows = []
     fast_c, compile_decode_s = None, 0.0
     if args.compile_decode:
-        fast_c = FastPath(lm, None if args.weight_dtype == "model" else getattr(torch, args.weight_dtype))
+        fast_c = FastPath(lm, wd)
         compile_decode_s = fast_c.compile_decode(kvd)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for ctx in args.context:

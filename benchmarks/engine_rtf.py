@@ -143,7 +143,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="Write the figures here as JSON.")
     ap.add_argument("--flac", type=float, nargs="*", default=[], help="Also run FLAC files of these lengths (s) through simulate_file.")
     ap.add_argument("--kv-dtype", default="model", choices=["model", "bfloat16", "float16"], help="engine.kv_dtype")
-    ap.add_argument("--weight-dtype", default="model", choices=["model", "float16", "bfloat16", "int8"], help="engine.weight_dtype")
+    ap.add_argument("--weight-dtype", default="auto", choices=["auto", "model", "float16", "bfloat16", "int8"],
+                    help="engine.weight_dtype (default: the engine's own default, auto)")
     ap.add_argument("--compile-decode", action="store_true", help="engine.compile_decode (its compile time is printed, not counted in the RTF)")
     ap.add_argument("--window", action="store_true", help="Keep the engine's default sliding window (max_context_tokens 2048).")
     args = ap.parse_args()
