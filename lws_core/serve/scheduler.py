@@ -175,11 +175,10 @@ class Metrics:
                 "errors": dict(self.errors),
             }
 
-    def prometheus(self, extra: dict[str, float]) -> str:
+    def prometheus(self) -> str:
         """Prometheus text exposition format (version 0.0.4), by prometheus_client (:mod:`lws_core.serve.prom`):
         this server's figures, or every process's of ``lws serve --processes N``."""
-        self._set_quantiles()
-        self.prom.extras(extra)
+        self.refresh()
         return self.prom.exposition().decode()
 
 

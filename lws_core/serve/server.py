@@ -133,10 +133,10 @@ class LWSServer:
 
         @app.get("/metrics")
         async def metrics(format: str = "prometheus") -> Response:  # noqa: A002 - query parameter name
-            extra = self._gauges()
             if format == "json":  # NaN (no RTF measured yet: no warm-up, no unit) is not JSON: null
+                extra = self._gauges()
                 return JSONResponse({**self.metrics.snapshot(), **{k: v if math.isfinite(v) else None for k, v in extra.items()}})
-            return PlainTextResponse(self.metrics.prometheus(extra), media_type="text/plain; version=0.0.4")
+            return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
 
         @app.websocket("/ws")
         async def ws_endpoint(ws: WebSocket) -> None:
