@@ -23,11 +23,12 @@ import os
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from lws_core.environ import temporary_env  # MLflow reads its HTTP settings per request
 from lws_core.errors import LWSError
 
 # a probe waits this long for a connection, and this long for an answer; nothing is retried
@@ -185,21 +186,6 @@ def check_dvc_remote(cfg, failed_buckets: set[str]) -> PartCheck:  # noqa: ANN00
 # ---------------------------------------------------------------- MLflow
 
 
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration (MLflow reads its HTTP settings per request)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _mlflow_failure(e: BaseException, uri: str) -> str:
     text = _one_line(e, 400)
     low = text.lower()
@@ -227,7 +213,7 @@ def check_mlflow(cfg, failed_buckets: set[str]) -> list[PartCheck]:  # noqa: ANN
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(READ_TIMEOUT_S),
         "AWS_MAX_ATTEMPTS": "1",  # MLflow's own S3 client, when the client uploads artifacts itself
     }
-    with _env(env):
+    with temporary_env(env):
         run_id = None
         try:
             ensure_store(uri)

@@ -19,7 +19,6 @@ whichever process answers (prometheus_client's multiprocess mode over a folder t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -29,10 +28,10 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lws_core.environ import temporary_env
 from lws_core.errors import InputError
 from lws_core.serve.prom import MULTIPROC_ENV
 from lws_core.serve.settings import ServeSettings
@@ -129,7 +128,7 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     shared = tempfile.mkdtemp(prefix="lws-serve-metrics-")  # the processes' Prometheus values (lws_core.serve.prom)
     try:
-        with _env(MULTIPROC_ENV, shared):  # spawned processes take the environment they start with
+        with temporary_env({MULTIPROC_ENV: shared}):  # spawned processes take the environment they start with
             for p in procs:
                 p.start()
         deadline = time.monotonic() + SPAWN_GRACE_S
@@ -166,19 +165,6 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
             signal.signal(s, h)
         shutil.rmtree(shared, ignore_errors=True)
 
-
-@contextlib.contextmanager
-def _env(name: str, value: str) -> Iterator[None]:
-    """``os.environ[name] = value`` inside the block only (this process's own metrics stay unshared)."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def spec_for(model_dir: str, model_name: str, cfg: Any, device: str, settings: ServeSettings) -> WorkerSpec:  # noqa: ANN401 - LWSConfig
