@@ -70,6 +70,9 @@ PHRASINGS: dict[str, list[str]] = {
 # Written to stay clear of each family's held-out phrasing (the last of PHRASINGS): none reuses its
 # distinctive words ("what do I get", "groups of", "between", "expressed", "goes after", "times table",
 # "I want a small"), so the test split still measures phrasing generalisation. Graded splits never draw them.
+# Each order of the slots keeps about its share among the training phrasings: when all eight new convert
+# phrasings put the number first, the one base phrasing that says it last ("How many {to} are in {n} {frm}?")
+# fell from a third of the convert questions to an eleventh, and its accuracy with it (stop 44: 0.86 -> 0.50).
 EXTRA_PHRASINGS: dict[str, list[str]] = {
     "arithmetic": [
         "Work out {a} {op} {b}.",
@@ -106,10 +109,10 @@ EXTRA_PHRASINGS: dict[str, list[str]] = {
         "How much is {n} {frm} in {to}?",
         "Turn {n} {frm} into {to}, please.",
         "Give me {n} {frm} in {to}.",
-        "What do {n} {frm} come to in {to}?",
-        "{n} {frm} is how many {to}?",
+        "How many {to} make {n} {frm}?",
+        "Count the {to} in {n} {frm}.",
         "Could you convert {n} {frm} to {to}?",
-        "Write {n} {frm} as {to}.",
+        "Find the number of {to} in {n} {frm}.",
     ],
     "sequence": [
         "Finish the pattern {s1}, {s2}, {s3}, {s4}.",
