@@ -33,6 +33,7 @@ from typing import Any
 
 from lws_core.environ import temporary_env
 from lws_core.errors import InputError
+from lws_core.serve.balance import Balancer
 from lws_core.serve.prom import MULTIPROC_ENV
 from lws_core.serve.settings import ServeSettings
 
@@ -77,7 +78,7 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(spec: WorkerSpec, port: int, ready: Any, errors: Any) -> None:  # noqa: ANN401 - mp.Event, mp.SimpleQueue
+def _worker_main(spec: WorkerSpec, port: int, ready: Any, errors: Any, balancer: Balancer) -> None:  # noqa: ANN401 - mp.Event, mp.SimpleQueue
     """One server process: load the engine, bind the shared port, serve until told to stop. A user mistake found
     here (a model that does not load) goes back to the parent as its one-line message, not as a traceback."""
     import uvicorn
@@ -85,6 +86,7 @@ def _worker_main(spec: WorkerSpec, port: int, ready: Any, errors: Any) -> None: 
     from lws_core.config import config_from_dict
     from lws_core.engine import Engine
     from lws_core.errors import LWSError
+    from lws_core.serve.balance import balanced_server
     from lws_core.serve.server import create_app, uvicorn_options
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,10 +100,13 @@ def _worker_main(spec: WorkerSpec, port: int, ready: Any, errors: Any) -> None: 
         return
     engine.use_threads()
     app = create_app(engine, settings, spec.model_name)
+    server = app.state.lws
+    balancer.limit = server.session_limit
+    balancer.on_handoff = server.metrics.prom.handoffs.inc
     sock.listen(2048)
     ready.set()
     opts = {k: v for k, v in uvicorn_options(settings).items() if k not in ("host", "port")}
-    uvicorn.Server(uvicorn.Config(app, **opts, log_level="info", access_log=False)).run(sockets=[sock])
+    balanced_server(uvicorn.Config(app, **opts, log_level="info", access_log=False), balancer).run(sockets=[sock])
 
 
 def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, announce: Any = print) -> int:  # noqa: ANN401
@@ -118,7 +123,15 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
     per = share(settings, processes)
     spec = WorkerSpec(spec.model_dir, spec.model_name, spec.config_json, spec.device, per.model_dump())
     readies, errors = [ctx.Event() for _ in range(processes)], ctx.SimpleQueue()
-    procs = [ctx.Process(target=_worker_main, args=(spec, port, r, errors), name=f"lws-serve-{i}") for i, r in enumerate(readies)]
+    # new connections go to the process with the most room (lws_core.serve.balance): a shared array of rooms and
+    # one Unix datagram socket pair per process, its inbox for the connections the others pass it
+    rooms = ctx.RawArray("d", [-1e9] * processes)  # no room until a process has warmed up and published its own
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(processes)]
+    balancers = [Balancer(i, rooms, pairs[i][0], [w for _, w in pairs]) for i in range(processes)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(spec, port, r, errors, b), name=f"lws-serve-{i}")
+        for i, (r, b) in enumerate(zip(readies, balancers, strict=True))
+    ]
     stopping = False
 
     def stop(*_: object) -> None:
@@ -163,6 +176,9 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
                 p.join()
         for s, h in old.items():
             signal.signal(s, h)
+        for pair in pairs:
+            for end in pair:
+                end.close()
         shutil.rmtree(shared, ignore_errors=True)
 
 

@@ -52,6 +52,8 @@ class PromMetrics:
         self.refusals = Counter("lws_refusals", "Connections refused, all reasons.", registry=r)
         self.refusals_by = Counter("lws_refusals_by_reason", "Connections refused, by reason.", ["reason"], registry=r)
         self.errors = Counter("lws_errors", "Error events sent, by code.", ["code"], registry=r)
+        self.handoffs = Counter("lws_connections_handed_off", "New connections passed to the server process with the "
+                                "most room (lws serve --processes N).", registry=r)
         self._extra: dict[str, Gauge] = {}
 
     def quantiles(self, rtf: dict[str, float | None], latency_s: dict[str, float | None]) -> None:

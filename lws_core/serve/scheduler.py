@@ -358,6 +358,11 @@ class Scheduler:
             return None
         return int(self.target / self._rtf_ema)
 
+    def limit(self) -> int | None:
+        """The most sessions :meth:`admits` would hold now (None: nothing measured yet, so no limit of its own)."""
+        cap = self.capacity()
+        return cap if cap is None or self._c1 is None else min(cap, self.trusted())
+
     def admits(self, active: int) -> bool:
         """The first session is always admitted (a slow machine still serves one user, just late)."""
         if active == 0:

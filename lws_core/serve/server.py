@@ -145,6 +145,13 @@ class LWSServer:
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
         return app
 
+    def session_limit(self) -> float:
+        """The most sessions this server would hold now: its limits and, with measured admission, what the
+        scheduler admits (``lws serve --processes N`` balances new connections by it: :mod:`.balance`)."""
+        s = self.settings
+        cap = self.scheduler.limit() if s.measured_admission else None
+        return float(min(s.max_sessions, s.max_connections, cap if cap is not None else math.inf))
+
     def _gauges(self) -> dict[str, float]:
         cap = self.scheduler.capacity()
         return {

@@ -8,7 +8,9 @@ import json
 import signal
 import socket
 import threading
+import time
 import urllib.request
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -98,3 +100,50 @@ def test_a_model_that_does_not_load_is_one_line_from_the_processes(tmp_path):
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert p.returncode == 2 and errors == [f"error: {tmp_path}: not an LWS model directory (no lws_model.json)"], err
     assert "Traceback" not in err
+
+
+def _open(port: int) -> tuple[object, dict]:
+    """A session's hello: the open connection and the server's first answer (``ready``, or the refusal's close)."""
+    ws = connect(f"ws://127.0.0.1:{port}/ws")
+    ws.send(json.dumps({"type": "hello", "version": "lws.v1", "sample_rate": 16000}))
+    try:
+        msg = json.loads(ws.recv(timeout=60))
+    except Exception as e:  # noqa: BLE001 - a refusal closes the connection: report it as the answer
+        msg = {"type": "closed", "code": getattr(getattr(e, "rcvd", None), "code", None)}
+    return ws, msg
+
+
+def test_a_connection_goes_to_the_process_with_room(serve_model_dir):
+    """With one session per process, two sessions at once are both admitted, round after round: the kernel puts
+    both on one process half the time (its hash ignores load), and that process passes the second connection
+    to the other (lws_core.serve.balance). Without balancing, eight clean rounds happen with p = 2^-8."""
+    port = free_port()
+    p = _lws("serve", "--model", str(serve_model_dir), "--port", str(port), "--processes", "2", "--max-sessions", "2")
+
+    def metrics() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples if not s.labels}
+
+    def settle(until: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+        deadline = time.monotonic() + 120
+        while not until(m := metrics()):
+            assert time.monotonic() < deadline, m
+            time.sleep(0.1)
+        time.sleep(0.1)  # and every process has published its room again (every 25 ms)
+        return m
+
+    try:
+        _wait_healthy(p, port, 180)
+        settle(lambda m: m.get("lws_max_sessions") == 2)  # both processes warmed up (each adds its 1)
+        for _ in range(8):
+            pair = [_open(port) for _ in range(2)]
+            try:
+                assert [m["type"] for _, m in pair] == ["ready", "ready"], [m for _, m in pair]
+            finally:
+                for ws, _ in pair:
+                    ws.close()
+            settle(lambda m: m["lws_active_sessions"] == 0 and m["lws_open_connections"] == 0)
+        assert "lws_connections_handed_off_total" in metrics()
+    finally:
+        interrupt(p, 30)
+    assert p.returncode in (0, -signal.SIGINT, 130), p.stderr.read()
