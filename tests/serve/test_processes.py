@@ -47,13 +47,18 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
         for t in threads:
             t.start()
         opened.wait(timeout=120)
-        per_process = {}
-        for w in workers:
-            try:
-                conns = w.net_connections(kind="tcp")
-            except psutil.NoSuchProcess:
-                continue
-            per_process[w.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in conns)
+        deadline = time.monotonic() + 10  # a connection passed between processes is counted once its sender closed it
+        while True:
+            per_process = {}
+            for w in workers:
+                try:
+                    conns = w.net_connections(kind="tcp")
+                except psutil.NoSuchProcess:
+                    continue
+                per_process[w.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in conns)
+            if sum(per_process.values()) == n or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         opened.wait(timeout=60)
         for t in threads:
             t.join(timeout=180)
@@ -61,7 +66,15 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
         assert sum(1 for v in per_process.values() if v > 0) == 2, per_process  # the kernel spread them: 12 on one has p = 2^-11
         assert out == [2] * n  # every session got both of its units
         # /metrics adds up both processes, whichever answers (a new connection each time: both are asked);
-        # the JSON form stays per process, so each process's own count is a part of the whole
+        # the JSON form stays per process, so each process's own count is a part of the whole. A server ends a
+        # session's bookkeeping just after its client has read "end": first wait until both processes have.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                samples = {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples if not s.labels}
+            if samples["lws_active_sessions"] == 0 and samples["lws_units_total"] == sum(out):
+                break
+            time.sleep(0.2)
         for _ in range(6):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
                 samples = {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples if not s.labels}
