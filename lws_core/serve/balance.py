@@ -43,8 +43,6 @@ class Balancer:
         # set in the server process (a spawned process gets the Balancer pickled, so no callables before then)
         self.limit: Callable[[], float] | None = None  # the sessions it would hold now
         self.on_handoff: Callable[[], None] | None = None  # counts a passed connection in the metrics
-        self.handed_off = 0
-        self.received = 0
         self._held: set[asyncio.BaseTransport] = set()
 
     def room(self) -> float:
@@ -78,7 +76,6 @@ class Balancer:
         except (BlockingIOError, OSError):
             return False
         self.rooms[to] -= 1  # until ``to`` publishes again
-        self.handed_off += 1
         if self.on_handoff is not None:
             self.on_handoff()
         return True
@@ -95,7 +92,6 @@ class Balancer:
                 s = socket.socket(fileno=fd)
                 s.setblocking(False)
                 out.append(s)
-            self.received += len(fds)
 
 
 def balanced_protocol(base: type, balancer: Balancer) -> type:
