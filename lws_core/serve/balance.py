@@ -14,8 +14,9 @@ the receiver's published room until the receiver publishes again. A passed conne
 
 Hand-written because nothing in the stack does it: uvicorn's own workers share one socket and leave the choice
 to the kernel's wake-ups, and no ASGI server we ship balances by the application's admission. The hook is
-uvicorn's public ``Config(http=<protocol class>)`` option: the class here decides in ``connection_made``, the
-first call a new connection gets, and otherwise is uvicorn's own HTTP protocol.
+uvicorn's HTTP protocol class (``Config.http_protocol_class``, what ``Config(http=...)`` sets), swapped at
+start-up for a subclass that decides in ``connection_made``, the first call a new connection gets, and is
+otherwise uvicorn's own protocol.
 """
 
 from __future__ import annotations
