@@ -182,7 +182,6 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
         shutil.rmtree(shared, ignore_errors=True)
 
 
-
 def spec_for(model_dir: str, model_name: str, cfg: Any, device: str, settings: ServeSettings) -> WorkerSpec:  # noqa: ANN401 - LWSConfig
     """The spec of a server process, from what the CLI resolved (the config travels as its plain dict)."""
     return WorkerSpec(str(model_dir), model_name, json.dumps(cfg.to_dict()), device, settings.model_dump())
