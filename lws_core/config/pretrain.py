@@ -128,6 +128,12 @@ class PretrainConfig(Section):
     bf16: Switch = Field(
         "auto", description="bf16 autocast in the two pretraining loops; auto = on where the CPU has bf16 units, or on a GPU."
     )
+    extra_phrasings: bool = Field(
+        True,
+        description="The stand-ins' own corpora (the backbone's text, the recogniser's extra speech) also draw "
+        "data.extra_phrasings' phrasings when that is on; false: only the LWS dataset does, so both stand-ins are "
+        "the draw the defaults make (the recogniser still hears the dataset's own train split).",
+    )
     backbone: BackbonePretrain = BackbonePretrain()
     encoder: EncoderPretrain = EncoderPretrain()
     warmup: LWSWarmup = LWSWarmup()

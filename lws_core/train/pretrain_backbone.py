@@ -210,10 +210,12 @@ def corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
 
 def train_only_corpus(cfg, sessions: int, seed: int):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
     """The data config of a stand-in's own corpus: ``sessions`` sessions from ``seed``, all in train (training
-    voices and phrasings; the test fraction cannot be 0, and at 1e-6 no session lands there)."""
+    voices and phrasings; the test fraction cannot be 0, and at 1e-6 no session lands there). The extra training
+    phrasings only where ``pretrain.extra_phrasings`` lets them in."""
     return cfg.with_overrides({
         "data.sessions": sessions, "data.seed": seed, "data.validation_fraction": 0.0,
         "data.test_fraction": 1e-6, "data.test_seen_fraction": 0.0,
+        "data.extra_phrasings": cfg.data.extra_phrasings and cfg.pretrain.extra_phrasings,
     })
 
 
