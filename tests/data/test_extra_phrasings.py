@@ -120,3 +120,19 @@ def test_extra_phrasings_reach_training_questions_only(tmp_path):
             assert [w["text"] for w in sa["user_words"]] == [w["text"] for w in sb["user_words"]]
             ends = [abs(x["end"] - y["end"]) for x, y in zip(sa["user_words"], sb["user_words"], strict=True)]
             assert max(ends, default=0.0) < 0.01
+
+
+@pytest.mark.parametrize("stand_ins", [True, False])
+def test_the_stand_ins_corpora_take_the_extra_phrasings_only_when_let(stand_ins):
+    """``pretrain.extra_phrasings=false`` keeps the extra phrasings out of both stand-ins' own corpora (so the
+    backbone is the draw the defaults make), while the LWS dataset still gets them; the corpora's own sizes
+    and seeds are untouched either way."""
+    from lws_core.train.pretrain_backbone import corpus_config, train_only_corpus
+
+    cfg = LWSConfig().with_overrides({"data.extra_phrasings": True, "pretrain.extra_phrasings": stand_ins})
+    backbone = corpus_config(cfg)
+    recogniser = train_only_corpus(cfg, cfg.pretrain.encoder.sessions, cfg.pretrain.encoder.corpus_seed)
+    assert cfg.data.extra_phrasings
+    assert backbone.data.extra_phrasings is stand_ins and recogniser.data.extra_phrasings is stand_ins
+    assert (backbone.data.sessions, backbone.data.seed) == (cfg.pretrain.backbone.sessions, cfg.pretrain.backbone.seed)
+    assert corpus_config(LWSConfig()).data.extra_phrasings is False  # off by default, whatever the pretrain switch
