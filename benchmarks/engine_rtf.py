@@ -109,6 +109,14 @@ def _breakdown(units: list) -> dict:  # noqa: ANN001
         out[key] = {"p50": round(pct(vals, 50), 2), "max": round(max(vals), 2)} if vals else None
     per = [u.timings["decode_ms"] / u.timings["decode_forwards"] for u in units if u.timings.get("decode_forwards")]
     out["decode_ms_per_forward"] = {"p50": round(pct(per, 50), 3), "max": round(max(per), 3)} if per else None
+    # per decoded token (time per output token): a forced token costs no call of its own but a row in the next one
+    tok = [u.timings["decode_ms"] / u.timings["decode_tokens"] for u in units if u.timings.get("decode_tokens")]
+    out["decode_ms_per_token"] = {"p50": round(pct(tok, 50), 3), "max": round(max(tok), 3)} if tok else None
+    if units and units[0].timings.get("decode_tokens") is not None:
+        dec, n = sum(u.timings["decode_ms"] for u in units), sum(u.timings["decode_tokens"] for u in units)
+        calls = sum(u.timings["decode_forwards"] for u in units)
+        out["decode_ms_per_token_all"] = round(dec / n, 3) if n else None  # the units' whole decode over their tokens
+        out["decode_ms_per_forward_all"] = round(dec / calls, 3) if calls else None
     return out
 
 
@@ -199,7 +207,7 @@ def main() -> None:
         b = r["speak_unit_breakdown_ms"]
         if b["total_ms"]:
             print(f"# {r['seconds']:.0f} s speaking units, p50 (max) ms: " + ", ".join(
-                f"{k} {v['p50']:.1f} ({v['max']:.1f})" for k, v in b.items() if v), flush=True)
+                f"{k} {v['p50']:.1f} ({v['max']:.1f})" for k, v in b.items() if isinstance(v, dict)), flush=True)
     flac = []
     for d in args.flac:
         r = flac_case(engine, d, Path(tempfile.mkdtemp(prefix="engine-flac-")))
@@ -209,7 +217,11 @@ def main() -> None:
     for r in results + flac:
         b = r["speak_unit_breakdown_ms"].get("decode_ms_per_forward")
         if b:
-            print(f"# {r['seconds']:.0f} s: decode per forward p50 {b['p50']:.3f} ms, max {b['max']:.3f} ms")
+            t = r["speak_unit_breakdown_ms"].get("decode_ms_per_token") or {}
+            print(f"# {r['seconds']:.0f} s: decode per forward p50 {b['p50']:.3f} ms, max {b['max']:.3f} ms; "
+                  f"per token p50 {t.get('p50', float('nan')):.3f} ms, max {t.get('max', float('nan')):.3f} ms; all speaking "
+                  f"units' decode: {r['speak_unit_breakdown_ms'].get('decode_ms_per_forward_all')} ms a forward, "
+                  f"{r['speak_unit_breakdown_ms'].get('decode_ms_per_token_all')} ms a token")
     print(f"load after: {os.getloadavg()}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps({"model": label, "results": results, "flac": flac}, indent=1))

@@ -426,6 +426,9 @@ class StreamingSession:
                 * 1000,  # CPU time: what a shared machine's load does not inflate
                 "tokens_fed": float(self.tokens_fed_last_step),
                 "decode_forwards": float(self._decode_forwards),  # model calls after the prefill
+                # tokens the unit decoded (state, markers, text, end): a grammar-forced one needs no call of its
+                # own but is fed with the next (a two-row forward), so decode_ms / decode_tokens is the time per token
+                "decode_tokens": float(len(gen)),
                 "write_tokens": float(n_write),
                 "say_tokens": float(n_say),
                 "context_tokens": float(self._n_ctx),

@@ -275,3 +275,5 @@ def test_the_busiest_unit_fills_both_budgets_one_forward_per_token(engine):
         lazy = sess.step(silence)
     assert (lazy.write, lazy.say) == (out.write, out.say)
     assert lazy.timings["decode_forwards"] <= 1
+    # the per-token figure's count: the same tokens either way, whatever the calls they took
+    assert lazy.timings["decode_tokens"] == out.timings["decode_tokens"] >= out.timings["decode_forwards"] + 1
