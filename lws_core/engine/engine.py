@@ -63,7 +63,7 @@ class Engine:
         w = model.lm.get_input_embeddings().weight
         wd, bd = _weight_dtype(self.config.weight_dtype, w), _batch_dtype(self.config.batch_dtype, w)
         self.fast_path = (
-            FastPath(model.lm, wd, bd, self.config.batch_rows) if self.config.fast_path and FastPath.supports(model.lm) else None
+            FastPath(model.lm, wd, bd, self.config.batch_rows, self.config.weight_rows) if self.config.fast_path and FastPath.supports(model.lm) else None
         )
         if self.fast_path is not None and self.config.cuda_graphs and w.device.type == "cuda":
             # plain rotary only: the graph indexes a position table (scaled variants compute theirs per call)

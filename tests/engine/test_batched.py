@@ -300,6 +300,8 @@ def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, 
     eng = Engine(engine.model, EngineConfig(weight_dtype=dtype, temperature=1.0, seed=2), engine.tts)
     fast = eng.fast_path
     assert fast.layers[0]["low"]["qkv"][0].dtype == getattr(torch, dtype)
+    assert fast.weight_rows == 1  # auto: half-precision products over more rows are slower here
+    assert Engine(engine.model, EngineConfig(weight_dtype=dtype, weight_rows=4), engine.tts).fast_path.weight_rows == 4
     assert next(engine.model.lm.parameters()).dtype == torch.float32  # the model itself is untouched
     worst, full = _worst_against_full_forward(eng, speech)
     assert 0 < worst < 0.05  # not exact (half-precision weights), but within a few percent of the logit scale
@@ -316,7 +318,8 @@ def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, 
 def test_int8_weights_quantize_per_channel_and_stay_close_to_the_exact_forward(engine, speech):
     """weight_dtype=int8: a quarter of the float32 bytes per single-token step. Each copy dequantizes to
     its weight within half a step of its row's scale; the engine's logits stay near the exact forward's
-    (looser than float16: 7 bits per weight); several-row steps keep the exact weights."""
+    (looser than float16: 7 bits per weight). The copies also serve forwards of up to INT8_ROWS rows (the
+    kernel stays bound by the weights' bytes there); longer ones keep the exact weights."""
     from lws_core.engine.engine import _weight_dtype
     from lws_core.engine.fastpath import _int8_rows
 
@@ -333,10 +336,18 @@ def test_int8_weights_quantize_per_channel_and_stay_close_to_the_exact_forward(e
     assert qkv_w.dtype == torch.int8 and qkv_s is not None and fast.head_low[0].dtype == torch.int8
     worst, full = _worst_against_full_forward(eng, speech)
     assert 0 < worst < 0.15  # within some percent of the logit scale
+    from lws_core.engine.fastpath import INT8_ROWS
+
     exact = FastPath(engine.model.lm)
-    kv_a, kv_b = fast.new_kv(64, full.device, torch.float32), exact.new_kv(64, full.device, torch.float32)
-    n = 9
-    torch.testing.assert_close(fast.forward([Feed(full[0, :n], kv_a, 0)])[0], exact.forward([Feed(full[0, :n], kv_b, 0)])[0])
+    assert fast.weight_rows == INT8_ROWS and fast.batch_rows > INT8_ROWS and exact.weight_rows == 1
+    assert full.shape[1] > INT8_ROWS + 1
+
+    def prefill(path: FastPath, n: int) -> torch.Tensor:
+        return path.forward([Feed(full[0, :n], path.new_kv(64, full.device, torch.float32), 0)])[0]
+
+    few, ref = prefill(fast, INT8_ROWS), prefill(exact, INT8_ROWS)
+    assert 0 < float((few - ref).abs().max()) < 0.15 * float(ref.abs().max())  # a few rows: the int8 copies
+    torch.testing.assert_close(prefill(fast, INT8_ROWS + 1), prefill(exact, INT8_ROWS + 1))  # more: exact
     with pytest.raises(InputError, match="CPU decode format"):
         _weight_dtype("int8", torch.empty(1, device="meta"))
 
