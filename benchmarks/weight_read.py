@@ -4,7 +4,8 @@ Two measurements, both on one thread:
 
 * ``chain``: the 17 products of one token of the tiny preset (4 layers of qkv, o, gate/up, down, then the
   head), each with its own weight so that none stays in cache, in float32 (both layouts), float16,
-  bfloat16 and int8 (``torch._weight_int8pack_mm``, what ``engine.weight_dtype=int8`` calls);
+  bfloat16 and int8 (``torch._weight_int8pack_mm``, what ``engine.weight_dtype=int8`` calls); with
+  ``--rows`` also over several rows at once (what sets ``engine.weight_rows``' auto value, ``INT8_ROWS``);
 * with ``--model``: the engine's fused single-token step (``FastPath``) for each of ``--dtypes``, built in
   one process and timed in alternated blocks, so that a drifting machine affects them alike
   (``--compile`` times them through ``engine.compile_decode``).
@@ -34,12 +35,12 @@ def _median_ms(fn, blocks: int = 7, n: int = 200) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
-def chain(hidden: int, inter: int, layers: int, vocab: int) -> None:
+def chain(hidden: int, inter: int, layers: int, vocab: int, rows: int = 1) -> None:
     from lws_core.engine.fastpath import _int8_rows
 
     shapes = [(3 * hidden, hidden), (hidden, hidden), (2 * inter, hidden), (hidden, inter)] * layers + [(vocab, hidden)]
     ws = [torch.randn(o, i) * 0.05 for o, i in shapes]
-    x32 = {n: torch.randn(1, n) for n in {hidden, inter}}
+    x32 = {n: torch.randn(rows, n) for n in {hidden, inter}}
     xb = {n: v.bfloat16() for n, v in x32.items()}
     xh = {n: v.half() for n, v in x32.items()}
     wt = [w.t().contiguous() for w in ws]
@@ -52,7 +53,7 @@ def chain(hidden: int, inter: int, layers: int, vocab: int) -> None:
         "bfloat16 copies, F.linear": lambda: [F.linear(xb[w.shape[1]], w) for w in wb16],
         "int8, per-row bfloat16 scale": lambda: [torch._weight_int8pack_mm(xb[q.shape[1]], q, s) for q, s in q8],
     }
-    print(f"| weights ({len(shapes)} products: hidden {hidden}, inter {inter}, {layers} layers, vocab {vocab}) | ms per chain |")
+    print(f"| weights ({len(shapes)} products of {rows} row(s): hidden {hidden}, inter {inter}, {layers} layers, vocab {vocab}) | ms per chain |")
     print("|---|---|")
     with torch.inference_mode():
         for name, fn in ways.items():
@@ -95,10 +96,12 @@ def main() -> None:
     ap.add_argument("--model", help="also time the fused step of this LWS model directory")
     ap.add_argument("--dtypes", nargs="+", default=["float16", "int8"], choices=["model", "float16", "bfloat16", "int8"])
     ap.add_argument("--context", type=int, default=100)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1], help="rows per product (one table each)")
     ap.add_argument("--compile", action="store_true", help="time the steps through engine.compile_decode (minutes to compile)")
     args = ap.parse_args()
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), {time.strftime('%Y-%m-%d %H:%M')}")
-    chain(args.hidden, args.inter, args.layers, args.vocab)
+    for rows in args.rows:
+        chain(args.hidden, args.inter, args.layers, args.vocab, rows)
     if args.model:
         fused_steps(args.model, args.dtypes, args.compile, args.context)
 
