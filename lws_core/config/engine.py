@@ -84,6 +84,7 @@ class EngineSection(Section):
         description="Rows (tokens over all sessions of one forward) up to which the weight_dtype copies serve; 0 = auto: "
         "one row for float16/bfloat16 copies (their products over more rows are slower than float32 on a CPU without "
         "native half-precision arithmetic), INT8_ROWS for int8 (aten's int8 kernel stays bound by the weights' bytes "
-        "for a few rows: benchmarks/results/engine.md). Past it, forwards use the exact (or batch_dtype) weights.",
+        "for a few rows: benchmarks/results/engine.md). Past it, forwards use the exact (or batch_dtype) weights; "
+        "batch_rows is raised past it where it is not already.",
     )
 
