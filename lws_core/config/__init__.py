@@ -116,10 +116,12 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     # sessions are cut to train.max_length, so the LM sees what the LWS stage will
     "pretrain_backbone": (
         "schema", "data", "model.preset", "model.backbone_path", "train.max_length", "pretrain.backbone", "pretrain.bf16",
+        "pretrain.extra_phrasings",
     ),
     # the extra recogniser corpus (pretrain.encoder.sessions) is synthesized from `data` like the text corpus
     "pretrain_encoder": (
         "schema", "data", "model.preset", "model.audio_context_s", "model.encoder_path", "pretrain.encoder", "pretrain.bf16",
+        "pretrain.extra_phrasings",
     ),
     # the train step hands off to a Kubeflow Trainer TrainJob when pipeline.train_launcher says so
     "train": ("schema", "model", "train", "pretrain.warmup", *TRAINJOB_KEYS),

@@ -215,7 +215,8 @@ def train_only_corpus(cfg, sessions: int, seed: int):  # noqa: ANN001, ANN201 - 
     return cfg.with_overrides({
         "data.sessions": sessions, "data.seed": seed, "data.validation_fraction": 0.0,
         "data.test_fraction": 1e-6, "data.test_seen_fraction": 0.0,
-        "data.extra_phrasings": cfg.data.extra_phrasings and cfg.pretrain.extra_phrasings,
+        # the switch read first, so that a step handed a config without it fails (tests/config/test_step_sections.py)
+        "data.extra_phrasings": cfg.pretrain.extra_phrasings and cfg.data.extra_phrasings,
     })
 
 

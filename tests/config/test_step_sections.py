@@ -61,15 +61,16 @@ def test_pretrain_views_keep_single_keys():
     train setting re-trains without pretraining again; a new encoder setting re-pretrains only the encoder."""
     cfg = LWSConfig()
     bb = step_view(cfg, "pretrain_backbone")
-    assert set(bb["model"]) == {"preset", "backbone_path"} and set(bb["pretrain"]) == {"backbone", "bf16"}
+    assert set(bb["model"]) == {"preset", "backbone_path"} and set(bb["pretrain"]) == {"backbone", "bf16", "extra_phrasings"}
     assert set(bb["train"]) == {"max_length"} and "data" in bb and "eval" not in bb
     enc = step_view(cfg, "pretrain_encoder")
-    assert set(enc["model"]) == {"preset", "audio_context_s", "encoder_path"} and set(enc["pretrain"]) == {"encoder", "bf16"}
+    assert set(enc["model"]) == {"preset", "audio_context_s", "encoder_path"} and set(enc["pretrain"]) == {"encoder", "bf16", "extra_phrasings"}
     assert "data" in enc and "train" not in enc  # its extra speech corpus (pretrain.encoder.sessions) is synthesized from `data`
     assert set(step_view(cfg, "train")["pretrain"]) == {"warmup"}
     changes = {
         "train.learning_rate": 1e-4, "model.lora.r": 4, "pretrain.warmup.projector_steps": 5,
         "pretrain.encoder.max_steps": 7, "data.sessions": 3, "model.backbone_path": "/ckpt/lm",
+        "pretrain.extra_phrasings": False,
     }
     for key, value in changes.items():
         other = cfg.with_overrides({key: value})
@@ -78,6 +79,7 @@ def test_pretrain_views_keep_single_keys():
             "train.learning_rate": {"train"}, "model.lora.r": {"train"}, "pretrain.warmup.projector_steps": {"train"},
             "pretrain.encoder.max_steps": {"pretrain_encoder"}, "data.sessions": {"pretrain_backbone", "pretrain_encoder"},
             "model.backbone_path": {"pretrain_backbone", "train"},
+            "pretrain.extra_phrasings": {"pretrain_backbone", "pretrain_encoder"},
         }[key]
         assert moved == want, key
     # a view reads back as a config: what it leaves out is the default

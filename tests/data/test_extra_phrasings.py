@@ -136,3 +136,8 @@ def test_the_stand_ins_corpora_take_the_extra_phrasings_only_when_let(stand_ins)
     assert backbone.data.extra_phrasings is stand_ins and recogniser.data.extra_phrasings is stand_ins
     assert (backbone.data.sessions, backbone.data.seed) == (cfg.pretrain.backbone.sessions, cfg.pretrain.backbone.seed)
     assert corpus_config(LWSConfig()).data.extra_phrasings is False  # off by default, whatever the pretrain switch
+    # as the pipeline hands it over: each pretrain step gets only its view of the config, and the switch is in it
+    from lws_core.config import config_from_dict, step_view
+
+    for step in ("pretrain_backbone", "pretrain_encoder"):
+        assert corpus_config(config_from_dict(step_view(cfg, step))).data.extra_phrasings is stand_ins
