@@ -83,8 +83,8 @@ class EngineSection(Section):
         0, ge=0,
         description="Rows (tokens over all sessions of one forward) up to which the weight_dtype copies serve; 0 = auto: "
         "one row for float16/bfloat16 copies (their products over more rows are slower than float32 on a CPU without "
-        "native half-precision arithmetic), INT8_ROWS for int8 (aten's int8 kernel stays bound by the weights' bytes "
-        "for a few rows: benchmarks/results/engine.md). Past it, forwards use the exact (or batch_dtype) weights; "
+        "native half-precision arithmetic), 4 for int8 (decode steps and a grammar-forced token's feed; a unit's "
+        "audio prefill, where its state is decided, keeps exact weights: benchmarks/results/engine.md). Past it, forwards use the exact (or batch_dtype) weights; "
         "batch_rows is raised past it where it is not already.",
     )
 

@@ -424,10 +424,12 @@ class _BlockGroup:
     mask: torch.Tensor  # [span, 1, 1, lmax]: each slot's own filled positions (position 0 for slots not in the round)
 
 
-# Rows up to which int8 copies serve (engine.weight_rows=0). Measured (/tmp scratch, the tiny preset's 16 products,
-# 1 thread, the 2-core AVX-512 VM): int8 against float32, 1 row 0.24 / 0.85 ms, 2 rows 0.31 / 1.15, 4 rows 0.56 / 1.76,
-# 8 rows 1.19 / 1.99, 16 rows 2.36 / 3.19, 32 rows 4.64 / 5.30.
-INT8_ROWS = 16
+# Rows up to which int8 copies serve (engine.weight_rows=0): the decode steps, one row or a few (a grammar-forced
+# token is fed with the next: two or three rows), and server rounds of a few sessions' tokens; a unit's audio prefill
+# (11+ rows), where the unit's state is decided, keeps the exact weights. Why not more: int8 products stay faster
+# than float32 up to ~16 rows (benchmarks/weight_read.py --rows), but with int8 prefills too the stop 39 champion's
+# FDB probe moved more than with int8 decode steps alone (benchmarks/results/engine.md, stop 46).
+INT8_ROWS = 4
 BLOCK_MIN_FEEDS = 4  # fewer feeds than this attend one by one
 # A block call reads every slot of its range up to the longest context; one call per session reads only that
 # session's positions but pays a call's overhead. Measured per layer on the 2-core CPU (fp32 cache, tiny preset;

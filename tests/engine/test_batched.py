@@ -318,8 +318,8 @@ def test_half_precision_weights_stay_close_to_the_exact_forward(engine, speech, 
 def test_int8_weights_quantize_per_channel_and_stay_close_to_the_exact_forward(engine, speech):
     """weight_dtype=int8: a quarter of the float32 bytes per single-token step. Each copy dequantizes to
     its weight within half a step of its row's scale; the engine's logits stay near the exact forward's
-    (looser than float16: 7 bits per weight). The copies also serve forwards of up to INT8_ROWS rows (the
-    kernel stays bound by the weights' bytes there); longer ones keep the exact weights."""
+    (looser than float16: 7 bits per weight). The copies also serve forwards of up to INT8_ROWS rows (a
+    forced token's feed, small server rounds); longer ones (a unit's audio prefill) keep the exact weights."""
     from lws_core.engine.engine import _weight_dtype
     from lws_core.engine.fastpath import _int8_rows
 
