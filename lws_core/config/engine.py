@@ -65,9 +65,10 @@ class EngineSection(Section):
         description="Weight precision of the fused forward's single-token decode steps: the model's own (exact), or "
         "float16/bfloat16 copies (half the bytes a step reads; logits then differ slightly from the training forward; "
         "prefills and batched steps keep the model's weights), or int8 with one scale per output channel (a quarter "
-        "of the bytes, CPU only; larger logit error). auto: float16 for a float32 model on CPU, where a small "
-        "model's decode step is bound by reading its weights (measured 1.5-1.8 ms against 2.4-3.0 ms per step, task "
-        "accuracy unchanged: benchmarks/results/engine.md), else the model's own.",
+        "of the bytes, CPU only; larger logit error). auto: int8 for a float32 model on a CPU whose torch runs aten's "
+        "int8 kernel (float16 where it does not), where a small model's decode step is bound by reading its weights "
+        "(stop 46, three models: answers, states and consistency unchanged within a graded session or two; "
+        "benchmarks/results/engine.md), else the model's own.",
     )
     batch_dtype: Literal["auto", "model", "bfloat16"] = Field(
         "model",

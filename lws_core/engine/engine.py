@@ -540,8 +540,24 @@ def _weight_dtype(setting: str, weight: torch.Tensor) -> torch.dtype | None:
     if setting == "int8" and weight.device.type != "cpu":
         raise InputError(f"engine.weight_dtype=int8 is a CPU decode format (aten's int8 kernel); this model is on {weight.device.type}: use float16 or model")
     if setting == "auto":
-        return torch.float16 if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
+        if weight.device.type != "cpu" or weight.dtype != torch.float32:
+            return None
+        return torch.int8 if int8_kernel() else torch.float16
     return None if setting == "model" else getattr(torch, setting)
+
+
+@functools.cache
+def int8_kernel() -> bool:
+    """Whether this torch build runs aten's weight-only int8 product on CPU (``engine.weight_dtype=auto``
+    takes int8 copies where it does, float16 ones where it does not): one tiny call, once per process."""
+    from lws_core.engine.fastpath import _int8_rows
+
+    try:
+        q, scale = _int8_rows(torch.ones(8, 32))
+        y = torch._weight_int8pack_mm(torch.ones(1, 32, dtype=torch.bfloat16), q, scale)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return bool(torch.isfinite(y).all()) and abs(float(y[0, 0]) - 32.0) < 1.0
 
 
 def _batch_dtype(setting: str, weight: torch.Tensor) -> torch.dtype | None:

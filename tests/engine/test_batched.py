@@ -352,6 +352,18 @@ def test_int8_weights_quantize_per_channel_and_stay_close_to_the_exact_forward(e
         _weight_dtype("int8", torch.empty(1, device="meta"))
 
 
+def test_auto_weights_are_int8_copies_on_a_cpu_that_runs_the_kernel():
+    """engine.weight_dtype=auto: int8 copies for a float32 model on a CPU whose torch runs aten's int8 product
+    (float16 where it does not), the model's own weights elsewhere (a GPU, a half-precision model)."""
+    from lws_core.engine.engine import _weight_dtype, int8_kernel
+
+    assert int8_kernel()  # this project's torch (2.13, x86-64 CPU wheel) has it
+    assert _weight_dtype("auto", torch.empty(1)) == torch.int8
+    assert _weight_dtype("auto", torch.empty(1, dtype=torch.bfloat16)) is None
+    assert _weight_dtype("auto", torch.empty(1, device="meta")) is None
+    assert _weight_dtype("model", torch.empty(1)) is None and _weight_dtype("float16", torch.empty(1)) == torch.float16
+
+
 def test_bfloat16_copies_serve_big_forwards_and_stay_close(engine, speech):
     """batch_dtype: forwards of batch_rows rows or more (and the encoder over many windows) use bf16 copies,
     within a few percent of the exact logits; smaller forwards keep the exact weights."""
