@@ -102,7 +102,7 @@ def test_engine_lean_load_runs_the_same_session(random_model_dir, speech):
 
 
 def test_compiled_decode_runs_the_lean_engine_on_the_same_logits(random_model_dir, speech):
-    """engine.compile_decode in the engine `lws simulate` / `lws serve` load (lean, float16 copies on CPU):
+    """engine.compile_decode in the engine `lws simulate` / `lws serve` load (lean, int8 copies on CPU):
     compiled at start-up, it runs a session, and its decode steps give the eager steps' logits."""
     from torch._dynamo.utils import counters
 
