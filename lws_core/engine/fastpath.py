@@ -359,11 +359,11 @@ class FastPath:
         groups, loose = ([], rows) if single else _block_groups(feeds, sizes, rows, device)
         self.batched_forwards += not single
         self.pooled_rounds += bool(groups)
-        one_row = t <= self.weight_rows  # a single-token step (or a few rows): the weight_dtype copies, if any
+        few_rows = t <= self.weight_rows  # a single-token step (or a few rows): the weight_dtype copies, if any
         many = t >= self.batch_rows  # a big prefill or batched round: the bfloat16 copies, when there are any
         for i, L in enumerate(self.layers):
             hd, nq, nkv, heads, half = L["hd"], L["q"], L["kv"], L["heads"], L["hd"] // 2
-            lw = L["low"] if one_row else L["big"] if many else None
+            lw = L["low"] if few_rows else L["big"] if many else None
             qkv = _mm(_rms(h, L["ln1"]), L["qkv"], L["qkv_bias"]) if lw is None else _low_mm(_rms(h, L["ln1"]), *lw["qkv"])
             v = qkv[:, nq + nkv :].view(t, -1, hd)
             if L["q_norm"] is None:  # q and k rotated in one go
@@ -401,7 +401,7 @@ class FastPath:
             last = [rows[j][3] - 1 for j in want]
             sel = h[last[0] : last[0] + 1] if len(last) == 1 else h[torch.tensor(last, device=device)]
             x = _rms(sel, self.final_norm)
-            head = self.head_low if one_row else self.head_big if many else None
+            head = self.head_low if few_rows else self.head_big if many else None
             if head is not None:
                 logits = _low_mm(x, *head)
             else:
