@@ -39,6 +39,12 @@ class TrainConfig(Section):
         description="Batch sessions of similar token length together (HF's length-grouped sampler): random "
         "batches of the default data carry 46 % padding, which every step computed for nothing.",
     )
+    chain_sessions: int = Field(
+        1, ge=1, le=8,
+        description="Train on chains of 1..N consecutive sessions (uniform) joined into one sequence, so the model "
+        "learns to answer the second and later questions of a long live session (benchmarks/long_context.py); "
+        "1 = one session per sequence.",
+    )
     cpu_bf16: Switch = Field(
         "auto",
         description="bf16 autocast of the forward when training on a CPU (weights, optimizer and losses stay fp32); "

@@ -165,3 +165,74 @@ def collate(encoded: list[EncodedRow], pad_id: int) -> dict[str, torch.Tensor]:
         "labels": labels,
         "channels": channels,
     }
+
+
+CHAIN_COLUMN = "members"  # a chained row (train.chain_sessions): the indices of its sessions in the source rows
+
+
+def concat_encoded(parts: list[EncodedRow], max_length: int | None, row_id: str) -> EncodedRow:
+    """Sessions one after another as one sequence (what a live session that goes on looks like), cut to
+    ``max_length`` at a unit boundary like a single session."""
+    ids: list[int] = []
+    labels: list[int] = []
+    channels: list[int] = []
+    amask: list[bool] = []
+    starts: list[int] = []
+    states: list[int] = []
+    for p in parts:
+        off = len(ids)
+        ids += p.input_ids
+        labels += p.labels
+        channels += p.channels
+        amask += p.audio_mask
+        starts += [s + off for s in p.unit_starts]
+        states += [s + off for s in p.state_positions]
+    audio = np.concatenate([p.unit_audio for p in parts], axis=0)
+    truncated = any(p.truncated for p in parts)
+    if max_length is not None and len(ids) > max_length:
+        n_keep, cut = unit_cut(starts, len(ids), max_length, row_id)
+        ids, labels, channels, amask = ids[:cut], labels[:cut], channels[:cut], amask[:cut]
+        starts, states, audio, truncated = starts[:n_keep], states[:n_keep], audio[:n_keep], True
+    return EncodedRow(ids, labels, channels, amask, audio, starts, states, truncated)
+
+
+def plan_chains(n: int, max_chain: int, seed: int) -> list[list[int]]:
+    """Every row once, in groups of 1..``max_chain`` consecutive rows of a seeded permutation (sizes uniform).
+
+    Why uniform from 1: a chain's first session is a fresh session's, so single sessions stay as common in
+    training as they are at the start of every live session; a chain of two or more teaches what comes after."""
+    rng = np.random.default_rng([seed, 4099])
+    order = rng.permutation(n).tolist()
+    chains, i = [], 0
+    while i < n:
+        k = int(rng.integers(1, max_chain + 1))
+        chains.append(order[i : i + k])
+        i += k
+    return chains
+
+
+class ChainCollator(LWSCollator):
+    """An :class:`LWSCollator` over chained rows (``{"members": [i, j, ...]}``) of ``source`` rows."""
+
+    def __init__(self, source: Any, tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = 2048) -> None:
+        super().__init__(tok, k, unit_samples, max_length)
+        self.source = source
+        # lengths need the sessions only: reading whole rows would decode every member's audio too
+        self._sessions = source.select_columns(["session"]) if hasattr(source, "select_columns") else source
+
+    def encode(self, row: dict[str, Any]) -> EncodedRow:
+        members = row[CHAIN_COLUMN]
+        parts = [encode_row(self.source[int(m)], self.tok, self.k, self.unit_samples, None) for m in members]
+        return concat_encoded(parts, self.max_length, f"chain of {len(members)} from row {members[0]}")
+
+    def token_length(self, row: dict[str, Any]) -> int:
+        members = row[CHAIN_COLUMN]
+        starts: list[int] = []
+        total = 0
+        for m in members:
+            enc = encode(Session.model_validate_json(self._sessions[int(m)]["session"]), self.tok, self.k)
+            starts += [s + total for s in enc.unit_starts]
+            total += len(enc)
+        if self.max_length is None or total <= self.max_length:
+            return total
+        return unit_cut(starts, total, self.max_length, f"chain from row {members[0]}")[1]

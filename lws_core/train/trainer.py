@@ -20,7 +20,7 @@ import torch
 from lws_core.errors import ConfigError, InputError, SchemaMismatchError
 from lws_core.hardware import bf16_autocast
 from lws_core.train.callbacks import TrainCallback, TrainSummary
-from lws_core.train.collator import LWSCollator
+from lws_core.train.collator import CHAIN_COLUMN, ChainCollator, LWSCollator
 from lws_core.train.deepspeed_config import (
     deepspeed_config,
     ensure_single_process_env,
@@ -187,7 +187,19 @@ def with_lengths(rows, col: LWSCollator):  # noqa: ANN001, ANN201 - datasets.Dat
     a step does not compute the padding of random batches (46 % of the default data's tokens)."""
     if LENGTH_COLUMN in rows.column_names:
         return rows
-    return rows.add_column(LENGTH_COLUMN, [col.token_length(r) for r in rows.select_columns(["session"])])
+    view = rows.select_columns([CHAIN_COLUMN if CHAIN_COLUMN in rows.column_names else "session"])
+    return rows.add_column(LENGTH_COLUMN, [col.token_length(r) for r in view])
+
+
+def chained(rows, max_chain: int, seed: int):  # noqa: ANN001, ANN201 - datasets.Dataset in and out
+    """``train.chain_sessions``: the training rows as chains of 1..``max_chain`` sessions (``plan_chains``),
+    one row per chain holding its members' indices; the collator joins them (``ChainCollator``)."""
+    from datasets import Dataset
+
+    from lws_core.train.collator import plan_chains
+
+    chains = plan_chains(len(rows), max_chain, seed)
+    return Dataset.from_dict({"id": [f"chain-{i}" for i in range(len(chains))], CHAIN_COLUMN: chains})
 
 
 def _load_data(data_dir: Path):  # noqa: ANN202
@@ -259,8 +271,9 @@ def _memory_check(cfg, tokenizer, train_rows, precision: str, on_gpu: bool, zero
         col = LWSCollator(tokenizer, cfg.schema_.audio_tokens_per_unit, int(round(cfg.schema_.unit_s * cfg.schema_.sample_rate)),
                           tc.max_length)
         enc = [col.encode(r) for r in sample]
-        seq_len = max(len(e) for e in enc)
-        units = max(e.unit_audio.shape[0] for e in enc) * tc.batch_size
+        # a chain (train.chain_sessions) may join that many of the longest sessions, up to the max_length cut
+        seq_len = min(tc.max_length, max(len(e) for e in enc) * tc.chain_sessions)
+        units = min(seq_len, max(e.unit_audio.shape[0] for e in enc) * tc.chain_sessions) * tc.batch_size
         shape = model_shape(cfg, tokenizer.vocab_size, tokenizer.special.pad, sorted(set(tokenizer.special.as_mapping().values())))
     else:
         from lws_core.model.presets import PRESETS
@@ -330,7 +343,11 @@ def train(
     hold = cfg.pretrain.warmup.projector_steps if (cfg.model.backbone_path or cfg.model.encoder_path) else 0
     if hold:
         model.hold_pretrained()
-    col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
+    if tc.chain_sessions > 1:
+        source, train_rows = train_rows, chained(train_rows, tc.chain_sessions, tc.seed)
+        col = ChainCollator(source, model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
+    else:
+        col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
     if tc.group_by_length:
         train_rows = with_lengths(train_rows, col)
 

@@ -107,3 +107,40 @@ def test_token_length_is_the_encoded_length_without_the_audio(rows, tok):
         col = LWSCollator(tok, K, synthetic.UNIT_SAMPLES, limit)
         for r in rows:
             assert col.token_length({"session": r["session"]}) == len(col.encode(r))  # no audio needed
+
+
+def test_plan_chains_covers_every_row_once_in_chains_of_one_to_n():
+    """train.chain_sessions: each row in exactly one chain, sizes 1..N (single sessions stay common), seeded."""
+    from lws_core.train.collator import plan_chains
+
+    chains = plan_chains(500, 3, seed=0)
+    assert sorted(i for c in chains for i in c) == list(range(500))
+    sizes = [len(c) for c in chains]
+    assert set(sizes) == {1, 2, 3}
+    assert plan_chains(500, 3, seed=0) == chains and plan_chains(500, 3, seed=1) != chains
+    assert all(len(c) == 1 for c in plan_chains(20, 1, seed=0))
+
+
+def test_a_chain_is_its_sessions_one_after_another(rows, tok):
+    """A chained row encodes as its members' encodings end to end (unit starts, state positions and audio
+    shifted along), and its token length is that length, cut at a unit boundary like one session."""
+    from lws_core.train.collator import ChainCollator
+
+    parts = [encode_row(rows[i], tok, K, synthetic.UNIT_SAMPLES) for i in (2, 0)]
+    col = ChainCollator(rows, tok, K, synthetic.UNIT_SAMPLES, None)
+    enc = col.encode({"members": [2, 0]})
+    assert enc.input_ids == parts[0].input_ids + parts[1].input_ids
+    assert enc.labels == parts[0].labels + parts[1].labels
+    off = len(parts[0])
+    assert enc.unit_starts == parts[0].unit_starts + [s + off for s in parts[1].unit_starts]
+    assert enc.state_positions == parts[0].state_positions + [s + off for s in parts[1].state_positions]
+    assert np.array_equal(enc.unit_audio, np.concatenate([parts[0].unit_audio, parts[1].unit_audio]))
+    assert col.token_length({"members": [2, 0]}) == len(enc)
+    limit = off + parts[1].unit_starts[1] + 2  # inside the second session's second unit
+    cut = ChainCollator(rows, tok, K, synthetic.UNIT_SAMPLES, limit)
+    short = cut.encode({"members": [2, 0]})
+    assert len(short) == off + parts[1].unit_starts[1] and short.truncated
+    assert short.unit_audio.shape[0] == len(parts[0].unit_starts) + 1
+    assert cut.token_length({"members": [2, 0]}) == len(short)
+    batch = col([{"members": [2, 0]}, {"members": [1]}])
+    assert batch["unit_audio"].shape[0] * K == int(batch["audio_mask"].sum())

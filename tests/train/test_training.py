@@ -105,6 +105,29 @@ def test_clear_errors_before_training(tiny_cfg, tiny_dataset, tmp_path):
         train(tiny_cfg, other, tmp_path / "m", progress=False)
 
 
+def test_chained_sessions_train_on_joined_sequences(tiny_cfg, tiny_dataset, tmp_path):
+    """train.chain_sessions: the Trainer gets one row per chain, its length column is the joined length, and a
+    short DeepSpeed run trains on it (the longer sequences pass the memory pre-check)."""
+    from lws_core.data.dataset import load_dataset_dir
+    from lws_core.schema import SchemaTokenizer
+    from lws_core.train.collator import ChainCollator, LWSCollator
+    from lws_core.train.trainer import LENGTH_COLUMN, chained, with_lengths
+
+    rows = load_dataset_dir(tiny_dataset)["train"]
+    sc = tiny_cfg.schema_
+    tok = SchemaTokenizer.load(Path(tiny_dataset) / "tokenizer")
+    chains = chained(rows, 3, seed=0)
+    assert sorted(i for c in chains["members"] for i in c) == list(range(len(rows))) and len(chains) < len(rows)
+    unit = int(round(sc.unit_s * sc.sample_rate))
+    col = ChainCollator(rows, tok, sc.audio_tokens_per_unit, unit, None)
+    one = LWSCollator(tok, sc.audio_tokens_per_unit, unit, None)
+    lengths = with_lengths(chains, col)[LENGTH_COLUMN]
+    assert lengths == [sum(one.token_length(rows[int(m)]) for m in c) for c in chains["members"]]
+    cfg = tiny_cfg.with_overrides({"train.chain_sessions": 3, "train.max_steps": 4, "train.batch_size": 2})
+    s = train(cfg, tiny_dataset, tmp_path / "m", progress=False)
+    assert s.steps == 4 and s.tokens > 0
+
+
 def test_length_grouped_batches_carry_less_padding_than_random_ones(tiny_cfg, tiny_dataset):
     """train.group_by_length: the length column is the collator's own length, and the Trainer's sampler then
     forms batches that pad less than random ones (what made the stage 25 % faster on the default data)."""
