@@ -123,6 +123,10 @@ def main() -> None:
         f, last, al = s["first_third"], s["last_third"], s["all"]
         print(f"| {w} | {s['rebuilds']} | {f['written']:.3f} / {last['written']:.3f} / {al['written']:.3f} | {al['spoken']:.3f} "
               f"| {f['state']:.3f} / {last['state']:.3f} / {al['state']:.3f} |")
+    print("\nwritten accuracy by position in the chain (0 = the first question of the stream):")
+    for w, s in results.items():
+        row = " ".join("  - " if v["written"] is None else f"{v['written']:.2f}" for _, v in sorted(s["by_position"].items()))
+        print(f"  {w:>6}: {row}")
 
 
 if __name__ == "__main__":
