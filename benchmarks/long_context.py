@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +66,9 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--scenario", default="single_turn", help="Only this scenario's sessions (all: '').")
     ap.add_argument("--lengths", action="store_true", help="Print the dataset's token lengths per split and exit.")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="Write flat metrics (long_task_accuracy[_later|_alone], long_spoken_accuracy, long_state_accuracy; "
+                    "suffixed _seen_phrasing on test_seen) for the first of --windows, for benchmarks/seed_metrics.py --extra.")
     a = ap.parse_args()
     if a.lengths:
         _lengths(a.data)
@@ -106,7 +110,8 @@ def main() -> None:
                 rebuilds += sess.rebuilds
             for pos, ((row, labels, _), (lo, hi)) in enumerate(zip(chain, spans, strict=True)):
                 by_pos[pos].append(_score(units[lo:hi], row, labels))
-        summary = {"rebuilds": rebuilds, "by_position": {}}
+        later = [x for pos in by_pos if pos > 0 for x in by_pos[pos]]
+        summary = {"rebuilds": rebuilds, "by_position": {}, "later_written": float(np.mean([x["written"] for x in later if x["written"] is not None]))}
         for pos in sorted(by_pos):
             s = by_pos[pos]
             summary["by_position"][pos] = {
@@ -117,6 +122,15 @@ def main() -> None:
             summary[name] = {k: (float(np.mean(v)) if (v := [x[k] for x in flat if x[k] is not None]) else None) for k in ("state", "written", "spoken")}
         results[str(window)] = summary
         print(json.dumps({"window": window, **{k: summary[k] for k in ("rebuilds", "first_third", "last_third", "all")}}), flush=True)
+    if a.out is not None:
+        suffix = "" if a.split == "test" else "_seen_phrasing"
+        w = results[str(a.windows[0])]
+        flat = {
+            f"long_task_accuracy{suffix}": w["all"]["written"], f"long_task_accuracy_later{suffix}": w["later_written"],
+            f"long_spoken_accuracy{suffix}": w["all"]["spoken"], f"long_state_accuracy{suffix}": w["all"]["state"],
+            f"long_task_accuracy_alone{suffix}": results["alone"]["all"]["written"],
+        }
+        a.out.write_text(json.dumps(flat, indent=1))
     print("\n| window | rebuilds | written first / last third / all | spoken all | state first / last third / all |")
     print("|---|---|---|---|---|")
     for w, s in results.items():

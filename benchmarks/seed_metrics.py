@@ -64,6 +64,9 @@ def main() -> None:
                     help="a baseline's metrics.json per seed, same order (adds its mean and the paired difference)")
     ap.add_argument("--base-encoder-reports", nargs="*", type=Path, default=[],
                     help="the baseline's pretrain_report.json per seed, same order (its encoder_wer, paired)")
+    ap.add_argument("--extra", nargs="*", type=Path, default=[],
+                    help="more flat metrics per seed (e.g. benchmarks/long_context.py --out): one file per seed in seed order, then the next kind of file in the same order")
+    ap.add_argument("--base-extra", nargs="*", type=Path, default=[], help="the baseline's --extra files, same order")
     a = ap.parse_args()
     if a.base and len(a.base) != len(a.metrics):
         ap.error(f"--base needs one metrics.json per seed ({len(a.metrics)}), got {len(a.base)}")
@@ -73,8 +76,12 @@ def main() -> None:
     base = [json.loads(p.read_text()) for p in a.base]
     for run, report in zip(base, a.base_encoder_reports, strict=False):
         run["encoder_wer"] = json.loads(report.read_text())["wer"]
+    for group, extras in ((runs, a.extra), (base, a.base_extra)):
+        for i, p in enumerate(extras):
+            group[i % len(group)].update(json.loads(p.read_text()))  # several files per seed: round-robin by seed
     everyone = runs + base
     keys = [k for k in (*HEADLINE, "encoder_wer") if all(k in r for r in everyone)]
+    keys += sorted(k for k in runs[0] if k.startswith("long_") and all(k in r for r in everyone))
     keys += sorted(k for k in runs[0] if k.startswith(FAMILY_PREFIXES) and all(k in r for r in everyone))
     if base:
         print(f"| metric | base ({len(runs)} seeds) | this | per seed, base → this | paired Δ |")
