@@ -26,19 +26,13 @@ import numpy as np
 
 def _score(units, row, labels) -> dict[str, float | None]:  # noqa: ANN001
     """One question's units against its own session's labels (the evaluation's own graders)."""
-    from lws_core.eval.internal import tally_session
-    from lws_core.eval.metrics import TaskTally
+    from lws_core.eval.stream import grade_units
 
-    gold = [u.state for u in labels.units]
-    pred = [u.state for u in units][: len(gold)]
-    written = "".join(u.write for u in units)
-    spoken = " ".join(u.say for u in units if u.state == "speak" and u.say)
-    w, s = tally_session(TaskTally(), row, labels, written, spoken)
-    return {
-        "state": float(np.mean([p == g for p, g in zip(pred, gold, strict=True)])),
-        "written": None if w is None else float(w),
-        "spoken": None if s is None else float(s),
-    }
+    return _grades(*grade_units(units, row, labels)[:4])
+
+
+def _grades(ok: int, n: int, w: bool | None, s: bool | None) -> dict[str, float | None]:
+    return {"state": ok / n, "written": None if w is None else float(w), "spoken": None if s is None else float(s)}
 
 
 def _lengths(data: str) -> None:
@@ -77,13 +71,13 @@ def main() -> None:
 
     from lws_core.data.dataset import load_dataset_dir, require_rows, row_audio, row_session
     from lws_core.engine import Engine, EngineConfig
+    from lws_core.eval.stream import run_stream
 
     rows = require_rows(load_dataset_dir(a.data), a.split)
     picked = [i for i in range(len(rows)) if not a.scenario or rows[i]["scenario"] == a.scenario][: a.chain * a.chains]
     if len(picked) < a.chain * a.chains:
         raise SystemExit(f"error: only {len(picked)} {a.scenario or 'any'} sessions in {a.split}; lower --chain/--chains")
     items = [(rows[i], row_session(rows[i]), row_audio(rows[i])) for i in picked]
-    unit_n = 16000  # samples per unit (1.0 s): each session's audio is padded to its labelled units
     results: dict[str, dict] = {}
     for window in ["alone", *a.windows]:
         cfg = EngineConfig() if window == "alone" else EngineConfig(max_context_tokens=window)
@@ -97,19 +91,10 @@ def main() -> None:
                     res = engine.simulate(audio)
                     by_pos[pos].append(_score(res.units, row, labels))
                 continue
-            parts, spans, at = [], [], 0
-            for _, labels, audio in chain:
-                n = len(labels.units)
-                buf = np.zeros(n * unit_n, dtype=np.float32)
-                buf[: min(len(audio), len(buf))] = audio[: len(buf)]
-                parts.append(buf)
-                spans.append((at, at + n))
-                at += n
-            with engine.session() as sess:
-                units = [sess.step(block) for block in engine.iter_units(np.concatenate(parts))]
-                rebuilds += sess.rebuilds
-            for pos, ((row, labels, _), (lo, hi)) in enumerate(zip(chain, spans, strict=True)):
-                by_pos[pos].append(_score(units[lo:hi], row, labels))
+            stream = run_stream(engine, chain)
+            rebuilds += stream.rebuilds
+            for q in stream.questions:
+                by_pos[q.position].append(_grades(q.state_correct, q.units, q.written, q.spoken))
         later = [x for pos in by_pos if pos > 0 for x in by_pos[pos]]
         summary = {"rebuilds": rebuilds, "by_position": {}, "later_written": float(np.mean([x["written"] for x in later if x["written"] is not None]))}
         for pos in sorted(by_pos):

@@ -43,6 +43,15 @@ class EvalConfig(Section):
         description="Also run the probe's pause and turn-taking tasks on training phrasings (fdb_*_seen_phrasing): "
         "separates misreading a new phrasing from not hearing (~20 s more).",
     )
+    stream_questions: int = Field(
+        10,
+        ge=2,
+        description="Held-out questions per stream: sessions asked back to back in one engine session, each graded "
+        "against its own labels (stream_* metrics: are later questions of a live session still answered?).",
+    )
+    streams: int = Field(
+        6, ge=0, description="Streams per held-out split (0 = no stream_* metrics); 6 x 10 questions take ~30 s on 2 cores."
+    )
     judge: JudgeConfig = JudgeConfig()
     consistency_embedding: bool = True
     voicebench_samples: int = Field(3, ge=1, description="Judge samples averaged per VoiceBench response (VoiceBench uses 3).")

@@ -47,6 +47,7 @@ class RegistryConfig(Section):
             GateRule(metric="state_accuracy", direction="higher", tolerance=0.02, floor=0.8),
             GateRule(metric="task_accuracy", direction="higher", tolerance=0.15),
             GateRule(metric="consistency_rate", direction="higher", tolerance=0.1, required=False),
+            GateRule(metric="stream_task_accuracy", direction="higher", tolerance=0.15, required=False),
             GateRule(metric="fdb_turn_taking_tor", direction="higher", tolerance=0.25, required=False),
             GateRule(metric="fdb_pause_tor", direction="lower", tolerance=0.25, required=False),
             GateRule(metric="fdb_backchannel_tor", direction="lower", tolerance=0.25, required=False),

@@ -274,6 +274,23 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
                 if sc.consistent is not None:
                     cons_seen.append(sc.consistent)
 
+        streamed: dict[str, Any] = {}
+        if cfg.eval.streams:  # the same held-out questions, asked one after another in one engine session
+            from lws_core.eval.stream import stream_metrics, stream_split
+
+            for split_rows, count, suffix in ((rows, n, ""), (seen_rows, n_seen, SEEN_SUFFIX)):
+                if split_rows is None:
+                    continue
+                q = cfg.eval.stream_questions
+                graded = list(stream_split(engine, split_rows.select(range(count)), q, cfg.eval.streams, progress,
+                                           desc=f"evaluate streams of {q}{suffix and ' ' + SEEN_SPLIT}"))
+                streamed.update(stream_metrics(graded, suffix))
+                if not suffix:  # paired by the gate, question by question
+                    for g in graded:
+                        per_session.add("stream_state_accuracy", f"stream/{g.id}", g.state_correct, g.units)
+                        if g.written is not None:
+                            per_session.add("stream_task_accuracy", f"stream/{g.id}", float(g.written))
+
         metrics: dict[str, Any] = {
             "eval_sessions": n,
             "eval_units": units,
@@ -298,6 +315,7 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
                 if seen_rows is not None
                 else {}
             ),
+            **streamed,
             "consistency_rate": _mean([float(c) for c in cons]) if cons else float("nan"),
             "consistency_checked": len(cons),
             "consistency_paper_reference": PAPER_CONSISTENCY,
