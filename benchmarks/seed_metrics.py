@@ -81,7 +81,11 @@ def main() -> None:
             group[i % len(group)].update(json.loads(p.read_text()))  # several files per seed: round-robin by seed
     everyone = runs + base
     keys = [k for k in (*HEADLINE, "encoder_wer") if all(k in r for r in everyone)]
-    keys += sorted(k for k in runs[0] if k.startswith("long_") and all(k in r for r in everyone))
+    keys += sorted(
+        k for k in runs[0]
+        if k.startswith(("long_", "stream_")) and not k.startswith("stream_questions")
+        and all(r.get(k) is not None for r in everyone)
+    )
     keys += sorted(k for k in runs[0] if k.startswith(FAMILY_PREFIXES) and all(k in r for r in everyone))
     if base:
         print(f"| metric | base ({len(runs)} seeds) | this | per seed, base → this | paired Δ |")

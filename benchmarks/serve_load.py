@@ -77,7 +77,7 @@ async def client(url: str, audio: np.ndarray, frame_s: float = 0.1, delay_s: flo
 
     from lws_core.audio import pcm16_bytes
 
-    res: dict = {"refused": False, "behind": False, "latency_ms": [], "server_latency_ms": [], "rtf": [], "units": 0}
+    res: dict = {"refused": False, "behind": False, "latency_ms": [], "server_latency_ms": [], "rtf": [], "units": 0, "by_index": []}
     sent_at: dict[int, float] = {}
     await asyncio.sleep(delay_s)  # clients out of phase: their units come due at different moments
     try:
@@ -102,6 +102,7 @@ async def client(url: str, audio: np.ndarray, frame_s: float = 0.1, delay_s: flo
                         if t is not None:
                             res["latency_ms"].append((time.monotonic() - t) * 1000)
                         res["server_latency_ms"].append(ev["latency_ms"])
+                        res["by_index"].append((ev["index"], ev["latency_ms"]))
                         res["rtf"].append(ev["timings"]["total_ms"] / 1000 / first["unit_s"])
                     elif ev["type"] == "error" and ev["code"] == "behind":
                         res["behind"] = True
@@ -124,6 +125,9 @@ async def client(url: str, audio: np.ndarray, frame_s: float = 0.1, delay_s: flo
     return res
 
 
+INDEX_BUCKETS = ((0, 2), (2, 5), (5, 1 << 30))  # unit indices: 0-1, 2-4, 5 on
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -136,7 +140,10 @@ async def run_level(url: str, n: int, seconds: float) -> dict:
     lat = [x for r in results for x in r["latency_ms"]]
     srv = [x for r in results for x in r["server_latency_ms"]]
     rtf = [x for r in results for x in r["rtf"]]
+    by_index = [x for r in results for x in r["by_index"]]
     return {
+        # when in a session the slow units come: its first units (admission, a new session's first prefill) or later
+        "srv_p95_by_index": [pct([ms for i, ms in by_index if lo <= i < hi], 95) for lo, hi in INDEX_BUCKETS],
         "clients": n,
         "served": sum(not r["refused"] for r in results),
         "refused": sum(r["refused"] for r in results),
@@ -212,6 +219,7 @@ def main() -> None:
               "| CPU s: server / load generator |")
         print("|---|---|---|---|---|---|---|---|---|")
         first_refusal = None
+        profiles = []
         proc = psutil.Process(server.pid)
         for n in args.clients:
             # CPU seconds each side spent on the level: the two processes share the cores, so what the load
@@ -219,6 +227,7 @@ def main() -> None:
             srv0, gen0 = tree_cpu(proc), time.process_time()
             r = asyncio.run(run_level(f"ws://127.0.0.1:{port}/ws", n, args.seconds))
             srv_cpu, gen_cpu = tree_cpu(proc) - srv0, time.process_time() - gen0
+            profiles.append((n, r["srv_p95_by_index"]))
             if first_refusal is None and r["refused"]:
                 first_refusal = n
             print(
@@ -234,6 +243,8 @@ def main() -> None:
             f"mean sessions per round {m.get('engine_batch_mean')}; multi-session forwards {m.get('engine_batched_forwards')}, "
             f"with block attention {m.get('engine_block_attention_forwards')}; load now {os.getloadavg()[0]:.1f}"
         )
+        print("server p95 (ms) by unit index in the session, units 0-1 / 2-4 / 5 on: "
+              + "; ".join(f"N={n}: " + " / ".join(f"{v:.0f}" for v in prof) for n, prof in profiles))
     finally:
         server.send_signal(signal.SIGINT)
         try:
