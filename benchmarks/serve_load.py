@@ -132,17 +132,49 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _poll_processes(http: str, stop: asyncio.Event) -> list[dict]:
+    """Sample ``/metrics?format=json`` every 0.2 s while a level runs: each request is a new connection, so the
+    kernel's hash spreads the samples over the server processes, and each answers for itself (``pid``)."""
+    samples = []
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"{http}/metrics?format=json", timeout=2) as r:
+                samples.append(json.loads(r.read()))
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return samples
+
+
+def per_process(samples: list[dict]) -> str:
+    """Each process's most sessions held, its admission limit at that moment and its largest latency excess."""
+    out = []
+    for pid in sorted({x["pid"] for x in samples}):
+        mine = [x for x in samples if x["pid"] == pid]
+        peak = max(mine, key=lambda x: x["active_sessions"])
+        excess = max((x.get("admission_latency_excess_s") or 0.0) for x in mine)
+        out.append(f"pid {pid}: peak {peak['active_sessions']} (limit then {peak.get('admission_limit_sessions')}), "
+                   f"max excess {excess * 1000:.0f} ms")
+    return "; ".join(out)
+
+
 async def run_level(url: str, n: int, seconds: float) -> dict:
     audios = [speech_for(i, seconds) for i in range(n)]
+    stop = asyncio.Event()
+    http = url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+    poller = asyncio.create_task(asyncio.to_thread(_poll_processes, http, stop))
     # staggered over one unit: units come due spread over the second, the batcher's harder case
     # (clients started in lockstep would hand it perfectly full rounds)
     results = await asyncio.gather(*(client(url, a, delay_s=i / n) for i, a in enumerate(audios)))
+    stop.set()
+    samples = await poller
     lat = [x for r in results for x in r["latency_ms"]]
     srv = [x for r in results for x in r["server_latency_ms"]]
     rtf = [x for r in results for x in r["rtf"]]
     by_index = [x for r in results for x in r["by_index"]]
     return {
         # when in a session the slow units come: its first units (admission, a new session's first prefill) or later
+        "processes": per_process(samples),
         "srv_p95_by_index": [pct([ms for i, ms in by_index if lo <= i < hi], 95) for lo, hi in INDEX_BUCKETS],
         "clients": n,
         "served": sum(not r["refused"] for r in results),
@@ -227,7 +259,7 @@ def main() -> None:
             srv0, gen0 = tree_cpu(proc), time.process_time()
             r = asyncio.run(run_level(f"ws://127.0.0.1:{port}/ws", n, args.seconds))
             srv_cpu, gen_cpu = tree_cpu(proc) - srv0, time.process_time() - gen0
-            profiles.append((n, r["srv_p95_by_index"]))
+            profiles.append((n, r["srv_p95_by_index"], r["processes"]))
             if first_refusal is None and r["refused"]:
                 first_refusal = n
             print(
@@ -244,7 +276,9 @@ def main() -> None:
             f"with block attention {m.get('engine_block_attention_forwards')}; load now {os.getloadavg()[0]:.1f}"
         )
         print("server p95 (ms) by unit index in the session, units 0-1 / 2-4 / 5 on: "
-              + "; ".join(f"N={n}: " + " / ".join(f"{v:.0f}" for v in prof) for n, prof in profiles))
+              + "; ".join(f"N={n}: " + " / ".join(f"{v:.0f}" for v in prof) for n, prof, _ in profiles))
+        for n, _, procs in profiles:
+            print(f"N={n}, per process: {procs}")
     finally:
         server.send_signal(signal.SIGINT)
         try:

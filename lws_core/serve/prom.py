@@ -23,7 +23,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # server gauges that add up over processes (capacity, queues, counts); the others (costs, RTF, means) take the
 # slowest process's value
 SUMMED_EXTRAS = frozenset(
-    {"capacity_sessions", "max_sessions", "engine_queue", "engine_rounds", "engine_batched_forwards", "engine_block_attention_forwards"}
+    {"capacity_sessions", "admission_limit_sessions", "max_sessions", "engine_queue", "engine_rounds", "engine_batched_forwards", "engine_block_attention_forwards"}
 )
 
 

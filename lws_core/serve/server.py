@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -135,7 +136,10 @@ class LWSServer:
         async def metrics(format: str = "prometheus") -> Response:  # noqa: A002 - query parameter name
             if format == "json":  # NaN (no RTF measured yet: no warm-up, no unit) is not JSON: null
                 extra = self._gauges()
-                return JSONResponse({**self.metrics.snapshot(), **{k: v if math.isfinite(v) else None for k, v in extra.items()}})
+                # ``pid``: which process answered (``lws serve --processes N``: each answers for itself)
+                return JSONResponse(
+                    {**self.metrics.snapshot(), "pid": os.getpid(), **{k: v if math.isfinite(v) else None for k, v in extra.items()}}
+                )
             return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
 
         @app.websocket("/ws")
@@ -158,6 +162,8 @@ class LWSServer:
             "capacity_sessions": float(min(cap, self.settings.max_sessions)) if cap is not None else float(self.settings.max_sessions),
             "max_sessions": float(self.settings.max_sessions),
             "engine_rtf_ema": self.scheduler.rtf if self.scheduler.rtf is not None else float("nan"),
+            "admission_limit_sessions": self.session_limit(),
+            "admission_latency_excess_s": self.scheduler.latency_excess,
             "engine_queue": float(self.scheduler.queued + self.batcher.queued),
             "engine_rounds": float(self.batcher.rounds),
             "engine_batch_mean": float(sum(self.batcher.round_sizes) / len(self.batcher.round_sizes)) if self.batcher.round_sizes else float("nan"),

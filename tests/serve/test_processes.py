@@ -81,7 +81,11 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
             assert samples["lws_units_total"] == sum(out) and samples["lws_sessions_total"] == n, samples
             assert samples["lws_active_sessions"] == 0 and samples["lws_max_sessions"] == 40
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?format=json", timeout=10) as r:
-                assert 0 < json.loads(r.read())["units_total"] < sum(out)
+                js = json.loads(r.read())
+            assert 0 < js["units_total"] < sum(out)
+            assert js["pid"] in {w.pid for w in workers}  # the process that answered, for per-process views
+            assert 1 <= js["admission_limit_sessions"] <= 20 and js["admission_latency_excess_s"] >= 0
+            assert samples["lws_admission_limit_sessions"] >= js["admission_limit_sessions"]  # a sum over processes
     finally:
         interrupt(p, 30)
     assert p.returncode in (0, -signal.SIGINT, 130), p.stderr.read()
