@@ -8,7 +8,8 @@ socket itself to that one (``SCM_RIGHTS`` over a Unix datagram socket of the sup
 is read; the client sees one ordinary connection.
 
 Room is the sessions a process would still admit (its admission limit: measured capacity, the share of
-``max_sessions`` and ``max_connections``) less the connections it holds. Each process publishes its own room in
+``max_sessions`` and ``max_connections``, at most the mean of every process's own limit: :meth:`Balancer.mean_limit`)
+less the connections it holds. Each process publishes its own room in
 a shared array about every ``PUBLISH_S`` and after each decision; a sender counts what it passed on against
 the receiver's published room until the receiver publishes again. A passed connection is never passed again.
 
@@ -22,6 +23,7 @@ otherwise uvicorn's own protocol.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -32,17 +34,21 @@ PUBLISH_S = 0.025  # how stale another process's published room may be
 class Balancer:
     """One process's side: its inbox, every process's outbox, the shared room array."""
 
-    def __init__(self, index: int, rooms: Any, inbox: socket.socket, outboxes: list[socket.socket]) -> None:  # noqa: ANN401 - a RawArray
-        """``rooms``: a shared ``RawArray("d", N)``. Its updates are not locked: a lost update only makes one
-        decision on a stale figure, corrected at the next publish."""
+    def __init__(
+        self, index: int, rooms: Any, inbox: socket.socket, outboxes: list[socket.socket], limits: Any = None,  # noqa: ANN401 - RawArrays
+    ) -> None:
+        """``rooms``, ``limits``: shared ``RawArray("d", N)`` (``limits`` NaN until a process publishes). Their updates
+        are not locked: a lost update only makes one decision on a stale figure, corrected at the next publish."""
         self.index = index
         self.rooms = rooms
+        self.limits = limits
         self.inbox = inbox
         self.outboxes = outboxes
         for s in [inbox, *outboxes]:
             s.setblocking(False)
         # set in the server process (a spawned process gets the Balancer pickled, so no callables before then)
         self.limit: Callable[[], float] | None = None  # the sessions it would hold now
+        self.own_limit: Callable[[], float] | None = None  # ... by its own measurements alone (what it publishes)
         self.on_handoff: Callable[[], None] | None = None  # counts a passed connection in the metrics
         self._held: set[asyncio.BaseTransport] = set()
 
@@ -52,8 +58,22 @@ class Balancer:
         return (self.limit() if self.limit is not None else float("inf")) - len(self._held)
 
     def publish(self) -> None:
+        if self.limits is not None and self.own_limit is not None:
+            self.limits[self.index] = min(1e9, self.own_limit())
         room = self.room()
         self.rooms[self.index] = max(-1e9, min(1e9, room))
+
+    def mean_limit(self) -> float:
+        """The mean of the processes' own published limits (inf before any has published).
+
+        Why each process admits at most this: the processes are alike (one model, a core each), so their cost
+        models estimate one capacity with noise, and trust grows with what a process has served. Each admitting up
+        to its own estimate let the optimistic one take twice the other's sessions, past its core's capacity (48 /
+        97 sessions at p95 1.1 s where 96 / 96 held 0.88 s; benchmarks/results/serve.md, stop 48)."""
+        if self.limits is None:
+            return math.inf
+        published = [v for v in self.limits[:] if math.isfinite(v)]
+        return sum(published) / len(published) if published else math.inf
 
     def hold(self, transport: asyncio.BaseTransport) -> None:
         self._held.add(transport)
@@ -154,6 +174,8 @@ def balanced_server(config: Any, balancer: Balancer) -> Any:  # noqa: ANN401 - u
             if getattr(self, "_tick", None) is not None:
                 self._tick.cancel()
             balancer.rooms[balancer.index] = -1e9  # take no more connections from the others
+            if balancer.limits is not None:
+                balancer.limits[balancer.index] = math.nan  # and leave the others' mean
             await super().shutdown(sockets)
 
     return BalancedServer(config)

@@ -102,6 +102,8 @@ def _worker_main(spec: WorkerSpec, port: int, ready: Any, errors: Any, balancer:
     app = create_app(engine, settings, spec.model_name)
     server = app.state.lws
     balancer.limit = server.session_limit
+    balancer.own_limit = server.own_limit
+    server.share_limit = balancer.mean_limit
     balancer.on_handoff = server.metrics.prom.handoffs.inc
     sock.listen(2048)
     ready.set()
@@ -126,8 +128,9 @@ def serve_processes(spec: WorkerSpec, settings: ServeSettings, processes: int, a
     # new connections go to the process with the most room (lws_core.serve.balance): a shared array of rooms and
     # one Unix datagram socket pair per process, its inbox for the connections the others pass it
     rooms = ctx.RawArray("d", [-1e9] * processes)  # no room until a process has warmed up and published its own
+    limits = ctx.RawArray("d", [math.nan] * processes)  # each process's own admission limit (Balancer.mean_limit)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(processes)]
-    balancers = [Balancer(i, rooms, pairs[i][0], [w for _, w in pairs]) for i in range(processes)]
+    balancers = [Balancer(i, rooms, pairs[i][0], [w for _, w in pairs], limits) for i in range(processes)]
     procs = [
         ctx.Process(target=_worker_main, args=(spec, port, r, errors, b), name=f"lws-serve-{i}")
         for i, (r, b) in enumerate(zip(readies, balancers, strict=True))

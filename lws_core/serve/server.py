@@ -20,7 +20,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,9 @@ class LWSServer:
         self.metrics = Metrics()
         self.metrics.gauges = self._gauges
         self.scheduler = Scheduler(self.settings.workers, self.unit_s, self.settings.target_utilization)
+        # ``lws serve --processes N``: the processes' mean admission limit, each admitting at most that (set by
+        # lws_core.serve.processes; Balancer.mean_limit says why); None for one process
+        self.share_limit: Callable[[], float] | None = None
         self.batcher = Batcher(
             engine, self.scheduler, self.settings.max_batch, batch=self.settings.batch,
             continuous=self.settings.continuous_batching,
@@ -149,12 +152,18 @@ class LWSServer:
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
         return app
 
-    def session_limit(self) -> float:
-        """The most sessions this server would hold now: its limits and, with measured admission, what the
-        scheduler admits (``lws serve --processes N`` balances new connections by it: :mod:`.balance`)."""
+    def own_limit(self) -> float:
+        """The most sessions this server would hold now by its own limits and, with measured admission, what its
+        scheduler admits."""
         s = self.settings
         cap = self.scheduler.limit() if s.measured_admission else None
         return float(min(s.max_sessions, s.max_connections, cap if cap is not None else math.inf))
+
+    def session_limit(self) -> float:
+        """:meth:`own_limit`, and with ``lws serve --processes N`` and measured admission at most the processes'
+        mean (:meth:`.balance.Balancer.mean_limit`); new connections are balanced by it (:mod:`.balance`)."""
+        share = self.share_limit() if self.share_limit is not None and self.settings.measured_admission else math.inf
+        return min(self.own_limit(), share)
 
     def _gauges(self) -> dict[str, float]:
         cap = self.scheduler.capacity()
@@ -301,7 +310,10 @@ class LWSServer:
             if m.active_sessions >= s.max_sessions:
                 m.refuse("max_sessions")
                 raise _Closed(P.CLOSE_TRY_AGAIN, "busy")
-            if s.measured_admission and not self.scheduler.admits(m.active_sessions):
+            if s.measured_admission and (
+                not self.scheduler.admits(m.active_sessions)
+                or (m.active_sessions and self.share_limit is not None and m.active_sessions + 1 > self.share_limit())
+            ):
                 m.refuse("capacity")
                 raise _Closed(P.CLOSE_TRY_AGAIN, "busy")
             m.active_sessions += 1  # no await since the checks: admission is atomic on the event loop

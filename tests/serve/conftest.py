@@ -50,8 +50,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(engine, **settings) -> Iterator[str]:  # noqa: ANN001
-    """A real uvicorn server in a thread on a free loopback port; yields its base URL ``127.0.0.1:PORT``."""
+def running_server(engine, configure=None, **settings) -> Iterator[str]:  # noqa: ANN001
+    """A real uvicorn server in a thread on a free loopback port; yields its base URL ``127.0.0.1:PORT``.
+    ``configure(server)``, when given, is called on the app's LWS server object before it starts."""
     import uvicorn
 
     from lws_core.serve import ServeSettings, create_app
@@ -59,6 +60,8 @@ def running_server(engine, **settings) -> Iterator[str]:  # noqa: ANN001
 
     st = ServeSettings(host="127.0.0.1", port=free_port(), **settings).check()
     app = create_app(engine, st)
+    if configure is not None:
+        configure(app.state.lws)
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(st), log_level="warning", lifespan="on"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()

@@ -242,3 +242,27 @@ def test_latency_bound_adds_what_served_units_exceeded_the_model_by(monkeypatch)
     for _ in range(200):  # faster than predicted: nothing to correct
         s.observe_latency(predicted / 2, 100)
     assert s.latency_excess == 0.0 and s.capacity() == base
+
+
+def test_a_busy_spells_excess_counts_in_proportion_below_its_load(monkeypatch):
+    """Units served over the bound at 60 sessions: from 60 up their excess counts whole, below it in proportion, so
+    the next burst on an emptied server is admitted up to about the load that was shown to hold, not refused whole
+    (with the excess added whole at every load, as before stop 48, nothing past the first session would be)."""
+    import lws_core.serve.scheduler as sched_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(sched_mod.time, "monotonic", lambda: clock[0])
+    s = Scheduler(1, 1.0, 0.85)
+    s.set_cost_model(0.052, 0.052 + 31 * 0.003, 32)  # c0 = 49 ms, c1 = 3 ms: 268 sessions by the model alone
+    assert s.capacity() == 268
+    for _ in range(100):
+        s.observe_latency(s._model_latency_s(60) + 0.45, 60)
+    excess, at = s._excess_at()
+    assert at == 60 and abs(excess - 0.45) < 1e-6
+    assert s.latency_s(30) == pytest.approx(s._model_latency_s(30) + 0.225)
+    assert s.latency_s(90) == pytest.approx(s._model_latency_s(90) + 0.45)
+    assert s.latency_s(60) > 0.5  # the load it was measured at broke the bound: capacity falls below it
+    cap = s.capacity()
+    assert 40 < cap < 60 and s.latency_s(cap) <= 0.5 < s.latency_s(cap + 1)
+    assert s.admits(cap - 1) and not s.admits(cap)
+    assert 2 * s.tail_k * s.cost_model[0] > 0.5 - 0.45  # the old, additive bound: no room for even one session

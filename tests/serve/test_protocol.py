@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 import time
 import urllib.request
@@ -262,6 +263,54 @@ def test_measured_capacity_refuses_sessions_it_cannot_keep_real_time(engine):
                 code, msgs = closed_with(second)
         assert code == 1013 and errors(msgs) == ["busy"]
         assert get_json(base, "/metrics?format=json")["refusals"] == {"capacity": 1}
+
+
+def test_a_process_admits_at_most_the_processes_mean_limit(engine):
+    """`lws serve --processes N`: beside its own measured capacity, a process admits at most the mean of every
+    process's own limit (what lws_core.serve.processes wires to Balancer.mean_limit; set by hand here)."""
+    share = [1.5]
+    with running_server(engine, max_sessions=8, configure=lambda srv: setattr(srv, "share_limit", lambda: share[0])) as base:
+        assert get_json(base, "/metrics?format=json")["admission_limit_sessions"] == 1.5
+        with connect(f"ws://{base}/ws") as first:
+            first.send(hello())
+            assert recv_until(first, is_type("ready"))
+            with connect(f"ws://{base}/ws") as second:
+                second.send(hello())
+                code, msgs = closed_with(second)
+            assert code == 1013 and errors(msgs) == ["busy"]
+            share[0] = math.inf  # the same second session, once the mean leaves room: its own capacity admits it
+            with connect(f"ws://{base}/ws") as again:
+                again.send(hello())
+                assert recv_until(again, is_type("ready"))
+        assert get_json(base, "/metrics?format=json")["refusals"] == {"capacity": 1}
+
+
+def test_mean_limit_counts_the_processes_that_published():
+    import multiprocessing as mp
+    import socket
+
+    from lws_core.serve.balance import Balancer
+
+    limits, rooms = mp.RawArray("d", [math.nan] * 3), mp.RawArray("d", [-1e9] * 3)
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        bs = [Balancer(i, rooms, pairs[i][0], [w for _, w in pairs], limits) for i in range(3)]
+        assert bs[0].mean_limit() == math.inf  # nobody has published
+        for b, own in zip(bs, (40.0, 100.0, 60.0), strict=True):
+            b.own_limit = lambda own=own: own
+            b.limit = lambda b=b: min(b.own_limit(), b.mean_limit())
+        bs[0].publish()
+        bs[1].publish()
+        assert bs[2].mean_limit() == 70.0  # the third has not published yet
+        assert rooms[1] == 70.0  # room by the capped limit: the optimistic process takes no more than the mean
+        bs[2].publish()
+        assert bs[0].mean_limit() == bs[1].mean_limit() == 200.0 / 3
+        limits[1] = math.nan  # a process shutting down leaves the mean
+        assert bs[0].mean_limit() == 50.0
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 
 def test_continuous_batching_server_streams_concurrent_sessions(engine, speech16k):
