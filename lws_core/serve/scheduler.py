@@ -28,7 +28,7 @@ started waits for it, then runs in the next; the latency bound takes those two a
 percentile of recent rounds' slowdown, :attr:`Scheduler.tail_k`), since the p95 unit waits for the slow ones. A new session is refused (close 1013) when either
 would pass its bound (``target_utilization``; half a unit of latency for those two rounds), when it
 would take the server past the range the model is trusted for (:meth:`Scheduler.trusted`: the
-warm-up's estimate, or 1.5 x the most sessions served so far), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
+warm-up's estimate, or 1.25 x the most sessions served so far), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
 champion that speaks in many units reach p95 0.8 s at 64 sessions: benchmarks/results/serve.md.) Fitting one cost per unit instead (round time / units) would judge the server
 by its small rounds at light load and refuse the very load that makes rounds, and so
 batching, pay.
@@ -58,11 +58,11 @@ SERVED_WINDOW = 256  # served units whose latency is compared with the model's p
 SERVED_MAX_AGE_S = 10.0  # ... of those served in the last this many seconds
 SERVED_MIN_UNITS = 64  # fewer such units than this (a light load): no correction
 TAIL_MIN_ROUNDS = 20  # fewer live rounds than this: the tail is not estimated yet (the mean is used)
-# admission goes at most this far past the most sessions served so far (or the warm-up's estimate). 1.5 since stop 48
-# (1.25 since stop 39): with the processes' mean limit and the load-scaled excess, a ramp to 224 clients refused first
-# at 192 and 160 (the measured capacity: ~165) where 1.25 refused 7-26 at every level from 96; past capacity both
-# over-admitted in one run of two (benchmarks/results/serve.md, stop 48)
-GROWTH = 1.5
+# admission goes at most this far past the most sessions served so far (or the warm-up's estimate). Stop 48 tried 1.5:
+# two ramps to 224 clients refused first at 160-192, but two more admitted all 224 at p95 1.4-2.0 s, since the most
+# sessions served includes a level that had itself run over the bound; 1.25 over-admitted less (168-175 at p95 0.76-0.82 s)
+# at the price of refusals below capacity on the way up (benchmarks/results/serve.md, stop 48)
+GROWTH = 1.25
 
 
 class Metrics:
