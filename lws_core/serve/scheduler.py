@@ -310,12 +310,13 @@ class Scheduler:
                 return self._k
             return max(self._k, float(np.percentile(np.fromiter(self._ratios, float), 95)))
 
-    def _model_latency_s(self, sessions: int) -> float:
-        """The cost model's p95 unit latency for ``sessions`` real-time sessions: two slow rounds (module doc)."""
+    def _model_latency_s(self, sessions: int, tail: float | None = None) -> float:
+        """The cost model's p95 unit latency for ``sessions`` real-time sessions: two slow rounds (module doc).
+        ``tail``: :attr:`tail_k` when the caller has it already (a percentile over the recent rounds)."""
         if self._c1 is None:
             return 0.0
         free = 1.0 - self.utilization(sessions)
-        return math.inf if free <= 0 else 2.0 * self.tail_k * self._c0 / free
+        return math.inf if free <= 0 else 2.0 * (self.tail_k if tail is None else tail) * self._c0 / free
 
     def observe_latency(self, latency_s: float, sessions: int) -> None:
         """A unit was served ``latency_s`` after its last sample arrived, with ``sessions`` sessions open."""
@@ -356,13 +357,13 @@ class Scheduler:
         just been served within bounds; benchmarks/results/serve.md, stop 48)."""
         return excess if sessions >= at else excess * sessions / at
 
-    def latency_s(self, sessions: int, excess: tuple[float, int] | None = None) -> float:
+    def latency_s(self, sessions: int, excess: tuple[float, int] | None = None, tail: float | None = None) -> float:
         """Predicted p95 unit latency for ``sessions`` real-time sessions: the model's (two slow rounds, module
         doc) plus what served units have shown it misses (:meth:`_excess_at`, scaled by :meth:`_scaled`)."""
         if self._c1 is None:
             return self._model_latency_s(sessions)
         e, at = self._excess_at() if excess is None else excess
-        return self._model_latency_s(sessions) + (self._scaled(e, at, sessions) if e else 0.0)
+        return self._model_latency_s(sessions, tail) + (self._scaled(e, at, sessions) if e else 0.0)
 
     def capacity(self) -> int | None:
         """Sessions that fit under the target utilization and half a unit of latency (None before any measurement)."""
@@ -370,11 +371,11 @@ class Scheduler:
             per = self._k * self._c1 / self.unit_s  # utilization per session
             by_load = int(self.target / per)
             # the most N with latency_s(N) <= unit_s / 2: latency grows with N, so a bisection (the excess taken once)
-            excess = self._excess_at()
+            excess, tail = self._excess_at(), self.tail_k  # each a percentile: once per call, not per step
             lo, hi = 0, by_load
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if self.latency_s(mid, excess) <= self.unit_s / 2 + 1e-9:  # rounding: the bound itself fits
+                if self.latency_s(mid, excess, tail) <= self.unit_s / 2 + 1e-9:  # rounding: the bound itself fits
                     lo = mid
                 else:
                     hi = mid - 1
