@@ -150,14 +150,16 @@ def _poll_processes(http: str, stop: asyncio.Event) -> list[dict]:
 
 
 def per_process(samples: list[dict]) -> str:
-    """Each process's most sessions held, its admission limit at that moment and its largest latency excess."""
+    """Each process's most sessions held, its admission limit at that moment, its largest latency excess and the most
+    sessions it has shown to hold (served within the bound)."""
     out = []
     for pid in sorted({x["pid"] for x in samples}):
         mine = [x for x in samples if x["pid"] == pid]
         peak = max(mine, key=lambda x: x["active_sessions"])
         excess = max((x.get("admission_latency_excess_s") or 0.0) for x in mine)
+        proven = max((x.get("admission_proven_sessions") or 0.0) for x in mine)
         out.append(f"pid {pid}: peak {peak['active_sessions']} (limit then {peak.get('admission_limit_sessions')}), "
-                   f"max excess {excess * 1000:.0f} ms")
+                   f"max excess {excess * 1000:.0f} ms, shown to hold {proven:.0f}")
     return "; ".join(out)
 
 

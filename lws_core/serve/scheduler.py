@@ -28,7 +28,7 @@ started waits for it, then runs in the next; the latency bound takes those two a
 percentile of recent rounds' slowdown, :attr:`Scheduler.tail_k`), since the p95 unit waits for the slow ones. A new session is refused (close 1013) when either
 would pass its bound (``target_utilization``; half a unit of latency for those two rounds), when it
 would take the server past the range the model is trusted for (:meth:`Scheduler.trusted`: the
-warm-up's estimate, or 1.25 x the most sessions served so far), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
+warm-up's estimate, or 1.25 x the most sessions served within the latency bound), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
 champion that speaks in many units reach p95 0.8 s at 64 sessions: benchmarks/results/serve.md.) Fitting one cost per unit instead (round time / units) would judge the server
 by its small rounds at light load and refuse the very load that makes rounds, and so
 batching, pay.
@@ -58,11 +58,13 @@ SERVED_WINDOW = 256  # served units whose latency is compared with the model's p
 SERVED_MAX_AGE_S = 10.0  # ... of those served in the last this many seconds
 SERVED_MIN_UNITS = 64  # fewer such units than this (a light load): no correction
 TAIL_MIN_ROUNDS = 20  # fewer live rounds than this: the tail is not estimated yet (the mean is used)
-# admission goes at most this far past the most sessions served so far (or the warm-up's estimate). Stop 48 tried 1.5:
-# two ramps to 224 clients refused first at 160-192, but two more admitted all 224 at p95 1.4-2.0 s, since the most
-# sessions served includes a level that had itself run over the bound; 1.25 over-admitted less (168-175 at p95 0.76-0.82 s)
-# at the price of refusals below capacity on the way up (benchmarks/results/serve.md, stop 48)
+# admission goes at most this far past the most sessions shown to hold (units served within the latency bound; or
+# the warm-up's estimate). Stop 48 tried 1.5 over the most sessions served: two of four ramps to 224 clients admitted
+# all 224 at p95 1.4-2.0 s, since the most sessions served included a level that had itself run over the bound; 1.25
+# over-admitted less (168-175 at p95 0.76-0.82 s) at the price of refusals below capacity on the way up
+# (benchmarks/results/serve.md, stop 48). Stop 49 counts only loads served within the bound (Scheduler.proven).
 GROWTH = 1.25
+PROVEN_EVERY = 16  # served units between two checks of the load shown to hold (a percentile over SERVED_WINDOW)
 
 
 class Metrics:
@@ -206,7 +208,8 @@ class Scheduler:
         self._ratios: deque[float] = deque(maxlen=TAIL_WINDOW)  # recent rounds' observed / predicted
         self._served: deque[tuple[float, float, int]] = deque(maxlen=SERVED_WINDOW)  # (when, unit latency s, sessions open)
         self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
-        self._peak = 0  # the most sessions active when a unit was served
+        self._proven = 0  # the most sessions at which served units kept the latency bound (Scheduler.proven)
+        self._unchecked = 0  # units served since the last check of it
         self._queued = 0
         self._lock = threading.Lock()
 
@@ -252,18 +255,21 @@ class Scheduler:
         self.observe(one_s)
         self._startup_cap = self.capacity() or 0
 
-    def observe_load(self, active: int) -> None:
-        """A unit was served with ``active`` sessions open: the cost model has now been seen at that load."""
-        if active > self._peak:
-            self._peak = active
+    @property
+    def proven(self) -> int:
+        """The most sessions shown to hold: the median load of a window of at least ``SERVED_MIN_UNITS`` units served
+        in the last ``SERVED_MAX_AGE_S`` whose p95 latency kept the bound (half a unit)."""
+        return self._proven
 
     def trusted(self) -> int:
         """Sessions the cost model may be trusted for: the warm-up's estimate, or ``GROWTH`` times the most
-        sessions served so far. Why: costs grow faster than linearly past the load the model was fitted at
-        (longer contexts, more sockets for the event loop); a burst admitted on an extrapolation from half
-        its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused
-        until units served at the higher load have shown the model holds there."""
-        return max(self._startup_cap, math.ceil(GROWTH * self._peak))
+        sessions shown to hold (:attr:`proven`). Why: costs grow faster than linearly past the load the model was
+        fitted at (longer contexts, more sockets for the event loop); a burst admitted on an extrapolation from half
+        its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused until
+        units served at the higher load have shown the model holds there. Why only loads served *within* the bound,
+        not the most sessions served (as before stop 49): a level that itself ran over the bound then let the next
+        burst in at 1.5 x its size, p95 1.4-2.0 s (stop 48)."""
+        return max(self._startup_cap, math.ceil(GROWTH * self._proven))
 
     def observe_round(self, wall_s: float, units: int) -> None:
         """Feed one live round: its wall time against the cost model's prediction (and each unit's share)."""
@@ -322,6 +328,26 @@ class Scheduler:
         """A unit was served ``latency_s`` after its last sample arrived, with ``sessions`` sessions open."""
         with self._lock:
             self._served.append((time.monotonic(), latency_s, sessions))
+            self._unchecked += 1
+            if self._unchecked < PROVEN_EVERY:
+                return
+            self._unchecked = 0
+        self._check_proven()
+
+    def _recent(self) -> list[tuple[float, int]]:
+        """(latency, sessions) of the units served in the last ``SERVED_MAX_AGE_S``."""
+        since = time.monotonic() - SERVED_MAX_AGE_S
+        with self._lock:
+            return [(x, n) for t, x, n in self._served if t >= since]
+
+    def _check_proven(self) -> None:
+        """Raise :attr:`proven` to the recent units' median load when their p95 latency kept the bound."""
+        recent = self._recent()
+        if len(recent) < SERVED_MIN_UNITS:
+            return
+        load = int(np.median([n for _, n in recent]))
+        if load > self._proven and float(np.percentile([x for x, _ in recent], 95)) <= self.unit_s / 2:
+            self._proven = load
 
     def _excess_at(self) -> tuple[float, int]:
         """(what the served units' p95 latency exceeded the model's prediction by, the load they were served at);
@@ -332,9 +358,7 @@ class Scheduler:
         Why: costs grow faster than linearly with the sessions (longer contexts, more sockets for the event loop,
         the model's own spread of slow rounds), so a model fitted at the warm-up's load predicts too little
         further on; past capacity a ramp was admitted to p95 756 ms (benchmarks/results/serve.md, stop 43)."""
-        since = time.monotonic() - SERVED_MAX_AGE_S
-        with self._lock:
-            recent = [(x, n) for t, x, n in self._served if t >= since]
+        recent = self._recent()
         if len(recent) < SERVED_MIN_UNITS:
             return 0.0, 0
         lat = np.array([x for x, _ in recent])

@@ -173,6 +173,7 @@ class LWSServer:
             "engine_rtf_ema": self.scheduler.rtf if self.scheduler.rtf is not None else float("nan"),
             "admission_limit_sessions": self.session_limit(),
             "admission_latency_excess_s": self.scheduler.latency_excess,
+            "admission_proven_sessions": float(self.scheduler.proven),
             "engine_queue": float(self.scheduler.queued + self.batcher.queued),
             "engine_rounds": float(self.batcher.rounds),
             "engine_batch_mean": float(sum(self.batcher.round_sizes) / len(self.batcher.round_sizes)) if self.batcher.round_sizes else float("nan"),
@@ -508,7 +509,6 @@ class LWSServer:
             async with conn.send_lock:
                 await conn.ws.send_bytes(P.pack_audio(out.index, pcm16_bytes(out.speech)))
         self.metrics.unit(compute_s, self.unit_s, latency_s, speech_s)
-        self.scheduler.observe_load(self.metrics.active_sessions)
         self.scheduler.observe_latency(latency_s, self.metrics.active_sessions)
 
     async def _send_json(self, ws: WebSocket, conn: _Conn | None, event: dict[str, Any]) -> None:

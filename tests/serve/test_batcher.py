@@ -197,11 +197,15 @@ def test_latency_bound_takes_the_slow_rounds_not_the_mean():
     assert s.latency_s(1) > 0.5
 
 
-def test_admission_goes_only_a_step_past_the_load_it_has_served():
+def test_admission_goes_only_a_step_past_the_load_shown_to_hold(monkeypatch):
     """Live rounds lighter than the warm-up's busiest units raise the capacity estimate, but admission trusts
-    it only up to the warm-up's estimate or GROWTH x the most sessions it has served units for."""
+    it only up to the warm-up's estimate or GROWTH x the most sessions whose served units kept the latency bound:
+    a load served over the bound does not count (stop 48: counting it let the next burst in at p95 1.4-2.0 s)."""
+    import lws_core.serve.scheduler as sched_mod
     from lws_core.serve.scheduler import GROWTH
 
+    clock = [1000.0]
+    monkeypatch.setattr(sched_mod.time, "monotonic", lambda: clock[0])
     s = Scheduler(1, 1.0, 0.85)
     s.set_cost_model(0.010, 0.010 + 31 * 0.02, 32)  # c1 = 20 ms: the warm-up's estimate is 42 sessions
     assert s.capacity() == 42 == s.trusted()
@@ -209,12 +213,25 @@ def test_admission_goes_only_a_step_past_the_load_it_has_served():
         s.observe_round(0.25 * (0.01 + 0.02 * 8), 8)
     assert s.capacity() > 150
     assert s.admits(41) and not s.admits(42)  # nothing served yet beyond the warm-up's estimate
-    s.observe_load(50)
+    for _ in range(sched_mod.SERVED_MIN_UNITS - 1):  # too few units to show anything
+        s.observe_latency(0.2, 50)
+    assert s.proven == 0 and s.trusted() == 42
+    for _ in range(sched_mod.SERVED_MIN_UNITS):
+        s.observe_latency(0.2, 50)
     grown = math.ceil(GROWTH * 50)
-    assert s.trusted() == grown and 50 < grown < 150
+    assert s.proven == 50 and s.trusted() == grown and 50 < grown < 150
     assert s.admits(grown - 1) and not s.admits(grown)
-    s.observe_load(40)  # a lighter moment does not lower what has been shown
-    assert s.trusted() == grown
+    clock[0] += sched_mod.SERVED_MAX_AGE_S + 1
+    for _ in range(2 * sched_mod.SERVED_WINDOW):  # a heavier load served over the bound shows nothing
+        s.observe_latency(0.7, 70)
+    assert s.proven == 50 and s.trusted() == grown
+    clock[0] += sched_mod.SERVED_MAX_AGE_S + 1
+    for _ in range(2 * sched_mod.SERVED_WINDOW):  # a lighter moment does not lower what has been shown
+        s.observe_latency(0.1, 40)
+    assert s.proven == 50 and s.trusted() == grown
+    for _ in range(2 * sched_mod.SERVED_WINDOW):  # the heavier load, within the bound this time
+        s.observe_latency(0.3, 70)
+    assert s.proven == 70 and s.trusted() == math.ceil(GROWTH * 70)
 
 
 def test_latency_bound_adds_what_served_units_exceeded_the_model_by(monkeypatch):

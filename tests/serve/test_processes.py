@@ -85,6 +85,7 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
             assert 0 < js["units_total"] < sum(out)
             assert js["pid"] in {w.pid for w in workers}  # the process that answered, for per-process views
             assert 1 <= js["admission_limit_sessions"] <= 20 and js["admission_latency_excess_s"] >= 0
+            assert 0 <= js["admission_proven_sessions"] <= 40  # never more than were open (max_sessions)
             assert samples["lws_admission_limit_sessions"] >= js["admission_limit_sessions"]  # a sum over processes
     finally:
         interrupt(p, 30)
