@@ -158,9 +158,16 @@ def per_process(samples: list[dict]) -> str:
         peak = max(mine, key=lambda x: x["active_sessions"])
         excess = max((x.get("admission_latency_excess_s") or 0.0) for x in mine)
         proven = max((x.get("admission_proven_sessions") or 0.0) for x in mine)
-        out.append(f"pid {pid}: peak {peak['active_sessions']} (limit then {peak.get('admission_limit_sessions')}), "
-                   f"max excess {excess * 1000:.0f} ms, shown to hold {proven:.0f}")
+        out.append(f"pid {pid}: peak {peak['active_sessions']} (limit then {peak.get('admission_limit_sessions')}, "
+                   f"trusted {peak.get('admission_trusted_sessions')}), "
+                   f"max excess {excess * 1000:.0f} ms, shown to hold {proven:.0f}, "
+                   f"cost model then c0 {_ms(peak.get('engine_round_fixed_s'))} + c1 {_ms(peak.get('engine_round_per_session_s'))} "
+                   f"ms x {peak.get('engine_slowdown') or float('nan'):.2f}")
     return "; ".join(out)
+
+
+def _ms(v: float | None) -> str:
+    return "?" if v is None else f"{v * 1000:.1f}"
 
 
 async def run_level(url: str, n: int, seconds: float) -> dict:

@@ -28,7 +28,7 @@ started waits for it, then runs in the next; the latency bound takes those two a
 percentile of recent rounds' slowdown, :attr:`Scheduler.tail_k`), since the p95 unit waits for the slow ones. A new session is refused (close 1013) when either
 would pass its bound (``target_utilization``; half a unit of latency for those two rounds), when it
 would take the server past the range the model is trusted for (:meth:`Scheduler.trusted`: the
-warm-up's estimate, or 1.25 x the most sessions served within the latency bound), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
+warm-up's estimate, or a step past a load held within the latency bound: :meth:`Scheduler._growth`), or when ``max_sessions`` is reached. (Bounding one round by half a unit, as before stop 38, let a
 champion that speaks in many units reach p95 0.8 s at 64 sessions: benchmarks/results/serve.md.) Fitting one cost per unit instead (round time / units) would judge the server
 by its small rounds at light load and refuse the very load that makes rounds, and so
 batching, pay.
@@ -62,9 +62,15 @@ TAIL_MIN_ROUNDS = 20  # fewer live rounds than this: the tail is not estimated y
 # the warm-up's estimate). Stop 48 tried 1.5 over the most sessions served: two of four ramps to 224 clients admitted
 # all 224 at p95 1.4-2.0 s, since the most sessions served included a level that had itself run over the bound; 1.25
 # over-admitted less (168-175 at p95 0.76-0.82 s) at the price of refusals below capacity on the way up
-# (benchmarks/results/serve.md, stop 48). Stop 49 counts only loads served within the bound (Scheduler.proven).
-GROWTH = 1.25
-PROVEN_EVERY = 16  # served units between two checks of the load shown to hold (a percentile over SERVED_WINDOW)
+# (benchmarks/results/serve.md, stop 48). Stop 49 counts only loads served within the bound (Scheduler.proven) and
+# goes as far past one as its measured latency leaves room for (Scheduler._growth), at most this far.
+GROWTH = 1.5
+PROVEN_EVERY = 16  # served units between two checks of the load shown to hold (a percentile over its window)
+# a load counts as shown to hold (or to break the bound) only once it has been served this long: every unit of a session
+# then weighs in, not only its first, cheap ones (stop 49: counted from the units of a level's first second, p95
+# 0.1-0.2 s, trust let the next burst in at p95 1.1 s)
+HOLD_S = 8.0
+HOLD_WINDOW = 4096  # units kept for it (SERVED_WINDOW covers only ~1.6 s at 160 sessions)
 
 
 class Metrics:
@@ -207,8 +213,11 @@ class Scheduler:
         self._k = 1.0
         self._ratios: deque[float] = deque(maxlen=TAIL_WINDOW)  # recent rounds' observed / predicted
         self._served: deque[tuple[float, float, int]] = deque(maxlen=SERVED_WINDOW)  # (when, unit latency s, sessions open)
+        self._held: deque[tuple[float, float, int]] = deque(maxlen=HOLD_WINDOW)  # the same, for Scheduler.proven
         self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
         self._proven = 0  # the most sessions at which served units kept the latency bound (Scheduler.proven)
+        self._trust = 0  # the most sessions those loads' measured latency leaves room for (Scheduler._growth)
+        self._floor_s = math.inf  # the latency with no queue: the warm-up's lone unit, or a window of served units' p95
         self._unchecked = 0  # units served since the last check of it
         self._queued = 0
         self._lock = threading.Lock()
@@ -254,6 +263,7 @@ class Scheduler:
             self._ratios.clear()
         self.observe(one_s)
         self._startup_cap = self.capacity() or 0
+        self._floor_s = min(self._floor_s, one_s)
 
     @property
     def proven(self) -> int:
@@ -262,14 +272,14 @@ class Scheduler:
         return self._proven
 
     def trusted(self) -> int:
-        """Sessions the cost model may be trusted for: the warm-up's estimate, or ``GROWTH`` times the most
-        sessions shown to hold (:attr:`proven`). Why: costs grow faster than linearly past the load the model was
+        """Sessions the cost model may be trusted for: the warm-up's estimate, or up to ``GROWTH`` times a load
+        shown to hold (:attr:`proven`), as far as its measured latency leaves room (:meth:`_growth`). Why: costs grow faster than linearly past the load the model was
         fitted at (longer contexts, more sockets for the event loop); a burst admitted on an extrapolation from half
         its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused until
         units served at the higher load have shown the model holds there. Why only loads served *within* the bound,
         not the most sessions served (as before stop 49): a level that itself ran over the bound then let the next
         burst in at 1.5 x its size, p95 1.4-2.0 s (stop 48)."""
-        return max(self._startup_cap, math.ceil(GROWTH * self._proven))
+        return max(self._startup_cap, self._trust)
 
     def observe_round(self, wall_s: float, units: int) -> None:
         """Feed one live round: its wall time against the cost model's prediction (and each unit's share)."""
@@ -327,7 +337,8 @@ class Scheduler:
     def observe_latency(self, latency_s: float, sessions: int) -> None:
         """A unit was served ``latency_s`` after its last sample arrived, with ``sessions`` sessions open."""
         with self._lock:
-            self._served.append((time.monotonic(), latency_s, sessions))
+            self._served.append((now := time.monotonic(), latency_s, sessions))
+            self._held.append((now, latency_s, sessions))
             self._unchecked += 1
             if self._unchecked < PROVEN_EVERY:
                 return
@@ -341,13 +352,42 @@ class Scheduler:
             return [(x, n) for t, x, n in self._served if t >= since]
 
     def _check_proven(self) -> None:
-        """Raise :attr:`proven` to the recent units' median load when their p95 latency kept the bound."""
-        recent = self._recent()
-        if len(recent) < SERVED_MIN_UNITS:
+        """Judge the load served for the last ``HOLD_S``, once it has been that load the whole time: raise
+        :attr:`proven` to it when its units' p95 latency kept the bound, and move the trust to as far past it as that
+        latency leaves room for (:meth:`_growth`): up when it kept the bound, down when it did not."""
+        now = time.monotonic()
+        with self._lock:
+            held = [(t, x, n) for t, x, n in self._held if t >= now - HOLD_S]
+        if len(held) < SERVED_MIN_UNITS or now - held[0][0] < 0.9 * HOLD_S:
             return
-        load = int(np.median([n for _, n in recent]))
-        if load > self._proven and float(np.percentile([x for x, _ in recent], 95)) <= self.unit_s / 2:
-            self._proven = load
+        load = int(np.median([n for _, _, n in held]))
+        early = [n for t, _, n in held if t < now - 0.75 * HOLD_S]
+        if load <= 0 or not early or np.median(early) < 0.9 * load:  # the load has not held for the whole window
+            return
+        p95 = float(np.percentile([x for _, x, _ in held], 95))
+        self._floor_s = min(self._floor_s, p95)
+        room = math.floor(load * self._growth(p95))
+        if p95 <= self.unit_s / 2:
+            self._proven = max(self._proven, load)
+            self._trust = max(self._trust, room)
+        else:  # over the bound at this load: trust no more than the queue says would have kept it
+            self._trust = min(self._trust, room)
+
+    def _growth(self, p95: float) -> float:
+        """How far past a load whose units were served at ``p95`` latency the latency bound still holds, at most
+        ``GROWTH`` (below 1 when that load broke the bound; at least 0.5).
+
+        A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue, here the warm-up's lone
+        busiest unit, or a lower p95 of a window served; ``C``: the load it saturates at). One measured load fixes ``C``, and so the load at which
+        latency reaches the bound ``B``: ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's
+        own extrapolation: past the load it was fitted at the model predicts too little (stop 48: a ramp admitted
+        168-175 sessions at p95 0.76-0.82 s on it), while a fixed step past the load that held refused sessions
+        below capacity at every level of the ramp (GROWTH 1.25) or let the step itself cross the bound (1.5)."""
+        bound = self.unit_s / 2
+        floor = min(self._floor_s, p95)
+        if p95 <= floor:  # nothing queued yet at this load: no measure of the room left, only the cap
+            return GROWTH
+        return max(0.5, min(GROWTH, (1 - floor / bound) / (1 - floor / p95)))
 
     def _excess_at(self) -> tuple[float, int]:
         """(what the served units' p95 latency exceeded the model's prediction by, the load they were served at);

@@ -174,6 +174,7 @@ class LWSServer:
             "admission_limit_sessions": self.session_limit(),
             "admission_latency_excess_s": self.scheduler.latency_excess,
             "admission_proven_sessions": float(self.scheduler.proven),
+            "admission_trusted_sessions": float(self.scheduler.trusted()),
             "engine_queue": float(self.scheduler.queued + self.batcher.queued),
             "engine_rounds": float(self.batcher.rounds),
             "engine_batch_mean": float(sum(self.batcher.round_sizes) / len(self.batcher.round_sizes)) if self.batcher.round_sizes else float("nan"),

@@ -198,40 +198,46 @@ def test_latency_bound_takes_the_slow_rounds_not_the_mean():
 
 
 def test_admission_goes_only_a_step_past_the_load_shown_to_hold(monkeypatch):
-    """Live rounds lighter than the warm-up's busiest units raise the capacity estimate, but admission trusts
-    it only up to the warm-up's estimate or GROWTH x the most sessions whose served units kept the latency bound:
-    a load served over the bound does not count (stop 48: counting it let the next burst in at p95 1.4-2.0 s)."""
+    """Live rounds lighter than the warm-up's busiest units raise the capacity estimate, but admission trusts it only
+    up to the warm-up's estimate or a step past a load held for HOLD_S whose served units kept the latency bound: as
+    far as their p95 latency leaves room by a queue's ``L0 / (1 - N / C)``, at most GROWTH x. A load served over the
+    bound does not count (stop 48: counting it let the next burst in at p95 1.4-2.0 s), and lowers the trust."""
     import lws_core.serve.scheduler as sched_mod
-    from lws_core.serve.scheduler import GROWTH
+    from lws_core.serve.scheduler import GROWTH, HOLD_S
 
     clock = [1000.0]
     monkeypatch.setattr(sched_mod.time, "monotonic", lambda: clock[0])
+
+    def serve(latency: float, load: int, units: int = 400, seconds: float = HOLD_S) -> None:
+        clock[0] += HOLD_S + 1  # a new load: the last one's units have aged out
+        for _ in range(units):
+            clock[0] += seconds / units
+            s.observe_latency(latency, load)
+
     s = Scheduler(1, 1.0, 0.85)
-    s.set_cost_model(0.010, 0.010 + 31 * 0.02, 32)  # c1 = 20 ms: the warm-up's estimate is 42 sessions
+    s.set_cost_model(0.05, 0.05 + 31 * 0.02, 32)  # a lone unit 50 ms (the latency with no queue); the estimate 42
     assert s.capacity() == 42 == s.trusted()
     for _ in range(200):  # real rounds cost a quarter of the busiest units'
-        s.observe_round(0.25 * (0.01 + 0.02 * 8), 8)
+        s.observe_round(0.25 * (0.03 + 0.02 * 8), 8)
     assert s.capacity() > 150
     assert s.admits(41) and not s.admits(42)  # nothing served yet beyond the warm-up's estimate
-    for _ in range(sched_mod.SERVED_MIN_UNITS - 1):  # too few units to show anything
-        s.observe_latency(0.2, 50)
+    serve(0.06, 50, units=sched_mod.SERVED_MIN_UNITS - 1)  # too few units to show anything
     assert s.proven == 0 and s.trusted() == 42
-    for _ in range(sched_mod.SERVED_MIN_UNITS):
-        s.observe_latency(0.2, 50)
-    grown = math.ceil(GROWTH * 50)
-    assert s.proven == 50 and s.trusted() == grown and 50 < grown < 150
-    assert s.admits(grown - 1) and not s.admits(grown)
-    clock[0] += sched_mod.SERVED_MAX_AGE_S + 1
-    for _ in range(2 * sched_mod.SERVED_WINDOW):  # a heavier load served over the bound shows nothing
-        s.observe_latency(0.7, 70)
-    assert s.proven == 50 and s.trusted() == grown
-    clock[0] += sched_mod.SERVED_MAX_AGE_S + 1
-    for _ in range(2 * sched_mod.SERVED_WINDOW):  # a lighter moment does not lower what has been shown
-        s.observe_latency(0.1, 40)
-    assert s.proven == 50 and s.trusted() == grown
-    for _ in range(2 * sched_mod.SERVED_WINDOW):  # the heavier load, within the bound this time
-        s.observe_latency(0.3, 70)
-    assert s.proven == 70 and s.trusted() == math.ceil(GROWTH * 70)
+    serve(0.06, 50, seconds=HOLD_S / 2)  # served for too short a time: its first units are not all a load costs
+    assert s.proven == 0 and s.trusted() == 42
+    serve(0.06, 50)  # held, barely a queue: room for the most a step may take
+    assert s.proven == 50 and s.trusted() == math.floor(GROWTH * 50) == 75
+    assert s.admits(74) and not s.admits(75)
+    serve(0.04, 40)  # a lighter moment does not lower what has been shown
+    assert s.proven == 50 and s.trusted() == 75
+    serve(0.4, 70)  # near the bound: L0 = 40 ms now, so the queue saturates at 70 / (1 - 0.04 / 0.4) = 77.8,
+    assert s.proven == 70 and s.trusted() == 75  # and reaches 0.5 s at 71.6 of it, short of what was trusted
+    serve(0.25, 70)  # the same load, served faster: room up to 70 * 0.92 / 0.84 = 76.7
+    assert s.trusted() == 76
+    serve(0.8, 74)  # a heavier load served over the bound shows nothing, and lowers the trust to what would have held
+    assert s.proven == 70 and s.trusted() == math.floor(74 * 0.92 / (1 - 0.04 / 0.8)) == 71
+    serve(0.49, 70)  # within the bound but at its edge: no room past it
+    assert s.proven == 70 and s.trusted() == 71
 
 
 def test_latency_bound_adds_what_served_units_exceeded_the_model_by(monkeypatch):
