@@ -345,19 +345,22 @@ class Scheduler:
             self._unchecked = 0
         self._check_proven()
 
+    def _since(self, units: deque[tuple[float, float, int]], age_s: float) -> list[tuple[float, float, int]]:
+        """(when, latency, sessions) of ``units`` served in the last ``age_s``."""
+        since = time.monotonic() - age_s
+        with self._lock:
+            return [u for u in units if u[0] >= since]
+
     def _recent(self) -> list[tuple[float, int]]:
         """(latency, sessions) of the units served in the last ``SERVED_MAX_AGE_S``."""
-        since = time.monotonic() - SERVED_MAX_AGE_S
-        with self._lock:
-            return [(x, n) for t, x, n in self._served if t >= since]
+        return [(x, n) for _, x, n in self._since(self._served, SERVED_MAX_AGE_S)]
 
     def _check_proven(self) -> None:
         """Judge the load served for the last ``HOLD_S``, once it has been that load the whole time: raise
         :attr:`proven` to it when its units' p95 latency kept the bound, and move the trust to as far past it as that
         latency leaves room for (:meth:`_growth`): up when it kept the bound, down when it did not."""
         now = time.monotonic()
-        with self._lock:
-            held = [(t, x, n) for t, x, n in self._held if t >= now - HOLD_S]
+        held = self._since(self._held, HOLD_S)
         if len(held) < SERVED_MIN_UNITS or now - held[0][0] < 0.9 * HOLD_S:
             return
         load = int(np.median([n for _, _, n in held]))
