@@ -33,6 +33,22 @@ def _session(port: int, audio: bytes, opened: threading.Barrier, out: list) -> N
         out.append(sum(isinstance(m, dict) and m["type"] == "unit" for m in msgs))
 
 
+def _wait_all_warm(port: int, processes: int, timeout_s: float) -> None:
+    """Wait until ``processes`` distinct server processes have answered /metrics.
+
+    Why: /healthz answers as soon as the first process is up; one still warming up has published no room, so the
+    balancer rightly passes every new connection to the other, and sessions opened then all land on one process
+    (seen on an Intel VM in about half the runs, stop 49). A warmed-up process keeps what the kernel gives it on a
+    tie, so each answers some of these fresh connections."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < processes:
+        assert time.monotonic() < deadline, f"only {len(seen)} of {processes} server processes answered"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?format=json", timeout=10) as r:
+            seen.add(json.loads(r.read())["pid"])
+        time.sleep(0.05)
+
+
 def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16k):
     port, n = free_port(), 12
     p = _lws("serve", "--model", str(serve_model_dir), "--port", str(port), "--processes", "2", "--max-sessions", "40")
@@ -41,6 +57,7 @@ def test_two_processes_share_the_port_and_the_sessions(serve_model_dir, speech16
         assert health["max_sessions"] == 20  # 40 shared by two processes
         workers = psutil.Process(p.pid).children()
         assert len(workers) >= 2
+        _wait_all_warm(port, 2, 180)
         opened, out = threading.Barrier(n + 1), []
         audio = pcm16(speech16k[:32000])
         threads = [threading.Thread(target=_session, args=(port, audio, opened, out)) for _ in range(n)]
