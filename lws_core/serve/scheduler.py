@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import math
 import threading
 import time
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 TAIL_WINDOW = 200  # rounds whose slowdown the latency bound's tail is taken over
-SERVED_WINDOW = 256  # served units whose latency is compared with the model's prediction (Scheduler.latency_excess)
+SERVED_WINDOW = 256  # the newest served units whose latency is compared with the model's prediction (Scheduler.latency_excess)
 SERVED_MAX_AGE_S = 10.0  # ... of those served in the last this many seconds
 SERVED_MIN_UNITS = 64  # fewer such units than this (a light load): no correction
 TAIL_MIN_ROUNDS = 20  # fewer live rounds than this: the tail is not estimated yet (the mean is used)
@@ -70,7 +71,7 @@ PROVEN_EVERY = 16  # served units between two checks of the load shown to hold (
 # then weighs in, not only its first, cheap ones (stop 49: counted from the units of a level's first second, p95
 # 0.1-0.2 s, trust let the next burst in at p95 1.1 s)
 HOLD_S = 8.0
-HOLD_WINDOW = 4096  # units kept for it (SERVED_WINDOW covers only ~1.6 s at 160 sessions)
+HOLD_WINDOW = 4096  # served units kept for it (SERVED_WINDOW covers only ~1.6 s at 160 sessions)
 
 
 class Metrics:
@@ -212,8 +213,9 @@ class Scheduler:
         self._c1: float | None = None
         self._k = 1.0
         self._ratios: deque[float] = deque(maxlen=TAIL_WINDOW)  # recent rounds' observed / predicted
-        self._served: deque[tuple[float, float, int]] = deque(maxlen=SERVED_WINDOW)  # (when, unit latency s, sessions open)
-        self._held: deque[tuple[float, float, int]] = deque(maxlen=HOLD_WINDOW)  # the same, for Scheduler.proven
+        # (when, unit latency s, sessions open) of the units served last: the latency excess reads its newest
+        # SERVED_WINDOW, Scheduler.proven all of it
+        self._held: deque[tuple[float, float, int]] = deque(maxlen=HOLD_WINDOW)
         self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
         self._proven = 0  # the most sessions at which served units kept the latency bound (Scheduler.proven)
         self._trust = 0  # the most sessions those loads' measured latency leaves room for (Scheduler._growth)
@@ -267,15 +269,15 @@ class Scheduler:
 
     @property
     def proven(self) -> int:
-        """The most sessions shown to hold: the median load of a window of at least ``SERVED_MIN_UNITS`` units served
-        in the last ``SERVED_MAX_AGE_S`` whose p95 latency kept the bound (half a unit)."""
+        """The most sessions shown to hold: the median load of the units served over ``HOLD_S`` (at least
+        ``SERVED_MIN_UNITS`` of them, the load held the whole time) whose p95 latency kept the bound (half a unit)."""
         return self._proven
 
     def trusted(self) -> int:
         """Sessions the cost model may be trusted for: the warm-up's estimate, or up to ``GROWTH`` times a load
-        shown to hold (:attr:`proven`), as far as its measured latency leaves room (:meth:`_growth`). Why: costs grow faster than linearly past the load the model was
-        fitted at (longer contexts, more sockets for the event loop); a burst admitted on an extrapolation from half
-        its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused until
+        shown to hold (:attr:`proven`), as far as its measured latency leaves room (:meth:`_growth`). Why: costs
+        grow faster than linearly past the load the model was fitted at (longer contexts, more sockets for the event
+        loop); a burst admitted on an extrapolation from half its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused until
         units served at the higher load have shown the model holds there. Why only loads served *within* the bound,
         not the most sessions served (as before stop 49): a level that itself ran over the bound then let the next
         burst in at 1.5 x its size, p95 1.4-2.0 s (stop 48)."""
@@ -337,31 +339,30 @@ class Scheduler:
     def observe_latency(self, latency_s: float, sessions: int) -> None:
         """A unit was served ``latency_s`` after its last sample arrived, with ``sessions`` sessions open."""
         with self._lock:
-            self._served.append((now := time.monotonic(), latency_s, sessions))
-            self._held.append((now, latency_s, sessions))
+            self._held.append((time.monotonic(), latency_s, sessions))
             self._unchecked += 1
             if self._unchecked < PROVEN_EVERY:
                 return
             self._unchecked = 0
         self._check_proven()
 
-    def _since(self, units: deque[tuple[float, float, int]], age_s: float) -> list[tuple[float, float, int]]:
-        """(when, latency, sessions) of ``units`` served in the last ``age_s``."""
+    def _since(self, age_s: float, newest: int = HOLD_WINDOW) -> list[tuple[float, float, int]]:
+        """(when, latency, sessions) of the ``newest`` units served, those of them served in the last ``age_s``."""
         since = time.monotonic() - age_s
         with self._lock:
-            return [u for u in units if u[0] >= since]
+            return [u for u in itertools.islice(reversed(self._held), newest) if u[0] >= since]
 
     def _recent(self) -> list[tuple[float, int]]:
-        """(latency, sessions) of the units served in the last ``SERVED_MAX_AGE_S``."""
-        return [(x, n) for _, x, n in self._since(self._served, SERVED_MAX_AGE_S)]
+        """(latency, sessions) of the newest ``SERVED_WINDOW`` units, those served in the last ``SERVED_MAX_AGE_S``."""
+        return [(x, n) for _, x, n in self._since(SERVED_MAX_AGE_S, SERVED_WINDOW)]
 
     def _check_proven(self) -> None:
         """Judge the load served for the last ``HOLD_S``, once it has been that load the whole time: raise
         :attr:`proven` to it when its units' p95 latency kept the bound, and move the trust to as far past it as that
         latency leaves room for (:meth:`_growth`): up when it kept the bound, down when it did not."""
         now = time.monotonic()
-        held = self._since(self._held, HOLD_S)
-        if len(held) < SERVED_MIN_UNITS or now - held[0][0] < 0.9 * HOLD_S:
+        held = self._since(HOLD_S)
+        if len(held) < SERVED_MIN_UNITS or now - held[-1][0] < 0.9 * HOLD_S:  # newest first: [-1] is the oldest
             return
         load = int(np.median([n for _, _, n in held]))
         early = [n for t, _, n in held if t < now - 0.75 * HOLD_S]
@@ -381,8 +382,8 @@ class Scheduler:
         ``GROWTH`` (below 1 when that load broke the bound; at least 0.5).
 
         A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue, here the warm-up's lone
-        busiest unit, or a lower p95 of a window served; ``C``: the load it saturates at). One measured load fixes ``C``, and so the load at which
-        latency reaches the bound ``B``: ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's
+        busiest unit, or a lower p95 of a window served; ``C``: the load it saturates at). One measured load fixes
+        ``C``, and so the load at which latency reaches the bound ``B``: ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's
         own extrapolation: past the load it was fitted at the model predicts too little (stop 48: a ramp admitted
         168-175 sessions at p95 0.76-0.82 s on it), while a fixed step past the load that held refused sessions
         below capacity at every level of the ramp (GROWTH 1.25) or let the step itself cross the bound (1.5)."""
