@@ -162,7 +162,8 @@ def per_process(samples: list[dict]) -> str:
                    f"trusted {peak.get('admission_trusted_sessions')}), "
                    f"max excess {excess * 1000:.0f} ms, shown to hold {proven:.0f}, "
                    f"cost model then c0 {_ms(peak.get('engine_round_fixed_s'))} + c1 {_ms(peak.get('engine_round_per_session_s'))} "
-                   f"ms x {peak.get('engine_slowdown') or float('nan'):.2f}")
+                   f"ms x {peak.get('engine_slowdown') or float('nan'):.2f}, warm-up unit write/say "
+                   f"{peak.get('warmup_write_tokens')}/{peak.get('warmup_say_tokens')} tokens")
     return "; ".join(out)
 
 
@@ -219,6 +220,7 @@ def main() -> None:
     ap.add_argument("--continuous", action="store_true", help="Serve with --continuous: iteration-level batching.")
     ap.add_argument("--compression", action="store_true", help="Serve with --compression: permessage-deflate on the WebSocket.")
     ap.add_argument("--warmup-speak-share", type=float, help="Server --warmup-speak-share (default: the server's, 1.0).")
+    ap.add_argument("--no-warmup-spoken", action="store_true", help="Server --no-warmup-spoken: both budgets full at start-up.")
     ap.add_argument("--processes", type=int, default=1, help="Server --processes N: N server processes on the port.")
     args = ap.parse_args()
 
@@ -242,6 +244,7 @@ def main() -> None:
         + (["--continuous"] if args.continuous else [])
         + (["--compression"] if args.compression else [])
         + (["--warmup-speak-share", str(args.warmup_speak_share)] if args.warmup_speak_share is not None else [])
+        + (["--no-warmup-spoken"] if args.no_warmup_spoken else [])
         + (["--processes", str(args.processes)] if args.processes > 1 else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],

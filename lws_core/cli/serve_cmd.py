@@ -63,6 +63,14 @@ def serve(
             "1.0 (default): the first capacity estimate holds for any model, and live rounds raise it to the real mix.",
         ),
     ] = 1.0,
+    warmup_spoken: Annotated[
+        bool,
+        typer.Option(
+            "--warmup-spoken/--no-warmup-spoken",
+            help="Size the start-up round's speaking units to what this model writes and says in its busiest unit "
+            "on a spoken question (default), not to both budgets full.",
+        ),
+    ] = True,
     processes: Annotated[
         int,
         typer.Option(
@@ -95,6 +103,7 @@ def serve(
         measured_admission=measured_admission,
         compression=compression,
         warmup_speak_share=warmup_speak_share,
+        warmup_spoken=warmup_spoken,
     )  # refuse an open port without a token, and bad limits, before loading anything
     from lws_core.cli.common import resolve_config
 

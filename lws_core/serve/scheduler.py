@@ -72,6 +72,7 @@ PROVEN_EVERY = 16  # served units between two checks of the load shown to hold (
 # 0.1-0.2 s, trust let the next burst in at p95 1.1 s)
 HOLD_S = 8.0
 HOLD_WINDOW = 4096  # served units kept for it (SERVED_WINDOW covers only ~1.6 s at 160 sessions)
+FLOOR_MAX = 0.25  # the latency with no queue (Scheduler._growth) is taken as at most this share of the latency bound
 
 
 class Metrics:
@@ -219,7 +220,8 @@ class Scheduler:
         self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
         self._proven = 0  # the most sessions at which served units kept the latency bound (Scheduler.proven)
         self._trust = 0  # the most sessions those loads' measured latency leaves room for (Scheduler._growth)
-        self._floor_s = math.inf  # the latency with no queue: the warm-up's lone unit, or a window of served units' p95
+        self._lone_s = math.inf  # the warm-up's lone unit: the latency with no queue until a load has been held
+        self._floor_s = math.inf  # the lightest held load's p95 latency: the latency with no queue (Scheduler._growth)
         self._unchecked = 0  # units served since the last check of it
         self._queued = 0
         self._lock = threading.Lock()
@@ -265,7 +267,7 @@ class Scheduler:
             self._ratios.clear()
         self.observe(one_s)
         self._startup_cap = self.capacity() or 0
-        self._floor_s = min(self._floor_s, one_s)
+        self._lone_s = one_s
 
     @property
     def proven(self) -> int:
@@ -381,14 +383,23 @@ class Scheduler:
         """How far past a load whose units were served at ``p95`` latency the latency bound still holds, at most
         ``GROWTH`` (below 1 when that load broke the bound; at least 0.5).
 
-        A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue, here the warm-up's lone
-        busiest unit, or a lower p95 of a window served; ``C``: the load it saturates at). One measured load fixes
-        ``C``, and so the load at which latency reaches the bound ``B``: ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's
-        own extrapolation: past the load it was fitted at the model predicts too little (stop 48: a ramp admitted
-        168-175 sessions at p95 0.76-0.82 s on it), while a fixed step past the load that held refused sessions
-        below capacity at every level of the ramp (GROWTH 1.25) or let the step itself cross the bound (1.5)."""
+        A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue; ``C``: the load it
+        saturates at). One measured load fixes ``C``, and so the load at which latency reaches the bound ``B``:
+        ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's own extrapolation: past the load it
+        was fitted at the model predicts too little (stop 48: a ramp admitted 168-175 sessions at p95 0.76-0.82 s on
+        it), while a fixed step past the load that held refused sessions below capacity at every level of the ramp
+        (GROWTH 1.25) or let the step itself cross the bound (1.5).
+
+        ``L0`` is the p95 of the lightest load held (:meth:`_check_proven`), at most ``FLOOR_MAX`` of the bound; the
+        warm-up's lone unit only until a load has been held. Why not the lone unit throughout, as in stop 49: served
+        units pay more than one unit's compute with no queue at all (a round of many sessions, the event loop, the
+        socket), and a queue started from the lone unit read that flat part as queueing: it let a ramp grow only
+        1.08-1.16 x from loads of 100-130 sessions served at p95 150-170 ms, and refused 25-60 sessions below the
+        measured capacity (benchmarks/results/serve.md, stop 49). Why at most a share of the bound: a lightest load
+        already served near the bound has queued, and taking all its latency for the flat part would read queueing as
+        room."""
         bound = self.unit_s / 2
-        floor = min(self._floor_s, p95)
+        floor = min(self._floor_s if math.isfinite(self._floor_s) else self._lone_s, FLOOR_MAX * bound, p95)
         if p95 <= floor:  # nothing queued yet at this load: no measure of the room left, only the cap
             return GROWTH
         return max(0.5, min(GROWTH, (1 - floor / bound) / (1 - floor / p95)))

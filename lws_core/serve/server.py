@@ -97,6 +97,8 @@ class LWSServer:
         # ``lws serve --processes N``: the processes' mean admission limit, each admitting at most that (set by
         # lws_core.serve.processes; Balancer.mean_limit says why); None for one process
         self.share_limit: Callable[[], float] | None = None
+        # (write, say) tokens of the warm-up's speaking units when sized to the model's own (ServeSettings.warmup_spoken)
+        self.warmup_tokens: tuple[int, int] | None = None
         self.batcher = Batcher(
             engine, self.scheduler, self.settings.max_batch, batch=self.settings.batch,
             continuous=self.settings.continuous_batching,
@@ -193,23 +195,30 @@ class LWSServer:
         cm = self.scheduler.cost_model
         if cm is None:
             return {"engine_round_fixed_s": float("nan"), "engine_round_per_session_s": float("nan"), "engine_slowdown": float("nan")}
-        return {"engine_round_fixed_s": cm[0], "engine_round_per_session_s": cm[1], "engine_slowdown": cm[2]}
+        w, s = self.warmup_tokens or (float("nan"), float("nan"))  # nan: both budgets full
+        return {"engine_round_fixed_s": cm[0], "engine_round_per_session_s": cm[1], "engine_slowdown": cm[2],
+                "warmup_write_tokens": float(w), "warmup_say_tokens": float(s)}
 
     def _warmup(self) -> None:
         """One unit alone (loads kernels), then a timed round of 1 unit and one of ``warmup_batch`` units:
         the admission's cost model (see :mod:`lws_core.serve.scheduler`).
 
         ``warmup_speak_share`` of the sessions (and the lone one, when above 0) decode the busiest unit
-        there is (:class:`~lws_core.engine.policies.BusiestUnit`), the rest listen to silence. Why:
+        there is (:class:`~lws_core.engine.policies.BusiestUnit`), the rest listen to silence. With
+        ``warmup_spoken`` that unit writes and says as many tokens as the model's own busiest unit on a spoken
+        question (:func:`~lws_core.engine.policies.busiest_spoken_unit`), not both budgets full. Why:
         clients that arrive together are all admitted on this first estimate, before a live round of the
         real model has rescaled it; an estimate from silent units let a talkative model take more sessions
         than it kept within half a unit (benchmarks/results/serve.md, stop 38). Each round is timed once
         (twice took `lws serve` past its 3 s start-up goal); live rounds correct a one-off stall."""
-        from lws_core.engine.policies import BusiestUnit
+        from lws_core.engine.policies import BusiestUnit, busiest_spoken_unit
 
         silence = np.zeros(self.unit_samples, dtype=np.float32)
         share = self.settings.warmup_speak_share
-        busy = BusiestUnit(self.engine) if share > 0 else None
+        busy = None
+        if share > 0:
+            self.warmup_tokens = busiest_spoken_unit(self.engine) if self.settings.warmup_spoken else None
+            busy = BusiestUnit(self.engine, *(self.warmup_tokens or (None, None)))
         with self.engine.session(policy=busy) as sess:
             sess.step(silence)
         n = min(self.settings.warmup_batch, self.settings.max_sessions) if self.settings.batch else 1

@@ -61,6 +61,14 @@ class ServeSettings(BaseModel):
         "raise it to the real mix; lower admits more at start-up on the bet that fewer units speak.",
     )
 
+    warmup_spoken: bool = Field(
+        True,
+        description="Time the warm-up's speaking units at the text this model itself writes and says in its busiest "
+        "unit while it answers a spoken question at start-up (about 0.3 s), not at both budgets full, which cost a "
+        "trained model's units several times over (benchmarks/results/serve.md, stop 50). Needs the speech "
+        "synthesizer; without one, or when the model says nothing, the budgets stay full.",
+    )
+
     @classmethod
     def from_options(cls, **values: object) -> ServeSettings:
         """Validate user-given values; a bad one is a one-line ConfigError naming the option."""

@@ -251,6 +251,29 @@ def test_close_waits_for_a_step_in_flight_and_ends_the_session(engine, speech):
         sess.step(speech[:16000])
 
 
+def test_the_warm_up_unit_is_sized_to_what_the_model_itself_writes_and_says(engine):
+    """``busiest_spoken_unit`` plays a real spoken question (espeak-ng) through a session and returns the most text
+    tokens the model wrote and said in a unit; ``BusiestUnit`` then speaks exactly that much. A model that says
+    nothing gives None (its cost unknown: the warm-up keeps both budgets full)."""
+    from lws_core.engine.policies import BusiestUnit, busiest_spoken_unit
+
+    spec, ids = engine.model.spec, engine.model.tokenizer.special
+    short = BusiestUnit(engine, write_tokens=3, say_tokens=2)  # a scripted "model" that answers briefly
+    assert busiest_spoken_unit(engine, policy=short) == (3, 2)
+
+    def listens(ctx):  # noqa: ANN001, ANN202 - a model that never speaks
+        return ids.listen if ctx.phase == Phase.STATE else None
+
+    assert busiest_spoken_unit(engine, policy=listens) is None
+    silence = np.zeros(engine.unit_samples, dtype=np.float32)
+    with engine.session(policy=short) as sess:
+        out = sess.step(silence)
+    assert (out.timings["write_tokens"], out.timings["say_tokens"]) == (3, 2)
+    assert out.timings["decode_forwards"] < spec.max_write_tokens + spec.max_say_tokens
+    over = BusiestUnit(engine, write_tokens=10**6, say_tokens=10**6)  # never past the budgets
+    assert (over.max_write, over.max_say) == (spec.max_write_tokens, spec.max_say_tokens)
+
+
 def test_the_busiest_unit_fills_both_budgets_one_forward_per_token(engine):
     """The serve warm-up's policy: it speaks, writes and says up to both budgets, and each of its tokens is
     fed in its own forward (as a sampled one is), so a unit under it costs what a full-budget decoded unit

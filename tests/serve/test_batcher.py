@@ -156,8 +156,9 @@ def test_continuous_batcher_streams_units_that_match_each_session_alone(engine, 
 @pytest.mark.parametrize("share, speakers", [(1.0, 8), (0.5, 4), (0.0, 0)])
 def test_warmup_times_rounds_of_the_busiest_units(engine, monkeypatch, share, speakers):
     """The start-up estimate is timed on ``warmup_speak_share`` of the round's sessions decoding the busiest
-    unit (speak, both budgets full, a forward per token) and the rest listening to silence; the lone round
-    is a busiest unit whenever the share is above 0."""
+    unit (speak, a forward per token: both budgets full, or with ``warmup_spoken`` as much as the model itself wrote
+    and said on a spoken question) and the rest listening to silence; the lone round is a busiest unit whenever the
+    share is above 0."""
     from lws_core.engine.policies import BusiestUnit
     from lws_core.serve.server import LWSServer
     from lws_core.serve.settings import ServeSettings
@@ -165,15 +166,27 @@ def test_warmup_times_rounds_of_the_busiest_units(engine, monkeypatch, share, sp
     rounds: list[list[bool]] = []
     real = engine.step_many
 
+    sizes: set[tuple[int, int]] = set()
+
     def spy(pairs, return_exceptions=False):  # noqa: ANN001, ANN202
         rounds.append([isinstance(s.policy, BusiestUnit) for s, _ in pairs])
+        sizes.update((s.policy.max_write, s.policy.max_say) for s, _ in pairs if isinstance(s.policy, BusiestUnit))
         return real(pairs, return_exceptions)
 
     monkeypatch.setattr(engine, "step_many", spy)
-    server = LWSServer(engine, ServeSettings(warmup_batch=8, warmup_speak_share=share))
-    server._warmup()
-    lone = [share > 0]
-    assert rounds == [lone, [True] * speakers + [False] * (8 - speakers)]  # each timed once
+    spec = engine.model.spec
+    for spoken in (False, True):
+        rounds.clear()
+        sizes.clear()
+        server = LWSServer(engine, ServeSettings(warmup_batch=8, warmup_speak_share=share, warmup_spoken=spoken))
+        server._warmup()
+        lone = [share > 0]
+        assert rounds == [lone, [True] * speakers + [False] * (8 - speakers)]  # each timed once
+        # sized to what the model wrote and said on a spoken question (policies.busiest_spoken_unit), or both
+        # budgets full: when asked to, when nothing is spoken in the round, or when the model said nothing
+        full = (spec.max_write_tokens, spec.max_say_tokens)
+        assert server.warmup_tokens is None or (spoken and share > 0)
+        assert sizes == (set() if share == 0 else {server.warmup_tokens or full})
     c0, c1, k = server.scheduler.cost_model
     # a fitted model (how many sessions it admits depends on this machine's speed and load: benchmarks, not tests)
     assert c1 > 0 and k == 1.0 and server.scheduler.capacity() is not None
@@ -238,6 +251,38 @@ def test_admission_goes_only_a_step_past_the_load_shown_to_hold(monkeypatch):
     assert s.proven == 70 and s.trusted() == math.floor(74 * 0.92 / (1 - 0.04 / 0.8)) == 71
     serve(0.49, 70)  # within the bound but at its edge: no room past it
     assert s.proven == 70 and s.trusted() == 71
+
+
+def test_the_latency_with_no_queue_is_the_lightest_held_loads(monkeypatch):
+    """The queue's ``L0`` is the p95 of the lightest load held, not the warm-up's lone unit: served units pay a
+    flat part (a round of many sessions, the event loop) that a queue started from the lone unit reads as queueing
+    (stop 49: steps of 1.08-1.16 x from 100-130 sessions at p95 150-170 ms, refusals below capacity). At most a
+    quarter of the bound: a lightest load already served near the bound has queued."""
+    import lws_core.serve.scheduler as sched_mod
+    from lws_core.serve.scheduler import FLOOR_MAX, GROWTH, HOLD_S
+
+    clock = [1000.0]
+    monkeypatch.setattr(sched_mod.time, "monotonic", lambda: clock[0])
+
+    def serve(s: Scheduler, latency: float, load: int) -> None:
+        clock[0] += HOLD_S + 1
+        for _ in range(400):
+            clock[0] += HOLD_S / 400
+            s.observe_latency(latency, load)
+
+    s = Scheduler(1, 1.0, 0.85)
+    s.set_cost_model(0.02, 0.02 + 31 * 0.01, 32)  # a lone unit of 20 ms
+    assert s._growth(0.112) == pytest.approx((1 - 0.02 / 0.5) / (1 - 0.02 / 0.112))  # before any load held: the lone unit
+    serve(s, 0.055, 60)  # the lightest load held: 55 ms with no queue to speak of
+    assert s.trusted() == math.floor(GROWTH * 60) == 90
+    serve(s, 0.112, 90)  # from the lone unit's 20 ms the queue would leave room only to 90 x 1.17 = 105
+    assert s.proven == 90 and s.trusted() == math.floor(90 * min(GROWTH, (1 - 0.055 / 0.5) / (1 - 0.055 / 0.112))) == 135
+    s2 = Scheduler(1, 1.0, 0.85)
+    s2.set_cost_model(0.02, 0.02 + 31 * 0.03, 32)  # a warm-up estimate under the loads below
+    assert s2.trusted() < 60
+    serve(s2, 0.3, 60)  # the first load held is already well queued: L0 is at most a quarter of the bound
+    floor = FLOOR_MAX * 0.5
+    assert s2.trusted() == math.floor(60 * (1 - floor / 0.5) / (1 - floor / 0.3)) == 77
 
 
 def test_latency_bound_adds_what_served_units_exceeded_the_model_by(monkeypatch):
