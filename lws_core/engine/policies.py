@@ -85,8 +85,10 @@ def busiest_spoken_unit(engine: Engine, policy: Policy | None = None) -> tuple[i
     tok = engine.model.tokenizer
     write = say = 0
     with engine.session(policy=policy) as sess:
-        for block in engine.iter_units(padded):
+        for i, block in enumerate(engine.iter_units(padded)):
             out = sess.step(block)
+            if say and i * n >= len(audio) and out.state != "speak":  # the answer has ended: no need to wait more
+                break
             write = max(write, int(out.timings.get("write_tokens", len(tok.encode_text(out.write)))))
             say = max(say, int(out.timings.get("say_tokens", len(tok.encode_text(out.say)))))
     return (write, say) if say else None
