@@ -72,7 +72,6 @@ PROVEN_EVERY = 16  # served units between two checks of the load shown to hold (
 # 0.1-0.2 s, trust let the next burst in at p95 1.1 s)
 HOLD_S = 8.0
 HOLD_WINDOW = 4096  # served units kept for it (SERVED_WINDOW covers only ~1.6 s at 160 sessions)
-FLOOR_MAX = 0.25  # the latency with no queue (Scheduler._growth) is taken as at most this share of the latency bound
 
 
 class Metrics:
@@ -217,11 +216,9 @@ class Scheduler:
         # (when, unit latency s, sessions open) of the units served last: the latency excess reads its newest
         # SERVED_WINDOW, Scheduler.proven all of it
         self._held: deque[tuple[float, float, int]] = deque(maxlen=HOLD_WINDOW)
-        self._startup_cap = 0  # the warm-up's capacity estimate (busiest units)
         self._proven = 0  # the most sessions at which served units kept the latency bound (Scheduler.proven)
-        self._trust = 0  # the most sessions those loads' measured latency leaves room for (Scheduler._growth)
-        self._lone_s = math.inf  # the warm-up's lone unit: the latency with no queue until a load has been held
-        self._floor_s = math.inf  # the lightest held load's p95 latency: the latency with no queue (Scheduler._growth)
+        self._trust = 0  # the warm-up's estimate, then as far as held loads' latency leaves room (Scheduler._growth)
+        self._floor_s = math.inf  # the latency with no queue: the warm-up's lone unit, or a window of served units' p95
         self._unchecked = 0  # units served since the last check of it
         self._queued = 0
         self._lock = threading.Lock()
@@ -266,8 +263,8 @@ class Scheduler:
             self._c0, self._c1, self._k = c0, c1, 1.0
             self._ratios.clear()
         self.observe(one_s)
-        self._startup_cap = self.capacity() or 0
-        self._lone_s = one_s
+        self._trust = self.capacity() or 0  # the warm-up's estimate: trusted until loads served move it
+        self._floor_s = min(self._floor_s, one_s)
 
     @property
     def proven(self) -> int:
@@ -277,13 +274,16 @@ class Scheduler:
 
     def trusted(self) -> int:
         """Sessions the cost model may be trusted for: the warm-up's estimate, or up to ``GROWTH`` times a load
-        shown to hold (:attr:`proven`), as far as its measured latency leaves room (:meth:`_growth`). Why: costs
+        shown to hold (:attr:`proven`), as far as its measured latency leaves room (:meth:`_growth`); lowered, below
+        the warm-up's estimate too, by a load held over the bound. (Until stop 50 the warm-up's estimate stayed
+        trusted whatever was served: with the warm-up sized to the model's own units (``serve.warmup_spoken``) it
+        is close to capacity, and a process kept trusting 105 sessions after 89 had run at p95 715 ms.) Why: costs
         grow faster than linearly past the load the model was fitted at (longer contexts, more sockets for the event
         loop); a burst admitted on an extrapolation from half its size ran at p95 1.3-1.6 s (benchmarks/results/serve.md, stop 39). Past it, sessions are refused until
         units served at the higher load have shown the model holds there. Why only loads served *within* the bound,
         not the most sessions served (as before stop 49): a level that itself ran over the bound then let the next
         burst in at 1.5 x its size, p95 1.4-2.0 s (stop 48)."""
-        return max(self._startup_cap, self._trust)
+        return self._trust
 
     def observe_round(self, wall_s: float, units: int) -> None:
         """Feed one live round: its wall time against the cost model's prediction (and each unit's share)."""
@@ -383,23 +383,14 @@ class Scheduler:
         """How far past a load whose units were served at ``p95`` latency the latency bound still holds, at most
         ``GROWTH`` (below 1 when that load broke the bound; at least 0.5).
 
-        A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue; ``C``: the load it
-        saturates at). One measured load fixes ``C``, and so the load at which latency reaches the bound ``B``:
-        ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's own extrapolation: past the load it
-        was fitted at the model predicts too little (stop 48: a ramp admitted 168-175 sessions at p95 0.76-0.82 s on
-        it), while a fixed step past the load that held refused sessions below capacity at every level of the ramp
-        (GROWTH 1.25) or let the step itself cross the bound (1.5).
-
-        ``L0`` is the p95 of the lightest load held (:meth:`_check_proven`), at most ``FLOOR_MAX`` of the bound; the
-        warm-up's lone unit only until a load has been held. Why not the lone unit throughout, as in stop 49: served
-        units pay more than one unit's compute with no queue at all (a round of many sessions, the event loop, the
-        socket), and a queue started from the lone unit read that flat part as queueing: it let a ramp grow only
-        1.08-1.16 x from loads of 100-130 sessions served at p95 150-170 ms, and refused 25-60 sessions below the
-        measured capacity (benchmarks/results/serve.md, stop 49). Why at most a share of the bound: a lightest load
-        already served near the bound has queued, and taking all its latency for the flat part would read queueing as
-        room."""
+        A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue, here the warm-up's lone
+        busiest unit, or a lower p95 of a window served; ``C``: the load it saturates at). One measured load fixes
+        ``C``, and so the load at which latency reaches the bound ``B``: ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's
+        own extrapolation: past the load it was fitted at the model predicts too little (stop 48: a ramp admitted
+        168-175 sessions at p95 0.76-0.82 s on it), while a fixed step past the load that held refused sessions
+        below capacity at every level of the ramp (GROWTH 1.25) or let the step itself cross the bound (1.5)."""
         bound = self.unit_s / 2
-        floor = min(self._floor_s if math.isfinite(self._floor_s) else self._lone_s, FLOOR_MAX * bound, p95)
+        floor = min(self._floor_s, p95)
         if p95 <= floor:  # nothing queued yet at this load: no measure of the room left, only the cap
             return GROWTH
         return max(0.5, min(GROWTH, (1 - floor / bound) / (1 - floor / p95)))
