@@ -68,9 +68,10 @@ def serve(
         typer.Option(
             "--warmup-spoken/--no-warmup-spoken",
             help="Size the start-up round's speaking units to what this model writes and says in its busiest unit "
-            "on a spoken question (default), not to both budgets full.",
+            "on a spoken question, not to both budgets full (default off: its estimate sits near capacity; see "
+            "docs/serving.md, Admission).",
         ),
-    ] = True,
+    ] = False,
     processes: Annotated[
         int,
         typer.Option(
