@@ -72,23 +72,21 @@ def busiest_spoken_unit(engine: Engine, policy: Policy | None = None) -> tuple[i
     own length. A random-init model decodes the full budgets, so it changes nothing there. ``policy``: the
     session's decoding policy (tests script one; default the engine's own sampling)."""
     from lws_core.audio import get_tts
-    from lws_core.audio.tts import UnspeakableError
+    from lws_core.errors import InputError
 
     try:
         audio = np.asarray(get_tts().synthesize(SPOKEN_QUESTION).audio, dtype=np.float32)
-    except (UnspeakableError, OSError, RuntimeError):  # no usable synthesizer here: keep the full budgets
+    except (InputError, OSError):  # espeak-ng missing or failing here: keep the full budgets
         return None
     n = engine.unit_samples
     units = -(-len(audio) // n) + ANSWER_UNITS
     padded = np.zeros(units * n, dtype=np.float32)
     padded[: len(audio)] = audio
-    tok = engine.model.tokenizer
     write = say = 0
     with engine.session(policy=policy) as sess:
         for i, block in enumerate(engine.iter_units(padded)):
             out = sess.step(block)
             if say and i * n >= len(audio) and out.state != "speak":  # the answer has ended: no need to wait more
                 break
-            write = max(write, int(out.timings.get("write_tokens", len(tok.encode_text(out.write)))))
-            say = max(say, int(out.timings.get("say_tokens", len(tok.encode_text(out.say)))))
+            write, say = max(write, int(out.timings["write_tokens"])), max(say, int(out.timings["say_tokens"]))
     return (write, say) if say else None
