@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -205,10 +206,12 @@ class _LLM(BaseHTTPRequestHandler):
         else:
             content = json.dumps({"notes": [{"text": "- 2 + 2", "depends_on_word": 3}], "written": "2 + 2 = 4\n**Answer:** 4", "spoken": "It is 4."})
         data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(data)
+        # the "slow" question's client has timed out and gone by now: its reply has no one to read it
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
 
     def log_message(self, *a):  # noqa: ANN002
         pass
