@@ -165,7 +165,6 @@ def test_warmup_times_rounds_of_the_busiest_units(engine, monkeypatch, share, sp
 
     rounds: list[list[bool]] = []
     real = engine.step_many
-
     sizes: set[tuple[int, int]] = set()
 
     def spy(pairs, return_exceptions=False):  # noqa: ANN001, ANN202

@@ -165,12 +165,9 @@ def test_a_connection_goes_to_the_process_with_room(serve_model_dir):
     port = free_port()
     p = _lws("serve", "--model", str(serve_model_dir), "--port", str(port), "--processes", "2", "--max-sessions", "2")
 
-    def metrics() -> dict[str, float]:
-        return _scrape(port)
-
     def settle(until: Callable[[dict[str, float]], bool]) -> dict[str, float]:
         deadline = time.monotonic() + 120
-        while not until(m := metrics()):
+        while not until(m := _scrape(port)):
             assert time.monotonic() < deadline, m
             time.sleep(0.1)
         time.sleep(0.1)  # and every process has published its room again (every 25 ms)
@@ -187,7 +184,7 @@ def test_a_connection_goes_to_the_process_with_room(serve_model_dir):
                 for ws, _ in pair:
                     ws.close()
             settle(lambda m: m["lws_active_sessions"] == 0 and m["lws_open_connections"] == 0)
-        assert "lws_connections_handed_off_total" in metrics()
+        assert "lws_connections_handed_off_total" in _scrape(port)
     finally:
         interrupt(p, 30)
     assert p.returncode in (0, -signal.SIGINT, 130), p.stderr.read()
