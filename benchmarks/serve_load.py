@@ -220,7 +220,8 @@ def main() -> None:
     ap.add_argument("--continuous", action="store_true", help="Serve with --continuous: iteration-level batching.")
     ap.add_argument("--compression", action="store_true", help="Serve with --compression: permessage-deflate on the WebSocket.")
     ap.add_argument("--warmup-speak-share", type=float, help="Server --warmup-speak-share (default: the server's, 1.0).")
-    ap.add_argument("--warmup-spoken", action="store_true", help="Server --warmup-spoken: the start-up units sized to the model's own.")
+    ap.add_argument("--warmup-spoken", action=argparse.BooleanOptionalAction, default=None,
+                    help="Server --warmup-spoken / --no-warmup-spoken (default: the server's, on): the start-up units sized to the model's own, or both budgets full.")
     ap.add_argument("--processes", type=int, default=1, help="Server --processes N: N server processes on the port.")
     args = ap.parse_args()
 
@@ -244,7 +245,7 @@ def main() -> None:
         + (["--continuous"] if args.continuous else [])
         + (["--compression"] if args.compression else [])
         + (["--warmup-speak-share", str(args.warmup_speak_share)] if args.warmup_speak_share is not None else [])
-        + (["--warmup-spoken"] if args.warmup_spoken else [])
+        + ([] if args.warmup_spoken is None else ["--warmup-spoken" if args.warmup_spoken else "--no-warmup-spoken"])
         + (["--processes", str(args.processes)] if args.processes > 1 else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],

@@ -68,10 +68,10 @@ def serve(
         typer.Option(
             "--warmup-spoken/--no-warmup-spoken",
             help="Size the start-up round's speaking units to what this model writes and says in its busiest unit "
-            "on a spoken question, not to both budgets full (default off: its estimate sits near capacity; see "
-            "docs/serving.md, Admission).",
+            "on a spoken question, not to both budgets full (default on; off: a first estimate well under capacity, "
+            "which refuses sessions below it; see docs/serving.md, Admission).",
         ),
-    ] = False,
+    ] = True,
     processes: Annotated[
         int,
         typer.Option(

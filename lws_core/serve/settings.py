@@ -62,12 +62,15 @@ class ServeSettings(BaseModel):
     )
 
     warmup_spoken: bool = Field(
-        False,
+        True,
         description="Time the warm-up's speaking units at the text this model itself writes and says in its busiest "
-        "unit while it answers a spoken question at start-up (about 0.2 s more), not at both budgets full. Opt-in: "
-        "it admits more below capacity, but its estimate sits near capacity, and a burst at a load the machine "
-        "does not always hold was then admitted whole (p95 up to 1.25 s; benchmarks/results/serve.md, stop 50). "
-        "Needs the speech synthesizer; without one, or when the model says nothing, the budgets stay full.",
+        "unit while it answers a spoken question at start-up (about 0.2 s more), not at both budgets full. Why on: "
+        "with both budgets full the first estimate sits at a third to a half of capacity, and a ramp was refused "
+        "sessions below capacity (at 128 clients in 7 ramps of 7; with this, every session of 64-128 clients in 6 of 6). "
+        "The price: its estimate sits near capacity, so a burst at a load the machine does not always hold (192-224 "
+        "clients on 2 cores) was admitted whole or nearly, past half a unit of p95 latency, in 4 levels of 12 (2 of 14 with the budgets full), until the "
+        "served load lowered the trust (benchmarks/results/serve.md, stops 50-51). Needs the speech synthesizer; "
+        "without one, or when the model says nothing, the budgets stay full.",
     )
 
     @classmethod
