@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--weight-dtype", default="auto", choices=["auto", "model", "float16", "bfloat16", "int8"],
                     help="engine.weight_dtype (default: the engine's own default, auto)")
     ap.add_argument("--compile-decode", action="store_true", help="engine.compile_decode (its compile time is printed, not counted in the RTF)")
-    ap.add_argument("--window", action="store_true", help="Keep the engine's default sliding window (max_context_tokens 2048).")
+    ap.add_argument("--window", action="store_true", help="Keep the engine's default sliding window (EngineConfig().max_context_tokens).")
     args = ap.parse_args()
 
     from lws_core.engine import Engine

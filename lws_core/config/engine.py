@@ -18,7 +18,16 @@ class EngineSection(Section):
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
-    max_context_tokens: int = Field(2048, ge=64, description="KV-cache bound; the window slides when a unit could overflow it.")
+    max_context_tokens: int = Field(
+        1024,
+        ge=64,
+        description="KV-cache bound; the window slides when a unit could overflow it. 1024 (2048 before stop 51): on "
+        "20 held-out questions asked one after another in one session the model answered more of the later ones "
+        "(written 0.348 -> 0.414 on test_seen, 0.238 -> 0.281 on test; one model, benchmarks/long_context.py), a "
+        "decode step at 120 s cost 1.45 ms a token against 1.78 (medians of 5; attention reads a shorter cache), and a "
+        "session's cache takes half the memory (benchmarks/results/engine.md). Raise it for write/say budgets past a "
+        "few hundred tokens a unit (a session checks that the prompt, the kept document and a unit fit twice).",
+    )
     keep_units: int = Field(16, ge=1, description="Units kept verbatim when the window slides.")
     keep_document_tokens: int = Field(128, ge=0, description="Tail of the written document re-prefilled on a slide.")
     speak: bool = Field(True, description="Render speech with the TTS (False: text only).")

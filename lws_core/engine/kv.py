@@ -11,7 +11,7 @@ they never share cache memory, so one session cannot see another's context.
 
 The buffer holds ``capacity`` positions for every layer: ``[layers, 2, kv_heads,
 capacity, head_dim]``. The session's window policy keeps the context under
-``engine.max_context_tokens``, so with the default (2048) the buffer is allocated
+``engine.max_context_tokens``, so with the default (1024) the buffer is allocated
 once, at full size, and never moves. A very large bound (benchmarks switch the window
 off with 10^6) would reserve gigabytes up front, so past ``PREALLOCATE_MAX`` the
 buffer starts small and doubles when full (amortised O(1) per token, as before).

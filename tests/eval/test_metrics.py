@@ -47,7 +47,7 @@ def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, 
     from lws_core.eval import evaluate
     from lws_core.eval.internal import REQUIRED
 
-    cfg = tiny_cfg.with_overrides({"eval.fdb_probe_per_task": 1, "engine.max_context_tokens": 1024, "engine.keep_units": 7})
+    cfg = tiny_cfg.with_overrides({"eval.fdb_probe_per_task": 1, "engine.max_context_tokens": 1536, "engine.keep_units": 7})
     s = evaluate(cfg, tiny_model, tiny_dataset, tmp_path / "ev", limit=3, progress=False)
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     for k in (*REQUIRED, "spoken_accuracy", "test_loss_total", "fdb_interruption_tor", "fdb_backchannel_jsd"):
@@ -59,9 +59,9 @@ def test_evaluate_writes_report_and_metrics(tiny_cfg, tiny_model, tiny_dataset, 
     assert 0.0 <= m["state_accuracy"] <= 1.0 and m["eval_sessions"] == 3
     assert "not judged" in m["judge"]
     engine = json.loads(m["engine_settings"])  # the config's engine section decoded these sessions
-    assert engine["max_context_tokens"] == 1024 and engine["keep_units"] == 7
+    assert engine["max_context_tokens"] == 1536 and engine["keep_units"] == 7
     report = (tmp_path / "ev" / "report.md").read_text()
-    assert "state_accuracy" in report and s.report_path.name == "report.md" and "max_context_tokens=1024" in report
+    assert "state_accuracy" in report and s.report_path.name == "report.md" and "max_context_tokens=1536" in report
     import math
 
     for ch in ("total", "say", "state"):
