@@ -23,7 +23,7 @@ class EngineSection(Section):
         ge=64,
         description="KV-cache bound; the window slides when a unit could overflow it. 1024 (2048 before stop 51): on "
         "20 held-out questions asked one after another in one session the model answered more of the later ones "
-        "(written 0.348 -> 0.414 on test_seen, 0.238 -> 0.281 on test; one model, benchmarks/long_context.py), a "
+        "(written +0.068 +- 0.009 on test_seen, +0.036 +- 0.016 on test, three seeds; benchmarks/long_context.py), a "
         "decode step at 120 s cost 1.45 ms a token against 1.78 (medians of 5; attention reads a shorter cache), and a "
         "session's cache takes half the memory (benchmarks/results/engine.md). Raise it for write/say budgets past a "
         "few hundred tokens a unit (a session checks that the prompt, the kept document and a unit fit twice).",
