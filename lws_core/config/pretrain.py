@@ -38,6 +38,12 @@ class BackbonePretrain(Section):
         "notes' syntax) added to every step: the knowledge a real pretrained LLM brings; 0: sessions only "
         "(1 row at the default 600 steps lowered the text ceiling from 0.17 / 0.22 to 0.07 / 0.07, one run).",
     )
+    heard_noise: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Simulated recogniser errors in the text view: each heard word that is not a number and not said "
+        "back in the session's notes or answers is dropped or swapped for another training-phrasing word with this "
+        "probability, drawn again every epoch (lws_core.train.pretrain_backbone.mishearing); 0: clean transcripts.",
+    )
     copy_rows: int = Field(
         0, ge=0,
         description="Rows of copy episodes (heard-style numbers and words between <|audio|> slots, then the same "
@@ -93,6 +99,12 @@ class EncoderPretrain(Section):
         "held-out-voice WER 0.215 -> 0.134 over three seeds (docs/training.md).",
     )
     corpus_seed: int = Field(2, description="Seed of that extra corpus (not the dataset's, so it holds other sessions).")
+    filler_rate: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Share of that extra corpus's questions that carry filler words (data.filler_*: frequent English "
+        "words no training phrasing says). A filler is never a target: the recogniser learns to write nothing for a "
+        "word it was not taught instead of a template word or a number in its place; null: data.filler_rate.",
+    )
     general_utterances: int = Field(
         0, ge=0,
         description="Utterances of general English (3-10 words drawn from the general_vocab most frequent English words, "

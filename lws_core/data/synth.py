@@ -113,6 +113,19 @@ def _question(
     return make_question(str(rng.choice(families)), rng, split, fillers, extra=training and d.extra_phrasings)
 
 
+def _filler_meta(i: int, split: str, scenario: str) -> dict[str, list[str]]:
+    """``{"fillers": [...]}``: the filler words session ``i``'s questions carry (as :func:`_question` drew them), so
+    the recogniser's pretraining can tell a filler from the question's own words; ``{}`` without any (the key is
+    left out, so a dataset without fillers is what it was)."""
+    d = _ENV["cfg"].data
+    if _ENV["source"] is not None or scenario == "silence" or split not in ("train", "validation"):
+        return {}
+    draws = [draw_fillers(d.seed, j, d.filler_rate, d.filler_max, d.filler_vocab, d.filler_place)
+             for j in ([i, i + 7919] if scenario == "barge_in" else [i])]
+    words = sorted({w for f in draws if f is not None for w in f[0]})
+    return {"fillers": words} if words else {}
+
+
 def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, Any]:
     """Stage 1 of session ``i``: its split, scenario, voice, questions and teacher scripts.
 
@@ -176,6 +189,7 @@ def synth_one(i: int) -> dict[str, Any]:
         "seed": seed,
         "index": i,
         "phrasing": q1.phrasing,
+        **_filler_meta(i, split, scenario),
         # per turn: its own task family, so grading files a barge-in's second answer under q2's family
         "turns": [
             {"question": q.text, "answer": q.answer or "", "task_family": q.task_family}

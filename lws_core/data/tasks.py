@@ -212,6 +212,25 @@ def training_vocabulary() -> set[str]:
     return {w for w in words if w and w.isalpha()}
 
 
+def slot_words() -> set[str]:
+    """The words of the slot values that change what is asked: operations, units, comparisons, Python verbs."""
+    words = set(_OPS) | {w for a, b, _ in _UNITS for w in (a, b)} | set(_ADJS)
+    return words | {w.lower() for v, _, _ in _PY for w in re.sub(r"\{\w+\}", " ", v).split()}
+
+
+def phrasing_words() -> list[str]:
+    """The training phrasings' own words, slot values left out (sorted: a stable order for seeded draws).
+
+    What a recogniser that only ever heard these templates says when it mishears a word it does not know
+    (:func:`lws_core.train.pretrain_backbone.mishearing`). Units, operations, comparisons and the Python
+    verbs are left out: hearing one that was not said would change the question. Held-out phrasings unread.
+    """
+    slots = slot_words()
+    texts = [re.sub(r"\{\w+\}", " ", phrasing_template(f, i)) for f in PHRASINGS for i in phrasing_ids(f, "train", extra=True)]
+    words = {w.strip(".,?!:").lower() for t in texts for w in t.split()}
+    return sorted(w for w in words if w and w.isalpha() and w not in slots)
+
+
 def insert_fillers(template: str, fillers: list[str], rng: np.random.Generator, place: str = "anywhere") -> str:
     """``template`` with each filler word put at a random word gap: ``anywhere`` (any gap after the first word, the
     end included) or ``edges`` (before the first word or after the last). At the end, the question's closing

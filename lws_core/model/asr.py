@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -369,25 +370,28 @@ def place_in_slots(items: list[tuple[list[int], float]], k: int, filler: int) ->
     return slots
 
 
-def heard_items(session, tok) -> list[list[tuple[list[int], float, float]]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
+def heard_items(session, tok, mishear: Callable[[str], str] | None = None) -> list[list[tuple[list[int], float, float]]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
     """Per unit, each heard word as (its transcript's token ids, where its end falls in the unit, 0..1,
     where its start falls, in unit lengths from the unit's start: negative when it began earlier).
 
     A word belongs to the unit by whose end it has ended (the data pipeline's
-    "heard" rule); its transcript is :func:`heard_form` (digits as digits).
+    "heard" rule); its transcript is :func:`heard_form` (digits as digits), passed through ``mishear``
+    when given (a recogniser's errors, simulated: ``""`` drops the word).
     """
     n, u_s = len(session.units), session.unit_s
     per_unit: list[list[tuple[list[int], float]]] = [[] for _ in range(n)]
     for w in session.user_words:
         u = max(0, int(np.ceil(w.end / u_s - 1e-9)) - 1)
         text = heard_form([w.text])
+        if mishear is not None and text:
+            text = mishear(text)
         if u >= n or not text:
             continue
         per_unit[u].append((tok.encode_text(" " + text), (w.end - u * u_s) / u_s - 1e-6, (w.start - u * u_s) / u_s))
     return per_unit
 
 
-def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
+def heard_slots(session, tok, k: int, mishear: Callable[[str], str] | None = None) -> list[list[int]]:  # noqa: ANN001 - schema.Session, SchemaTokenizer
     """The text view of what the user said: per unit, K token ids laid out like the audio slots.
 
     Each heard word's transcript tokens (:func:`heard_items`) sit near its end
@@ -395,7 +399,7 @@ def heard_slots(session, tok, k: int) -> list[list[int]]:  # noqa: ANN001 - sche
     path fills the same K slots from the speech encoder's CTC posteriors, so the
     backbone sees one interface from text and from speech.
     """
-    return [place_in_slots(items, k, tok.special.audio) for items in heard_items(session, tok)]
+    return [place_in_slots(items, k, tok.special.audio) for items in heard_items(session, tok, mishear)]
 
 
 def aligned_path(items: list[tuple], positions: int, spread: bool = False) -> list[int]:

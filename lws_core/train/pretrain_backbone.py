@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lws_core.data.tasks import phrasing_words, slot_words
 from lws_core.errors import InputError
 from lws_core.hardware import bf16_autocast
-from lws_core.model.asr import heard_slots
+from lws_core.model.asr import heard_form, heard_slots
 from lws_core.model.presets import PRESETS, lm_config
 from lws_core.schema import IGNORE_INDEX, SchemaTokenizer, Session, encode
 from lws_core.train.drills import copy_row, drill_row
@@ -46,9 +47,33 @@ class BackboneReport:
     losses: list[tuple[int, float]] = field(default_factory=list)
 
 
-def text_view(session: Session, tok: SchemaTokenizer, k: int, max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of a session's text view, cut at a unit boundary to ``max_length``."""
-    enc = encode(session, tok, k, heard=heard_slots(session, tok, k))
+def mishearing(session: Session, rate: float, rng: np.random.Generator, pool: list[str]):  # noqa: ANN201 - str -> str
+    """A recogniser's errors on one session, simulated: each heard word that is neither a number nor said back in
+    the session's notes or answers nor a slot value (:func:`lws_core.data.tasks.slot_words`) is, with probability ``rate``, dropped (half the time) or heard as a random
+    word of ``pool`` (:func:`lws_core.data.tasks.phrasing_words`).
+
+    Why: the stand-in recogniser has only heard the templates' words, so on a phrasing it never heard it drops
+    or swaps the words that carry no value (it heard half of them on held-out phrasings, against 0.94 on training
+    ones, docs/training.md). A backbone that only ever read clean transcripts learned to lean on those words; one
+    that reads some of them lost learns to take the task from what the answer is made of. Numbers and the words
+    the answer repeats (units, operations, "larger") are never touched: the labels would then ask for something
+    that was not heard.
+    """
+    kept = set(heard_form([session.written_document(), session.spoken_text()]).split()) | slot_words()
+
+    def mishear(text: str) -> str:
+        words = text.split()
+        if any(c.isdigit() for c in text) or any(w in kept for w in words) or rng.random() >= rate:
+            return text
+        return "" if rng.random() < 0.5 else pool[int(rng.integers(len(pool)))]
+
+    return mishear
+
+
+def text_view(session: Session, tok: SchemaTokenizer, k: int, max_length: int, mishear=None) -> tuple[list[int], list[int]]:  # noqa: ANN001
+    """(input_ids, labels) of a session's text view, cut at a unit boundary to ``max_length``; ``mishear``: see
+    :func:`mishearing`."""
+    enc = encode(session, tok, k, heard=heard_slots(session, tok, k, mishear))
     ids, labels = enc.input_ids, enc.labels
     if len(ids) > max_length:
         ends = [*enc.unit_starts[1:], len(ids)]
@@ -136,7 +161,14 @@ def pretrain_backbone(
     sessions = load_sessions(corpus_dir, "train")
     if not sessions:
         raise InputError(f"{corpus_dir}: the corpus's train split is empty")
-    rows = [text_view(s, tokenizer, cfg.schema_.audio_tokens_per_unit, cfg.train.max_length) for s in sessions]
+    k, max_len = cfg.schema_.audio_tokens_per_unit, cfg.train.max_length
+    pool = phrasing_words() if bc.heard_noise > 0 else []
+
+    def views() -> list[tuple[list[int], list[int]]]:  # drawn again each epoch under heard_noise, so no error sticks
+        noise = (lambda s: mishearing(s, bc.heard_noise, rng, pool)) if bc.heard_noise > 0 else (lambda s: None)
+        return [text_view(s, tokenizer, k, max_len, noise(s)) for s in sessions]
+
+    rows = views()
     lm = AutoModelForCausalLM.from_config(lm_config(PRESETS[cfg.model.preset], tokenizer.vocab_size, tokenizer.special.pad))
     opt = torch.optim.AdamW(lm.parameters(), lr=bc.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
     total, warm = bc.max_steps, min(bc.warmup_steps, bc.max_steps - 1)
@@ -160,6 +192,8 @@ def pretrain_backbone(
     pos = 0
     for step in range(1, total + 1):
         if pos + rows_per_step > len(packed):
+            if bc.heard_noise > 0:
+                rows = views()
             packed, pos = pack(rows, rng.permutation(len(rows)), row_len), 0
         batch = packed_batch(rows, packed[pos : pos + rows_per_step], tokenizer.special.pad, row_len)
         tokens += sum(len(rows[i][0]) for g in packed[pos : pos + rows_per_step] for i in g)

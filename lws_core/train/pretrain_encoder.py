@@ -30,6 +30,7 @@ from lws_core.model.asr import (
     aligned_path,
     context_windows,
     ctc_loss,
+    heard_form,
     heard_items,
     heard_speech,
     transcribe_units,
@@ -37,7 +38,7 @@ from lws_core.model.asr import (
     window_positions,
 )
 from lws_core.model.presets import PRESETS
-from lws_core.schema import Session
+from lws_core.schema import Session, heard_words
 from lws_core.train.fast_dropout import fast_dropout
 from lws_core.train.loop import LossLog, optimizer_step
 from lws_core.train.pretrain_backbone import train_only_corpus
@@ -80,10 +81,22 @@ def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None
         a = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
         n = len(s.units)
         a = np.pad(a, (0, max(0, n * unit_samples - a.shape[0])))[: n * unit_samples].reshape(n, unit_samples)
-        texts = heard_speech(s)
-        tokens = [tok.encode_text(" " + t) if (tok is not None and t) else [] for t in texts]
-        out.append(_Session(a, texts, tokens, heard_items(s, tok) if tok is not None else []))
+        out.append(_Session(a, *recogniser_targets(s, tok)))
     return out
+
+
+def recogniser_targets(s: Session, tok) -> tuple[list[str], list[list[int]], list]:  # noqa: ANN001 - SchemaTokenizer | None
+    """Per unit, what the recogniser is taught to write: the heard transcript, its LM tokens and its timed items
+    (:func:`lws_core.model.asr.heard_items`; none without ``tok``). The session's filler words (``meta["fillers"]``,
+    ``data.filler_rate``) are left out: a word the recogniser is not taught is one it should write nothing for."""
+    fillers = set(s.meta.get("fillers", ()))
+    if fillers:
+        texts = [heard_form([w for w in ws if heard_form([w]) not in fillers]) for ws in heard_words(s)]
+    else:
+        texts = heard_speech(s)
+    tokens = [tok.encode_text(" " + t) if (tok is not None and t) else [] for t in texts]
+    untaught = (lambda t: "" if t in fillers else t) if fillers else None
+    return texts, tokens, heard_items(s, tok, untaught) if tok is not None else []
 
 
 def _kept_windows(sessions: list[_Session], keep: np.ndarray, ctx: int) -> torch.Tensor:
@@ -119,6 +132,8 @@ def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) ->
     from lws_core.scratch import scratch_dir
 
     corpus_cfg = train_only_corpus(cfg, cfg.pretrain.encoder.sessions, cfg.pretrain.encoder.corpus_seed)
+    if cfg.pretrain.encoder.filler_rate is not None:
+        corpus_cfg = corpus_cfg.with_overrides({"data.filler_rate": cfg.pretrain.encoder.filler_rate})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = scratch_dir(out_dir.parent, f".{out_dir.name}.corpus")  # a killed run's folder goes at the next run
     try:

@@ -104,6 +104,12 @@ def test_fillers_reach_training_questions_only(tmp_path):
             qa, qb = (json.loads(r["session"])["meta"]["turns"][0]["question"] for r in (a, b))
             extra = len(qb.split()) - len(qa.split())
             assert 1 <= extra <= 2, (qa, qb)
+            # the session names its fillers (the recogniser is not taught them); a plain session names none
+            meta = json.loads(b["session"])["meta"]
+            fills, said = set(meta["fillers"]), " ".join(t["question"] for t in meta["turns"]).lower()
+            assert set(qb.lower().strip(".?").split()) - set(qa.lower().strip(".?").split()) <= fills, (fills, qa, qb)
+            assert all(f in said for f in fills)  # a barge-in's second question brings its own
+            assert "fillers" not in json.loads(a["session"])["meta"]
             assert a["answer"] == b["answer"]
             grown += 1
     assert grown > 10

@@ -548,3 +548,53 @@ def test_recogniser_features_in_session_groups_match_all_windows_at_once() -> No
     want = _features(rec.speech.featurizer, _kept_windows(sessions, keep, 800))
     for chunk in (1, 2, 4, 100):
         torch.testing.assert_close(_kept_features(rec.speech.featurizer, sessions, keep, 800, chunk=chunk), want)
+
+
+def test_simulated_mishearing_spares_numbers_and_what_the_answer_repeats_and_keeps_the_slots() -> None:
+    """``pretrain.backbone.heard_noise``: a word the answer does not repeat is dropped or swapped for a training
+    word; numbers, slot values and words said back stay; the labels and the text view's layout do not change."""
+    from lws_core.data.budget import budget_tokenizer
+    from lws_core.data.tasks import phrasing_words
+    from lws_core.model.asr import heard_slots
+    from lws_core.train.pretrain_backbone import mishearing, text_view
+
+    said = ["Tell", "me", "which", "is", "larger:", "38", "or", "98."]
+    words = [Word(text=w, start=0.2 * i, end=0.2 * i + 0.15) for i, w in enumerate(said)]
+    s = Session(units=[Unit(), Unit(write="- 38 or 98\n**Answer:** 98\n"),
+                       Unit(state="speak", say="98 is larger", eot=True)], user_words=words)
+    pool = phrasing_words()
+    assert "expressed" not in pool and "larger" not in pool and "kilograms" not in pool  # held-out and slot words
+    tok = budget_tokenizer()
+    heard = [heard_form([w]) for w in said]
+    seen: set[str] = set()
+    for seed in range(20):
+        m = mishearing(s, 1.0, np.random.default_rng(seed), pool)
+        out = [m(h) for h in heard]
+        assert out[4:] == ["larger", "38", "or", "98"]  # a slot word, the numbers, and "or", which the notes repeat
+        assert all(o == "" or o in pool for o in out[:4])
+        seen.update(out[:4])
+        clean, noisy = text_view(s, tok, 10, 1024), text_view(s, tok, 10, 1024, mishearing(s, 1.0, np.random.default_rng(seed), pool))
+        assert len(noisy[0]) == len(clean[0]) and noisy[1] == clean[1]  # same layout, same targets
+    assert "" in seen and len(seen - {""}) > 3  # both kinds of error, from the pool
+    m0 = mishearing(s, 0.0, np.random.default_rng(0), pool)
+    assert heard_slots(s, tok, 10, m0) == heard_slots(s, tok, 10)  # rate 0: the clean view
+
+
+def test_a_filler_word_is_never_a_recognisers_target() -> None:
+    """A session's filler words (``meta["fillers"]``) are left out of every unit's transcript, tokens and timed
+    items: the recogniser learns to write nothing for a word it is not taught; the other words stay where they were."""
+    from lws_core.data.budget import budget_tokenizer
+    from lws_core.train.pretrain_encoder import recogniser_targets
+
+    said = ["Tell", "me", "4", "system", "kilograms", "in", "grams", "deep."]
+    words = [Word(text=w, start=0.3 * i, end=0.3 * i + 0.25) for i, w in enumerate(said)]
+    units = [Unit(), Unit(), Unit(write="- 4 kilograms to grams\n"), Unit(state="speak", say="4000 grams", eot=True)]
+    tok = budget_tokenizer()
+    plain = recogniser_targets(Session(units=units, user_words=words), tok)
+    filled = recogniser_targets(Session(units=units, user_words=words, meta={"fillers": ["deep", "system"]}), tok)
+    assert " ".join(t for t in plain[0] if t) == "tell me 4 system kilograms in grams deep"
+    assert " ".join(t for t in filled[0] if t) == "tell me 4 kilograms in grams"
+    assert [tok.encode_text(" " + t) if t else [] for t in filled[0]] == filled[1]
+    assert sum(len(u) for u in filled[2]) == sum(len(u) for u in plain[2]) - 2  # two items fewer, the rest as they were
+    kept = [it for u in plain[2] for it in u if it[0] not in (tok.encode_text(" system"), tok.encode_text(" deep"))]
+    assert kept == [it for u in filled[2] for it in u]
