@@ -42,7 +42,9 @@ class BackbonePretrain(Section):
         0.0, ge=0.0, le=1.0,
         description="Simulated recogniser errors in the text view: each heard word that is not a number and not said "
         "back in the session's notes or answers is dropped or swapped for another training-phrasing word with this "
-        "probability, drawn again every epoch (lws_core.train.pretrain_backbone.mishearing); 0: clean transcripts.",
+        "probability, drawn again every epoch (lws_core.train.pretrain_backbone.mishearing); 0: clean transcripts. "
+        "At 0.2 with pretrain.encoder.filler_rate=0.5 (stop 52, three LWS seeds): written test 0.281 -> 0.427, pause "
+        "TOR test 0.133 -> 0.033, consistency test 0.810 -> 0.854, but written test_seen 0.504 -> 0.462: off.",
     )
     copy_rows: int = Field(
         0, ge=0,
@@ -103,7 +105,8 @@ class EncoderPretrain(Section):
         None, ge=0.0, le=1.0,
         description="Share of that extra corpus's questions that carry filler words (data.filler_*: frequent English "
         "words no training phrasing says). A filler is never a target: the recogniser learns to write nothing for a "
-        "word it was not taught instead of a template word or a number in its place; null: data.filler_rate.",
+        "word it was not taught instead of a template word or a number in its place; null: data.filler_rate. At 0.5 "
+        "(stop 52): held-out-voice WER 0.091 -> 0.097, cascade on test 0.31 -> 0.37; alone, no held-out LWS gain.",
     )
     general_utterances: int = Field(
         0, ge=0,
