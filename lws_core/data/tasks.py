@@ -10,6 +10,7 @@ evaluation sees wordings training never did.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
@@ -212,10 +213,11 @@ def training_vocabulary() -> set[str]:
     return {w for w in words if w and w.isalpha()}
 
 
-def slot_words() -> set[str]:
+@lru_cache(maxsize=1)
+def slot_words() -> frozenset[str]:
     """The words of the slot values that change what is asked: operations, units, comparisons, Python verbs."""
     words = set(_OPS) | {w for a, b, _ in _UNITS for w in (a, b)} | set(_ADJS)
-    return words | {w.lower() for v, _, _ in _PY for w in re.sub(r"\{\w+\}", " ", v).split()}
+    return frozenset(words | {w.lower() for v, _, _ in _PY for w in re.sub(r"\{\w+\}", " ", v).split()})
 
 
 def phrasing_words() -> list[str]:

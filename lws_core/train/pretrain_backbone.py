@@ -48,9 +48,9 @@ class BackboneReport:
 
 
 def mishearing(session: Session, rate: float, rng: np.random.Generator, pool: list[str]):  # noqa: ANN201 - str -> str
-    """A recogniser's errors on one session, simulated: each heard word that is neither a number nor said back in
-    the session's notes or answers nor a slot value (:func:`lws_core.data.tasks.slot_words`) is, with probability ``rate``, dropped (half the time) or heard as a random
-    word of ``pool`` (:func:`lws_core.data.tasks.phrasing_words`).
+    """A recogniser's errors on one session, simulated: each heard word that is neither a number, a slot value
+    (:func:`lws_core.data.tasks.slot_words`) nor said back in the session's notes or answers is, with probability
+    ``rate``, dropped (half the time) or heard as a random word of ``pool`` (:func:`lws_core.data.tasks.phrasing_words`).
 
     Why: the stand-in recogniser has only heard the templates' words, so on a phrasing it never heard it drops
     or swaps the words that carry no value (it heard half of them on held-out phrasings, against 0.94 on training
@@ -165,8 +165,8 @@ def pretrain_backbone(
     pool = phrasing_words() if bc.heard_noise > 0 else []
 
     def views() -> list[tuple[list[int], list[int]]]:  # drawn again each epoch under heard_noise, so no error sticks
-        noise = (lambda s: mishearing(s, bc.heard_noise, rng, pool)) if bc.heard_noise > 0 else (lambda s: None)
-        return [text_view(s, tokenizer, k, max_len, noise(s)) for s in sessions]
+        noisy = bc.heard_noise > 0  # without it, rng is not drawn from: the default backbone is what it was
+        return [text_view(s, tokenizer, k, max_len, mishearing(s, bc.heard_noise, rng, pool) if noisy else None) for s in sessions]
 
     rows = views()
     lm = AutoModelForCausalLM.from_config(lm_config(PRESETS[cfg.model.preset], tokenizer.vocab_size, tokenizer.special.pad))
