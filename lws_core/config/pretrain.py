@@ -46,6 +46,13 @@ class BackbonePretrain(Section):
         "At 0.2 with pretrain.encoder.filler_rate=0.5 (stop 52, three LWS seeds): written test 0.281 -> 0.427, pause "
         "TOR test 0.133 -> 0.033, consistency test 0.810 -> 0.854, but written test_seen 0.504 -> 0.462: off.",
     )
+    heard_swap: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Under heard_noise, the share of misheard words heard as another training-phrasing word; the "
+        "rest are dropped. 0.5: stop 52's mixture. The filler-taught recogniser (pretrain.encoder.filler_rate=0.5) "
+        "drops a word it does not know four times as often as it swaps it (test transcripts: 0.34 deleted, 0.09 "
+        "substituted of every word said), which 0.2 copies.",
+    )
     copy_rows: int = Field(
         0, ge=0,
         description="Rows of copy episodes (heard-style numbers and words between <|audio|> slots, then the same "

@@ -47,10 +47,11 @@ class BackboneReport:
     losses: list[tuple[int, float]] = field(default_factory=list)
 
 
-def mishearing(session: Session, rate: float, rng: np.random.Generator, pool: list[str]):  # noqa: ANN201 - str -> str
+def mishearing(session: Session, rate: float, rng: np.random.Generator, pool: list[str], swap: float = 0.5):  # noqa: ANN201 - str -> str
     """A recogniser's errors on one session, simulated: each heard word that is neither a number, a slot value
     (:func:`lws_core.data.tasks.slot_words`) nor said back in the session's notes or answers is, with probability
-    ``rate``, dropped (half the time) or heard as a random word of ``pool`` (:func:`lws_core.data.tasks.phrasing_words`).
+    ``rate``, heard as a random word of ``pool`` (:func:`lws_core.data.tasks.phrasing_words`; a ``swap`` share of
+    them) or dropped (the rest).
 
     Why: the stand-in recogniser has only heard the templates' words, so on a phrasing it never heard it drops
     or swaps the words that carry no value (it heard half of them on held-out phrasings, against 0.94 on training
@@ -65,7 +66,7 @@ def mishearing(session: Session, rate: float, rng: np.random.Generator, pool: li
         words = text.split()
         if any(c.isdigit() for c in text) or any(w in kept for w in words) or rng.random() >= rate:
             return text
-        return "" if rng.random() < 0.5 else pool[int(rng.integers(len(pool)))]
+        return "" if rng.random() < 1.0 - swap else pool[int(rng.integers(len(pool)))]
 
     return mishear
 
@@ -166,7 +167,7 @@ def pretrain_backbone(
 
     def views() -> list[tuple[list[int], list[int]]]:  # drawn again each epoch under heard_noise, so no error sticks
         noisy = bc.heard_noise > 0  # without it, rng is not drawn from: the default backbone is what it was
-        return [text_view(s, tokenizer, k, max_len, mishearing(s, bc.heard_noise, rng, pool) if noisy else None) for s in sessions]
+        return [text_view(s, tokenizer, k, max_len, mishearing(s, bc.heard_noise, rng, pool, bc.heard_swap) if noisy else None) for s in sessions]
 
     rows = views()
     lm = AutoModelForCausalLM.from_config(lm_config(PRESETS[cfg.model.preset], tokenizer.vocab_size, tokenizer.special.pad))

@@ -578,6 +578,10 @@ def test_simulated_mishearing_spares_numbers_and_what_the_answer_repeats_and_kee
         clean, noisy = text_view(s, tok, 10, 1024), text_view(s, tok, 10, 1024, mishearing(s, 1.0, np.random.default_rng(seed), pool))
         assert len(noisy[0]) == len(clean[0]) and noisy[1] == clean[1]  # same layout, same targets
     assert "" in seen and len(seen - {""}) > 3  # both kinds of error, from the pool
+    for seed in range(5):  # ``pretrain.backbone.heard_swap``: drops only at 0, swaps only at 1 ("is" is said back)
+        drop, swap = mishearing(s, 1.0, np.random.default_rng(seed), pool, 0.0), mishearing(s, 1.0, np.random.default_rng(seed), pool, 1.0)
+        assert [drop(h) for h in heard[:4]] == ["", "", "", "is"]
+        assert all(w in pool for w in (swap(h) for h in heard[:3])) and [swap(h) for h in heard[3:]] == ["is", "larger", "38", "or", "98"]
     m0 = mishearing(s, 0.0, np.random.default_rng(0), pool)
     assert heard_slots(s, tok, 10, m0) == heard_slots(s, tok, 10)  # rate 0: the clean view
 
