@@ -45,7 +45,8 @@ class BackbonePretrain(Section):
         "probability, drawn again every epoch (lws_core.train.pretrain_backbone.mishearing); 0: clean transcripts. "
         "0.2 by default since stop 53, with heard_swap 0.2 and pretrain.encoder.filler_rate 0.5 (three LWS seeds "
         "paired with 0 / 0.5 / null): written test_seen 0.504 -> 0.549, test 0.281 -> 0.419, consistency test "
-        "0.810 -> 0.903; FDB turn-taking TOR test_seen 0.967 -> 0.917 (benchmarks/results/liberation.md).",
+        "0.810 -> 0.903; costs: FDB turn-taking TOR test_seen 0.967 -> 0.917, backchannel TOR test 0.067 -> 0.283 "
+        "(benchmarks/results/liberation.md).",
     )
     heard_swap: float = Field(
         0.2, ge=0.0, le=1.0,

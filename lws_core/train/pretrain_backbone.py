@@ -166,7 +166,7 @@ def pretrain_backbone(
     pool = phrasing_words() if bc.heard_noise > 0 else []
 
     def views() -> list[tuple[list[int], list[int]]]:  # drawn again each epoch under heard_noise, so no error sticks
-        noisy = bc.heard_noise > 0  # without it, rng is not drawn from: the default backbone is what it was
+        noisy = bc.heard_noise > 0  # at 0 rng is not drawn from, so a clean backbone is draw for draw what it was before
         return [text_view(s, tokenizer, k, max_len, mishearing(s, bc.heard_noise, rng, pool, bc.heard_swap) if noisy else None) for s in sessions]
 
     rows = views()

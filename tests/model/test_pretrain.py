@@ -140,8 +140,8 @@ def pretrained(tiny_cfg, tiny_dataset, tmp_path_factory):
         "pretrain.backbone.sessions": 30, "pretrain.backbone.max_steps": 4, "pretrain.backbone.batch_size": 4,
         "pretrain.encoder.max_steps": 4, "pretrain.encoder.batch_size": 8, "pretrain.encoder.sessions": 6, "pretrain.encoder.eval_sessions": 2,
         "pretrain.encoder.general_utterances": 4,
-        # the options that are off by default run here too (drill and copy rows beside the sessions, the mel warp,
-        # simulated mishearing, an extra corpus full of fillers)
+        # the options that are off by default run here too (drill and copy rows beside the sessions, the mel warp),
+        # and the default mishearing and fillers at higher rates (more noise, an extra corpus full of fillers)
         "pretrain.backbone.drill_rows": 1, "pretrain.backbone.copy_rows": 1, "pretrain.encoder.freq_warp": 0.1,
         "pretrain.backbone.heard_noise": 0.3, "pretrain.encoder.filler_rate": 1.0,
     })
