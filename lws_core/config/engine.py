@@ -43,6 +43,19 @@ class EngineSection(Section):
         "model's own decision. Higher values wait for more certainty that the user has finished: fewer "
         "take-overs in mid-question pauses, later answers (benchmarks/turn_margin.py measures the trade-off).",
     )
+    endpoint_timeout_s: float | None = Field(
+        None, gt=0.0,
+        description="Endpoint fallback: take the turn when the user's latest speech (at least endpoint_min_speech_s of "
+        "it, by a causal energy gate) has had no reply and has been followed by this many seconds of silence, whatever "
+        "the model's own state logits say. Why: on held-out phrasings the model sometimes never answers at all (it "
+        "listens on as if the question were unfinished), and a caller left in silence is the worst outcome. Set it "
+        "above the longest mid-question pause the model should wait through. null: off (the model's own decision).",
+    )
+    endpoint_min_speech_s: float = Field(
+        0.5, ge=0.0,
+        description="Speech the user must have said since the model last spoke for the endpoint fallback to answer it "
+        "(a short 'uh-huh' or a click is not a turn to answer).",
+    )
     fast_path: bool = Field(True, description="Decode Llama/Qwen2/Qwen3 with the fused-weight forward (same function; batched across sessions in a server).")
     compile_decode: bool = Field(
         False,

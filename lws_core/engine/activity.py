@@ -71,6 +71,15 @@ class SpeechActivity:
             self._closed.append((self._open, self._last_voiced + 1))
         self._open = None
 
+    @property
+    def fed_s(self) -> float:
+        """Seconds of audio classified so far (whole frames)."""
+        return self._n_frames * FRAME_S
+
+    def voiced_since(self, t: float) -> float:
+        """Seconds of speech (segments as :meth:`segments` gives them) after time ``t``."""
+        return sum(max(0.0, b - max(a, t)) for a, b in self.segments() if b > t)
+
     def segments(self) -> list[tuple[float, float]]:
         """Segments so far, in seconds; one still open ends at its last voiced frame."""
         spans = list(self._closed)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lws_core.engine.activity import SpeechActivity
 from lws_core.engine.types import EngineConfig, SessionHost, UnitOutput
 from lws_core.errors import InputError
 from lws_core.schema import Phase, UnitParser, Word
@@ -137,6 +138,10 @@ class StreamingSession:
         self._queue = np.zeros(0, dtype=np.float32)
         self._queue_words: list[Word] = []  # times relative to the queue's start
         self._audio_tail = np.zeros(self.spec.context_samples, dtype=np.float32)  # the encoder's left context
+        # the endpoint fallback's view of the user: a causal energy gate over the input (engine.endpoint_timeout_s)
+        self._activity = SpeechActivity(self.spec.sample_rate) if self.cfg.endpoint_timeout_s else None
+        self._spoke_until = 0.0  # input time by which the model's last speaking unit ended
+        self._endpointed = False  # this unit's turn was taken by the endpoint fallback
         self._device = next(self.model.parameters()).device
         self._dtype = self.model.lm.get_input_embeddings().weight.dtype
         self._gen = torch.Generator(device=self._device).manual_seed(self.cfg.seed)
@@ -374,6 +379,8 @@ class StreamingSession:
         if audio.shape[0] < n:
             audio = np.pad(audio, (0, n - audio.shape[0]))
         yield from self._maybe_slide()
+        if self._activity is not None and heard is None:
+            self._activity.feed(audio)
         if heard is None:
             audio_emb = yield from self._audio_embeddings(audio)
         else:
@@ -386,8 +393,11 @@ class StreamingSession:
         logits = yield from self._forward(prefill)
         t_prefill = self._sync()
 
+        self._endpointed = False
         unit, gen, n_write, n_say, forced = yield from self._decode_unit(logits)
         self._last_state = unit.state
+        if unit.state == "speak":
+            self._spoke_until = (self.index + 1) * self.spec.unit_s
         self._history.append(_UnitRecord(audio_emb.detach(), gen))
         t_decode = self._sync()
 
@@ -417,6 +427,7 @@ class StreamingSession:
             speech=chunk,
             speech_words=words,
             barge_in=barge_in,
+            endpointed=self._endpointed,
             timings={
                 "prefill_ms": (t_prefill - t0) * 1000,
                 "decode_ms": (t_decode - t_prefill) * 1000,
@@ -437,6 +448,20 @@ class StreamingSession:
         )
         self.index += 1
         return out
+
+    def _endpoint_due(self) -> bool:
+        """The endpoint fallback: unanswered user speech followed by ``endpoint_timeout_s`` of silence.
+
+        Only at an onset (the previous unit listened), only for speech said after the model last
+        spoke, and only when there is enough of it to be a turn (``endpoint_min_speech_s``)."""
+        act = self._activity
+        if act is None or self._last_state == "speak":
+            return False
+        segs = act.segments()
+        if not segs or segs[-1][1] <= self._spoke_until:
+            return False
+        silence = act.fed_s - segs[-1][1]
+        return silence >= self.cfg.endpoint_timeout_s and act.voiced_since(self._spoke_until) >= self.cfg.endpoint_min_speech_s
 
     def _decode_unit(self, logits: torch.Tensor) -> StepGen:  # returns (ParsedUnit, ids, n_write, n_say, forced)
         """Grammar-constrained decoding of one unit: state → write → say → end, within the budgets."""
@@ -473,6 +498,9 @@ class StreamingSession:
                     raise ValueError(
                         f"policy chose token {token}, which the grammar does not allow in phase {phase.value}"
                     )
+            if token is None and phase == Phase.STATE and self._endpoint_due() and self.ids.speak in allowed:
+                token = self.ids.speak  # the endpoint fallback (engine.endpoint_timeout_s) takes the turn
+                self._endpointed = True
             if token is None and len(allowed) == 1 and not text_ok:
                 token = next(iter(allowed))  # the grammar forces it: no model call needed
             if token is not None and stale and self._feed_scripted:

@@ -88,6 +88,7 @@ class UnitOutput:
     speech: np.ndarray
     speech_words: list[Word] = field(default_factory=list)
     barge_in: bool = False
+    endpointed: bool = False  # the endpoint fallback (engine.endpoint_timeout_s) took the turn, not the model
     timings: dict[str, float] = field(default_factory=dict)
     issues: list[str] = field(default_factory=list)
 
@@ -100,6 +101,7 @@ class UnitOutput:
             "eot": self.eot,
             "forced": self.forced,
             "barge_in": self.barge_in,
+            "endpointed": self.endpointed,
             "speech_s": round(len(self.speech) / 16000, 3),
             "speech_words": [w.model_dump() for w in self.speech_words],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},

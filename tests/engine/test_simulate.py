@@ -350,3 +350,36 @@ def test_speak_onset_margin_holds_the_turn_but_never_cuts_an_answer(speaking_eng
     assert own[0] == "speak"
     assert states(1e4) == ["listen"] * 3  # never takes the turn
     assert states(1e4, speaking=True)[0] == states(0.0, speaking=True)[0] == "speak"  # an answer is never cut
+
+
+def test_endpoint_fallback_answers_unanswered_speech_after_the_timeout(engine, speech):
+    """``engine.endpoint_timeout_s`` takes the turn once the user's unanswered speech is followed by that much
+    silence, and only then.
+
+    A model held silent (a huge onset margin) is given real speech and then silence: without the fallback it
+    never speaks; with it, exactly one unit takes the turn, the first whose audio ends at least the timeout after
+    the last voiced frame of the energy gate, and nothing earlier. A click (shorter than
+    ``endpoint_min_speech_s``) is not a turn to answer.
+    """
+    from lws_core.engine.activity import SpeechActivity
+
+    audio = np.concatenate([speech, np.zeros(16000 * 3, dtype=np.float32)])
+    n = len(audio) // 16000
+
+    def run(audio: np.ndarray, **kw) -> list:  # noqa: ANN003
+        eng = Engine(engine.model, EngineConfig(tts="none", speak_onset_margin=1e4, **kw))
+        with eng.session() as s:
+            return [s.step(audio[i * 16000 : (i + 1) * 16000]) for i in range(len(audio) // 16000)]
+
+    assert [u.state for u in run(audio)] == ["listen"] * n  # the held model on its own
+    units = run(audio, endpoint_timeout_s=1.5)
+    gate = SpeechActivity()
+    gate.feed(audio)
+    speech_end = gate.segments()[-1][1]
+    due = next(i for i in range(n) if (i + 1) - speech_end >= 1.5)
+    assert [u.index for u in units if u.endpointed] == [due]
+    assert units[due].state == "speak" and all(u.state == "listen" for u in units[:due])
+    assert units[due].to_json()["endpointed"] is True
+    click = np.zeros(16000 * 5, dtype=np.float32)
+    click[8000:9600] = speech[16000:17600]  # 0.1 s of speech
+    assert not any(u.endpointed for u in run(click, endpoint_timeout_s=1.5))
