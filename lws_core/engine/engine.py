@@ -9,6 +9,7 @@ input's length (speech still queued when the input ends is not played).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -428,19 +429,7 @@ class _Timeline:
 
 def _light(u: UnitOutput) -> UnitOutput:
     """The unit without its audio (long simulations keep only the records)."""
-    return UnitOutput(
-        u.index,
-        u.state,
-        u.write,
-        u.say,
-        u.eot,
-        u.forced,
-        np.zeros(0, dtype=np.float32),
-        u.speech_words,
-        u.barge_in,
-        u.timings,
-        u.issues,
-    )
+    return dataclasses.replace(u, speech=np.zeros(0, dtype=np.float32))
 
 
 def _check_wav_complete(path: Path) -> None:

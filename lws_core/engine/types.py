@@ -88,9 +88,9 @@ class UnitOutput:
     speech: np.ndarray
     speech_words: list[Word] = field(default_factory=list)
     barge_in: bool = False
-    endpointed: bool = False  # the endpoint fallback (engine.endpoint_timeout_s) took the turn, not the model
     timings: dict[str, float] = field(default_factory=dict)
     issues: list[str] = field(default_factory=list)
+    endpointed: bool = False  # the endpoint fallback (engine.endpoint_timeout_s) took the turn, not the model
 
     def to_json(self) -> dict:
         return {
