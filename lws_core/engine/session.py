@@ -379,9 +379,9 @@ class StreamingSession:
         if audio.shape[0] < n:
             audio = np.pad(audio, (0, n - audio.shape[0]))
         yield from self._maybe_slide()
-        if self._activity is not None and heard is None:
-            self._activity.feed(audio)
         if heard is None:
+            if self._activity is not None:
+                self._activity.feed(audio)
             audio_emb = yield from self._audio_embeddings(audio)
         else:
             if len(heard) != self.spec.audio_tokens_per_unit:
