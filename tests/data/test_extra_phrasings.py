@@ -96,10 +96,12 @@ def test_every_extra_phrasing_asks_a_question_whose_notes_follow_its_words(famil
 
 
 def test_extra_phrasings_reach_training_questions_only(tmp_path):
-    """With the option, training and validation questions use the extra phrasings; the graded splits keep the
-    same questions, voices and word order as without (not to the sample: espeak-ng carries a little state from
-    one utterance to the next within a worker's chunk)."""
-    cfg = LWSConfig().with_overrides({"data.chunk_sessions": 10, "data.test_fraction": 0.2, "data.test_seen_fraction": 0.2})
+    """With the option (the default since stop 55), training and validation questions use the extra phrasings; the
+    graded splits keep the same questions, voices and word order as without (not to the sample: espeak-ng carries a
+    little state from one utterance to the next within a worker's chunk)."""
+    cfg = LWSConfig().with_overrides({
+        "data.chunk_sessions": 10, "data.test_fraction": 0.2, "data.test_seen_fraction": 0.2, "data.extra_phrasings": False,
+    })
     plain = load_dataset_dir(synthesize(cfg, tmp_path / "plain", sessions=60, workers=2, progress=False, text_only=True).out_dir)
     x_cfg = cfg.with_overrides({"data.extra_phrasings": True})
     extra = load_dataset_dir(synthesize(x_cfg, tmp_path / "extra", sessions=60, workers=2, progress=False, text_only=True).out_dir)
@@ -135,7 +137,9 @@ def test_the_stand_ins_corpora_take_the_extra_phrasings_only_when_let(stand_ins)
     assert cfg.data.extra_phrasings
     assert backbone.data.extra_phrasings is stand_ins and recogniser.data.extra_phrasings is stand_ins
     assert (backbone.data.sessions, backbone.data.seed) == (cfg.pretrain.backbone.sessions, cfg.pretrain.backbone.seed)
-    assert corpus_config(LWSConfig()).data.extra_phrasings is False  # off by default, whatever the pretrain switch
+    # on by default since stop 55 (both switches); the LWS data's switch off keeps the corpora off too
+    assert corpus_config(LWSConfig()).data.extra_phrasings is True
+    assert corpus_config(LWSConfig().with_overrides({"data.extra_phrasings": False})).data.extra_phrasings is False
     # as the pipeline hands it over: each pretrain step gets only its view of the config, and the switch is in it
     from lws_core.config import config_from_dict, step_view
 
