@@ -109,8 +109,9 @@ class DataConfig(Section):
         description="Training and validation template questions also draw from 8 more phrasings per family "
         "(lws_core.data.tasks.EXTRA_PHRASINGS), none close to the held-out one. The graded splits never get them. "
         "On by default since stop 55, with pretrain.backbone.max_steps 2400 and train.max_steps 1350 (three LWS seeds "
-        "paired with stop 53's defaults): held-out pause TOR 0.183 -> 0.067, state accuracy test 0.882 -> 0.929, "
-        "consistency test 0.903 -> 0.946, written test_seen 0.549 -> 0.54 (benchmarks/results/liberation.md, stop 55).",
+        "paired with stop 53's defaults): held-out pause TOR 0.183 -> 0.050, turn-taking TOR 0.900 -> 0.967, state "
+        "accuracy test 0.882 -> 0.926, consistency test 0.903 -> 0.933; written test_seen 0.549 -> 0.527, test 0.419 -> "
+        "0.412 (benchmarks/results/liberation.md, stop 55).",
     )
     filler_place: Literal["anywhere", "edges"] = Field(
         "anywhere",

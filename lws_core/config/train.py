@@ -18,7 +18,7 @@ class TrainConfig(Section):
     max_steps: int = Field(
         1350, ge=1,
         description="Optimizer steps. 1,350 since stop 55, with data.extra_phrasings (three times the phrasings to hear "
-        "from the same audio): written test_seen 0.492 -> 0.54 over three seeds against 900 on the same stand-ins. "
+        "from the same audio): written test_seen 0.492 -> 0.527 over three seeds against 900 on the same stand-ins. "
         "900 from stop 36 (600 in stop 35, 300 before): on 4,000 sessions, written "
         "test_seen 0.51 +- 0.02 against 0.45 +- 0.07 at 600 steps on 2,000 (three seeds); at 600 steps 4,000 gave nothing.",
     )
