@@ -118,6 +118,7 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
         _load_split,
         dataset_tokenizer,
         transcribe_sessions,
+        wer_interval,
         word_error_rate,
     )
 
@@ -127,8 +128,9 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
         ev = _load_split(Path(data), split, rec.speech.unit_samples, limit=sessions, tok=tok)
         hyps = transcribe_sessions(rec, ev)
         refs = [" ".join(t for t in s.targets if t) for s in ev]
-        w = word_error_rate(refs, hyps)
-        print(f"{split}: WER {w:.3f} over {len(ev)} sessions")
+        w, ci = word_error_rate(refs, hyps), wer_interval(refs, hyps)
+        span = "" if ci is None else f" (95 % interval {ci[0]:.3f}-{ci[1]:.3f})"
+        print(f"{split}: WER {w:.3f}{span} over {len(ev)} sessions")
         for r, h in [(r, h) for r, h in zip(refs, hyps, strict=True) if r][:3]:
             print(f"    ref {r!r}\n    hyp {h!r}")
         print("    " + breakdown(rec, ev, refs, hyps))

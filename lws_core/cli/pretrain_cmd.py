@@ -100,7 +100,8 @@ def encoder(
     ec = cfg.pretrain.encoder
     console.print(f"pretraining the [bold]{cfg.model.preset}[/] audio encoder (CTC on {ec.targets}) for {ec.max_steps} steps")
     r = pretrain_encoder(cfg, data, out_dir, progress=not quiet)
-    wer = "-" if r.wer is None or r.wer != r.wer else f"{r.wer:.3f} ({r.wer_sessions} held-out-voice sessions)"
+    ci = "" if r.wer_interval is None else f", 95 % interval {r.wer_interval[0]:.3f}-{r.wer_interval[1]:.3f}"
+    wer = "-" if r.wer is None or r.wer != r.wer else f"{r.wer:.3f} ({r.wer_sessions} held-out-voice sessions{ci})"
     _summary(
         f"pretrained encoder -> {out_dir}",
         [

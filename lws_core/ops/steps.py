@@ -264,6 +264,8 @@ def _run_pretrain(config_json: str, kind: str, out_path: str, dataset_path: str 
                            "wer_sessions": e.wer_sessions}
                 if e.wer is not None:
                     numbers["wer"] = e.wer
+                if e.wer_interval is not None:
+                    numbers["wer_ci_low"], numbers["wer_ci_high"] = e.wer_interval
             tr.log_metrics(rid, numbers)
             if (out / "pretrain_report.json").is_file():
                 tr.client.log_artifact(rid, str(out / "pretrain_report.json"))

@@ -165,6 +165,9 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
     assert e.steps == 4 and e.wer_sessions >= 1
     said = any(x["ref"] for x in e.examples)  # WER exists exactly when the evaluated sessions said something
     assert (e.wer is not None and e.wer >= 0.0) if said else e.wer is None
+    if e.wer_interval is not None:  # reported beside the point figure, which it brackets
+        assert e.wer_interval[0] <= e.wer <= e.wer_interval[1]
+        assert report_wer_interval(e) == list(e.wer_interval)
     lws = cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir})
     m = LWSModel.build(lws)
     # the backbone's own tokenizer comes back with the very ids the data budgets were counted with
@@ -190,6 +193,35 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
     tok_rms = m.lm.get_input_embeddings().weight.pow(2).mean().sqrt()
     ratio = float(aud.pow(2).mean().sqrt() / tok_rms)
     assert 0.2 < ratio < 2.0, ratio
+
+
+def report_wer_interval(e):  # noqa: ANN001, ANN201 - EncoderReport -> list | None
+    return json.loads((Path(e.out_dir) / "pretrain_report.json").read_text())["wer_interval"]
+
+
+def test_wer_interval_brackets_the_pooled_rate_and_narrows_with_more_sessions() -> None:
+    """The encoder's WER comes with a bootstrap interval over sessions (the goal, <= 0.10, sits inside the noise
+    of 60 sessions). Sessions of 2-9 words with one word wrong in every third session: the pooled rate sits inside
+    its interval, 4x the sessions give a narrower one, and a perfect transcript gives a zero-width interval at 0."""
+    from lws_core.train.pretrain_encoder import wer_interval, word_error_rate
+
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> tuple[list[str], list[str]]:
+        refs, hyps = [], []
+        for i in range(n):
+            words = [f"w{int(k)}" for k in rng.integers(0, 50, int(rng.integers(2, 10)))]
+            refs.append(" ".join(words))
+            hyps.append(" ".join(["x", *words[1:]]) if i % 3 == 0 else " ".join(words))
+        return refs, hyps
+
+    small, large = draw(60), draw(240)
+    lo_s, hi_s = wer_interval(*small)
+    lo_l, hi_l = wer_interval(*large)
+    assert lo_s < word_error_rate(*small) < hi_s and lo_l < word_error_rate(*large) < hi_l
+    assert hi_l - lo_l < hi_s - lo_s
+    assert wer_interval(small[0], small[0]) == (0.0, 0.0)
+    assert wer_interval(["one two"], ["one"]) is None  # one session: no interval to draw
 
 
 def test_encoder_made_for_other_settings_is_refused_in_one_line(pretrained, tmp_path) -> None:
