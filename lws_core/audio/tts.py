@@ -34,6 +34,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -100,11 +101,26 @@ class TTS(Protocol):
     def synthesize(self, text: str, voice: VoiceSpec | None = None) -> Speech: ...
 
 
-def english_voices(held_out: bool | None = None) -> list[str]:
-    """Voice names ``lang+variant``; ``held_out=True`` gives the test-only voices, False the training ones."""
+def more_variants() -> tuple[str, ...]:
+    """The other voice variants the packaged espeak-ng data ships (its ``voices/!v`` folder: ~100 timbres, from
+    ``Alex`` to ``zac``), beyond :data:`VARIANTS`: more speakers for a training corpus to hear. The held-out
+    variants stay out, and so do names with spaces (espeak cannot take them in ``lang+variant``)."""
+    import espeakng_loader
+
+    folder = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+    names = sorted(f.name for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+    return tuple(n for n in names if " " not in n and n not in VARIANTS and n not in HELD_OUT_VARIANTS)
+
+
+def english_voices(held_out: bool | None = None, timbres: str = "core") -> list[str]:
+    """Voice names ``lang+variant``; ``held_out=True`` gives the test-only voices, False the training ones.
+
+    ``timbres="all"`` adds :func:`more_variants` to the training voices (``data.voice_timbres``); the
+    held-out voices are the same either way, so a test split does not change with it."""
     out = []
+    extra = more_variants() if timbres == "all" and held_out is False else ()
     for lang in ENGLISH_VOICES:
-        for var in VARIANTS:
+        for var in (*VARIANTS, *extra):
             test = lang in HELD_OUT_LANGS or var in HELD_OUT_VARIANTS
             if held_out is None or held_out == test:
                 out.append(f"{lang}+{var}")

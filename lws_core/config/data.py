@@ -113,6 +113,13 @@ class DataConfig(Section):
         "accuracy test 0.882 -> 0.926, consistency test 0.903 -> 0.933; written test_seen 0.549 -> 0.527, test 0.419 -> "
         "0.412 (benchmarks/results/liberation.md, stop 55).",
     )
+    voice_timbres: Literal["core", "all"] = Field(
+        "core",
+        description="Voice variants the training and validation sessions are said in: core (the 16 of "
+        "lws_core.audio.tts.VARIANTS, 14 of them heard in training) or all (also every other variant the packaged "
+        "espeak-ng data ships, ~100: more speakers, as a real ASR corpus has). The held-out voices are the same either "
+        "way. pretrain.encoder.voice_timbres sets it for the recogniser's own corpus alone.",
+    )
     filler_place: Literal["anywhere", "edges"] = Field(
         "anywhere",
         description="Where filler words go: any word gap after the first word (anywhere), or before the first word "

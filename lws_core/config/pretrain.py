@@ -116,6 +116,11 @@ class EncoderPretrain(Section):
         "on top of the dataset's train split; 0: the train split only. 4,500 (1,500 before stop 31): with dropout, "
         "held-out-voice WER 0.215 -> 0.134 over three seeds (docs/training.md).",
     )
+    voice_timbres: Literal["core", "all"] | None = Field(
+        None,
+        description="data.voice_timbres for the recogniser's own extra corpus (pretrain.encoder.sessions) alone: all "
+        "= ~100 espeak voice variants instead of 14 (the held-out voices stay unheard); null: data.voice_timbres.",
+    )
     corpus_seed: int = Field(2, description="Seed of that extra corpus (not the dataset's, so it holds other sessions).")
     filler_rate: float | None = Field(
         0.5, ge=0.0, le=1.0,

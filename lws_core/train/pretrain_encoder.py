@@ -118,6 +118,15 @@ def _kept_windows(sessions: list[_Session], keep: np.ndarray, ctx: int) -> torch
     return torch.cat(out)
 
 
+def encoder_corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
+    """The data config of the recogniser's own extra corpus: ``pretrain.encoder.sessions`` training sessions from
+    its ``corpus_seed``, with its own filler rate and voice timbres where ``pretrain.encoder`` sets them."""
+    ec = cfg.pretrain.encoder
+    corpus_cfg = train_only_corpus(cfg, ec.sessions, ec.corpus_seed)
+    overrides = {"data.filler_rate": ec.filler_rate, "data.voice_timbres": ec.voice_timbres}
+    return corpus_cfg.with_overrides({k: v for k, v in overrides.items() if v is not None})
+
+
 def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) -> list[_Session]:  # noqa: ANN001
     """``pretrain.encoder.sessions`` more sessions of speech for the recogniser alone, synthesized beside ``out_dir``.
 
@@ -132,9 +141,7 @@ def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) ->
     from lws_core.data.synth import synthesize
     from lws_core.scratch import scratch_dir
 
-    corpus_cfg = train_only_corpus(cfg, cfg.pretrain.encoder.sessions, cfg.pretrain.encoder.corpus_seed)
-    if cfg.pretrain.encoder.filler_rate is not None:
-        corpus_cfg = corpus_cfg.with_overrides({"data.filler_rate": cfg.pretrain.encoder.filler_rate})
+    corpus_cfg = encoder_corpus_config(cfg)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = scratch_dir(out_dir.parent, f".{out_dir.name}.corpus")  # a killed run's folder goes at the next run
     try:
