@@ -30,6 +30,7 @@ Reproducibility: two things make espeak-ng's samples vary.
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 import threading
 import unicodedata
@@ -101,6 +102,7 @@ class TTS(Protocol):
     def synthesize(self, text: str, voice: VoiceSpec | None = None) -> Speech: ...
 
 
+@functools.cache  # read once: every synthesized session asks for the voice list
 def more_variants() -> tuple[str, ...]:
     """The other voice variants the packaged espeak-ng data ships (its ``voices/!v`` folder: ~100 timbres, from
     ``Alex`` to ``zac``), beyond :data:`VARIANTS`: more speakers for a training corpus to hear. The held-out
