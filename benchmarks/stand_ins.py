@@ -9,7 +9,7 @@ checkpoints with the CLI and its ``--set`` overrides, then score them here:
     .venv/bin/lws pretrain encoder --data /tmp/ds --out /tmp/enc --set pretrain.encoder.aligned_weight=0
     .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --show 8
     .venv/bin/python benchmarks/stand_ins.py ceiling --backbone /tmp/bb --data /tmp/ds --encoder /tmp/enc
-    .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen
+    .venv/bin/python benchmarks/stand_ins.py wer --encoder /tmp/enc --data /tmp/ds --splits train test_seen [--base /tmp/enc0]
     .venv/bin/python benchmarks/stand_ins.py seeds --data /tmp/ds --seeds 1 2 3 --work /tmp/bbs
     .venv/bin/python benchmarks/stand_ins.py encoder-seeds --data /tmp/ds --seeds 0 1 2 --work /tmp/encs --set pretrain.encoder.dropout=0.2
 
@@ -110,7 +110,7 @@ def seeds(data: str, seed_list: list[int], work: str, limit: int, overrides: lis
             print(f"| {fam} | " + " | ".join(f"{x:.2f}" for x in v) + f" | {v.mean():.3f} ± {half:.3f} |")
 
 
-def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
+def wer(encoder: str, data: str, splits: list[str], sessions: int, base: str | None = None) -> None:
     from pathlib import Path
 
     from lws_core.model.asr import load_recognizer
@@ -118,11 +118,13 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
         _load_split,
         dataset_tokenizer,
         transcribe_sessions,
+        wer_difference_interval,
         wer_interval,
         word_error_rate,
     )
 
     rec = load_recognizer(encoder)
+    base_rec = load_recognizer(base) if base else None
     tok = dataset_tokenizer(Path(data))
     for split in splits:
         ev = _load_split(Path(data), split, rec.speech.unit_samples, limit=sessions, tok=tok)
@@ -131,6 +133,11 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int) -> None:
         w, ci = word_error_rate(refs, hyps), wer_interval(refs, hyps)
         span = "" if ci is None else f" (95 % interval {ci[0]:.3f}-{ci[1]:.3f})"
         print(f"{split}: WER {w:.3f}{span} over {len(ev)} sessions")
+        if base_rec is not None:
+            base_hyps = transcribe_sessions(base_rec, ev)
+            d, dci = w - word_error_rate(refs, base_hyps), wer_difference_interval(refs, hyps, base_hyps)
+            dspan = "" if dci is None else f" (95 % interval {dci[0]:+.3f} to {dci[1]:+.3f})"
+            print(f"    against --base: WER {word_error_rate(refs, base_hyps):.3f}; paired difference {d:+.3f}{dspan}")
         for r, h in [(r, h) for r, h in zip(refs, hyps, strict=True) if r][:3]:
             print(f"    ref {r!r}\n    hyp {h!r}")
         print("    " + breakdown(rec, ev, refs, hyps))
@@ -257,7 +264,8 @@ def main() -> None:
     w.add_argument("--encoder", required=True)
     w.add_argument("--data", required=True)
     w.add_argument("--splits", nargs="+", default=["test_seen"])
-    w.add_argument("--sessions", type=int, default=60)
+    w.add_argument("--sessions", type=int, default=400, help="first sessions of each split (400: all of the default test_seen)")
+    w.add_argument("--base", help="another recogniser: its WER on the same sessions and the paired difference, with a 95 %% interval")
     sd = sub.add_parser("seeds", help="the text ceiling over several pretraining seeds, with a 95 %% interval")
     sd.add_argument("--data", required=True)
     sd.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -278,7 +286,7 @@ def main() -> None:
     elif a.what == "encoder-seeds":
         encoder_seeds(a.data, a.seeds, a.work, a.set, a.sessions)
     else:
-        wer(a.encoder, a.data, a.splits, a.sessions)
+        wer(a.encoder, a.data, a.splits, a.sessions, a.base)
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def test_wer_interval_brackets_the_pooled_rate_and_narrows_with_more_sessions() 
     """The encoder's WER comes with a bootstrap interval over sessions (the goal, <= 0.10, sits inside the noise
     of 60 sessions). Sessions of 2-9 words with one word wrong in every third session: the pooled rate sits inside
     its interval, 4x the sessions give a narrower one, and a perfect transcript gives a zero-width interval at 0."""
-    from lws_core.train.pretrain_encoder import wer_interval, word_error_rate
+    from lws_core.train.pretrain_encoder import wer_difference_interval, wer_interval, word_error_rate
 
     rng = np.random.default_rng(0)
 
@@ -222,6 +222,14 @@ def test_wer_interval_brackets_the_pooled_rate_and_narrows_with_more_sessions() 
     assert hi_l - lo_l < hi_s - lo_s
     assert wer_interval(small[0], small[0]) == (0.0, 0.0)
     assert wer_interval(["one two"], ["one"]) is None  # one session: no interval to draw
+    # two recognisers on the same sessions: one that also misses every fifth session's last word is worse, and the
+    # paired interval (the sessions' own difficulty cancels) excludes 0 and is narrower than either rate's own
+    refs, hyps = large
+    worse = [" ".join(h.split()[:-1]) if i % 5 == 0 else h for i, h in enumerate(hyps)]
+    d_lo, d_hi = wer_difference_interval(refs, worse, hyps)
+    assert 0 < d_lo < word_error_rate(refs, worse) - word_error_rate(refs, hyps) < d_hi
+    assert d_hi - d_lo < hi_l - lo_l
+    assert wer_difference_interval(refs, hyps, hyps) == (0.0, 0.0)
 
 
 def test_encoder_made_for_other_settings_is_refused_in_one_line(pretrained, tmp_path) -> None:
