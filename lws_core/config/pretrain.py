@@ -130,6 +130,13 @@ class EncoderPretrain(Section):
         "default since stop 53, with pretrain.backbone.heard_noise (which it pairs with; alone, stop 52, no held-out "
         "LWS gain): held-out-voice WER 0.091 -> 0.097, cascade on test 0.31 -> 0.37 (one run each).",
     )
+    filler_place: Literal["anywhere", "edges"] | None = Field(
+        "anywhere",
+        description="data.filler_place for that extra corpus's fillers: anywhere (the default: the recogniser also "
+        "meets an untaught word inside a question, as a held-out phrasing's new words are) or edges; null: "
+        "data.filler_place. Pinned to anywhere in stop 57, when data.filler_place went to edges for the LWS data, so "
+        "the recogniser's own corpus stayed the one measured since stop 53.",
+    )
     general_utterances: int = Field(
         0, ge=0,
         description="Utterances of general English (3-10 words drawn from the general_vocab most frequent English words, "

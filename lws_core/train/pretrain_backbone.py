@@ -238,9 +238,11 @@ def corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
     """The data config of the backbone's text corpus: its own seed and size, every session in train.
 
     Train sessions use training phrasings only, so the held-out phrasings of the
-    audio set's test split stay unseen by the backbone too.
+    audio set's test split stay unseen by the backbone too; none carries filler words.
     """
-    return train_only_corpus(cfg, cfg.pretrain.backbone.sessions, cfg.pretrain.backbone.seed)
+    # no filler words (data.filler_rate): they are speech the recogniser is taught to write nothing for, so no text
+    # the LWS model reads or writes ever holds one, and the backbone's text view should not either
+    return train_only_corpus(cfg, cfg.pretrain.backbone.sessions, cfg.pretrain.backbone.seed).with_overrides({"data.filler_rate": 0.0})
 
 
 def train_only_corpus(cfg, sessions: int, seed: int):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig

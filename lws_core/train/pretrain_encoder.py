@@ -120,10 +120,10 @@ def _kept_windows(sessions: list[_Session], keep: np.ndarray, ctx: int) -> torch
 
 def encoder_corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
     """The data config of the recogniser's own extra corpus: ``pretrain.encoder.sessions`` training sessions from
-    its ``corpus_seed``, with its own filler rate and voice timbres where ``pretrain.encoder`` sets them."""
+    its ``corpus_seed``, with its own filler rate, filler place and voice timbres where ``pretrain.encoder`` sets them."""
     ec = cfg.pretrain.encoder
     corpus_cfg = train_only_corpus(cfg, ec.sessions, ec.corpus_seed)
-    overrides = {"data.filler_rate": ec.filler_rate, "data.voice_timbres": ec.voice_timbres}
+    overrides = {"data.filler_rate": ec.filler_rate, "data.filler_place": ec.filler_place, "data.voice_timbres": ec.voice_timbres}
     return corpus_cfg.with_overrides({k: v for k, v in overrides.items() if v is not None})
 
 

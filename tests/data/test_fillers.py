@@ -85,7 +85,8 @@ def test_fillers_reach_training_questions_only(tmp_path):
     test and test_seen sessions ask the same questions in the same voices and scenarios. (Not to the sample:
     espeak-ng carries a little state from one utterance to the next within a worker's chunk, so word ends
     move by up to tens of milliseconds, and a backchannel placed after them can fall a unit later.)"""
-    cfg = LWSConfig().with_overrides({"data.chunk_sessions": 10, "data.test_seen_fraction": 0.2, "data.test_fraction": 0.2})
+    cfg = LWSConfig().with_overrides({"data.chunk_sessions": 10, "data.test_seen_fraction": 0.2, "data.test_fraction": 0.2,
+                                      "data.filler_rate": 0.0})
     plain = load_dataset_dir(synthesize(cfg, tmp_path / "plain", sessions=40, workers=2, progress=False, text_only=True).out_dir)
     filled_cfg = cfg.with_overrides({"data.filler_rate": 1.0})
     filled = load_dataset_dir(synthesize(filled_cfg, tmp_path / "filled", sessions=40, workers=2, progress=False, text_only=True).out_dir)
@@ -113,3 +114,21 @@ def test_fillers_reach_training_questions_only(tmp_path):
             assert a["answer"] == b["answer"]
             grown += 1
     assert grown > 10
+
+
+def test_fillers_reach_the_lws_data_but_not_the_backbone_text_and_the_recogniser_keeps_its_own():
+    """On by default since stop 57 for the LWS data (half the training questions, at the edges). The backbone's
+    text corpus never takes them (no text the LWS model reads holds a filler), and the recogniser's own corpus
+    keeps its rate and placement (0.5, anywhere), whatever the LWS data says; also through each step's view."""
+    from lws_core.config import config_from_dict, step_view
+    from lws_core.train.pretrain_backbone import corpus_config
+    from lws_core.train.pretrain_encoder import encoder_corpus_config
+
+    default = LWSConfig()
+    assert (default.data.filler_rate, default.data.filler_place) == (0.5, "edges")
+    for cfg in (default, default.with_overrides({"data.filler_rate": 1.0, "data.filler_place": "anywhere"})):
+        assert corpus_config(config_from_dict(step_view(cfg, "pretrain_backbone"))).data.filler_rate == 0.0
+        recogniser = encoder_corpus_config(config_from_dict(step_view(cfg, "pretrain_encoder"))).data
+        assert (recogniser.filler_rate, recogniser.filler_place) == (0.5, "anywhere")
+    follows = default.with_overrides({"pretrain.encoder.filler_place": None, "pretrain.encoder.filler_rate": None})
+    assert (encoder_corpus_config(follows).data.filler_rate, encoder_corpus_config(follows).data.filler_place) == (0.5, "edges")
