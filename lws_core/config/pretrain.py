@@ -134,8 +134,8 @@ class EncoderPretrain(Section):
         "anywhere",
         description="data.filler_place for that extra corpus's fillers: anywhere (the default: the recogniser also "
         "meets an untaught word inside a question, as a held-out phrasing's new words are) or edges; null: "
-        "data.filler_place. Pinned to anywhere in stop 57, when data.filler_place went to edges for the LWS data, so "
-        "the recogniser's own corpus stayed the one measured since stop 53.",
+        "data.filler_place. So edge fillers in the LWS data (data.filler_place=edges) leave the recogniser's own corpus "
+        "the one measured since stop 53.",
     )
     general_utterances: int = Field(
         0, ge=0,
