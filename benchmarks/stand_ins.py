@@ -135,9 +135,9 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int, base: str | N
         print(f"{split}: WER {w:.3f}{span} over {len(ev)} sessions")
         if base_rec is not None:
             base_hyps = transcribe_sessions(base_rec, ev)
-            d, dci = w - word_error_rate(refs, base_hyps), wer_difference_interval(refs, hyps, base_hyps)
+            bw, dci = word_error_rate(refs, base_hyps), wer_difference_interval(refs, hyps, base_hyps)
             dspan = "" if dci is None else f" (95 % interval {dci[0]:+.3f} to {dci[1]:+.3f})"
-            print(f"    against --base: WER {word_error_rate(refs, base_hyps):.3f}; paired difference {d:+.3f}{dspan}")
+            print(f"    against --base: WER {bw:.3f}; paired difference {w - bw:+.3f}{dspan}")
         for r, h in [(r, h) for r, h in zip(refs, hyps, strict=True) if r][:3]:
             print(f"    ref {r!r}\n    hyp {h!r}")
         print("    " + breakdown(rec, ev, refs, hyps))
