@@ -127,6 +127,12 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("schema", "model", "train", "pretrain.warmup", *TRAINJOB_KEYS),
     "evaluate": ("schema", "engine", "eval"),
 }
+# Keys a step's view leaves out of a section it otherwise takes, because the step sets them itself: the
+# backbone's text corpus never carries filler words (pretrain_backbone.corpus_config sets data.filler_rate
+# to 0), so turning the LWS data's fillers on or off keeps the backbone stand-in cached.
+STEP_PINNED: dict[str, tuple[str, ...]] = {
+    "pretrain_backbone": ("data.filler_rate", "data.filler_place", "data.filler_max", "data.filler_vocab"),
+}
 # What every cached step reads besides its own keys: where it logs (MLflow) and its workspace. Single
 # keys, not the whole `registry` and `pipeline` sections, so that what only the compiler, the scheduler
 # or the register step reads (the promotion gate, the model name, the cron schedule, images, retries,
@@ -161,7 +167,11 @@ def step_view(cfg: LWSConfig, step: str) -> dict[str, Any]:
     """The part of ``cfg`` that ``step`` depends on (the rest is left out, and reads as defaults)."""
     if step not in STEP_SECTIONS:
         raise ConfigError(f"unknown pipeline step {step!r} (allowed: {', '.join(STEP_SECTIONS)})")
-    return pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_KEYS))
+    view = pick(cfg.to_dict(), (*STEP_SECTIONS[step], *SHARED_KEYS))
+    for key in STEP_PINNED.get(step, ()):
+        section, name = key.split(".", 1)
+        view.get(section, {}).pop(name, None)
+    return view
 
 
 _FIELD_ALIASES = {"schema": "schema_"}
@@ -242,5 +252,6 @@ __all__ = [
     "step_view",
     "pick",
     "STEP_SECTIONS",
+    "STEP_PINNED",
     "SHARED_KEYS",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lws_core.errors import InputError
+from lws_core.errors import ConfigError, InputError
 from lws_core.hardware import bf16_autocast
 from lws_core.model.asr import (
     CTCRecognizer,
@@ -127,6 +127,23 @@ def encoder_corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
     return corpus_cfg.with_overrides({k: v for k, v in overrides.items() if v is not None})
 
 
+def _synthesized_train(corpus_cfg, out_dir: Path, name: str, unit_samples: int, tok, progress: bool) -> list[_Session]:  # noqa: ANN001
+    """The train split of the sessions ``corpus_cfg`` describes, synthesized in a scratch folder beside ``out_dir``
+    (removed after; a killed run's folder goes at the next run)."""
+    import shutil
+
+    from lws_core.data.synth import synthesize
+    from lws_core.scratch import scratch_dir
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = scratch_dir(out_dir.parent, f".{out_dir.name}.{name}")
+    try:
+        synthesize(corpus_cfg, work / name, progress=progress)
+        return _load_split(work / name, "train", unit_samples, tok=tok)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) -> list[_Session]:  # noqa: ANN001
     """``pretrain.encoder.sessions`` more sessions of speech for the recogniser alone, synthesized beside ``out_dir``.
 
@@ -136,19 +153,44 @@ def _extra_corpus(cfg, out_dir: Path, unit_samples: int, tok, progress: bool) ->
     time), so the stand-in hears more of it, as a real ASR encoder has. Training
     voices and phrasings only (every session in train), its own seed.
     """
-    import shutil
+    return _synthesized_train(encoder_corpus_config(cfg), out_dir, "corpus", unit_samples, tok, progress)
 
-    from lws_core.data.synth import synthesize
-    from lws_core.scratch import scratch_dir
 
-    corpus_cfg = encoder_corpus_config(cfg)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = scratch_dir(out_dir.parent, f".{out_dir.name}.corpus")  # a killed run's folder goes at the next run
+def filler_free_config(cfg, data_dir: str | Path):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig | None
+    """The data config of ``data_dir``'s sessions without the LWS data's filler words (``data.filler_rate``), from
+    its card; None where it has none (a file source's questions never take any), for a lone shard of a fan-out
+    (the merged dataset has the twin), or where synthesizing again would call an LLM teacher (an offline template
+    teacher only: a remote one costs money and may not answer the same)."""
+    path = Path(data_dir) / "card.json"
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    data = card.get("data_config") or {}
+    templates = all((data.get(k) or {}).get("kind", "template") == "template" for k in ("teacher", "source"))
+    if not data.get("filler_rate") or not templates or card.get("shard"):  # one shard of a fan-out: not the whole
+        return None
+    sessions = card.get("requested_sessions") or data["sessions"]  # `lws data synth --sessions N` is not in the config
     try:
-        synthesize(corpus_cfg, work / "corpus", progress=progress)
-        return _load_split(work / "corpus", "train", unit_samples, tok=tok)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        return cfg.with_overrides({"data": {**data, "filler_rate": 0.0, "sessions": sessions}})
+    except ConfigError:  # a card from another version's config: keep the fillers as untaught words
+        return None
+
+
+def _dataset_train(cfg, data_dir: Path, out_dir: Path, unit_samples: int, tok, progress: bool) -> list[_Session]:  # noqa: ANN001
+    """The dataset's train split as the recogniser stand-in learns from it: the same sessions without the LWS
+    data's filler words, synthesized again (about a minute for the default 4,000 sessions) where it has them.
+
+    Why: a pretrained speech encoder does not change with the LWS data's recipe, so its stand-in should not
+    either (the backbone's text corpus takes no fillers for the same reason, ``pretrain_backbone.corpus_config``).
+    Each session draws its fillers from a generator of its own, so without them it is the session of a
+    filler-free dataset, and the recogniser is the one that dataset gives, weight for weight
+    (tests/data/test_fillers.py). Measured (stop 57, docs/training.md): the LWS stage on those stand-ins with
+    edge fillers held state accuracy on held-out phrasings at 0.958 on three seeds; a recogniser that had also
+    learnt the LWS data's fillers (so they were no longer speech it cannot read) gave 0.944 and answered less
+    on its one seed. Without a card to synthesize from (or with an LLM teacher) the fillers stay in, as words
+    the recogniser is taught to write nothing for (:func:`recogniser_targets`)."""
+    twin = filler_free_config(cfg, data_dir)
+    if twin is None:
+        return _load_split(data_dir, "train", unit_samples, tok=tok)
+    return _synthesized_train(twin, out_dir, "filler-free", unit_samples, tok, progress)
 
 
 def _features(featurizer: torch.nn.Module, windows: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -323,7 +365,7 @@ def pretrain_encoder(
     rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
     tok = dataset_tokenizer(data_dir)
-    train = _load_split(data_dir, "train", unit_samples, tok=tok)
+    train = _dataset_train(cfg, data_dir, Path(out_dir), unit_samples, tok, progress)
     if ac.sessions:
         train += _extra_corpus(cfg, Path(out_dir), unit_samples, tok, progress)
     if ac.general_utterances:

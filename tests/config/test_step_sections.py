@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from lws_core.config import SHARED_KEYS, STEP_SECTIONS, LWSConfig, config_from_dict, step_view
+from lws_core.config import SHARED_KEYS, STEP_PINNED, STEP_SECTIONS, LWSConfig, config_from_dict, step_view
 from lws_core.errors import ConfigError
 
 _ATTR = {"schema": "schema_"}
@@ -31,13 +31,18 @@ def _unreadable(section, where: str, step: str, allowed: frozenset[str] = frozen
 
 def _poisoned(cfg: LWSConfig, step: str) -> LWSConfig:
     """``cfg`` with everything the step must not depend on replaced by sections that raise when read:
-    whole sections, or, for ``section.key`` entries, every other key of that section."""
+    whole sections, or, for ``section.key`` entries, every other key of that section; and the keys the step
+    pins itself (``STEP_PINNED``) in a section it otherwise reads."""
     keep = {*STEP_SECTIONS[step], *SHARED_KEYS}
+    pinned = STEP_PINNED.get(step, ())
     update = {}
     for name in cfg.to_dict():
-        if name in keep:
-            continue
         section = getattr(cfg, _ATTR.get(name, name))
+        if name in keep:
+            gone = {k.split(".", 1)[1] for k in pinned if k.startswith(f"{name}.")}
+            if gone:
+                update[_ATTR.get(name, name)] = _unreadable(section, name, step, frozenset(type(section).model_fields) - gone)
+            continue
         allowed = frozenset(k.split(".", 1)[1] for k in keep if k.startswith(f"{name}."))
         update[_ATTR.get(name, name)] = _unreadable(section, name, step, allowed)
     return cfg.model_copy(update=update)
@@ -70,7 +75,7 @@ def test_pretrain_views_keep_single_keys():
     changes = {
         "train.learning_rate": 1e-4, "model.lora.r": 4, "pretrain.warmup.projector_steps": 5,
         "pretrain.encoder.max_steps": 7, "data.sessions": 3, "model.backbone_path": "/ckpt/lm",
-        "pretrain.extra_phrasings": False,
+        "pretrain.extra_phrasings": False, "data.filler_rate": 0.5, "data.filler_max": 3,
     }
     for key, value in changes.items():
         other = cfg.with_overrides({key: value})
@@ -80,6 +85,8 @@ def test_pretrain_views_keep_single_keys():
             "pretrain.encoder.max_steps": {"pretrain_encoder"}, "data.sessions": {"pretrain_backbone", "pretrain_encoder"},
             "model.backbone_path": {"pretrain_backbone", "train"},
             "pretrain.extra_phrasings": {"pretrain_backbone", "pretrain_encoder"},
+            # the backbone's text corpus takes no fillers (STEP_PINNED); the recogniser's own corpus draws from the list
+            "data.filler_rate": {"pretrain_encoder"}, "data.filler_max": {"pretrain_encoder"},
         }[key]
         assert moved == want, key
     # a view reads back as a config: what it leaves out is the default
@@ -97,6 +104,10 @@ def test_poison_catches_a_read():
         _ = p.model.lora
     with pytest.raises(AssertionError, match="pretrain.backbone"):
         _ = p.pretrain.backbone
+    p = _poisoned(LWSConfig(), "pretrain_backbone")
+    assert p.data.sessions == LWSConfig().data.sessions
+    with pytest.raises(AssertionError, match="data.filler_rate"):
+        _ = p.data.filler_rate
 
 
 def test_run_time_settings_leave_every_view_alone():

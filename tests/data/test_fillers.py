@@ -4,6 +4,7 @@ graded splits stay exactly as they were. Synthesis runs the real espeak-ng TTS (
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,38 @@ def test_fillers_reach_the_lws_data_but_not_the_backbone_text_and_the_recogniser
         assert (recogniser.filler_rate, recogniser.filler_place) == (0.5, "anywhere")
     follows = edges.with_overrides({"pretrain.encoder.filler_place": None, "pretrain.encoder.filler_rate": None})
     assert (encoder_corpus_config(follows).data.filler_rate, encoder_corpus_config(follows).data.filler_place) == (0.5, "edges")
+
+
+def test_the_recogniser_learns_from_the_filler_free_twin_of_the_train_split(tmp_path):
+    """With fillers in the LWS data, the recogniser stand-in's sessions from the dataset are those of the same
+    dataset without them (synthesized again from its card): audio, transcripts, tokens and timings alike, so it
+    is the recogniser a filler-free dataset gives. Without fillers, or where synthesizing again would call a
+    remote teacher, the dataset's own sessions; no scratch folder is left behind."""
+    from lws_core.train.pretrain_encoder import (
+        _dataset_train,
+        _load_split,
+        dataset_tokenizer,
+        filler_free_config,
+    )
+
+    cfg = LWSConfig().with_overrides({"data.chunk_sessions": 8, "data.filler_rate": 0.0})
+    plain_dir = Path(synthesize(cfg, tmp_path / "plain", sessions=24, workers=2, progress=False).out_dir)
+    filled_cfg = cfg.with_overrides({"data.filler_rate": 1.0, "data.filler_place": "edges"})
+    filled_dir = Path(synthesize(filled_cfg, tmp_path / "filled", sessions=24, workers=2, progress=False).out_dir)
+    tok = dataset_tokenizer(plain_dir)
+    out = tmp_path / "runs" / "encoder"
+    plain = _dataset_train(cfg, plain_dir, out, 16000, tok, False)
+    twin = _dataset_train(cfg, filled_dir, out, 16000, tok, False)
+    filled = _load_split(filled_dir, "train", 16000, tok=tok)
+    assert len(twin) == len(plain) == len(filled) > 5
+    for a, b in zip(plain, twin, strict=True):
+        assert np.array_equal(a.units, b.units) and a.targets == b.targets and a.tokens == b.tokens and a.items == b.items
+    assert sum(not np.array_equal(a.units, b.units) for a, b in zip(plain, filled, strict=True)) > 3  # the fillers were said
+    assert not list((tmp_path / "runs").iterdir())
+    assert filler_free_config(cfg, plain_dir) is None
+    card = json.loads((filled_dir / "card.json").read_text())
+    card["data_config"]["teacher"]["kind"] = "openai"
+    (filled_dir / "card.json").write_text(json.dumps(card))
+    assert filler_free_config(cfg, filled_dir) is None
+    own = _dataset_train(cfg, filled_dir, out, 16000, tok, False)
+    assert all(np.array_equal(a.units, b.units) for a, b in zip(own, filled, strict=True))
