@@ -118,14 +118,14 @@ def test_fillers_reach_training_questions_only(tmp_path):
 
 
 def test_fillers_reach_the_lws_data_but_not_the_backbone_text_and_the_recogniser_keeps_its_own():
-    """Edge fillers in the LWS data (stop 57's setting; off by default): the backbone's text corpus never takes
+    """Edge fillers in the LWS data (the default since stop 58): the backbone's text corpus never takes
     them (no text the LWS model reads holds a filler), and the recogniser's own corpus keeps its rate and
     placement (0.5, anywhere), whatever the LWS data says; also through each step's view."""
     from lws_core.config import config_from_dict, step_view
     from lws_core.train.pretrain_backbone import corpus_config
     from lws_core.train.pretrain_encoder import encoder_corpus_config
 
-    assert (LWSConfig().data.filler_rate, LWSConfig().data.filler_place) == (0.0, "anywhere")
+    assert (LWSConfig().data.filler_rate, LWSConfig().data.filler_place) == (0.5, "edges")
     edges = LWSConfig().with_overrides({"data.filler_rate": 0.5, "data.filler_place": "edges"})
     for cfg in (edges, edges.with_overrides({"data.filler_rate": 1.0, "data.filler_place": "anywhere"})):
         assert corpus_config(config_from_dict(step_view(cfg, "pretrain_backbone"))).data.filler_rate == 0.0
