@@ -75,7 +75,7 @@ def test_pretrain_views_keep_single_keys():
     changes = {
         "train.learning_rate": 1e-4, "model.lora.r": 4, "pretrain.warmup.projector_steps": 5,
         "pretrain.encoder.max_steps": 7, "data.sessions": 3, "model.backbone_path": "/ckpt/lm",
-        "pretrain.extra_phrasings": False, "data.filler_rate": 0.5, "data.filler_max": 3,
+        "pretrain.extra_phrasings": False, "data.filler_rate": 0.0, "data.filler_max": 3,
     }
     for key, value in changes.items():
         other = cfg.with_overrides({key: value})
