@@ -222,6 +222,7 @@ def main() -> None:
     ap.add_argument("--warmup-speak-share", type=float, help="Server --warmup-speak-share (default: the server's, 1.0).")
     ap.add_argument("--warmup-spoken", action=argparse.BooleanOptionalAction, default=None,
                     help="Server --warmup-spoken / --no-warmup-spoken (default: the server's, on): the start-up units sized to the model's own, or both budgets full.")
+    ap.add_argument("--target-utilization", type=float, help="Server --target-utilization (default: the server's).")
     ap.add_argument("--processes", type=int, default=1, help="Server --processes N: N server processes on the port.")
     args = ap.parse_args()
 
@@ -246,6 +247,7 @@ def main() -> None:
         + (["--compression"] if args.compression else [])
         + (["--warmup-speak-share", str(args.warmup_speak_share)] if args.warmup_speak_share is not None else [])
         + ([] if args.warmup_spoken is None else ["--warmup-spoken" if args.warmup_spoken else "--no-warmup-spoken"])
+        + ([] if args.target_utilization is None else ["--target-utilization", str(args.target_utilization)])
         + (["--processes", str(args.processes)] if args.processes > 1 else [])
         + (["--set", f"engine.threads={args.threads}"] if args.threads else [])
         + [x for kv in args.sets for x in ("--set", kv)],

@@ -34,6 +34,14 @@ def serve(
             help="Refuse sessions the measured engine speed cannot keep real time for (default), or only enforce --max-sessions.",
         ),
     ] = True,
+    target_utilization: Annotated[
+        float,
+        typer.Option(
+            "--target-utilization",
+            help="Measured admission refuses a session when the cost model predicts the engine thread busier than "
+            "this share (the latency bound, half a unit, refuses too; docs/serving.md, Admission).",
+        ),
+    ] = 0.95,
     workers: Annotated[int, typer.Option("--workers", help="Threads for session set-up and tear-down (units run on the batching engine thread).")] = 1,
     batch: Annotated[
         bool,
@@ -102,6 +110,7 @@ def serve(
         max_batch=max_batch,
         continuous_batching=continuous,
         measured_admission=measured_admission,
+        target_utilization=target_utilization,
         compression=compression,
         warmup_speak_share=warmup_speak_share,
         warmup_spoken=warmup_spoken,

@@ -37,7 +37,13 @@ class ServeSettings(BaseModel):
         description="Iteration-level batching: a ready unit joins the shared batch at the next model call instead of "
         "waiting for the running round (a speaking unit's ~40 calls) to end. Needs batch.",
     )
-    target_utilization: float = Field(0.85, gt=0, le=1.0, description="Admission refuses when predicted load exceeds this.")
+    target_utilization: float = Field(
+        0.95, gt=0, le=1.0,
+        description="Admission refuses when the cost model predicts the engine thread busier than this. 0.95 since "
+        "stop 59 (0.85 before): on the AMD Zen 4 VM, 0.85 refused 11-23 of 192 sessions that the server held with "
+        "admission off; 0.95 refused 1 and stayed under the latency bound in two ramps of two, and 1.0 went over it "
+        "(benchmarks/results/serve.md, stop 59).",
+    )
     measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
     compression: bool = Field(

@@ -44,6 +44,7 @@ def test_cli_refuses_open_port_without_token_and_missing_model(tmp_path, monkeyp
         (["serve", "--model", str(tmp_path), "--host", "0.0.0.0"], "refusing to start without --token"),
         (["serve", "--model", str(tmp_path / "nope")], "model directory not found"),
         (["serve", "--model", str(tmp_path), "--max-sessions", "0"], "--max-sessions: Input should be greater than or equal to 1"),
+        (["serve", "--model", str(tmp_path), "--target-utilization", "1.5"], "--target-utilization: Input should be less than or equal to 1"),
     ]:
         monkeypatch.setattr(sys, "argv", ["lws", *args])
         with pytest.raises(SystemExit) as e:
