@@ -42,8 +42,7 @@ class ServeSettings(BaseModel):
         description="Admission refuses when the cost model predicts the engine thread busier than this. 0.95 since "
         "stop 59 (0.85 before): on the AMD Zen 4 VM, 0.85 refused 11-23 of 192 sessions that the server held with "
         "admission off; 0.95 refused 1, 1 and 17 below it and stayed under the latency bound in three ramps of three, and "
-        "1.0 went over it "
-        "(benchmarks/results/serve.md, stop 59).",
+        "1.0 went over it (benchmarks/results/serve.md, stop 59).",
     )
     measured_admission: bool = Field(True, description="Refuse sessions the measured capacity cannot keep real time for (else max_sessions only).")
     max_backlog_s: float = Field(8.0, gt=0, description="A session whose unprocessed audio exceeds this is closed (1013).")
