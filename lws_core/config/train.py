@@ -53,6 +53,13 @@ class TrainConfig(Section):
         "0.30 against 0.05 for single sessions, single-session test_seen 0.508 against 0.534 (three seeds, "
         "benchmarks/results/long_context.md).",
     )
+    unheard_word_rate: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Share of the question's value-free words (never a number, a slot value or a word the answers "
+        "say back) whose audio is silenced in training, the audio analogue of the backbone's "
+        "pretrain.backbone.heard_noise: a question with words the recogniser cannot hear, as on a held-out "
+        "phrasing; 0 = off (lws_core/train/unheard.py).",
+    )
     cpu_bf16: Switch = Field(
         "auto",
         description="bf16 autocast of the forward when training on a CPU (weights, optimizer and losses stay fp32); "

@@ -10,6 +10,7 @@ function feeds training, teacher-forced evaluation and the benchmarks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,9 @@ import torch
 
 from lws_core.errors import ConfigError, InputError, SchemaMismatchError
 from lws_core.schema import IGNORE_INDEX, SCHEMA_VERSION, SchemaTokenizer, Session, encode
+
+# training-time audio augmentation: (session, its whole audio as 1-D float, row id) -> audio of the same length
+AudioAugment = Callable[[Session, np.ndarray, str], np.ndarray]
 
 # Audio may be off by rounding (unit_s * 16000 need not be an integer for odd unit_s); more than
 # this many samples of difference means the row was made with another unit length or is corrupt.
@@ -76,9 +80,11 @@ def unit_cut(starts: list[int], length: int, max_length: int, row_id: str) -> tu
 
 
 def encode_row(
-    row: dict[str, Any], tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = None
+    row: dict[str, Any], tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = None,
+    augment: AudioAugment | None = None,
 ) -> EncodedRow:
-    """Encode one dataset row; sessions longer than ``max_length`` are cut at a unit boundary.
+    """Encode one dataset row; sessions longer than ``max_length`` are cut at a unit boundary; ``augment``
+    (training only, e.g. :class:`lws_core.train.unheard.UnheardWords`) changes the audio, never the labels.
 
     Cutting never splits a unit (a half unit would teach the model to stop
     mid-grammar), and the audio of the dropped units is dropped with them so the
@@ -93,6 +99,8 @@ def encode_row(
         raise InputError(f"row {_row_id(row)}: unreadable 'session' ({str(e).splitlines()[0][:120]})") from None
     n_units = len(session.units)
     unit_audio = row_unit_audio(row, n_units, unit_samples)
+    if augment is not None and n_units:
+        unit_audio = augment(session, unit_audio.reshape(-1), _row_id(row)).reshape(n_units, unit_samples)
     enc = encode(session, tok, k)
     ids, labels, channels, amask = enc.input_ids, enc.labels, enc.channels, enc.audio_mask
     starts, states = enc.unit_starts, enc.state_positions
@@ -109,14 +117,18 @@ def encode_row(
 class LWSCollator:
     """Callable collator for the HF Trainer / DataLoader: pads to the longest row in the batch."""
 
-    def __init__(self, tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = 2048) -> None:
+    def __init__(
+        self, tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = 2048,
+        augment: AudioAugment | None = None,
+    ) -> None:
         self.tok = tok
         self.k = k
         self.unit_samples = unit_samples
         self.max_length = max_length
+        self.augment = augment
 
     def encode(self, row: dict[str, Any]) -> EncodedRow:
-        return encode_row(row, self.tok, self.k, self.unit_samples, self.max_length)
+        return encode_row(row, self.tok, self.k, self.unit_samples, self.max_length, self.augment)
 
     def token_length(self, row: dict[str, Any]) -> int:
         """A row's training length in tokens (after the ``max_length`` cut) from its session alone: what the
@@ -214,15 +226,18 @@ def plan_chains(n: int, max_chain: int, seed: int) -> list[list[int]]:
 class ChainCollator(LWSCollator):
     """An :class:`LWSCollator` over chained rows (``{"members": [i, j, ...]}``) of ``source`` rows."""
 
-    def __init__(self, source: Any, tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = 2048) -> None:
-        super().__init__(tok, k, unit_samples, max_length)
+    def __init__(
+        self, source: Any, tok: SchemaTokenizer, k: int, unit_samples: int, max_length: int | None = 2048,
+        augment: AudioAugment | None = None,
+    ) -> None:
+        super().__init__(tok, k, unit_samples, max_length, augment)
         self.source = source
         # lengths need the sessions only: reading whole rows would decode every member's audio too
         self._sessions = source.select_columns(["session"]) if hasattr(source, "select_columns") else source
 
     def encode(self, row: dict[str, Any]) -> EncodedRow:
         members = row[CHAIN_COLUMN]
-        parts = [encode_row(self.source[int(m)], self.tok, self.k, self.unit_samples, None) for m in members]
+        parts = [encode_row(self.source[int(m)], self.tok, self.k, self.unit_samples, None, self.augment) for m in members]
         return concat_encoded(parts, self.max_length, f"chain of {len(members)} from row {members[0]}")
 
     def token_length(self, row: dict[str, Any]) -> int:

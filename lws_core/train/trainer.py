@@ -28,6 +28,7 @@ from lws_core.train.deepspeed_config import (
     restore_env,
 )
 from lws_core.train.resume import check_resumable, run_record, write_run_record
+from lws_core.train.unheard import UnheardWords
 
 SUMMARY_FILE = "train_summary.json"
 LENGTH_COLUMN = "length"  # token lengths for the length-grouped sampler (train.group_by_length)
@@ -343,11 +344,14 @@ def train(
     hold = cfg.pretrain.warmup.projector_steps if (cfg.model.backbone_path or cfg.model.encoder_path) else 0
     if hold:
         model.hold_pretrained()
+    augment = UnheardWords(tc.unheard_word_rate, tc.seed) if tc.unheard_word_rate > 0 else None
     if tc.chain_sessions > 1:
         source, train_rows = train_rows, chained(train_rows, tc.chain_sessions, tc.seed)
-        col = ChainCollator(source, model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
+        col = ChainCollator(
+            source, model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length, augment
+        )
     else:
-        col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length)
+        col = LWSCollator(model.tokenizer, model.spec.audio_tokens_per_unit, model.spec.unit_samples, tc.max_length, augment)
     if tc.group_by_length:
         train_rows = with_lengths(train_rows, col)
 
