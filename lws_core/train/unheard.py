@@ -20,6 +20,7 @@ import numpy as np
 
 from lws_core.model.asr import heard_form
 from lws_core.schema import Session
+from lws_core.train.pretrain_backbone import mishearing
 
 _FADE_S = 0.005  # a short ramp at each silenced span's edges, so no click marks where a word was
 
@@ -52,8 +53,6 @@ class UnheardWords:
 def silenced_spans(session: Session, rate: float, rng: np.random.Generator) -> list[tuple[float, float]]:
     """(start, end) seconds of the words to silence: the words :func:`mishearing` may drop, each with
     probability ``rate`` (one draw per word, in order, so the choice is reproducible by ``rng``)."""
-    from lws_core.train.pretrain_backbone import mishearing
-
     drop = mishearing(session, rate, rng, pool=[], swap=0.0)  # swap 0: a lost word is dropped, never replaced
     spans = []
     for w in session.user_words:
