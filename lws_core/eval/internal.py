@@ -352,6 +352,9 @@ def evaluate(cfg, model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             lib = ceiling_and_cascade(cfg, engine.model.spec, splits, limit)
             if lib:
                 metrics.update(liberation_metrics(lib, {"test": "", SEEN_SPLIT: SEEN_SUFFIX}))
+                for mode, res in lib["test"].items():  # paired with task_accuracy: benchmarks/paired_modes.py
+                    for sid, ok in res.per_row.items():
+                        per_session.add(f"{mode}_accuracy", sid, float(ok))
                 lws_written = {"test": {**per_family, "overall": tally.overall()},
                                SEEN_SPLIT: {**per_family_seen, "overall": tally_seen.overall()}}
                 liberation_md = liberation_table(lib, lws_written)

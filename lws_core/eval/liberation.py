@@ -15,7 +15,7 @@ streaming engine and the same grammar, graded the same way (the written
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,8 @@ class ModeResult:
     written_overall: float | None
     spoken_overall: float | None
     graded: int
+    # row id -> its written answer's grade: pairs this mode with LWS session by session (session_scores.json)
+    per_row: dict[str, bool] = field(default_factory=dict)
 
 
 def heard_truth(engine: Any) -> Heard:
@@ -62,6 +64,7 @@ def run_mode(engine: Any, rows: Any, mode: str, split: str, heard: Heard | None 
     from lws_core.data.dataset import row_session
 
     tally = TaskTally()
+    per_row: dict[str, bool] = {}
     for row in graded_rows(rows, limit):
         labels = row_session(row)
         n = len(labels.units)
@@ -75,9 +78,11 @@ def run_mode(engine: Any, rows: Any, mode: str, split: str, heard: Heard | None 
         res = engine.simulate(audio, heard=text)
         spoken = " ".join(u.say for u in res.units if u.state == "speak")
         family, answer = graded_turn(labels.meta or {}, row["task_family"], row["answer"])
-        tally.add(family, answer, res.written, spoken)
+        written, _ = tally.add(family, answer, res.written, spoken)
+        if written is not None:
+            per_row[str(row["id"])] = written
     return ModeResult(mode, split, tally.per_family(), tally.per_family_spoken(), tally.overall(), tally.overall_spoken(),
-                      sum(len(v) for v in tally.written.values()))
+                      sum(len(v) for v in tally.written.values()), per_row)
 
 
 def heard_by(recognizer: Any, engine: Any) -> Heard:

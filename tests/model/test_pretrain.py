@@ -335,6 +335,13 @@ def test_lws_stage_from_the_stand_ins_reports_the_ceiling_and_cascade(pretrained
     assert "Capability liberation" in report and "text ceiling" in report
     assert any(k.startswith("text_ceiling_accuracy") for k in ev.metrics), sorted(ev.metrics)
     assert any(k.startswith("cascade_accuracy") for k in ev.metrics)
+    # per session too, so LWS and each mode pair on the same sessions (benchmarks/paired_modes.py)
+    from lws_core.eval.sessions import SessionScores
+
+    scores = SessionScores.read(tmp_path / "ev")
+    for mode in ("text_ceiling", "cascade"):
+        assert scores.value(f"{mode}_accuracy") == pytest.approx(ev.metrics[f"{mode}_accuracy"])
+        assert set(scores.metrics[f"{mode}_accuracy"]) >= set(scores.metrics.get("task_accuracy", {}))
 
 
 def test_packed_rows_train_on_exactly_what_separate_sessions_would() -> None:
