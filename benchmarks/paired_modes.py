@@ -7,8 +7,8 @@ Each ``LWS_EVAL_DIR`` is an ``lws eval run`` output (one LWS seed; its ``session
 same dataset and stand-ins: its ``session_scores.json`` also holds ``cascade_accuracy`` and
 ``text_ceiling_accuracy`` per session (the cascade and the ceiling depend on the stand-ins only, not on the LWS
 seed). Sessions graded in both are paired; per session, LWS is the mean over the seeds. Prints, per seed and over
-the seeds, LWS written accuracy minus the mode's on those sessions, with a BCa bootstrap interval over sessions
-(scipy), and how many sessions each gets right that the other does not.
+the seeds, LWS written accuracy minus the mode's on those sessions, with the promotion gate's paired bootstrap over
+sessions (``lws_core.ops.gate.paired_bootstrap``, 95 % percentile interval), and how many sessions each gets right that the other does not.
 
 Why: "LWS written >= the cascade" compared a mean over seeds with one cascade figure on 89-100 sessions, each with
 an interval of about +-0.1; on the same sessions the difference is much tighter, and it says which way it goes.
@@ -21,21 +21,12 @@ import argparse
 import numpy as np
 
 from lws_core.eval.sessions import SessionScores
+from lws_core.ops.gate import paired_bootstrap
 
 
 def graded(scores: SessionScores, metric: str) -> dict[str, float]:
     """{session id: 1.0 or 0.0} for one per-session grade."""
     return {sid: num / den for sid, (num, den) in scores.metrics.get(metric, {}).items() if den}
-
-
-def interval(diffs: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95 % BCa bootstrap interval of the mean of ``diffs`` (the point where every difference is equal)."""
-    from scipy.stats import bootstrap
-
-    if np.all(diffs == diffs[0]):
-        return float(diffs[0]), float(diffs[0])
-    res = bootstrap((diffs,), np.mean, confidence_level=0.95, n_resamples=4000, random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def main() -> None:
@@ -58,9 +49,10 @@ def main() -> None:
     rows = [(d, np.array([s[x] for x in common])) for d, s in zip(a.lws, seeds, strict=True)]
     if len(rows) > 1:
         rows.append((f"mean of {len(rows)} seeds", np.mean([r for _, r in rows], axis=0)))
+    against = {x: [v, 1.0] for x, v in zip(common, base, strict=True)}
     for name, lws in rows:
         d = lws - base
-        lo, hi = interval(d)
+        lo, hi, _, _ = paired_bootstrap({x: [v, 1.0] for x, v in zip(common, lws, strict=True)}, against, 0.95, 4000)
         print(f"| `{name}` | {lws.mean():.3f} | {base.mean():.3f} | {d.mean():+.3f} ({lo:+.3f} to {hi:+.3f}) | "
               f"{float(np.sum(np.clip(d, 0, None))):.1f} / {float(np.sum(np.clip(-d, 0, None))):.1f} |")
 
