@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: setup run test lint test-deps images clean
+.PHONY: setup run quick test lint test-deps images clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	$(BIN)/lws pipeline run
+
+# A ten-minute first try: the same pipeline at about a sixth of the defaults' compute (profiles/quick.yaml;
+# what it reaches: benchmarks/results/pipeline.md). Its own workspace
+# (.lws-quick), so its models are never gated against the defaults' champion.
+quick: setup
+	$(BIN)/lws pipeline run --config profiles/quick.yaml
 
 # System packages the browser test needs (Debian's chromium); skipped when present.
 # Under CI=true a failed install stops here (CI must never pass with the browser test skipped);
