@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/lws pipeline run
 
-# A ten-minute first try: the same pipeline at about a sixth of the defaults' compute (profiles/quick.yaml;
+# A ten-minute tour of the workflow (its model answers almost nothing): the same pipeline at about an eighth of the defaults' compute (profiles/quick.yaml;
 # what it reaches: benchmarks/results/pipeline.md). Its own workspace
 # (.lws-quick), so its models are never gated against the defaults' champion.
 quick: setup
