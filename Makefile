@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/lws pipeline run
 
-# A ten-minute tour of the workflow (its model answers almost nothing): the same pipeline at about an eighth of the defaults' compute (profiles/quick.yaml;
-# what it reaches: benchmarks/results/pipeline.md). Its own workspace
-# (.lws-quick), so its models are never gated against the defaults' champion.
+# A ten-minute tour of the workflow (its model answers almost nothing): the same pipeline at about an eighth
+# of the defaults' compute (profiles/quick.yaml; three seeds in benchmarks/results/pipeline.md), in its own
+# workspace (.lws-quick), so its models are never gated against the defaults' champion.
 quick: setup
 	$(BIN)/lws pipeline run --config profiles/quick.yaml
 
