@@ -62,8 +62,9 @@ def backbone_flops_per_token(model_dir: Path, context: int) -> float:
     return step_flops(lambda: lm(input_ids=ids, labels=ids).loss.backward()) / context
 
 
-def encoder_flops_per_step(encoder_dir: Path, batch: int, window_s: float) -> int:
-    """FLOPs of one recogniser step (fwd + bwd of the encoder and its CTC head) on ``batch`` windows."""
+def encoder_flops_per_step(encoder_dir: Path, batch: int) -> int:
+    """FLOPs of one recogniser step (fwd + bwd of the encoder and its CTC head) on ``batch`` windows, each the
+    frames Whisper's conv stack takes (twice ``max_source_positions``: the context and the unit)."""
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -71,9 +72,7 @@ def encoder_flops_per_step(encoder_dir: Path, batch: int, window_s: float) -> in
     enc = eager(WhisperEncoder(cfg))
     vocab = len(json.loads((encoder_dir / "ctc_vocab.json").read_text()))
     head = torch.nn.Linear(cfg.d_model, vocab)
-    frames = int(round(window_s * 100))
-    cfg_max = cfg.max_source_positions * 2
-    feats = torch.randn(batch, cfg.num_mel_bins, min(frames, cfg_max))
+    feats = torch.randn(batch, cfg.num_mel_bins, 2 * cfg.max_source_positions)
 
     def run() -> None:
         h = enc(feats).last_hidden_state
@@ -125,7 +124,7 @@ def main() -> None:
     context = round(bb_tokens / (bb["steps"] * cfg.pretrain.backbone.batch_size))  # a session's mean length
     stages = {
         "pretrain backbone": (backbone_flops_per_token(bb_dir, context) * bb_tokens, bb["wall_s"]),
-        "pretrain encoder": (encoder_flops_per_step(enc_dir, batch, window_s) * enc["steps"], enc["wall_s"]),
+        "pretrain encoder": (encoder_flops_per_step(enc_dir, batch) * enc["steps"], enc["wall_s"]),
         "LWS stage": (lws_flops_per_token(lws_dir, data_dir, args.sessions) * lws["tokens"], lws["train_seconds"]),
     }
     print(f"backbone sessions: {context} tokens on average; encoder windows: {batch} x {window_s:.1f} s")
