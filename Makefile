@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/lws pipeline run
 
-# A ten-minute tour of the workflow (its model answers almost nothing): the same pipeline at about an eighth
+# A ten-minute tour of the workflow (its model answers almost nothing): the same pipeline at about a tenth
 # of the defaults' compute (profiles/quick.yaml; three seeds in benchmarks/results/pipeline.md), in its own
 # workspace (.lws-quick), so its models are never gated against the defaults' champion.
 quick: setup
