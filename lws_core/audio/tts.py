@@ -83,6 +83,12 @@ class VoiceSpec:
         return f"{self.name}@{self.rate_wpm}wpm/p{self.pitch}"
 
 
+def label_language(label: str) -> str:
+    """The espeak language (the accent) of a :meth:`VoiceSpec.label`: ``"en-gb-x-gbcwmd+f4@177wpm/p32"`` ->
+    ``"en-gb-x-gbcwmd"``."""
+    return label.split("@", 1)[0].split("+", 1)[0]
+
+
 @dataclass
 class Speech:
     """Synthesized audio (float32, 16 kHz) and one :class:`Word` per whitespace token of the text."""

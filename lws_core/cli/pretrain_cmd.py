@@ -48,6 +48,13 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     out.print(t)
 
 
+def _wer_rows(breakdown: dict[str, float]) -> list[tuple[str, str]]:
+    """The WER per accent and the numbers / other words missed (``wer_breakdown``), as summary rows."""
+    accents = [(f"  WER, accent {k.split('.', 1)[1]}", f"{v:.3f}") for k, v in breakdown.items() if k.startswith("wer_accent.")]
+    missed = [(f"  {k.split('_', 1)[1]} missed", f"{v:.3f}") for k, v in breakdown.items() if k.startswith("missed_")]
+    return accents + missed
+
+
 @app.command("backbone")
 def backbone(
     out_dir: OutOpt,
@@ -109,6 +116,7 @@ def encoder(
             ("train units", f"{r.train_units:,}"),
             ("final CTC loss", f"{r.final_loss:.3f}"),
             ("WER", wer),
+            *_wer_rows(r.wer_breakdown),
             ("wall time", f"{r.wall_s:.1f} s"),
         ],
     )

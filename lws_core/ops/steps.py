@@ -266,6 +266,7 @@ def _run_pretrain(config_json: str, kind: str, out_path: str, dataset_path: str 
                     numbers["wer"] = e.wer
                 if e.wer_interval is not None:
                     numbers["wer_ci_low"], numbers["wer_ci_high"] = e.wer_interval
+                numbers.update(e.wer_breakdown)  # wer_accent.<language>, missed_numbers, missed_words
             tr.log_metrics(rid, numbers)
             if (out / "pretrain_report.json").is_file():
                 tr.client.log_artifact(rid, str(out / "pretrain_report.json"))

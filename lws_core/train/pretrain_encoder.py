@@ -56,6 +56,7 @@ class EncoderReport:
     losses: list[tuple[int, float]] = field(default_factory=list)
     examples: list[dict[str, str]] = field(default_factory=list)
     wer_interval: tuple[float, float] | None = None  # 95 % bootstrap interval over the evaluated sessions
+    wer_breakdown: dict[str, float] = field(default_factory=dict)  # where the errors are (wer_breakdown())
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _Session:
     targets: list[str]  # transcript per unit (heard_form)
     tokens: list[list[int]]  # the LM tokens of that transcript, per unit
     items: list[list[tuple[list[int], float, float]]] = field(default_factory=list)  # per unit: (word's LM tokens, end, start)
+    voice: str = ""  # the voice's label (VoiceSpec.label), for the WER per accent
 
 
 def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None = None, tok=None) -> list[_Session]:  # noqa: ANN001
@@ -82,7 +84,7 @@ def _load_split(data_dir: Path, split: str, unit_samples: int, limit: int | None
         a = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
         n = len(s.units)
         a = np.pad(a, (0, max(0, n * unit_samples - a.shape[0])))[: n * unit_samples].reshape(n, unit_samples)
-        out.append(_Session(a, *recogniser_targets(s, tok)))
+        out.append(_Session(a, *recogniser_targets(s, tok), voice=row.get("voice") or ""))
     return out
 
 
@@ -321,6 +323,38 @@ def _pooled_bootstrap(errors: list[np.ndarray], words: np.ndarray, sign: tuple[f
     return float(lo), float(hi)
 
 
+def wer_breakdown(refs: list[str], hyps: list[str], voices: list[str]) -> dict[str, float]:
+    """Where a recogniser's errors are: the WER per accent (``wer_accent.<espeak language>``), and the share of the
+    reference's numbers and of its other words not heard right (``missed_numbers``, ``missed_words``: substituted or
+    deleted; an insertion belongs to no reference word, so it counts in the accents' WERs only).
+
+    Why: one WER says whether the goal is met, not what would meet it. Stop 61's recogniser read 0.115 on held-out
+    voices: the held-out accent ``en-gb-x-gbcwmd`` 0.167 on half the words, every training accent (in a held-out
+    timbre) 0.04-0.09; numbers missed 17 % of the time, other words 7 % (benchmarks/results/pipeline.md, stop 62).
+    """
+    import jiwer
+
+    from lws_core.audio.tts import label_language
+
+    by_accent: dict[str, list[str]] = {}
+    for r, h, v in zip(refs, hyps, voices, strict=True):
+        if r.strip():
+            by_accent.setdefault(label_language(v) if v else "unknown", []).append((r, h))
+    out = {f"wer_accent.{a}": float(jiwer.wer([r for r, _ in p], [h for _, h in p])) for a, p in sorted(by_accent.items())}
+    said = {"numbers": [0, 0], "words": [0, 0]}  # kind -> [missed, said]
+    pairs = [(r, h) for p in by_accent.values() for r, h in p]
+    if pairs:
+        o = jiwer.process_words([r for r, _ in pairs], [h for _, h in pairs])
+        for ref, chunks in zip(o.references, o.alignments, strict=True):
+            for c in chunks:
+                for w in ref[c.ref_start_idx : c.ref_end_idx]:
+                    tally = said["numbers" if w.isdigit() else "words"]
+                    tally[0] += c.type != "equal"
+                    tally[1] += 1
+    out.update({f"missed_{k}": m / n for k, (m, n) in said.items() if n})
+    return out
+
+
 def wer_interval(refs: list[str], hyps: list[str], confidence: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """A bootstrap interval for :func:`word_error_rate`, resampling whole sessions (scipy's BCa bootstrap).
 
@@ -415,16 +449,17 @@ def pretrain_encoder(
     set_dropout(rec.speech.encoder, 0.0)  # the saved recogniser (and any LWS stage training beside it) has none
     log.close()
     evals = _load_split(data_dir, eval_split, unit_samples, limit=eval_sessions, tok=tok) if eval_sessions and _has_rows(data_dir, eval_split) else []
-    wer, interval, examples = None, None, []
+    wer, interval, examples, breakdown = None, None, [], {}
     if evals:
         hyps = transcribe_sessions(rec, evals)
         refs = [" ".join(t for t in s.targets if t) for s in evals]
         wer, interval = word_error_rate(refs, hyps), wer_interval(refs, hyps)
+        breakdown = {k: round(v, 4) for k, v in wer_breakdown(refs, hyps, [s.voice for s in evals]).items()}
         examples = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]]
     out = save_encoder(rec, out_dir, EncoderMeta(sc.sample_rate, sc.unit_s, cfg.model.audio_context_s, rec.speech.featurizer.n_mels, wer))
     report = EncoderReport(str(out), steps, int(len(keep)), round(time.time() - t0, 1), round(log.ema or float("nan"), 4),
                            None if wer is None else round(wer, 4), len(evals), log.losses, examples,
-                           None if interval is None else (round(interval[0], 4), round(interval[1], 4)))
+                           None if interval is None else (round(interval[0], 4), round(interval[1], 4)), breakdown)
     (out / "pretrain_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
 

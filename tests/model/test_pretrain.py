@@ -168,6 +168,10 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
     if e.wer_interval is not None:  # reported beside the point figure, which it brackets
         assert e.wer_interval[0] <= e.wer <= e.wer_interval[1]
         assert report_wer_interval(e) == list(e.wer_interval)
+    if e.wer is not None:  # and where the errors are: per accent of the evaluated voices (held out: test_seen's)
+        accents = {k for k in e.wer_breakdown if k.startswith("wer_accent.")}
+        assert accents and "wer_accent.unknown" not in accents, e.wer_breakdown
+        assert json.loads((Path(e.out_dir) / "pretrain_report.json").read_text())["wer_breakdown"] == e.wer_breakdown
     lws = cfg.with_overrides({"model.backbone_path": b.out_dir, "model.encoder_path": e.out_dir})
     m = LWSModel.build(lws)
     # the backbone's own tokenizer comes back with the very ids the data budgets were counted with
@@ -197,6 +201,23 @@ def test_pretrained_stand_ins_load_as_real_checkpoints(pretrained, tiny_dataset)
 
 def report_wer_interval(e):  # noqa: ANN001, ANN201 - EncoderReport -> list | None
     return json.loads((Path(e.out_dir) / "pretrain_report.json").read_text())["wer_interval"]
+
+
+def test_wer_breakdown_splits_errors_by_accent_and_by_numbers_against_other_words() -> None:
+    from lws_core.train.pretrain_encoder import wer_breakdown, word_error_rate
+
+    refs = ["what is 7 times 29", "which is bigger 38 or 98", "", "add 5"]
+    hyps = ["what is 7 times 9", "which is 38 or 98", "noise", "add 5 5"]
+    voices = ["en-us+f1@170wpm/p40", "en-gb-x-gbcwmd+f4@150wpm/p50", "en-us@175wpm/p50", "en-us@160wpm/p45"]
+    b = wer_breakdown(refs, hyps, voices)
+    # en-us: one substitution and one insertion over 7 words; the silent session (no reference) is left out, as in the WER
+    assert b["wer_accent.en-us"] == pytest.approx(2 / 7)
+    assert b["wer_accent.en-gb-x-gbcwmd"] == pytest.approx(1 / 6)  # "bigger" deleted
+    assert b["missed_numbers"] == pytest.approx(1 / 5)  # 29 heard as 9; 7, 38, 98 and 5 right (the inserted 5 is no miss)
+    assert b["missed_words"] == pytest.approx(1 / 8)
+    # the accents' words add up to the pooled WER's
+    assert word_error_rate(refs, hyps) == pytest.approx((2 + 1) / 13)
+    assert wer_breakdown([], [], []) == {}
 
 
 def test_wer_interval_brackets_the_pooled_rate_and_narrows_with_more_sessions() -> None:

@@ -51,6 +51,10 @@ def test_pretrain_steps_log_skip_and_record_lineage(tiny_cfg, tiny_dataset, tmp_
     e = client.get_run(enc_run)
     assert e.data.tags["lws.step"] == "pretrain_encoder" and client.get_metric_history(enc_run, "ctc_loss")
     assert {"wall_s", "final_loss", "wer_sessions", "train_units"} <= set(e.data.metrics)
+    report = json.loads((enc / "pretrain_report.json").read_text())
+    # the WER per accent and the numbers / words missed are metrics too, named as in the report
+    assert all(e.data.metrics[k] == pytest.approx(v) for k, v in report["wer_breakdown"].items())
+    assert (report["wer"] is None) or any(k.startswith("wer_accent.") for k in e.data.metrics)
     assert "pretrain.encoder.max_steps" in e.data.params and not any(k.startswith(("train.", "eval.")) for k in e.data.params)
     assert (enc / "lws_encoder.json").is_file() and (bb / "config.json").is_file()
 
