@@ -118,7 +118,6 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int, base: str | N
         _load_split,
         dataset_tokenizer,
         transcribe_sessions,
-        wer_breakdown,
         wer_difference_interval,
         wer_interval,
         word_error_rate,
@@ -134,7 +133,6 @@ def wer(encoder: str, data: str, splits: list[str], sessions: int, base: str | N
         w, ci = word_error_rate(refs, hyps), wer_interval(refs, hyps)
         span = "" if ci is None else f" (95 % interval {ci[0]:.3f}-{ci[1]:.3f})"
         print(f"{split}: WER {w:.3f}{span} over {len(ev)} sessions")
-        print("    " + ", ".join(f"{k} {v:.3f}" for k, v in wer_breakdown(refs, hyps, [s.voice for s in ev]).items()))
         if base_rec is not None:
             base_hyps = transcribe_sessions(base_rec, ev)
             bw, dci = word_error_rate(refs, base_hyps), wer_difference_interval(refs, hyps, base_hyps)
