@@ -152,11 +152,12 @@ def by_voice(data: str, split: str, refs: list[str], hyps: list[str]) -> str:
 
     from datasets import load_from_disk
 
+    from lws_core.audio.tts import label_language
     from lws_core.train.pretrain_encoder import word_error_rate
 
     voices = [v.split("@")[0] for v in load_from_disk(data)[split]["voice"][: len(refs)]]
     lines = []
-    for what, key in (("language", lambda v: v.split("+")[0]), ("variant", lambda v: v.split("+")[-1])):
+    for what, key in (("language", label_language), ("variant", lambda v: v.split("+")[-1])):
         groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
         for v, r, h in zip(voices, refs, hyps, strict=True):
             groups[key(v)][0].append(r)

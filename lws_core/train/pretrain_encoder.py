@@ -336,7 +336,7 @@ def wer_breakdown(refs: list[str], hyps: list[str], voices: list[str]) -> dict[s
 
     from lws_core.audio.tts import label_language
 
-    by_accent: dict[str, list[str]] = {}
+    by_accent: dict[str, list[tuple[str, str]]] = {}
     for r, h, v in zip(refs, hyps, voices, strict=True):
         if r.strip():
             by_accent.setdefault(label_language(v) if v else "unknown", []).append((r, h))
