@@ -40,6 +40,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lws_core.audio.accents import MAX_VOICE_PATH, accent_file, accent_names, is_accent
 from lws_core.audio.io import SAMPLE_RATE, resample
 from lws_core.errors import InputError
 from lws_core.schema.timeline import Word
@@ -120,14 +121,16 @@ def more_variants() -> tuple[str, ...]:
     return tuple(n for n in names if " " not in n and n not in VARIANTS and n not in HELD_OUT_VARIANTS)
 
 
-def english_voices(held_out: bool | None = None, timbres: str = "core") -> list[str]:
+def english_voices(held_out: bool | None = None, timbres: str = "core", accents: int = 0) -> list[str]:
     """Voice names ``lang+variant``; ``held_out=True`` gives the test-only voices, False the training ones.
 
-    ``timbres="all"`` adds :func:`more_variants` to the training voices (``data.voice_timbres``); the
-    held-out voices are the same either way, so a test split does not change with it."""
+    ``timbres="all"`` adds :func:`more_variants` to the training voices (``data.voice_timbres``);
+    ``accents`` adds that many synthetic accents (:mod:`lws_core.audio.accents`, ``data.voice_accents``) to
+    the training languages. The held-out voices are the same either way, so a test split does not change."""
     out = []
     extra = more_variants() if timbres == "all" and held_out is False else ()
-    for lang in ENGLISH_VOICES:
+    synthetic = tuple(accent_names(accents)) if held_out is False else ()
+    for lang in (*ENGLISH_VOICES, *synthetic):
         for var in (*VARIANTS, *extra):
             test = lang in HELD_OUT_LANGS or var in HELD_OUT_VARIANTS
             if held_out is None or held_out == test:
@@ -179,6 +182,7 @@ class EspeakTTS:
         self._lib.espeak_Initialize.restype = ctypes.c_int
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_SetVoiceByFile.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self._lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
@@ -236,7 +240,20 @@ class EspeakTTS:
     def _set_voice(self, voice: VoiceSpec) -> None:
         if voice == self._voice:
             return
-        if self._lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+        lang, _, variant = voice.name.partition("+")
+        if is_accent(lang):  # a synthetic accent: its voice file, loaded by path (lws_core.audio.accents)
+            try:
+                path = f"{accent_file(lang)}{'+' + variant if variant else ''}"
+            except ValueError:
+                ok = False
+            else:
+                if len(path.encode()) > MAX_VOICE_PATH:
+                    raise InputError(f"voice {voice.name!r}: its file path {path!r} is longer than espeak-ng takes "
+                                     f"({MAX_VOICE_PATH} bytes); use a shorter variant name")
+                ok = self._lib.espeak_SetVoiceByFile(path.encode()) == 0
+        else:
+            ok = self._lib.espeak_SetVoiceByName(voice.name.encode()) == 0
+        if not ok:
             raise InputError(f"unknown espeak voice {voice.name!r} (see lws_core.audio.tts.english_voices())")
         self._lib.espeak_SetParameter(_RATE, int(voice.rate_wpm), 0)
         self._lib.espeak_SetParameter(_PITCH, int(voice.pitch), 0)

@@ -128,6 +128,13 @@ class DataConfig(Section):
         "espeak-ng data ships, ~100: more speakers, as a real ASR corpus has). The held-out voices are the same either "
         "way. pretrain.encoder.voice_timbres sets it for the recogniser's own corpus alone.",
     )
+    voice_accents: int = Field(
+        0, ge=0, le=64,
+        description="Synthetic English accents added to the training and validation voices (lws_core.audio.accents: "
+        "new espeak voices that recombine the training accents' phoneme tables, rules and replacements with a few "
+        "vowel shifts; the held-out accent's parts never appear). 0: the seven espeak training accents only. "
+        "pretrain.encoder.voice_accents sets it for the recogniser's own corpus alone.",
+    )
     filler_place: Literal["anywhere", "edges"] = Field(
         "edges",
         description="Where filler words go: any word gap after the first word (anywhere), or before the first word "

@@ -123,6 +123,11 @@ class EncoderPretrain(Section):
         description="data.voice_timbres for the recogniser's own extra corpus (pretrain.encoder.sessions) alone: all "
         "= ~100 espeak voice variants instead of 14 (the held-out voices stay unheard); null: data.voice_timbres.",
     )
+    voice_accents: int | None = Field(
+        None, ge=0, le=64,
+        description="data.voice_accents for the recogniser's own extra corpus alone: that many synthetic accents "
+        "(lws_core.audio.accents) beside the seven espeak training accents; null: data.voice_accents.",
+    )
     corpus_seed: int = Field(2, description="Seed of that extra corpus (not the dataset's, so it holds other sessions).")
     filler_rate: float | None = Field(
         0.5, ge=0.0, le=1.0,

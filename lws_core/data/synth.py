@@ -142,7 +142,7 @@ def _plan(i: int) -> tuple[np.random.Generator, str, str, Any, Question, Any, An
     names = sorted(d.scenarios)  # not dict order: a config that went through JSON (sort_keys, the pipeline) draws alike
     w = np.array([d.scenarios[n] for n in names], dtype=float)
     scenario = str(rng.choice(names, p=w / w.sum()))
-    voice = choose_voice(rng, english_voices(held_out=split in HELD_OUT_VOICE_SPLITS, timbres=d.voice_timbres))
+    voice = choose_voice(rng, english_voices(held_out=split in HELD_OUT_VOICE_SPLITS, timbres=d.voice_timbres, accents=d.voice_accents))
     q1, s1, extra = Question(text=""), None, None
     if scenario != "silence":
         q1 = _question(rng, qsplit, i, d.task_families, source, split)

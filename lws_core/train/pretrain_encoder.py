@@ -122,10 +122,11 @@ def _kept_windows(sessions: list[_Session], keep: np.ndarray, ctx: int) -> torch
 
 def encoder_corpus_config(cfg):  # noqa: ANN001, ANN201 - LWSConfig -> LWSConfig
     """The data config of the recogniser's own extra corpus: ``pretrain.encoder.sessions`` training sessions from
-    its ``corpus_seed``, with its own filler rate, filler place and voice timbres where ``pretrain.encoder`` sets them."""
+    its ``corpus_seed``, with its own filler rate, filler place, voice timbres and accents where ``pretrain.encoder`` sets them."""
     ec = cfg.pretrain.encoder
     corpus_cfg = train_only_corpus(cfg, ec.sessions, ec.corpus_seed)
-    overrides = {"data.filler_rate": ec.filler_rate, "data.filler_place": ec.filler_place, "data.voice_timbres": ec.voice_timbres}
+    overrides = {"data.filler_rate": ec.filler_rate, "data.filler_place": ec.filler_place, "data.voice_timbres": ec.voice_timbres,
+                 "data.voice_accents": ec.voice_accents}
     return corpus_cfg.with_overrides({k: v for k, v in overrides.items() if v is not None})
 
 
