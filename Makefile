@@ -10,7 +10,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 setup: $(STAMP)
 
 # One resolver pass with exact pins (constraints.txt): torch 2.13.0 comes from the local CPU wheel.
+# The environment takes about 3 GB (torch alone 0.75 GB): a nearly full disk fails pip half-way ("No space left
+# on device"), so say so first.
 $(STAMP): pyproject.toml constraints.txt
+	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); if [ -n "$$free_kb" ] && [ "$$free_kb" -lt 3500000 ]; then \
+	  echo "warning: setup needs about 3.5 GB free here and $$((free_kb / 1024)) MB are; pip may stop with 'No space left on device'" >&2; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip 'setuptools>=69' wheel
 	$(BIN)/pip install -q -c constraints.txt -e '.[serve,dev]'
