@@ -85,9 +85,10 @@ def test_accents_reach_training_sessions_only(tmp_path):
 def test_the_recogniser_corpus_takes_its_own_accents_through_the_step_view():
     from lws_core.train.pretrain_encoder import encoder_corpus_config
 
-    cfg = LWSConfig().with_overrides({"pretrain.encoder.voice_accents": 8})
+    cfg = LWSConfig().with_overrides({"pretrain.encoder.voice_accents": 5})
     assert cfg.data.voice_accents == 0  # the LWS data keeps its voices
     for c in (cfg, config_from_dict(step_view(cfg, "pretrain_encoder"))):
-        assert encoder_corpus_config(c).data.voice_accents == 8
-    assert encoder_corpus_config(LWSConfig()).data.voice_accents == 0
-    assert encoder_corpus_config(LWSConfig().with_overrides({"data.voice_accents": 3})).data.voice_accents == 3
+        assert encoder_corpus_config(c).data.voice_accents == 5
+    assert encoder_corpus_config(LWSConfig()).data.voice_accents == 8  # the default since stop 63
+    unset = LWSConfig().with_overrides({"pretrain.encoder.voice_accents": None, "data.voice_accents": 3})
+    assert encoder_corpus_config(unset).data.voice_accents == 3  # null: the data's own
