@@ -241,6 +241,8 @@ class EspeakTTS:
         if voice == self._voice:
             return
         lang, _, variant = voice.name.partition("+")
+        if len(voice.name.encode()) > MAX_VOICE_PATH:  # espeak-ng's name buffers: a long name aborts the process
+            raise InputError(f"voice name {voice.name!r} is longer than espeak-ng takes ({MAX_VOICE_PATH} bytes)")
         if is_accent(lang):  # a synthetic accent: its voice file, loaded by path (lws_core.audio.accents)
             try:
                 path = f"{accent_file(lang)}{'+' + variant if variant else ''}"
