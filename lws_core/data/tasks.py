@@ -292,7 +292,7 @@ def make_question(
         text, ix = _fill(template, {"a": a, "b": b, "adj": adj})
         notes = [Note(f"- {a} vs {b}\n", max(ix["a"], ix["b"]))]
         written = f"{a} vs {b}: {r} is {adj}\n**Answer:** {r}\n"
-        spoken = f"{r} is {adj}."
+        spoken = f"{r} is the {adj} number."
     elif family == "convert":
         frm, to, f = _UNITS[int(rng.integers(len(_UNITS)))]
         n = ri(2, 9)
@@ -310,7 +310,7 @@ def make_question(
         text, ix = _fill(template, {"s1": s[0], "s2": s[1], "s3": s[2], "s4": s[3]})
         notes = [Note(f"- step {d}\n", ix["s2"])]
         written = f"{s[3]} + {d} = {r}\n**Answer:** {r}\n"
-        spoken = f"Next is {r}."
+        spoken = f"The next number is {r}."
     elif family == "table":
         n, k = ri(2, 9), ri(3, 4)
         vals = [n * i for i in range(1, k + 1)]
@@ -358,7 +358,7 @@ def _followup(first: Question, rng: np.random.Generator) -> Question:
             text = str(rng.choice([f"Now add {k} to that.", f"And what is that plus {k}?"]))
             r = v + k
             written, note = f"{v} + {k} = {r}\n**Answer:** {r}\n", f"- + {k}\n"
-            spoken = f"That makes {r}."
+            spoken = f"Now that makes {r}."
         else:
             text = str(rng.choice(["Now double that.", "And what is twice that?"]))
             r = 2 * v
@@ -368,7 +368,7 @@ def _followup(first: Question, rng: np.random.Generator) -> Question:
         return Question(q.text, q.answer, q.task_family, q.words, 0, Script([Note(note, len(q.words) - 1)], written, spoken))
     text = "Please repeat the answer."
     q = Question.make(text, answer=a, task_family=first.task_family)
-    spoken = first.script.spoken if first.script else f"It is {a}."
+    spoken = first.script.spoken if first.script else f"The answer is {a}."
     return Question(q.text, a, q.task_family, q.words, 0, Script([], f"**Answer:** {a}\n", spoken))
 
 

@@ -20,6 +20,10 @@ from lws_core.schema import SCHEMA_VERSION
 
 MAX_NOTES = 8
 MAX_SPOKEN_WORDS = 60
+# Full-Duplex-Bench's turn rule scores a reply of at most 3 words said in under a second as no take-over (a
+# backchannel), so a spoken answer of "Next is 30." was a missed turn however right it was (stop 64: 5 of the 9
+# turn-taking misses over 3 seeds). Every answer is a sentence of at least this many words.
+MIN_SPOKEN_WORDS = 4
 MAX_WRITTEN_CHARS = 2000
 
 SCRIPT_SCHEMA: dict[str, Any] = {
@@ -45,7 +49,7 @@ SYSTEM_PROMPT = (
     "You script a voice assistant that writes while it listens. Given the user's question as numbered words, "
     "return JSON with: notes (short markdown lines to write while listening, each with depends_on_word = the index "
     "of the last word it needs; never mention a word before it is said), written (the markdown answer; end with a "
-    "line '**Answer:** <final answer>'), spoken (one or two short sentences saying the same answer)."
+    "line '**Answer:** <final answer>'), spoken (one or two short sentences, at least four words, saying the same answer)."
 )
 
 
@@ -89,6 +93,8 @@ def check_script(raw: Any, question: Question) -> Script:
         raise Reject("inconsistent", "empty spoken answer")
     if len(written.strip()) == 0 or len(written) > MAX_WRITTEN_CHARS:
         raise Reject("inconsistent", "written answer empty or too long")
+    if len(spoken.split()) < MIN_SPOKEN_WORDS:
+        raise Reject("inconsistent", f"spoken answer shorter than {MIN_SPOKEN_WORDS} words (a listener hears a backchannel)")
     if len(spoken.split()) > MAX_SPOKEN_WORDS:
         raise Reject("inconsistent", f"spoken answer longer than {MAX_SPOKEN_WORDS} words")
     if question.answer is not None and not grade_written(question.answer, written):

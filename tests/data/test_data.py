@@ -204,7 +204,7 @@ class _LLM(BaseHTTPRequestHandler):
         if "garbage" in user:
             content = "I am not JSON at all"
         else:
-            content = json.dumps({"notes": [{"text": "- 2 + 2", "depends_on_word": 3}], "written": "2 + 2 = 4\n**Answer:** 4", "spoken": "It is 4."})
+            content = json.dumps({"notes": [{"text": "- 2 + 2", "depends_on_word": 3}], "written": "2 + 2 = 4\n**Answer:** 4", "spoken": "The answer is 4."})
         data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
         # the "slow" question's client has timed out and gone by now: its reply has no one to read it
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -277,6 +277,26 @@ def test_grading():
     assert not grade_written("42", "**Answer:** 41")
     assert not grade_written("42", "no answer line")
     assert key_facts("12 plus 30 is 42.") == {"12", "30", "42"}
+
+
+def test_spoken_answers_are_turns_not_backchannels():
+    """Full-Duplex-Bench scores a reply of <= 3 words under 1 s as no take-over: every answer says at least 4 words."""
+    from lws_core.data.tasks import FAMILIES, make_followup
+    from lws_core.data.teachers import MIN_SPOKEN_WORDS, check_script
+
+    rng = np.random.default_rng(0)
+    for family in FAMILIES:
+        for split in ("train", "test"):
+            for _ in range(20):
+                q = make_question(family, rng, split)
+                assert len(q.script.spoken.split()) >= MIN_SPOKEN_WORDS, (family, q.script.spoken)
+                f = make_followup(q, rng)
+                assert len(f.script.spoken.split()) >= MIN_SPOKEN_WORDS, (family, f.script.spoken)
+    q = Question.make("What is 2 plus 2?", answer="4")
+    ok = {"notes": [], "written": "2 + 2 = 4\n**Answer:** 4", "spoken": "Two plus two is 4."}
+    assert check_script(ok, q).spoken == "Two plus two is 4."
+    with pytest.raises(Reject, match="shorter than 4 words"):
+        check_script({**ok, "spoken": "It is 4."}, q)
 
 
 def test_cli_errors_exit_2(tmp_path, ds_dir):
