@@ -22,7 +22,8 @@ MAX_NOTES = 8
 MAX_SPOKEN_WORDS = 60
 # Full-Duplex-Bench's turn rule scores a reply of at most 3 words said in under a second as no take-over (a
 # backchannel), so a spoken answer of "Next is 30." was a missed turn however right it was (stop 64: 5 of the 9
-# turn-taking misses over 3 seeds). Every answer is a sentence of at least this many words.
+# turn-taking misses over 3 seeds). Every answer is a sentence of at least this many words: one past
+# lws_core.eval.fdb_metrics.TURN_MAX_WORDS (a test ties the two; not imported, since lws_core.eval loads torch).
 MIN_SPOKEN_WORDS = 4
 MAX_WRITTEN_CHARS = 2000
 

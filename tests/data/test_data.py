@@ -283,7 +283,9 @@ def test_spoken_answers_are_turns_not_backchannels():
     """Full-Duplex-Bench scores a reply of <= 3 words under 1 s as no take-over: every answer says at least 4 words."""
     from lws_core.data.tasks import FAMILIES, make_followup
     from lws_core.data.teachers import MIN_SPOKEN_WORDS, check_script
+    from lws_core.eval.fdb_metrics import TURN_MAX_WORDS
 
+    assert MIN_SPOKEN_WORDS == TURN_MAX_WORDS + 1  # the data's floor is the benchmark's rule, not a copy that drifts
     rng = np.random.default_rng(0)
     for family in FAMILIES:
         for split in ("train", "test"):
