@@ -372,24 +372,33 @@ class Scheduler:
             return
         p95 = float(np.percentile([x for _, x, _ in held], 95))
         self._floor_s = min(self._floor_s, p95)
-        room = math.floor(load * self._growth(p95))
+        room = math.floor(load * self._growth(p95, load))
         if p95 <= self.unit_s / 2:
             self._proven = max(self._proven, load)
             self._trust = max(self._trust, room)
         else:  # over the bound at this load: trust no more than the queue says would have kept it
             self._trust = min(self._trust, room)
 
-    def _growth(self, p95: float) -> float:
-        """How far past a load whose units were served at ``p95`` latency the latency bound still holds, at most
-        ``GROWTH`` (below 1 when that load broke the bound; at least 0.5).
+    def _growth(self, p95: float, load: int) -> float:
+        """How far past ``load`` sessions whose units were served at ``p95`` latency the latency bound still holds, at
+        most ``GROWTH`` (below 1 when that load broke the bound; at least 0.5).
 
-        A queue's latency grows as ``L0 / (1 - N / C)`` (``L0``: the latency with no queue, here the warm-up's lone
-        busiest unit, or a lower p95 of a window served; ``C``: the load it saturates at). One measured load fixes
-        ``C``, and so the load at which latency reaches the bound ``B``: ``N * (1 - L0 / B) / (1 - L0 / p95)``. Why measured, not the cost model's
-        own extrapolation: past the load it was fitted at the model predicts too little (stop 48: a ramp admitted
-        168-175 sessions at p95 0.76-0.82 s on it), while a fixed step past the load that held refused sessions
-        below capacity at every level of the ramp (GROWTH 1.25) or let the step itself cross the bound (1.5)."""
+        Latency grows with the queue as ``1 / (1 - u)``, ``u`` the engine's busy share (module doc). The busy share
+        comes from the cost model's *throughput* figures, its per-session cost ``c1`` scaled by the live slowdown
+        ``k`` (:meth:`utilization`), and the latency's scale from the p95 just measured at ``load``: the bound ``B``
+        is reached at the busy share ``u' = 1 - (p95 / B) (1 - u)``, so at ``load * u' / u`` sessions.
+
+        Why not a queue's ``L0 / (1 - N / C)`` with ``L0`` the latency with no queue and ``C`` fitted from one load
+        (stops 49-64): a light load's p95 is not a queue's, it rises early and then slowly (15 ms at 64 sessions, 71
+        at 128, 483 at 192 on the Zen 4 VM), so that fit put the bound at ~157 sessions where 192 held, and a ramp
+        refused 5 of 160 and 27 of 192 below capacity (benchmarks/results/serve.md, stop 60). Why the cost model's
+        busy share and not its latency, as :meth:`capacity` does: its per-round base ``c0`` comes from two warm-up
+        rounds, while the p95 is measured at the load in question. Falls back to the ``L0`` form when the model puts
+        the load at or past saturation while it held (a per-session cost overestimated)."""
         bound = self.unit_s / 2
+        u = self.utilization(load) if self._c1 is not None else 0.0
+        if 0.0 < u < 1.0:
+            return max(0.5, min(GROWTH, (1 - p95 / bound * (1 - u)) / u))
         floor = min(self._floor_s, p95)
         if p95 <= floor:  # nothing queued yet at this load: no measure of the room left, only the cap
             return GROWTH

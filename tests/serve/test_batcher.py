@@ -212,8 +212,9 @@ def test_latency_bound_takes_the_slow_rounds_not_the_mean():
 def test_admission_goes_only_a_step_past_the_load_shown_to_hold(monkeypatch):
     """Live rounds lighter than the warm-up's busiest units raise the capacity estimate, but admission trusts it only
     up to the warm-up's estimate or a step past a load held for HOLD_S whose served units kept the latency bound: as
-    far as their p95 latency leaves room by a queue's ``L0 / (1 - N / C)``, at most GROWTH x. A load served over the
-    bound does not count (stop 48: counting it let the next burst in at p95 1.4-2.0 s), and lowers the trust."""
+    far as the queue leaves room, its busy share from the cost model and its latency's scale from the p95 measured at
+    that load (``u' = 1 - p95 / B * (1 - u)``), at most GROWTH x. A load served over the bound does not count (stop 48:
+    counting it let the next burst in at p95 1.4-2.0 s), and lowers the trust."""
     import lws_core.serve.scheduler as sched_mod
     from lws_core.serve.scheduler import GROWTH, HOLD_S
 
@@ -229,9 +230,9 @@ def test_admission_goes_only_a_step_past_the_load_shown_to_hold(monkeypatch):
     s = Scheduler(1, 1.0, 0.85)
     s.set_cost_model(0.05, 0.05 + 31 * 0.02, 32)  # a lone unit 50 ms (the latency with no queue); the estimate 42
     assert s.capacity() == 42 == s.trusted()
-    for _ in range(200):  # real rounds cost a quarter of the busiest units'
+    for _ in range(200):  # real rounds cost a quarter of the busiest units': 5 ms a session, a busy share 0.005 N
         s.observe_round(0.25 * (0.03 + 0.02 * 8), 8)
-    assert s.capacity() > 150
+    assert s.capacity() > 150 and abs(s.utilization(100) - 0.5) < 1e-6
     assert s.admits(41) and not s.admits(42)  # nothing served yet beyond the warm-up's estimate
     serve(0.06, 50, units=sched_mod.SERVED_MIN_UNITS - 1)  # too few units to show anything
     assert s.proven == 0 and s.trusted() == 42
@@ -242,19 +243,24 @@ def test_admission_goes_only_a_step_past_the_load_shown_to_hold(monkeypatch):
     assert s.admits(74) and not s.admits(75)
     serve(0.04, 40)  # a lighter moment does not lower what has been shown
     assert s.proven == 50 and s.trusted() == 75
-    serve(0.4, 70)  # near the bound: L0 = 40 ms now, so the queue saturates at 70 / (1 - 0.04 / 0.4) = 77.8,
-    assert s.proven == 70 and s.trusted() == 75  # and reaches 0.5 s at 71.6 of it, short of what was trusted
-    serve(0.25, 70)  # the same load, served faster: room up to 70 * 0.92 / 0.84 = 76.7
-    assert s.trusted() == 76
-    serve(0.8, 74)  # a heavier load served over the bound shows nothing, and lowers the trust to what would have held
-    assert s.proven == 70 and s.trusted() == math.floor(74 * 0.92 / (1 - 0.04 / 0.8)) == 71
-    serve(0.49, 70)  # within the bound but at its edge: no room past it
-    assert s.proven == 70 and s.trusted() == 71
+    serve(0.42, 70)  # near the bound at a busy share of 0.35: the bound comes at u' = 1 - 0.84 * 0.65 = 0.454,
+    assert s.proven == 70 and s.trusted() == 90  # 90.8 sessions (a queue L0 / (1 - N / C) from L0 = 40 ms: 71)
+    serve(0.49, 70)  # within the bound but at its edge: little room past it, and what was shown stays
+    assert s.proven == 70 and s.trusted() == 90
+    serve(0.8, 74)  # a heavier load served over the bound shows nothing and lowers the trust: a p95 this far over at a
+    assert s.proven == 70 and s.trusted() == 37  # busy share of 0.37 is no queue's, so at most halved (74 / 2)
+    serve(0.2, 37)  # a load held again raises it again, a step at a time
+    assert s.proven == 70 and s.trusted() == math.floor(GROWTH * 37) == 55
     fresh = Scheduler(1, 1.0, 0.85)
     fresh.set_cost_model(0.05, 0.05 + 31 * 0.02, 32)
     s = fresh
-    serve(0.8, 40)  # a load under the warm-up's estimate served over the bound lowers the trust below that estimate
-    assert fresh.proven == 0 and fresh.trusted() == math.floor(40 * (1 - 0.05 / 0.5) / (1 - 0.05 / 0.8)) == 38 < 42
+    serve(0.8, 40)  # a load under the warm-up's estimate served over the bound lowers the trust below that estimate:
+    assert fresh.proven == 0 and fresh.trusted() == 34 < 42  # u = 0.8, u' = 1 - 1.6 * 0.2 = 0.68: 34 sessions
+    past = Scheduler(1, 1.0, 0.85)
+    past.set_cost_model(0.05, 0.05 + 31 * 0.02, 32)
+    s = past
+    serve(0.3, 60)  # held where the model puts the busy share past 1 (its per-session cost too high): the room is
+    assert past.proven == 60 and past.trusted() == math.floor(60 * 0.9 / (1 - 0.05 / 0.3)) == 64  # L0 = 50 ms's queue
 
 
 def test_latency_bound_adds_what_served_units_exceeded_the_model_by(monkeypatch):
