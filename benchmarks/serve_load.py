@@ -50,6 +50,15 @@ def tree_cpu(proc: psutil.Process) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
 
 
+def admission(port: int) -> str:
+    """The admission state after a level, from the server's own gauges (the process that answers, with
+    ``--processes``): the load shown to hold, the trust past it, and the limit now."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?format=json", timeout=5) as r:
+        m = json.loads(r.read())
+    return " / ".join(f"{m[k]:.0f}" if m.get(k) is not None else "-" for k in
+                      ("admission_proven_sessions", "admission_trusted_sessions", "admission_limit_sessions"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -270,8 +279,8 @@ def main() -> None:
             time.sleep(0.5)
         print(f"server up ({args.processes} process(es)): capacity estimate {health['capacity_sessions']} sessions; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         print("| clients | served | refused | behind | units | latency p50 / p95 (ms, client) | server p50 / p95 (ms) | RTF p50 / p95 "
-              "| CPU s: server / load generator |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| CPU s: server / load generator | admission after: proven / trusted / limit |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         first_refusal = None
         profiles = []
         proc = psutil.Process(server.pid)
@@ -286,7 +295,8 @@ def main() -> None:
                 first_refusal = n
             print(
                 f"| {n} | {r['served']} | {r['refused']} | {r['behind']} | {r['units']} | {r['lat_p50']:.0f} / {r['lat_p95']:.0f} "
-                f"| {r['srv_p50']:.0f} / {r['srv_p95']:.0f} | {r['rtf_p50']:.2f} / {r['rtf_p95']:.2f} | {srv_cpu:.1f} / {gen_cpu:.1f} |",
+                f"| {r['srv_p50']:.0f} / {r['srv_p95']:.0f} | {r['rtf_p50']:.2f} / {r['rtf_p95']:.2f} | {srv_cpu:.1f} / {gen_cpu:.1f} "
+                f"| {admission(port)} |",
                 flush=True,
             )
             time.sleep(1.0)
