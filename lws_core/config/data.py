@@ -78,7 +78,7 @@ class DataConfig(Section):
         25, ge=1, description="Sessions per work chunk; each chunk runs in a fresh forked process (reproducible TTS)."
     )
     pause_position: Literal["middle", "anywhere"] = Field(
-        "middle",
+        "anywhere",
         description="Where a pause scenario's mid-question pause falls: after a word of the question's middle "
         "third (middle), or after any word but the last (anywhere, e.g. 'what is 42 plus ... 7').",
     )

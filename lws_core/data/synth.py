@@ -366,6 +366,23 @@ def replace_dir(new: Path, out_dir: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+def _content_fingerprinted(dataset_cls: type, arrow: Path):  # noqa: ANN202
+    """Load a split's arrow file with a fingerprint taken from its bytes.
+
+    ``datasets`` otherwise fingerprints a file-backed table by hashing where it lies, here a
+    temp folder named after the process id. So the same config, synthesized twice, saved
+    byte-identical rows under a different ``state.json``. That made ``lws train`` refuse to
+    resume ("dataset differs") and DVC version identical data as new data. A content hash is
+    the fingerprint ``datasets`` means: equal only for equal rows, so its map cache stays sound.
+    """
+    import hashlib
+
+    loaded = dataset_cls.from_file(str(arrow))
+    with open(arrow, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+    return dataset_cls(loaded.data, info=loaded.info, split=loaded.split, fingerprint=digest)
+
+
 def synthesize(
     cfg,  # noqa: ANN001 - LWSConfig
     out_dir: str | Path,
@@ -477,7 +494,7 @@ def synthesize(
         from datasets.utils.logging import disable_progress_bar, enable_progress_bar
 
         disable_progress_bar()  # our own bar is the one to watch
-        dd = DatasetDict({s: Dataset.from_file(str(shards / f"{s}.arrow")) for s in SPLITS})
+        dd = DatasetDict({s: _content_fingerprinted(Dataset, shards / f"{s}.arrow") for s in SPLITS})
         final = tmp / "out"
         # datasets writes no shard for an empty split and then cannot load it back: give it one empty shard
         dd.save_to_disk(str(final), num_shards={s: 1 for s in SPLITS if counts[s] == 0})

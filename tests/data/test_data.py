@@ -24,6 +24,7 @@ from lws_core.data.teachers import HFTeacher, OpenAITeacher
 from lws_core.data.types import Note, Question, Reject, Script
 from lws_core.errors import InputError
 from lws_core.schema import validate
+from lws_core.train.resume import dataset_hash
 
 CFG = LWSConfig().with_overrides({"data.chunk_sessions": 10})
 
@@ -61,7 +62,7 @@ def test_rows_audio_and_validity(ds_dir):
 
 
 def test_byte_identical_regardless_of_workers(ds_dir, tmp_path):
-    """Same seed and config: identical rows, audio bytes included, with 1 or 2 workers and in a later run.
+    """Same seed and config: identical rows, audio bytes included, and identical files, with 1 or 2 workers and in a later run.
 
     Before espeak-ng's noise generator was reseeded (it seeds from the wall clock),
     about a third of the sessions' audio differed between runs.
@@ -74,6 +75,13 @@ def test_byte_identical_regardless_of_workers(ds_dir, tmp_path):
             assert hashlib.sha256(x["audio"]).hexdigest() == hashlib.sha256(y["audio"]).hexdigest(), x["id"]
             assert x == y
     assert json.loads((ds_dir / "card.json").read_text())["rows"] == json.loads((tmp_path / "one" / "card.json").read_text())["rows"]
+    # every file but the card's and README's wall-clock timings: before the fingerprints came from the
+    # rows' bytes, each split's state.json differed, so a resume was refused as "dataset differs"
+    files = sorted(p.relative_to(ds_dir) for p in ds_dir.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    differ = [str(f) for f in files if (ds_dir / f).read_bytes() != (tmp_path / "one" / f).read_bytes()]
+    assert set(differ) <= {"card.json", "README.md"}, differ
+    assert dataset_hash(ds_dir) == dataset_hash(tmp_path / "one")
 
 
 def test_test_split_uses_held_out_phrasings_and_voices(ds_dir):
