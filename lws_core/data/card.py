@@ -8,6 +8,15 @@ from typing import Any
 
 from lws_core.schema import SCHEMA_VERSION
 
+# How one synthesis ran (wall time, per-step timings, the teacher's spend in this run): facts of the run, not
+# of the data. They live beside the card, not in it, so that the same config synthesized twice writes the same
+# card and README, and DVC versions equal data once (the workspace's .dvcignore leaves this file out).
+RUN_FILE = "synthesis.json"
+# The teacher's spend that belongs to the data (what its replies cost, cached ones included); the rest of
+# ``teacher_usage`` (requests paid, cache hits, retries, paid tokens) is the run's.
+DATASET_USAGE = ("model", "dataset_prompt_tokens", "dataset_completion_tokens", "dataset_cost_usd",
+                 "usd_per_1k_input", "usd_per_1k_output")
+
 # What each split holds (card.json `splits`, README table); every split of synth.SPLITS has a line.
 SPLIT_NOTES = {
     "train": "training phrasings, training voices",
@@ -18,33 +27,44 @@ SPLIT_NOTES = {
 
 
 def teacher_lines(u: dict[str, Any] | None) -> list[str]:
-    """README lines for the teacher's spend (none for an offline teacher)."""
+    """README lines for what the teacher's replies cost (none for an offline teacher); the run's spend is in RUN_FILE."""
     if not u:
         return []
     return [
-        f"Teacher `{u['model']}`: {u['requests_paid']} paid requests, {u['cache_hits']} answered from the response cache, "
-        f"{u['retries']} retries ({u['rate_limited']} rate-limited), {u['failures']} failed.",
-        f"Tokens for this dataset: {u['dataset_prompt_tokens']} prompt + {u['dataset_completion_tokens']} completion, "
-        f"${u['dataset_cost_usd']:.2f}; paid in this run: {u['paid_prompt_tokens']} + {u['paid_completion_tokens']}, "
-        f"${u['paid_cost_usd']:.2f}.",
+        f"Teacher `{u['model']}`. Tokens for this dataset: {u['dataset_prompt_tokens']} prompt + "
+        f"{u['dataset_completion_tokens']} completion, ${u['dataset_cost_usd']:.2f} (cached replies included; what this "
+        f"run paid, its retries and cache hits are in `{RUN_FILE}`).",
         "",
     ]
 
 
 def shard_lines(shards: list[dict[str, Any]]) -> list[str]:
-    """README table of a merged dataset's shards: sessions, rows, rejects and where the time went."""
+    """README table of a merged dataset's shards: sessions, rows, rejects (where the time went is in RUN_FILE)."""
     if not shards:
         return []
-    rows = [
-        f"| {s['shard'][0]} | {s['sessions'][0]}-{s['sessions'][1] - 1} | {s['rows']} | {s['rejects']} | "
-        f"{s['timings'].get('scripts_s', 0):g} | {s['timings'].get('sessions_s', 0):g} | {s['timings'].get('wall_s', 0):g} |"
-        for s in shards
-    ]
-    return ["| shard | sessions | rows | rejects | scripts s | sessions s | wall s |", "|---|---|---|---|---|---|---|", *rows, ""]
+    rows = [f"| {s['shard'][0]} | {s['sessions'][0]}-{s['sessions'][1] - 1} | {s['rows']} | {s['rejects']} |" for s in shards]
+    return ["| shard | sessions | rows | rejects |", "|---|---|---|---|", *rows, ""]
+
+
+def run_facts(summary) -> dict[str, Any]:  # noqa: ANN001
+    """What RUN_FILE holds: how long the synthesis took, where the time went, and the teacher's spend in this run."""
+    return {
+        "wall_s": summary.wall_s,
+        "sessions_per_s": summary.sessions_per_s,
+        "audio_s_per_s": summary.audio_s_per_s,
+        "workers": summary.extra.get("workers"),
+        "timings": summary.extra.get("timings", {}),
+        "teacher_usage": summary.extra.get("teacher_usage"),
+        "shards": [{"shard": sh["shard"], "timings": sh.get("timings", {})} for sh in summary.extra.get("shards", [])],
+    }
 
 
 def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> dict[str, Any]:  # noqa: ANN001
-    """Write card.json (machine-readable) and README.md (the same facts for people); return the card."""
+    """Write card.json (machine-readable) and README.md (the same facts for people); return the card.
+
+    Both hold only facts of the data, so equal configs write equal files; :func:`run_facts` goes to RUN_FILE.
+    """
+    usage = summary.extra.get("teacher_usage")
     card = {
         "schema_version": SCHEMA_VERSION,
         "config_digest": cfg.digest(),
@@ -66,15 +86,16 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         "max_say_tokens": cfg.schema_.max_say_tokens,
         "budget_tokenizer": "tokenizer/ (byte-level BPE, vocab 512, trained from template text)",
         "scenario_weights": dict(cfg.data.scenarios),
-        "wall_s": summary.wall_s,
-        # teacher spend: paid in this run and what the dataset's replies cost (cache hits included)
-        "teacher_usage": summary.extra.get("teacher_usage"),
+        # what the dataset's teacher replies cost, cached ones included (this run's spend: RUN_FILE)
+        "teacher_usage": {k: usage[k] for k in DATASET_USAGE if k in usage} if usage else None,
         "sessions": summary.extra.get("sessions"),  # [first, last + 1) session indices planned
         "shard": summary.extra.get("shard"),  # [k, N] for one shard of a fan-out, else None
-        "timings": summary.extra.get("timings", {}),
-        "shards": summary.extra.get("shards", []),  # a merged dataset: each shard's rows, rejects and timings
+        "shards": [  # a merged dataset: each shard's sessions, rows and rejects
+            {k: v for k, v in sh.items() if k != "timings"} for sh in summary.extra.get("shards", [])
+        ],
         "data_config": cfg.to_dict()["data"],
     }
+    (directory / RUN_FILE).write_text(json.dumps(run_facts(summary), indent=2, sort_keys=True))
     (directory / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
     weights = card["scenario_weights"]
     total_w = sum(weights.values()) or 1.0
@@ -88,7 +109,7 @@ def write_card(directory: Path, cfg, summary, teacher: str, requested: int) -> d
         + (" **Text only**: the audio was synthesized for the word timings but not stored (`audio` is empty)."
            if card["text_only"] else ""),
         f"Budgets per unit: {card['max_write_tokens']} write tokens, {card['max_say_tokens']} say tokens, counted with "
-        f"{card['budget_tokenizer']}. Synthesis took {card['wall_s']:g} s.",
+        f"{card['budget_tokenizer']}. How this synthesis ran (wall time, timings, the teacher's spend): `{RUN_FILE}`.",
         "",
         "| split | sessions | phrasings, voices |",
         "|---|---|---|",

@@ -4,7 +4,8 @@ Shard ``k`` of ``N`` synthesizes a contiguous run of the unsharded run's chunks
 (:func:`lws_core.data.synth.shard_chunks`), so concatenating the shards in index order gives the
 unsharded rows in the unsharded order, byte for byte. The merge still deduplicates by session id
 (a shard retried after a partial upload, or two overlapping shard lists, must not double rows),
-sums the cards (rows, rejects, hours, teacher tokens and cost) and keeps each shard's timings.
+sums the cards (rows, rejects, hours, teacher tokens and cost) and keeps each shard's timings
+(in ``synthesis.json``, beside the card).
 Like :func:`~lws_core.data.synth.synthesize` it writes into a hidden temp dir and renames it into
 place only at the end.
 """
@@ -28,6 +29,14 @@ def _card(path: Path) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"{path}: not a synthesized shard (no card.json); was the shard step finished?")
     return json.loads(p.read_text())
+
+
+def _run(path: Path) -> dict[str, Any]:
+    """A shard's run facts (timings, the teacher's spend in its run); empty for a shard made before they moved out of the card."""
+    from lws_core.data.card import RUN_FILE
+
+    p = path / RUN_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def _sum_usage(usages: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -58,6 +67,7 @@ def merge_shards(cfg, shard_dirs: list[str | Path], out_dir: str | Path) -> Synt
     cards = [_card(p) for p in dirs]
     order = sorted(range(len(dirs)), key=lambda i: ((cards[i].get("shard") or [0])[0], (cards[i].get("sessions") or [0])[0]))
     dirs, cards = [dirs[i] for i in order], [cards[i] for i in order]
+    runs = [_run(p) for p in dirs]
     seeds = {c["seed"] for c in cards}
     if len(seeds) > 1:
         raise InputError(f"merge: shards were made with different seeds {sorted(seeds)}")
@@ -116,13 +126,14 @@ def merge_shards(cfg, shard_dirs: list[str | Path], out_dir: str | Path) -> Synt
                 "reject_examples": [e for c in cards for e in c.get("reject_examples", [])][:10],
                 "voices": total("voices"),
                 "text_only": any(c.get("text_only") for c in cards),
-                "teacher_usage": _sum_usage([c.get("teacher_usage") for c in cards]),
+                "teacher_usage": _sum_usage([r.get("teacher_usage") or c.get("teacher_usage") for c, r in zip(cards, runs, strict=True)]),
                 "sessions": [cards[0]["sessions"][0], cards[-1]["sessions"][1]] if cards[0].get("sessions") else None,
                 "timings": {"merge_s": wall, "duplicates_dropped": dupes},
                 "shards": [
                     {"shard": c.get("shard") or [k, len(cards)], "sessions": c.get("sessions") or [0, 0],
-                     "rows": sum(c["rows"].values()), "rejects": sum(c["rejects"].values()), "timings": c.get("timings", {})}
-                    for k, c in enumerate(cards)
+                     "rows": sum(c["rows"].values()), "rejects": sum(c["rejects"].values()),
+                     "timings": r.get("timings") or c.get("timings", {})}
+                    for k, (c, r) in enumerate(zip(cards, runs, strict=True))
                 ],
             },
         )

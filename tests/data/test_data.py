@@ -75,12 +75,14 @@ def test_byte_identical_regardless_of_workers(ds_dir, tmp_path):
             assert hashlib.sha256(x["audio"]).hexdigest() == hashlib.sha256(y["audio"]).hexdigest(), x["id"]
             assert x == y
     assert json.loads((ds_dir / "card.json").read_text())["rows"] == json.loads((tmp_path / "one" / "card.json").read_text())["rows"]
-    # every file but the card's and README's wall-clock timings: before the fingerprints came from the
-    # rows' bytes, each split's state.json differed, so a resume was refused as "dataset differs"
+    # every file but the run's own facts (synthesis.json: wall time, timings). Before the fingerprints came from
+    # the rows' bytes each split's state.json differed, so a resume was refused as "dataset differs"; before the
+    # timings left the card, card.json and README.md differed, so DVC versioned equal data twice.
     files = sorted(p.relative_to(ds_dir) for p in ds_dir.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     differ = [str(f) for f in files if (ds_dir / f).read_bytes() != (tmp_path / "one" / f).read_bytes()]
-    assert set(differ) <= {"card.json", "README.md"}, differ
+    assert differ == ["synthesis.json"], differ
+    assert json.loads((tmp_path / "one" / "synthesis.json").read_text())["workers"] == 1
     assert dataset_hash(ds_dir) == dataset_hash(tmp_path / "one")
 
 

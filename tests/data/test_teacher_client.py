@@ -107,10 +107,13 @@ def test_bad_replies_rejected_with_reason_and_counted(tmp_path):
     assert sum(s.rows.values()) + sum(s.rejects.values()) == 40
     card = json.loads((tmp_path / "ds" / "card.json").read_text())
     assert card["rejects"] == s.rejects
-    u = card["teacher_usage"]
+    run = json.loads((tmp_path / "ds" / "synthesis.json").read_text())  # the run's spend and timings, beside the card
+    u = run["teacher_usage"]
     assert u["requests_paid"] > 0 and u["failures"] >= s.rejects["timeout"]
     assert u["paid_cost_usd"] == pytest.approx(u["paid_prompt_tokens"] / 1000 + 2 * u["paid_completion_tokens"] / 1000, abs=1e-5)
-    assert card["timings"]["scripts_s"] > 0 and card["timings"]["sessions_s"] > 0
+    assert run["timings"]["scripts_s"] > 0 and run["timings"]["sessions_s"] > 0
+    # the card keeps what the data's replies cost, never what this run paid (a rerun from the cache pays nothing)
+    assert card["teacher_usage"]["dataset_prompt_tokens"] == u["dataset_prompt_tokens"] and "requests_paid" not in card["teacher_usage"]
 
 
 def test_kill_and_resume_pays_nothing_twice(tmp_path):
