@@ -120,8 +120,9 @@ def run_synthesize(config_json: str, out_path: str) -> str:
         flat.update({f"rows_{k}": v for k, v in s.rows.items()})
         flat.update({f"rejects_{k}": v for k, v in s.rejects.items()})
         tr.log_metrics(rid, flat)
-        if (Path(out_path) / "card.json").is_file():
-            tr.client.log_artifact(rid, str(Path(out_path) / "card.json"))
+        for name in ("card.json", "synthesis.json"):  # what the data is; how this run made it
+            if (Path(out_path) / name).is_file():
+                tr.client.log_artifact(rid, str(Path(out_path) / name))
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
         return rid
@@ -167,7 +168,8 @@ def run_merge_shards(config_json: str, shard_paths: list[str], out_path: str) ->
         if u := s.extra.get("teacher_usage"):
             flat.update({f"teacher_{k}": v for k, v in u.items() if isinstance(v, (int, float))})
         tr.log_metrics(rid, flat)
-        tr.client.log_artifact(rid, str(Path(out_path) / "card.json"))
+        for name in ("card.json", "synthesis.json"):
+            tr.client.log_artifact(rid, str(Path(out_path) / name))
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
         return rid

@@ -176,6 +176,8 @@ def test_main_job_end_to_end(tmp_path):
     assert client.get_metric_history(encoder_run.info.run_id, "ctc_loss") and "wer_sessions" in encoder_run.data.metrics
     assert "system/peak_rss_mb" in encoder_run.data.metrics and "pretrain_report.json" in {
         f.path for f in client.list_artifacts(backbone_run.info.run_id)}
+    # the synthesize run keeps what the data is (card) and how this run made it (timings, the teacher's spend)
+    assert {"card.json", "synthesis.json"} <= {f.path for f in client.list_artifacts(by_step["synthesize"].info.run_id)}
     assert backbone_run.data.params["pretrain.backbone.max_steps"] == "2" and "train.max_steps" not in backbone_run.data.params
     assert "step pretrain_encoder" in out_a and "step pretrain_backbone" in out_a
     # the steps write progress lines into the run's log, which the pipeline's bar reads (workflows.local.step_progress)
