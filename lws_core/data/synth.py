@@ -366,7 +366,7 @@ def replace_dir(new: Path, out_dir: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
-def _content_fingerprinted(dataset_cls: type, arrow: Path):  # noqa: ANN202
+def _content_fingerprinted(arrow: Path):  # noqa: ANN202 - datasets.Dataset, imported lazily
     """Load a split's arrow file with a fingerprint taken from its bytes.
 
     ``datasets`` otherwise fingerprints a file-backed table by hashing where it lies, here a
@@ -377,10 +377,12 @@ def _content_fingerprinted(dataset_cls: type, arrow: Path):  # noqa: ANN202
     """
     import hashlib
 
-    loaded = dataset_cls.from_file(str(arrow))
+    from datasets import Dataset
+
+    loaded = Dataset.from_file(str(arrow))
     with open(arrow, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
-    return dataset_cls(loaded.data, info=loaded.info, split=loaded.split, fingerprint=digest)
+    return Dataset(loaded.data, info=loaded.info, split=loaded.split, fingerprint=digest)
 
 
 def synthesize(
@@ -409,7 +411,7 @@ def synthesize(
     requests in flight (:func:`_prefetch_scripts`), before the workers fork; its token and cost
     counts go into the card.
     """
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
     from datasets.arrow_writer import ArrowWriter
 
     from lws_core.data.card import write_card
@@ -494,7 +496,7 @@ def synthesize(
         from datasets.utils.logging import disable_progress_bar, enable_progress_bar
 
         disable_progress_bar()  # our own bar is the one to watch
-        dd = DatasetDict({s: _content_fingerprinted(Dataset, shards / f"{s}.arrow") for s in SPLITS})
+        dd = DatasetDict({s: _content_fingerprinted(shards / f"{s}.arrow") for s in SPLITS})
         final = tmp / "out"
         # datasets writes no shard for an empty split and then cannot load it back: give it one empty shard
         dd.save_to_disk(str(final), num_shards={s: 1 for s in SPLITS if counts[s] == 0})
