@@ -366,6 +366,7 @@ def replace_dir(new: Path, out_dir: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+
 def _content_fingerprinted(arrow: Path):  # noqa: ANN202 - datasets.Dataset, imported lazily
     """Load a split's arrow file with a fingerprint taken from its bytes.
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lws_core.config import LWSConfig, config_from_dict
+from lws_core.data.card import RUN_FILE
 from lws_core.errors import InputError
 from lws_core.eval.sessions import FILENAME as SCORES_FILE
 from lws_core.eval.sessions import SessionScores
@@ -120,7 +121,7 @@ def run_synthesize(config_json: str, out_path: str) -> str:
         flat.update({f"rows_{k}": v for k, v in s.rows.items()})
         flat.update({f"rejects_{k}": v for k, v in s.rejects.items()})
         tr.log_metrics(rid, flat)
-        for name in ("card.json", "synthesis.json"):  # what the data is; how this run made it
+        for name in ("card.json", RUN_FILE):  # what the data is; how this run made it
             if (Path(out_path) / name).is_file():
                 tr.client.log_artifact(rid, str(Path(out_path) / name))
         tr.log_metrics(rid, sm.values())
@@ -168,7 +169,7 @@ def run_merge_shards(config_json: str, shard_paths: list[str], out_path: str) ->
         if u := s.extra.get("teacher_usage"):
             flat.update({f"teacher_{k}": v for k, v in u.items() if isinstance(v, (int, float))})
         tr.log_metrics(rid, flat)
-        for name in ("card.json", "synthesis.json"):
+        for name in ("card.json", RUN_FILE):
             tr.client.log_artifact(rid, str(Path(out_path) / name))
         tr.log_metrics(rid, sm.values())
         tr.finish(rid)
