@@ -12,6 +12,10 @@ from lws_core.schema import SCHEMA_VERSION
 # of the data. They live beside the card, not in it, so that the same config synthesized twice writes the same
 # card and README, and DVC versions equal data once (the workspace's .dvcignore leaves this file out).
 RUN_FILE = "synthesis.json"
+# What a dataset folder may hold that is not the dataset: the run's facts, and the cache files ``datasets`` writes
+# beside a split's arrow files when a reader maps or filters it (``cache-<fingerprint>.arrow``). Neither is versioned
+# (the .dvcignore of the workspace DVC repo and of the project's own) nor hashed for a resume (train.resume).
+UNVERSIONED = (RUN_FILE, "cache-*.arrow")
 # The teacher's spend that belongs to the data (what its replies cost, cached ones included); the rest of
 # ``teacher_usage`` (requests paid, cache hits, retries, paid tokens) is the run's.
 DATASET_USAGE = ("model", "dataset_prompt_tokens", "dataset_completion_tokens", "dataset_cost_usd",

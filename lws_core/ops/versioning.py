@@ -34,13 +34,14 @@ def _repo(cfg):  # noqa: ANN001, ANN202
     if not (root / ".dvc").is_dir():
         root.mkdir(parents=True, exist_ok=True)
         Repo.init(str(root), no_scm=True)
-    # A dataset's synthesis.json holds how its run went (wall time, the teacher's spend), not what the data is:
-    # left out, the same config synthesized twice is one version (lws_core.data.card.RUN_FILE).
-    from lws_core.data.card import RUN_FILE
+    # What a dataset folder holds that is not the data (its run's facts, `datasets` cache files): left out, the
+    # same config synthesized twice is one version (lws_core.data.card.UNVERSIONED; the project's .dvcignore too).
+    from lws_core.data.card import UNVERSIONED
 
     ignore = root / ".dvcignore"
-    if not ignore.is_file() or RUN_FILE not in ignore.read_text().split():
-        ignore.write_text((ignore.read_text() if ignore.is_file() else "") + f"{RUN_FILE}\n")
+    have = ignore.read_text().split() if ignore.is_file() else []
+    if missing := [p for p in UNVERSIONED if p not in have]:
+        ignore.write_text("".join(f"{p}\n" for p in [*have, *missing]))
     repo = Repo(str(root))
     url = remote_url(cfg)
     with repo.config.edit() as conf:

@@ -14,12 +14,14 @@ memory limit), and the dataset's train/validation rows and tokenizer, by content
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from lws_core.data.card import UNVERSIONED
 from lws_core.errors import ConfigError
 
 RUN_FILE = "run.json"
@@ -42,6 +44,9 @@ def training_config(cfg) -> dict[str, Any]:  # noqa: ANN001
 def dataset_hash(data_dir: Path) -> str:
     """sha256 over the files of the train and validation splits and the tokenizer (names and bytes).
 
+    Cache files that ``datasets`` wrote beside the splits (``card.UNVERSIONED``) are not the data: a reader that
+    mapped a split must not make its checkpoint's dataset look different.
+
     Reads the data once (about a second per GB); the card and the test splits are left out,
     since training never reads them.
     """
@@ -49,6 +54,7 @@ def dataset_hash(data_dir: Path) -> str:
     for part in _DATA_PARTS:
         root = data_dir / part
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.is_file() else []
+        files = [f for f in files if not any(fnmatch.fnmatch(f.name, pat) for pat in UNVERSIONED)]
         for f in files:
             h.update(f.relative_to(data_dir).as_posix().encode() + b"\0")
             with open(f, "rb") as fh:

@@ -84,6 +84,8 @@ def test_byte_identical_regardless_of_workers(ds_dir, tmp_path):
     assert differ == ["synthesis.json"], differ
     assert json.loads((tmp_path / "one" / "synthesis.json").read_text())["workers"] == 1
     assert dataset_hash(ds_dir) == dataset_hash(tmp_path / "one")
+    (tmp_path / "one" / "train" / "cache-0123456789abcdef.arrow").write_bytes(b"a reader's map")  # not the data
+    assert dataset_hash(ds_dir) == dataset_hash(tmp_path / "one")
 
 
 def test_test_split_uses_held_out_phrasings_and_voices(ds_dir):

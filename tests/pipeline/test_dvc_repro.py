@@ -37,6 +37,7 @@ def test_dvc_repro_runs_the_lws_stages(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(ROOT / ".dvcignore", work / ".dvcignore")  # what is not the data, as in the workspace DVC repo
     # stage deps name code folders: a copy gives DVC something to hash (the `lws` commands run the installed code)
     shutil.copytree(ROOT / "lws_core", work / "lws_core", ignore=shutil.ignore_patterns("__pycache__"))
     cfg = LWSConfig().with_overrides(TINY)
